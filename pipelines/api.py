@@ -1,0 +1,105 @@
+"""The plain-Python surface of the studio: every UI action and API endpoint is one of these calls.
+
+Arguments and results are plain data (str, dict, list), so the Gradio app, `gradio_client`, the CLI
+and tests all use the same functions. Errors a user can cause are raised as StudioError.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipelines import run_files, runs
+from pipelines.config import BUNDLED_MODEL_ID, RunConfig, parse_config_text
+from pipelines.errors import StudioError
+
+
+def prepare_run(workspace: Path, config_text: str) -> Path:
+    """Validate a config against its model and data, then create the run directory (nothing is started)."""
+    config = parse_config_text(config_text)
+    check_startable(workspace, config)
+    return runs.create_run(workspace, config)
+
+
+def check_startable(workspace: Path, config: RunConfig) -> None:
+    """Everything that can be checked before a process is spent on it: model, context, data."""
+    from pipelines.data.store import load_rows
+    from pipelines.models import resolve_model
+
+    source = resolve_model(config.model, workspace)
+    load_rows(config.dataset, workspace)
+    limit = _context_length(source)
+    if limit and config.train.max_length > limit:
+        raise StudioError(f"max_length {config.train.max_length} is beyond the model's context of {limit} tokens; "
+                          "lower train.max_length.")
+
+
+def _context_length(source) -> int | None:
+    from transformers import AutoConfig
+
+    from pipelines.models import context_length, trust_remote_code
+    try:
+        return context_length(AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code()))
+    except OSError as exc:
+        raise StudioError(f"Could not read the model config of {source.spec!r}: {str(exc).splitlines()[0]}") from None
+
+
+def start_run(workspace: Path, config_text: str) -> str:
+    """Validate, create and launch a run in its own process; return the run id."""
+    run_dir = prepare_run(workspace, config_text)
+    runs.launch(run_dir)
+    return run_dir.name
+
+
+def run_status(workspace: Path, run_id: str) -> dict:
+    run_dir = runs.run_dir_of(workspace, run_id)
+    status = runs.refresh_status(run_dir)
+    return {
+        "run_id": run_id, "status": status.get("status"), "step": status.get("step", 0),
+        "max_steps": status.get("max_steps", 0), "eta_s": status.get("eta_s"),
+        "last_metrics": status.get("last_metrics") or {}, "error": status.get("error"),
+        "checkpoints": run_files.checkpoint_steps(run_dir), "has_final": (run_dir / "final").is_dir(),
+    }
+
+
+def run_metrics(workspace: Path, run_id: str) -> list[dict]:
+    return run_files.read_metrics(runs.run_dir_of(workspace, run_id))
+
+
+def run_log(workspace: Path, run_id: str, lines: int = 40) -> str:
+    return run_files.tail(runs.run_dir_of(workspace, run_id) / "train.log", lines)
+
+
+def run_config_text(workspace: Path, run_id: str) -> str:
+    return (runs.run_dir_of(workspace, run_id) / "config.yaml").read_text(encoding="utf-8")
+
+
+def stop_run(workspace: Path, run_id: str) -> dict:
+    status = runs.request_stop(runs.run_dir_of(workspace, run_id))
+    return {"run_id": run_id, "status": status.get("status")}
+
+
+def resume_run(workspace: Path, run_id: str) -> dict:
+    runs.resume(runs.run_dir_of(workspace, run_id))
+    return {"run_id": run_id, "status": "queued"}
+
+
+def list_runs(workspace: Path) -> list[dict]:
+    return [runs.summary(run_dir) for run_dir in runs.list_run_dirs(workspace)]
+
+
+def list_checkpoints(workspace: Path) -> list[str]:
+    """Every id chat accepts: the base models (bundled and those runs started from), then each run's checkpoints."""
+    ids = [BUNDLED_MODEL_ID]
+    run_dirs = runs.list_run_dirs(workspace)
+    for run_dir in run_dirs:
+        try:
+            model = runs.load_config(run_dir).model
+        except StudioError:
+            continue
+        if model not in ids and "/checkpoint-" not in model and not model.endswith("/final"):
+            ids.append(model)
+    for run_dir in run_dirs:
+        if (run_dir / "final").is_dir():
+            ids.append(f"{run_dir.name}/final")
+        ids.extend(f"{run_dir.name}/checkpoint-{step}" for step in reversed(run_files.checkpoint_steps(run_dir)))
+    return ids

@@ -1,0 +1,80 @@
+"""The headless command line: the same runs, in the same layout, without the UI.
+
+    python -m pipelines train config.yaml            validate, create a run, train in the foreground
+    python -m pipelines train workspace/runs/<id>    train an existing run directory (what the app launches)
+    python -m pipelines resume <run_id>              continue a stopped or interrupted run from its last checkpoint
+    python -m pipelines runs                         list runs
+    python -m pipelines stop <run_id>                ask a running run to save a checkpoint and stop
+    python -m pipelines prepare-model                fetch and convert the bundled model once
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pipelines.errors import StudioError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines", description="Alignment Studio, headless.")
+    parser.add_argument("--workspace", default="workspace", help="Workspace folder (default ./workspace).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="Train from a config file or an existing run directory.")
+    train.add_argument("target", help="config.yaml (or .json) to start a new run, or a run directory.")
+    train.add_argument("--resume", action="store_true", help="Continue from the run's last complete checkpoint.")
+    resume = commands.add_parser("resume", help="Resume a stopped or interrupted run in the foreground.")
+    resume.add_argument("run_id")
+    commands.add_parser("runs", help="List runs as JSON lines.")
+    stop = commands.add_parser("stop", help="Ask a run to save a checkpoint and stop.")
+    stop.add_argument("run_id")
+    commands.add_parser("prepare-model", help="Download and convert the bundled model.")
+    args = parser.parse_args(argv)
+    workspace = Path(args.workspace).resolve()
+    try:
+        return _dispatch(args, workspace)
+    except StudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args, workspace: Path) -> int:
+    from pipelines import api
+
+    if args.command == "train":
+        target = Path(args.target)
+        if target.is_dir() and (target / "config.yaml").is_file():
+            run_dir = target
+        elif target.is_file():
+            run_dir = api.prepare_run(workspace, target.read_text(encoding="utf-8"))
+            print(f"run {run_dir.name} in {run_dir}", flush=True)
+        else:
+            raise StudioError(f"{args.target} is neither a config file nor a run directory.")
+        return _train(run_dir, args.resume)
+    if args.command == "resume":
+        from pipelines import runs
+        run_dir = runs.run_dir_of(workspace, args.run_id)
+        status = runs.refresh_status(run_dir).get("status")
+        if status in ("queued", "running", "stopping"):
+            raise StudioError(f"Run {args.run_id!r} is still {status}; stop it before resuming.")
+        return _train(run_dir, resume=True)
+    if args.command == "runs":
+        for row in api.list_runs(workspace):
+            print(json.dumps(row))
+        return 0
+    if args.command == "stop":
+        print(json.dumps(api.stop_run(workspace, args.run_id)))
+        return 0
+    if args.command == "prepare-model":
+        from pipelines.bundled import bundled_model_dir
+        print(bundled_model_dir())
+        return 0
+    return 2
+
+
+def _train(run_dir: Path, resume: bool) -> int:
+    from pipelines.train import train_run
+    status = train_run(run_dir, resume=resume)
+    return 0 if status in ("completed", "stopped") else 1

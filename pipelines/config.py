@@ -1,0 +1,181 @@
+"""The run config: one dataclass tree, saved as config.yaml, shared by the UI form, the CLI and the API.
+
+Every field carries its help text (and, where it has them, its choices and lower bound) once, in
+`metadata`; the UI builds its form from these fields and the CLI documents them from here.
+Nothing in this module imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from pipelines.errors import StudioError
+from pipelines.paths import check_name
+
+# Every stage of the pipeline, in the order a user meets them. Later issues fill in the ones
+# not yet in AVAILABLE_STAGES; the names are part of the config format and do not change.
+STAGES = ("sft", "reward", "dpo", "kto", "orpo", "ppo", "grpo", "rloo", "rejection_sampling")
+AVAILABLE_STAGES = ("sft",)
+
+BUNDLED_MODEL_ID = "smollm2-135m-instruct"
+
+
+def _field(default: Any, help: str, choices: tuple | None = None, minimum: float | None = None,
+            exclusive_minimum: bool = False, maximum: float | None = None):
+    metadata = {"help": help, "choices": choices, "minimum": minimum,
+                "exclusive_minimum": exclusive_minimum, "maximum": maximum}
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class PeftSettings:
+    method: str = _field("lora", "Full fine-tune, LoRA adapters, or QLoRA (LoRA on a 4-bit base; needs a CUDA GPU and bitsandbytes).",
+                         choices=("lora", "qlora", "full"))
+    r: int = _field(16, "LoRA rank: the width of the low-rank update. 8–64 is typical.", minimum=1)
+    alpha: int = _field(32, "LoRA alpha: the update is scaled by alpha / r. Twice the rank is a common choice.", minimum=1)
+    dropout: float = _field(0.05, "Dropout on the LoRA branch.", minimum=0.0, maximum=0.99)
+    target_modules: str = _field("all-linear", "Which layers get adapters: 'all-linear', or a comma-separated list such as 'q_proj,v_proj'.")
+
+
+@dataclass
+class TrainSettings:
+    max_steps: int = _field(60, "Optimizer steps to run; 0 means run for `epochs` instead.", minimum=0)
+    epochs: float = _field(3.0, "Passes over the dataset, used when max_steps is 0.", minimum=0, exclusive_minimum=True)
+    learning_rate: float = _field(2.0e-4, "Peak learning rate. LoRA: 1e-4–5e-4; full fine-tune: 1e-5–5e-5.", minimum=0, exclusive_minimum=True)
+    lr_scheduler: str = _field("cosine", "How the learning rate changes after warm-up.", choices=("cosine", "linear", "constant"))
+    warmup_ratio: float = _field(0.05, "Share of the steps spent warming the learning rate up from 0.", minimum=0.0, maximum=0.5)
+    batch_size: int = _field(4, "Rows per device per forward pass.", minimum=1)
+    grad_accum: int = _field(1, "Forward passes accumulated into one optimizer step (effective batch = batch_size × grad_accum × GPUs).", minimum=1)
+    max_length: int = _field(512, "Longest tokenised row; longer rows are cut. Must not exceed the model's context.", minimum=8)
+    logging_steps: int = _field(1, "Log metrics every this many steps.", minimum=1)
+    save_steps: int = _field(20, "Save a checkpoint every this many steps (one is also saved at the end and on stop).", minimum=1)
+    seed: int = _field(42, "Random seed for data order and initialisation.", minimum=0)
+    precision: str = _field("auto", "Numeric precision: auto = bf16 on a GPU that supports it, fp32 on CPU (bf16 on CPU is 2.5–5× slower).",
+                            choices=("auto", "fp32", "bf16", "fp16"))
+    gradient_checkpointing: str = _field("auto", "Recompute activations to save memory: auto = on only for models of 1B+ parameters on a GPU (it costs ~30% speed).",
+                                         choices=("auto", "on", "off"))
+
+
+@dataclass
+class RunConfig:
+    name: str = _field("", "Optional run name; the run id is derived from it.")
+    stage: str = _field("sft", "Which alignment stage to run.", choices=STAGES)
+    model: str = _field(BUNDLED_MODEL_ID, "Bundled model id, Hugging Face Hub id (org/name), local path, or a checkpoint id of an earlier run.")
+    dataset: str = _field("alpaca-en-sample", "A dataset name (bundled sample or saved in the workspace), or a file path.")
+    peft: PeftSettings = field(default_factory=PeftSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+SECTIONS = {"peft": PeftSettings, "train": TrainSettings}
+
+
+def parse_config_text(text: str) -> RunConfig:
+    """Parse YAML (or JSON, which is YAML) text into a validated RunConfig."""
+    try:
+        data = yaml.safe_load(text) if text and text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise StudioError(f"The config is not valid YAML or JSON{where}: {getattr(exc, 'problem', exc)}.") from None
+    if not isinstance(data, dict):
+        raise StudioError("The config must be a mapping of settings (for example `stage: sft`), not a list or a single value.")
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    """Build a RunConfig from plain data, coercing types, then validate it."""
+    top = {f.name: f for f in dataclasses.fields(RunConfig)}
+    unknown = [k for k in data if k not in top]
+    if unknown:
+        raise StudioError(f"Unknown setting {unknown[0]!r}; known settings are: {', '.join(top)}.")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in SECTIONS:
+            kwargs[key] = _section_from_dict(key, SECTIONS[key], value or {})
+        else:
+            kwargs[key] = _coerce(key, top[key], value)
+    config = RunConfig(**kwargs)
+    validate(config)
+    return config
+
+
+def _section_from_dict(section: str, cls: type, data: Any):
+    if not isinstance(data, dict):
+        raise StudioError(f"`{section}` must be a mapping of settings, for example `{section}: {{...}}`.")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in known]
+    if unknown:
+        raise StudioError(f"Unknown setting '{section}.{unknown[0]}'; known {section} settings are: {', '.join(known)}.")
+    return cls(**{k: _coerce(f"{section}.{k}", known[k], v) for k, v in data.items()})
+
+
+def _coerce(path: str, spec: dataclasses.Field, value: Any) -> Any:
+    """Turn YAML/JSON/UI values into the field's type (YAML reads `2e-4` as a string; the UI sends 4.0 for 4)."""
+    kind = spec.type if isinstance(spec.type, str) else spec.type.__name__
+    try:
+        if kind == "int":
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if kind == "str":
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise StudioError(f"`{path}` must be {'a whole number' if kind == 'int' else 'a number'}, not {value!r}.") from None
+    return value
+
+
+def validate(config: RunConfig) -> None:
+    """Check everything that can be checked without the model or the data; raise StudioError on the first problem."""
+    if config.stage not in STAGES:
+        raise StudioError(f"Unknown stage {config.stage!r}; choose one of: {', '.join(STAGES)}.")
+    if config.stage not in AVAILABLE_STAGES:
+        raise StudioError(f"The stage {config.stage!r} is not available in this version yet; available: {', '.join(AVAILABLE_STAGES)}.")
+    if config.name:
+        check_name(config.name, "run name")
+    if not config.model.strip():
+        raise StudioError("No model chosen: set `model` to the bundled model, a Hub id, a local path or a checkpoint.")
+    if not config.dataset.strip():
+        raise StudioError("No dataset chosen: set `dataset` to a sample, a saved dataset or a file path.")
+    for section_name, section in (("", config), *((name, getattr(config, name)) for name in SECTIONS)):
+        for spec in dataclasses.fields(section):
+            if spec.name in SECTIONS:
+                continue
+            _check_bounds(f"{section_name}.{spec.name}".lstrip("."), spec, getattr(section, spec.name))
+
+
+def _check_bounds(path: str, spec: dataclasses.Field, value: Any) -> None:
+    meta = spec.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        raise StudioError(f"`{path}` must be one of {', '.join(map(str, meta['choices']))}, not {value!r}.")
+    minimum, maximum = meta.get("minimum"), meta.get("maximum")
+    if minimum is not None:
+        if meta.get("exclusive_minimum") and not value > minimum:
+            raise StudioError(f"`{path}` must be greater than {minimum}, not {value}.")
+        if not value >= minimum:
+            raise StudioError(f"`{path}` must be at least {minimum}, not {value}.")
+    if maximum is not None and value > maximum:
+        raise StudioError(f"`{path}` must be at most {maximum}, not {value}.")
+
+
+def field_specs(cls: type) -> list[dataclasses.Field]:
+    """The fields of a settings dataclass, for building forms and help text."""
+    return list(dataclasses.fields(cls))
+
+
+def config_to_json(config: RunConfig) -> str:
+    return json.dumps(config.to_dict(), ensure_ascii=False)

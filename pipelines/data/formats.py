@@ -1,0 +1,133 @@
+"""Recognise an instruction dataset's format and normalise every row to TRL's conversational shape.
+
+Every row becomes `{"messages": [{"role": ..., "content": ...}, ...]}`. A row that cannot be
+normalised becomes a RowError naming its 1-based row number and the field at fault: nothing is
+dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class RowError:
+    row: int        # 1-based, as a person counts rows in a file
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}, field '{self.field}': {self.message}"
+
+
+@dataclass
+class Normalised:
+    format: str
+    rows: list[dict] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+
+    def report(self) -> dict:
+        return {"format": self.format, "rows": len(self.rows), "errors": [asdict(e) for e in self.errors]}
+
+
+def detect_format(records: list[dict]) -> str:
+    """Name the format from the keys of the first rows (most rows win, so one odd row does not decide)."""
+    votes: dict[str, int] = {}
+    for record in records[:50]:
+        if not isinstance(record, dict):
+            continue
+        keys = set(record)
+        if "messages" in keys:
+            kind = "messages"
+        elif "instruction" in keys and "output" in keys:
+            kind = "alpaca"
+        elif "prompt" in keys and ("completion" in keys or "response" in keys):
+            kind = "prompt_completion"
+        else:
+            continue
+        votes[kind] = votes.get(kind, 0) + 1
+    if not votes:
+        return "unknown"
+    return max(votes, key=votes.get)
+
+
+def normalise_instruction(records: list) -> Normalised:
+    """Normalise instruction data (Alpaca, chat messages, prompt/completion) for SFT."""
+    kind = detect_format(records)
+    result = Normalised(kind)
+    if kind == "unknown":
+        keys = sorted(records[0]) if records and isinstance(records[0], dict) else []
+        result.errors.append(RowError(1, ",".join(keys) or "-", "unrecognised format: expected Alpaca "
+                                      "(instruction/input/output), chat 'messages', or prompt/completion columns"))
+        return result
+    convert = {"alpaca": _from_alpaca, "messages": _from_messages, "prompt_completion": _from_prompt_completion}[kind]
+    for index, record in enumerate(records, start=1):
+        if not isinstance(record, dict):
+            result.errors.append(RowError(index, "-", f"expected an object with fields, got {type(record).__name__}"))
+            continue
+        try:
+            result.rows.append({"messages": convert(record)})
+        except _Bad as bad:
+            result.errors.append(RowError(index, bad.field, bad.message))
+    return result
+
+
+class _Bad(Exception):
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field_name, message
+
+
+def _text(record: dict, name: str, required: bool = True) -> str:
+    value = record.get(name)
+    if value is None or value == "":
+        if required:
+            raise _Bad(name, "missing or empty")
+        return ""
+    if not isinstance(value, str):
+        raise _Bad(name, f"must be text, got {type(value).__name__}")
+    if required and not value.strip():
+        raise _Bad(name, "is only whitespace")
+    return value
+
+
+def _from_alpaca(record: dict) -> list[dict]:
+    instruction = _text(record, "instruction")
+    extra = _text(record, "input", required=False)
+    output = _text(record, "output")
+    system = _text(record, "system", required=False)
+    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user}, {"role": "assistant", "content": output}]
+
+
+def _from_prompt_completion(record: dict) -> list[dict]:
+    answer_key = "completion" if "completion" in record else "response"
+    return [{"role": "user", "content": _text(record, "prompt")}, {"role": "assistant", "content": _text(record, answer_key)}]
+
+
+def _from_messages(record: dict) -> list[dict]:
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _Bad("messages", "must be a non-empty list of {role, content} turns")
+    clean = []
+    for turn_index, turn in enumerate(messages, start=1):
+        where = f"messages[{turn_index}]"
+        if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
+            raise _Bad(where, "each turn needs 'role' and 'content'")
+        role, content = turn["role"], turn["content"]
+        if role not in ROLES:
+            raise _Bad(f"{where}.role", f"unknown role {role!r}; use system, user or assistant")
+        if not isinstance(content, str):
+            raise _Bad(f"{where}.content", f"must be text, got {type(content).__name__}")
+        clean.append({"role": role, "content": content})
+    speakers = [t["role"] for t in clean if t["role"] != "system"]
+    if not speakers or speakers[0] != "user":
+        raise _Bad("messages", "the first non-system turn must be the user's")
+    if "assistant" not in speakers:
+        raise _Bad("messages", "has no assistant turn to learn from")
+    if any(not t["content"].strip() for t in clean if t["role"] == "assistant"):
+        raise _Bad("messages", "has an empty assistant turn")
+    return clean

@@ -1,0 +1,186 @@
+"""Which weights a model name means, what they are, and how much memory training them takes.
+
+A model is named by: the bundled id, a Hugging Face Hub id (`org/name`), a local directory, or a
+checkpoint id of an earlier run (`<run_id>/checkpoint-<step>` or `<run_id>/final`). A LoRA checkpoint
+resolves to its base plus the chain of adapters on top of it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.config import BUNDLED_MODEL_ID
+from pipelines.errors import StudioError
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+CHECKPOINT_ID = re.compile(r"^(?P<run>[A-Za-z0-9][A-Za-z0-9._-]{0,79})/(?P<ckpt>checkpoint-\d+|final)$")
+HUB_TIMEOUT_S = 10
+
+
+@dataclass
+class ModelSource:
+    spec: str                     # what the user wrote
+    kind: str                     # bundled | hub | local | checkpoint
+    base: str                     # a local directory or a Hub id that from_pretrained loads
+    adapters: list[Path] = field(default_factory=list)  # LoRA adapters applied on top, in order
+
+    @property
+    def is_adapter(self) -> bool:
+        return bool(self.adapters)
+
+
+def trust_remote_code() -> bool:
+    """Off unless the operator turns it on for the whole process; never from the UI."""
+    return os.environ.get("ALIGNMENT_STUDIO_TRUST_REMOTE_CODE", "") == "1"
+
+
+def resolve_model(spec: str, workspace: Path, check_hub: bool = True) -> ModelSource:
+    """Say which weights `spec` names, or raise StudioError in one sentence if it names none."""
+    spec = (spec or "").strip()
+    if spec == BUNDLED_MODEL_ID:
+        from pipelines.bundled import bundled_model_dir
+        return ModelSource(spec, "bundled", str(bundled_model_dir()))
+    if match := CHECKPOINT_ID.match(spec):
+        run_dir = Path(workspace) / "runs" / match["run"]
+        if (run_dir / "config.yaml").is_file():
+            return _resolve_checkpoint(spec, run_dir / ("checkpoints/" + match["ckpt"] if match["ckpt"] != "final" else "final"), workspace)
+    path = Path(spec).expanduser()
+    if spec.startswith((".", "/", "~")) or path.is_dir():
+        if not (path / "config.json").is_file():
+            raise StudioError(f"{spec!r} is not a model directory: it has no config.json. Point to a folder saved with save_pretrained.")
+        if (path / "adapter_config.json").is_file():
+            raise StudioError(f"{spec!r} is a LoRA adapter, not a model; pick the run's checkpoint id instead.")
+        return ModelSource(spec, "local", str(path.resolve()))
+    if "://" in spec or ".." in spec or not HUB_ID.match(spec):
+        raise StudioError(f"{spec!r} is not a model id: use the bundled model, a Hub id like 'org/name' "
+                          "(no URLs, no '..'), a local folder, or a checkpoint id like 'my-run/final'.")
+    if check_hub:
+        _check_hub_model(spec)
+    return ModelSource(spec, "hub", spec)
+
+
+def _resolve_checkpoint(spec: str, path: Path, workspace: Path) -> ModelSource:
+    if not path.is_dir():
+        raise StudioError(f"The checkpoint {spec!r} does not exist (yet); list_checkpoints() shows those that do.")
+    if not (path / "adapter_config.json").is_file():
+        return ModelSource(spec, "checkpoint", str(path))
+    from pipelines.runs import load_config  # the run's own config says which base its adapter sits on
+    parent = resolve_model(load_config(path.parent.parent if path.name != "final" else path.parent).model, workspace, check_hub=False)
+    return ModelSource(spec, "checkpoint", parent.base, parent.adapters + [path])
+
+
+def _check_hub_model(repo_id: str) -> None:
+    """A Hub model must be in the local cache or answer on the Hub within HUB_TIMEOUT_S."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise StudioError(f"{repo_id!r} is not in the local Hugging Face cache and the Hub is off (HF_HUB_OFFLINE=1).")
+    try:
+        HfApi().model_info(repo_id, timeout=HUB_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        raise StudioError(f"The Hub has no model {repo_id!r} (or it is private); check the spelling.") from None
+    except GatedRepoError:
+        raise StudioError(f"{repo_id!r} is gated: accept its licence on the Hub and log in with `hf auth login`.") from None
+    except Exception as exc:  # connection refused, DNS failure, timeout: all mean "cannot reach the Hub"
+        raise StudioError(f"Could not reach the Hugging Face Hub to find {repo_id!r} within {HUB_TIMEOUT_S} s "
+                          f"({type(exc).__name__}); check the network or use a local model.") from None
+
+
+def load_tokenizer(source: ModelSource):
+    from transformers import AutoTokenizer
+
+    # A checkpoint saves the tokenizer it was trained with (training chat template included).
+    folder = str(source.adapters[-1]) if source.adapters else source.base
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code())
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(source: ModelSource, dtype=None, device: str | None = None, merge_adapters: bool = True):
+    """Load the base and apply the adapter chain; all but the last adapter are merged, the last too if asked."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        source.base, dtype=dtype or "auto", trust_remote_code=trust_remote_code(), use_safetensors=True)
+    if device:
+        model.to(device)
+    if source.adapters:
+        from peft import PeftModel
+        for index, adapter in enumerate(source.adapters):
+            model = PeftModel.from_pretrained(model, str(adapter))
+            if merge_adapters or index < len(source.adapters) - 1:
+                model = model.merge_and_unload()
+    return model
+
+
+def best_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def describe_model(spec: str, workspace: Path) -> dict:
+    """What the Model tab shows: parameters, dtype, device, context, chat template, memory estimates."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = resolve_model(spec, workspace)
+    try:
+        config = AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code())
+    except OSError as exc:
+        raise StudioError(f"Could not read the config of {spec!r}: {str(exc).splitlines()[0]}") from None
+    with init_empty_weights():  # count parameters without allocating them
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code())
+    n_params = sum(p.numel() for p in skeleton.parameters())
+    tokenizer = load_tokenizer(source)
+    device = best_device()
+    dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32").replace("torch.", "")
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = getattr(text_config, "hidden_size", 0) or 0
+    layers = getattr(text_config, "num_hidden_layers", 0) or 0
+    train_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    estimate = estimate_training_memory(n_params, hidden, layers, batch_size=4, seq_len=512, bf16=train_bf16)
+    return {
+        "model": spec, "kind": source.kind, "base": source.base, "adapters": [str(a) for a in source.adapters],
+        "architecture": (getattr(config, "architectures", None) or [config.model_type])[0],
+        "parameters": n_params, "dtype": dtype, "device": device,
+        "context_length": context_length(config), "chat_template": bool(tokenizer.chat_template),
+        "memory_gb": estimate,
+    }
+
+
+def context_length(config) -> int | None:
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(getattr(text_config, name, None), int):
+            return getattr(text_config, name)
+    return None
+
+
+def estimate_training_memory(n_params: int, hidden: int, layers: int, batch_size: int, seq_len: int,
+                             bf16: bool, lora_fraction: float = 0.01) -> dict:
+    """Rough peak memory in GB for full and LoRA training with AdamW.
+
+    full  = weights + grads + 2 Adam moments (+ fp32 master weights with bf16) + activations
+    lora  = frozen weights + (weights, grads, moments of ~1% trainable parameters) + activations
+    activations ≈ batch × seq × hidden × layers × ~18 values (attention + MLP intermediates kept for backward)
+    """
+    weight_bytes = 2 if bf16 else 4
+    activations = batch_size * seq_len * hidden * layers * 18 * weight_bytes
+    full = n_params * (weight_bytes + weight_bytes + 8 + (4 if bf16 else 0)) + activations
+    trainable = n_params * lora_fraction
+    lora = n_params * weight_bytes + trainable * 16 + activations
+    gb = 1024 ** 3
+    return {"full": round(full / gb, 2), "lora": round(lora / gb, 2), "batch_size": batch_size, "seq_len": seq_len}

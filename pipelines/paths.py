@@ -1,0 +1,40 @@
+"""Where things live: the repository's assets, the model cache, and safe paths inside a workspace."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from pipelines.errors import StudioError
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
+# A name a user picks (run name, dataset name): letters, digits, - _ . ; no slashes, no "..".
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+
+
+def cache_dir() -> Path:
+    """The model cache (converted bundled model, downloaded wheels); override with ALIGNMENT_STUDIO_CACHE."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "alignment-studio"
+    return Path(os.environ.get("ALIGNMENT_STUDIO_CACHE", default))
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return `name` if it is safe to use as a single directory name, else raise StudioError."""
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+        raise StudioError(
+            f"The {what} {name!r} is not allowed: use 1–80 letters, digits, '-', '_' or '.', "
+            "starting with a letter or digit, with no '/' or '..'."
+        )
+    return name
+
+
+def inside(root: Path, relative: str, what: str = "path") -> Path:
+    """Resolve `relative` under `root`; refuse absolute paths and anything that escapes `root`."""
+    if not relative or os.path.isabs(relative) or relative.startswith("~"):
+        raise StudioError(f"The {what} {relative!r} must be a relative path inside the workspace {root}.")
+    resolved = (root / relative).resolve()
+    if resolved != root.resolve() and root.resolve() not in resolved.parents:
+        raise StudioError(f"The {what} {relative!r} points outside the workspace {root}; use a path inside it.")
+    return resolved

@@ -1,0 +1,134 @@
+"""The trainer callback that turns a Trainer into a run directory: metrics, status, stop, atomic checkpoints.
+
+Trainers save checkpoints into a staging folder; once a checkpoint is complete this callback renames
+it into checkpoints/, so checkpoints/ only ever holds complete ones.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from pipelines import run_files
+
+SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
+
+
+class StopSignal:
+    """Set by SIGTERM/SIGINT or the stop file; read by the callback at each step."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.requested = False
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self.requested = True
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def check(self) -> bool:
+        if not self.requested and (self.run_dir / run_files.STOP_REQUEST_FILE).exists():
+            self.requested = True
+        return _agree_across_ranks(self.requested)
+
+
+def _agree_across_ranks(flag: bool) -> bool:
+    """With several GPUs every rank must stop at the same step, or the others hang in a collective."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    import torch
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+class RunRecorder(TrainerCallback):
+    def __init__(self, run_dir: Path, staging_dir: Path, stop: StopSignal, echo: bool = True):
+        self.run_dir, self.staging_dir, self.stop, self.echo = run_dir, staging_dir, stop, echo
+        self.started = time.time()
+        self.start_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started, self.start_step = time.time(), state.global_step
+        if state.is_world_process_zero:
+            run_files.update_status(self.run_dir, status="running", step=state.global_step, max_steps=state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop.check():
+            control.should_save = True          # the trainer saves a checkpoint, then leaves the loop
+            control.should_training_stop = True
+            if state.is_world_process_zero:
+                run_files.update_status(self.run_dir, status="stopping")
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        if any(key in logs for key in SUMMARY_KEYS):  # the closing summary is not a step
+            run_files.update_status(self.run_dir, summary={k: v for k, v in logs.items() if _is_number(v)})
+            return
+        now = time.time()
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), "time": now,
+                  "split": "eval" if any(k.startswith("eval_") for k in logs) else "train",
+                  **{k: _clean(v) for k, v in logs.items()}}
+        run_files.append_jsonl(self.run_dir / "metrics.jsonl", record)
+        eta = self._eta(state, now)
+        run_files.update_status(self.run_dir, step=state.global_step, max_steps=state.max_steps,
+                                last_metrics=record, eta_s=eta)
+        if self.echo:
+            shown = " ".join(f"{k}={_short(v)}" for k, v in logs.items() if k in ("loss", "learning_rate", "grad_norm", "eval_loss"))
+            print(f"step {state.global_step}/{state.max_steps} {shown} eta {_duration(eta)}", flush=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        name = f"checkpoint-{state.global_step}"
+        staged, final = self.staging_dir / name, self.run_dir / "checkpoints" / name
+        if not staged.is_dir():
+            return
+        final.parent.mkdir(exist_ok=True)
+        if final.exists():  # the same step saved again after a resume: replace it whole
+            shutil.rmtree(final)
+        os.replace(staged, final)
+        if self.echo:
+            print(f"saved {final.relative_to(self.run_dir)}", flush=True)
+
+    def _eta(self, state, now: float) -> float | None:
+        done = state.global_step - self.start_step
+        if done <= 0 or not state.max_steps:
+            return None
+        return (now - self.started) / done * max(0, state.max_steps - state.global_step)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _clean(value):
+    """JSON has no NaN/inf: write them as strings so a reader sees them instead of a broken line."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"

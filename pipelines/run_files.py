@@ -1,0 +1,103 @@
+"""The files of one run directory, read and written safely.
+
+    workspace/runs/<run_id>/
+      config.yaml     what was asked
+      status.json     queued | running | stopping | completed | failed | stopped | interrupted, pid, error
+      metrics.jsonl   one JSON object per logged step, appended and flushed
+      train.log       the training process's stdout/stderr
+      checkpoints/    checkpoint-<step>/ (moved here only once complete)
+      final/          the finished model or adapter + tokenizer
+
+Writers replace whole files atomically (temp file + os.replace) or append one flushed line, so a
+reader, or a process killed at any instant, never sees half a record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+ACTIVE_STATES = ("queued", "running", "stopping")
+FINISHED_STATES = ("completed", "failed", "stopped", "interrupted")
+STOP_REQUEST_FILE = "stop_requested"
+CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1))
+    os.replace(tmp, path)
+
+
+def read_status(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {"status": "unknown"}
+
+
+def update_status(run_dir: Path, **changes) -> dict:
+    status = read_status(run_dir)
+    status.update(changes, updated_at=time.time())
+    write_json_atomic(run_dir / "status.json", status)
+    return status
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    # One write of one whole line, flushed: after SIGKILL the OS still holds every line written.
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        handle.flush()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete line of a JSONL file; a torn last line (killed mid-write) is skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """Logged steps in step order; a step logged again after a resume replaces the earlier record."""
+    by_key: dict[tuple, dict] = {}
+    for record in read_jsonl(run_dir / "metrics.jsonl"):
+        by_key[(record.get("step", 0), record.get("split", "train"))] = record
+    return sorted(by_key.values(), key=lambda r: (r.get("step", 0), r.get("split", "train")))
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints, oldest first (incomplete ones never reach checkpoints/)."""
+    folder = run_dir / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir() if (m := CHECKPOINT_DIR.match(p.name)) and p.is_dir())
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    steps = checkpoint_steps(run_dir)
+    return run_dir / "checkpoints" / f"checkpoint-{steps[-1]}" if steps else None
+
+
+def tail(path: Path, max_lines: int = 40, max_bytes: int = 64_000) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            text = handle.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+    # tqdm-style carriage returns: keep only the last state of each line.
+    lines = [line.split("\r")[-1] for line in text.splitlines()]
+    return "\n".join(lines[-max_lines:])

@@ -1,0 +1,154 @@
+"""Runs as processes and files: create a run directory, launch its training process, watch, stop, resume.
+
+The UI process never trains. It starts `python -m pipelines train <run_dir>` with an argument list
+(never a shell string), in its own session, with stdout/stderr going to train.log, and learns
+everything else by reading the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+
+from pipelines import run_files
+from pipelines.config import RunConfig, parse_config_text
+from pipelines.errors import StudioError
+from pipelines.paths import check_name
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def runs_root(workspace: Path) -> Path:
+    root = Path(workspace) / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def run_dir_of(workspace: Path, run_id: str) -> Path:
+    check_name(run_id, "run id")
+    run_dir = runs_root(workspace) / run_id
+    if not (run_dir / "config.yaml").is_file():
+        raise StudioError(f"There is no run {run_id!r} in this workspace; list_runs() shows the run ids.")
+    return run_dir
+
+
+def create_run(workspace: Path, config: RunConfig, extra_status: dict | None = None) -> Path:
+    """Make the run directory with config.yaml and a `queued` status; return it."""
+    root = runs_root(workspace)
+    base = config.name or f"{config.stage}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run_id, n = base, 1
+    while True:
+        try:
+            (root / run_id).mkdir()  # mkdir is atomic: two starts at once get two ids
+            break
+        except FileExistsError:
+            n += 1
+            run_id = f"{base}-{n}"
+    run_dir = root / run_id
+    (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    run_files.write_json_atomic(run_dir / "status.json", {
+        "run_id": run_id, "status": "queued", "pid": None, "error": None, "step": 0, "max_steps": config.train.max_steps,
+        "created_at": time.time(), "updated_at": time.time(), **(extra_status or {}),
+    })
+    return run_dir
+
+
+def load_config(run_dir: Path) -> RunConfig:
+    return parse_config_text((run_dir / "config.yaml").read_text(encoding="utf-8"))
+
+
+def launch(run_dir: Path, resume: bool = False) -> int:
+    """Start the training process for `run_dir`; return its pid."""
+    (run_dir / run_files.STOP_REQUEST_FILE).unlink(missing_ok=True)
+    command = [sys.executable, "-m", "pipelines", "train", str(run_dir)] + (["--resume"] if resume else [])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    with open(run_dir / "train.log", "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=REPO_ROOT, env=env, start_new_session=True)
+    run_files.update_status(run_dir, status="queued", pid=process.pid, error=None, launched_at=time.time())
+    # Reap the child when it ends so it never lingers as a zombie that looks alive.
+    threading.Thread(target=process.wait, daemon=True, name=f"reap-{process.pid}").start()
+    return process.pid
+
+
+def process_alive(pid: int | None) -> bool:
+    """True if `pid` is a live (not zombie) training process of ours, not an unrelated process reusing the pid."""
+    if not pid:
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return "pipelines" in " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def refresh_status(run_dir: Path) -> dict:
+    """The run's status, with a run whose process died marked `interrupted` (never 'running' forever)."""
+    status = run_files.read_status(run_dir)
+    if status.get("status") in run_files.ACTIVE_STATES and not process_alive(status.get("pid")):
+        # A queued run gets a few seconds for its process to appear before it is called dead.
+        launched = status.get("launched_at") or status.get("created_at") or 0
+        if status.get("status") != "queued" or time.time() - launched > 30:
+            status = run_files.update_status(
+                run_dir, status="interrupted",
+                error=status.get("error") or "The training process ended without finishing (killed, crashed or out of memory); resume it from its last checkpoint.")
+    return status
+
+
+def request_stop(run_dir: Path) -> dict:
+    """Ask the run to save a checkpoint and stop: a stop file every rank reads, plus SIGTERM to wake it."""
+    status = refresh_status(run_dir)
+    if status.get("status") not in run_files.ACTIVE_STATES:
+        return status
+    (run_dir / run_files.STOP_REQUEST_FILE).touch()
+    status = run_files.update_status(run_dir, status="stopping")
+    pid = status.get("pid")
+    if pid and process_alive(pid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass  # ended between the check and the signal: refresh_status will say how
+    return status
+
+
+def resume(run_dir: Path) -> int:
+    status = refresh_status(run_dir)
+    if status.get("status") in run_files.ACTIVE_STATES:
+        raise StudioError(f"Run {run_dir.name!r} is still {status['status']}; stop it before resuming.")
+    if status.get("status") == "completed":
+        raise StudioError(f"Run {run_dir.name!r} already completed; start a new run to train further.")
+    if run_files.last_checkpoint(run_dir) is None:
+        raise StudioError(f"Run {run_dir.name!r} has no complete checkpoint to resume from; start it again instead.")
+    return launch(run_dir, resume=True)
+
+
+def list_run_dirs(workspace: Path) -> list[Path]:
+    dirs = [p for p in runs_root(workspace).iterdir() if (p / "config.yaml").is_file()]
+    return sorted(dirs, key=lambda p: run_files.read_status(p).get("created_at", 0), reverse=True)
+
+
+def summary(run_dir: Path) -> dict:
+    """One row of the runs list."""
+    status = refresh_status(run_dir)
+    try:
+        config = load_config(run_dir)
+        stage, model, dataset = config.stage, config.model, config.dataset
+    except StudioError:
+        stage = model = dataset = "?"
+    return {
+        "run_id": run_dir.name, "status": status.get("status"), "stage": stage, "model": model, "dataset": dataset,
+        "step": status.get("step", 0), "max_steps": status.get("max_steps", 0), "created_at": status.get("created_at"),
+        "checkpoints": run_files.checkpoint_steps(run_dir), "has_final": (run_dir / "final").is_dir(),
+        "error": status.get("error"),
+    }

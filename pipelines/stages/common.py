@@ -1,0 +1,134 @@
+"""What every stage shares: the run context, device-aware precision, model loading with LoRA / QLoRA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.config import RunConfig
+from pipelines.errors import StudioError
+from pipelines.models import ModelSource, best_device, load_model, trust_remote_code
+
+GRADIENT_CHECKPOINTING_MIN_PARAMS = 1_000_000_000
+
+
+@dataclass
+class RunContext:
+    config: RunConfig
+    run_dir: Path
+    workspace: Path
+    staging_dir: Path                 # the trainer's output_dir; complete checkpoints move to run_dir/checkpoints
+    resume_from: Path | None          # a complete checkpoint to continue from
+    callbacks: list
+
+
+def precision_args(config: RunConfig, device: str) -> dict:
+    """bf16 where the hardware does it fast (a recent GPU), fp32 on CPU where bf16 is 2.5–5× slower."""
+    import torch
+
+    choice = config.train.precision
+    if choice == "auto":
+        choice = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if choice == "fp16" and device == "cpu":
+        raise StudioError("fp16 training needs a GPU; use precision 'auto' or 'fp32' on CPU.")
+    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+
+
+def use_gradient_checkpointing(config: RunConfig, device: str, n_params: int) -> bool:
+    """On only when memory is the limit: big models on a GPU. It costs ~30% speed, and much more on CPU."""
+    if config.train.gradient_checkpointing != "auto":
+        return config.train.gradient_checkpointing == "on"
+    return device == "cuda" and n_params >= GRADIENT_CHECKPOINTING_MIN_PARAMS
+
+
+def load_policy(source: ModelSource, config: RunConfig, device: str, bf16: bool):
+    """The model to train: the base with earlier adapters merged, 4-bit for QLoRA."""
+    import torch
+
+    if config.peft.method == "qlora":
+        if device != "cuda":
+            raise StudioError("QLoRA needs a CUDA GPU (4-bit weights through bitsandbytes); use LoRA on this machine.")
+        try:
+            from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise StudioError("QLoRA needs the bitsandbytes package: pip install bitsandbytes.") from None
+        if source.adapters:
+            raise StudioError("QLoRA on top of a LoRA checkpoint is not supported; merge it first or use LoRA.")
+        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                          bnb_4bit_compute_dtype=torch.bfloat16)
+        return AutoModelForCausalLM.from_pretrained(source.base, quantization_config=quantization, dtype=torch.bfloat16,
+                                                    trust_remote_code=trust_remote_code(), use_safetensors=True)
+    # Frozen LoRA bases can sit in bf16; weights that are trained stay fp32 (bf16 autocast does the math).
+    dtype = torch.bfloat16 if bf16 and config.peft.method == "lora" else torch.float32
+    return load_model(source, dtype=dtype, merge_adapters=True)
+
+
+def lora_config(config: RunConfig, task_type: str = "CAUSAL_LM"):
+    if config.peft.method == "full":
+        return None
+    from peft import LoraConfig
+
+    targets = config.peft.target_modules.strip()
+    target_modules = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=config.peft.r, lora_alpha=config.peft.alpha, lora_dropout=config.peft.dropout,
+                      target_modules=target_modules, task_type=task_type)
+
+
+def common_training_args(context: RunContext, device: str, n_params: int) -> dict:
+    """TrainingArguments every stage shares, derived from the run config."""
+    train = context.config.train
+    return {
+        "output_dir": str(context.staging_dir),
+        "max_steps": train.max_steps if train.max_steps > 0 else -1,
+        "num_train_epochs": train.epochs,
+        "learning_rate": train.learning_rate,
+        "lr_scheduler_type": train.lr_scheduler,
+        "warmup_steps": train.warmup_ratio,      # a float below 1 is a ratio of the total steps
+        "per_device_train_batch_size": train.batch_size,
+        "gradient_accumulation_steps": train.grad_accum,
+        "logging_steps": train.logging_steps,
+        "logging_first_step": True,
+        "logging_nan_inf_filter": False,         # a NaN loss must be seen, not averaged away
+        "save_strategy": "steps",
+        "save_steps": train.save_steps,
+        "seed": train.seed,
+        "report_to": [],
+        "disable_tqdm": True,                    # the recorder prints one clean line per logged step
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": device == "cuda",
+        "gradient_checkpointing": use_gradient_checkpointing(context.config, device, n_params),
+        "use_cpu": device == "cpu",
+        **precision_args(context.config, device),
+    }
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def device_for_training() -> str:
+    return best_device()
+
+
+def save_final(trainer, run_dir: Path, staging_dir: Path) -> Path:
+    """Save the finished model (or adapter) with its tokenizer, then move it to final/ in one rename."""
+    import os
+    import shutil
+
+    staged = staging_dir / "final"
+    shutil.rmtree(staged, ignore_errors=True)
+    trainer.save_model(str(staged))
+    if trainer.is_world_process_zero():
+        final = run_dir / "final"
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staged, final)
+        return final
+    return staged
+
+
+def quiet(trainer) -> None:
+    """The recorder prints one line per logged step; drop the trainer's own dict printer."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)

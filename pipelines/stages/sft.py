@@ -1,0 +1,67 @@
+"""Supervised fine-tuning (instruction tuning) with TRL's SFTTrainer.
+
+Loss is on the assistant tokens only when the chat template marks them with {% generation %}
+(the bundled model's does; TRL patches many known templates); otherwise on the whole sequence, and
+the log says so.
+"""
+
+from __future__ import annotations
+
+from pipelines.data.store import load_rows
+from pipelines.errors import StudioError
+from pipelines.models import context_length, load_tokenizer, resolve_model
+from pipelines.stages.common import (RunContext, common_training_args, count_parameters, device_for_training,
+                                     lora_config, load_policy, quiet)
+
+
+def run(context: RunContext) -> None:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    config = context.config
+    source = resolve_model(config.model, context.workspace)
+    tokenizer = load_tokenizer(source)
+    assistant_only = prepare_chat_template(tokenizer)
+    rows = load_rows(config.dataset, context.workspace)
+    device = device_for_training()
+    args = common_training_args(context, device, n_params=0)
+    model = load_policy(source, config, device, bf16=args["bf16"])
+    check_max_length(config.train.max_length, model.config)
+    args["gradient_checkpointing"] = common_training_args(context, device, count_parameters(model))["gradient_checkpointing"]
+    print(f"SFT: {config.model} on {device}, {len(rows)} rows of {config.dataset}, "
+          f"{config.peft.method}, loss on {'assistant tokens only' if assistant_only else 'all tokens'}", flush=True)
+    trainer = SFTTrainer(
+        model=model,
+        args=SFTConfig(**args, max_length=config.train.max_length, assistant_only_loss=assistant_only, packing=False),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+        callbacks=context.callbacks,
+    )
+    quiet(trainer)
+    trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
+    return trainer
+
+
+def prepare_chat_template(tokenizer) -> bool:
+    """Make sure the tokenizer has a chat template; return whether it marks assistant tokens for the loss."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+
+    if not tokenizer.chat_template:
+        raise StudioError("This model has no chat template, so chat rows cannot be rendered; "
+                          "pick an instruct/chat model or one whose tokenizer defines chat_template.")
+    if has_generation_markers(tokenizer.chat_template):
+        return True
+    try:
+        patched = get_training_chat_template(tokenizer)
+    except ValueError:
+        return False
+    if patched:
+        tokenizer.chat_template = patched
+    return True
+
+
+def check_max_length(max_length: int, model_config) -> None:
+    limit = context_length(model_config)
+    if limit and max_length > limit:
+        raise StudioError(f"max_length {max_length} is beyond this model's context of {limit} tokens; lower train.max_length.")

@@ -1,0 +1,72 @@
+"""The training process: `python -m pipelines train <run_dir> [--resume]`.
+
+It reads config.yaml, runs the stage, and writes everything a reader needs into the run directory.
+Whatever happens — success, a user error, a crash, a stop request — status.json says so before the
+process ends. (A SIGKILL leaves it `running`; readers see the dead pid and mark it `interrupted`.)
+Works the same under `accelerate launch`: only the main process writes status and metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from pathlib import Path
+
+from pipelines import run_files
+from pipelines.errors import StudioError
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def train_run(run_dir: Path, resume: bool = False, echo: bool = True) -> str:
+    """Train the run in this process; return its final status."""
+    run_dir = Path(run_dir).resolve()
+    workspace = run_dir.parent.parent
+    main = is_main_process()
+    from pipelines.recorder import RunRecorder, StopSignal
+    from pipelines.runs import load_config
+    from pipelines.stages import stage_runner
+    from pipelines.stages.common import RunContext, save_final
+
+    stop = StopSignal(run_dir)
+    stop.install()
+    if main:
+        run_files.update_status(run_dir, status="running", pid=os.getpid(), error=None, started_at=time.time())
+    try:
+        config = load_config(run_dir)
+        resume_from = run_files.last_checkpoint(run_dir) if resume else None
+        if resume and resume_from is None:
+            raise StudioError("There is no complete checkpoint to resume from.")
+        if resume_from and echo:
+            print(f"resuming from {resume_from.name}", flush=True)
+        staging = run_dir / ".staging"
+        context = RunContext(config, run_dir, workspace, staging, resume_from,
+                             callbacks=[RunRecorder(run_dir, staging, stop, echo=echo and main)])
+        trainer = stage_runner(config.stage)(context)
+        if stop.requested:
+            final_status = "stopped"
+        else:
+            save_final(trainer, run_dir, staging)
+            final_status = "completed"
+        if main:
+            run_files.update_status(run_dir, status=final_status, pid=None)
+        if echo and main:
+            print(f"run {run_dir.name} {final_status}", flush=True)
+        return final_status
+    except StudioError as exc:
+        _fail(run_dir, str(exc), main)
+    except KeyboardInterrupt:
+        _fail(run_dir, "Interrupted from the keyboard before a checkpoint could be saved.", main, status="interrupted")
+    except Exception as exc:  # a crash: the message for the UI, the traceback for train.log
+        traceback.print_exc()
+        _fail(run_dir, f"Training crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (see train.log).", main)
+    return run_files.read_status(run_dir).get("status", "failed")
+
+
+def _fail(run_dir: Path, message: str, main: bool, status: str = "failed") -> None:
+    print(f"error: {message}", flush=True)
+    if main:
+        run_files.update_status(run_dir, status=status, pid=None, error=message)
