@@ -103,3 +103,29 @@ def list_checkpoints(workspace: Path) -> list[str]:
             ids.append(f"{run_dir.name}/final")
         ids.extend(f"{run_dir.name}/checkpoint-{step}" for step in reversed(run_files.checkpoint_steps(run_dir)))
     return ids
+
+
+def describe_model(workspace: Path, model: str) -> dict:
+    from pipelines.models import describe_model as describe
+    return describe(model, workspace)
+
+
+def list_datasets(workspace: Path) -> list[dict]:
+    from pipelines.data.store import list_datasets as listing
+    return listing(workspace)
+
+
+def upload_dataset(workspace: Path, file: str, name: str, drop_bad_rows: bool = False) -> dict:
+    from pipelines.data.store import save_upload
+    if not file:
+        raise StudioError("No file given; choose a .json or .jsonl file to upload.")
+    return save_upload(Path(file), name, workspace, drop_bad_rows)
+
+
+def preview_dataset(workspace: Path, name: str, model: str, n: int = 3) -> list[dict]:
+    from pipelines.data.store import preview
+    from pipelines.models import load_tokenizer, resolve_model
+    tokenizer = load_tokenizer(resolve_model(model, workspace))
+    if not tokenizer.chat_template:
+        raise StudioError(f"{model!r} has no chat template to render rows with; pick an instruct model.")
+    return preview(name, workspace, tokenizer, max(1, min(int(n), 50)))

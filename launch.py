@@ -1,0 +1,43 @@
+"""Start Alignment Studio: python launch.py [--host 127.0.0.1] [--port 7860] [--workspace ./workspace] [--auth user:pass] [--share]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Alignment Studio: align a language model from your browser.")
+    parser.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1: this machine only).")
+    parser.add_argument("--port", type=int, default=7860, help="Port (default 7860).")
+    parser.add_argument("--workspace", default="workspace", help="Folder for runs and datasets (default ./workspace).")
+    parser.add_argument("--auth", help="Require a login, as user:password.")
+    parser.add_argument("--share", action="store_true", help="Open a public Gradio share link (requires --auth).")
+    parser.add_argument("--skip-model-prepare", action="store_true",
+                        help="Do not fetch/convert the bundled model at start (the first run that needs it will).")
+    args = parser.parse_args(argv)
+    if args.share and not args.auth:
+        parser.error("--share makes the app public: it needs --auth user:password.")
+    if args.auth and (":" not in args.auth or not all(args.auth.split(":", 1))):
+        parser.error("--auth must look like user:password.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from pipelines.errors import StudioError
+    if not args.skip_model_prepare:
+        from pipelines.bundled import bundled_model_dir
+        try:
+            bundled_model_dir(progress=lambda message: print(message, flush=True))
+        except StudioError as exc:
+            print(f"warning: {exc} The app starts anyway; Hub and local models still work.", file=sys.stderr)
+    from studio.app import launch_app
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    launch_app(Path(args.workspace), host=args.host, port=args.port, auth=auth, share=args.share)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

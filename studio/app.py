@@ -1,0 +1,95 @@
+"""The Gradio app: four tabs (Model, Data, Train, Chat) and the public API endpoints.
+
+Layout first, wiring after. Every handler is a plain function of plain values bound to the workspace;
+per-visitor state lives in components, never in module globals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from pipelines import api
+from pipelines.inference import chat as chat_reply
+from studio.errors import shows_errors
+from studio.i18n import I18N, t
+from studio.tabs import chat, data, model, train
+
+CSS = """
+.studio-header h1 { margin-bottom: 0; }
+.studio-header p { margin-top: 4px; opacity: .8; }
+footer { opacity: .8; }
+"""
+
+
+def build_app(workspace: Path) -> gr.Blocks:
+    workspace = Path(workspace).resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    with gr.Blocks(title="Alignment Studio") as app:
+        with gr.Column(elem_classes="studio-header"):
+            gr.Markdown(f"# 🧭 {t('title')}\n{t('subtitle')}")
+        with gr.Tabs(selected="train"):
+            chosen_model = model.build(workspace)
+            chosen_dataset = data.build(workspace)
+            train_model, train_dataset = train.build(workspace)
+            chat.build(workspace)
+        gr.Markdown(t("language_hint"))
+        # Choices made on the Model and Data tabs carry over to the training form.
+        chosen_model.change(lambda value: value, [chosen_model], [train_model], api_visibility="private")
+        chosen_dataset.change(lambda value: value, [chosen_dataset], [train_dataset], api_visibility="private")
+        register_api(workspace)
+    return app
+
+
+def register_api(workspace: Path) -> None:
+    """The public API contract (see README): names and shapes do not change; later issues only add."""
+
+    def start_run(config: str) -> str:
+        """Validate a run config (YAML or JSON text), create the run and start it in its own process; returns the run id."""
+        return api.start_run(workspace, config)
+
+    def run_status(run_id: str) -> dict:
+        """Status, step, max_steps, ETA, last metrics, error and checkpoints of a run."""
+        return api.run_status(workspace, run_id)
+
+    def run_metrics(run_id: str) -> list[dict]:
+        """Every logged step of a run, in step order."""
+        return api.run_metrics(workspace, run_id)
+
+    def stop_run(run_id: str) -> dict:
+        """Ask a run to save a checkpoint and stop."""
+        return api.stop_run(workspace, run_id)
+
+    def resume_run(run_id: str) -> dict:
+        """Continue a stopped or interrupted run from its last complete checkpoint."""
+        return api.resume_run(workspace, run_id)
+
+    def list_runs() -> list[dict]:
+        """Every run in the workspace, newest first."""
+        return api.list_runs(workspace)
+
+    def list_checkpoints() -> list[str]:
+        """Ids that chat accepts: base models, then each run's final model and checkpoints."""
+        return api.list_checkpoints(workspace)
+
+    def list_datasets() -> list[dict]:
+        """Datasets a run can use: bundled samples and saved uploads."""
+        return api.list_datasets(workspace)
+
+    def chat(checkpoint: str, message: str, history: list[dict], settings: dict) -> str:
+        """One chat reply from a checkpoint; history is a list of {role, content}; settings: max_new_tokens, temperature, top_p, system_prompt, seed."""
+        return chat_reply(workspace, checkpoint, message, history, settings)
+
+    for endpoint in (start_run, run_status, run_metrics, stop_run, resume_run, list_runs, list_checkpoints,
+                     list_datasets, chat):
+        gr.api(shows_errors(endpoint), api_name=endpoint.__name__)
+
+
+def launch_app(workspace: Path, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None,
+               share: bool = False, prevent_thread_lock: bool = False):
+    app = build_app(workspace)
+    app.queue(default_concurrency_limit=4)
+    return app.launch(server_name=host, server_port=port, auth=auth, share=share, i18n=I18N,
+                      theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, prevent_thread_lock=prevent_thread_lock,
+                      show_error=True, footer_links=["api", "settings"])

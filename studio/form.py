@@ -1,0 +1,52 @@
+"""The training form, built from the run-config dataclasses so each setting is declared once.
+
+Each field's type, default, choices, bounds and help come from `pipelines.config`; its label is the
+i18n key `<section>.<field>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import gradio as gr
+
+from pipelines.config import RunConfig
+from studio.i18n import t
+
+
+def field_component(section: str, spec: dataclasses.Field, default=None):
+    """A Gradio input for one config field."""
+    key = f"{section}.{spec.name}" if section else spec.name
+    meta = spec.metadata
+    value = spec.default if default is None else default
+    common = {"label": t(key), "info": meta.get("help"), "value": value}
+    if meta.get("choices"):
+        return gr.Dropdown(choices=list(meta["choices"]), **common)
+    kind = spec.type if isinstance(spec.type, str) else spec.type.__name__
+    if kind == "int":
+        return gr.Number(precision=0, minimum=meta.get("minimum"), maximum=meta.get("maximum"), **common)
+    if kind == "float":
+        return gr.Number(minimum=meta.get("minimum"), maximum=meta.get("maximum"), step=_step(value), **common)
+    return gr.Textbox(**common)
+
+
+def _step(value: float) -> float:
+    """Arrow-key step of one unit in the value's leading digit (2e-4 steps by 1e-4)."""
+    return 10 ** math.floor(math.log10(abs(value))) if value else 0.01
+
+
+def section_fields(section: str) -> list[dataclasses.Field]:
+    cls = type(getattr(RunConfig(), section))
+    return list(dataclasses.fields(cls))
+
+
+def values_to_config(keys: list[tuple[str, str]], values: list) -> dict:
+    """Form values (in `keys` order: (section, field)) → the nested dict a RunConfig is made from."""
+    config: dict = {}
+    for (section, name), value in zip(keys, values):
+        if section:
+            config.setdefault(section, {})[name] = value
+        else:
+            config[name] = value
+    return config

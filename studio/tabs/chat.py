@@ -1,0 +1,59 @@
+"""Chat tab: talk to the base model or any checkpoint of any run, streaming through its chat template."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+
+from pipelines import api
+from pipelines.config import BUNDLED_MODEL_ID
+from pipelines.inference import chat_stream
+from studio.errors import shows_errors
+from studio.i18n import t
+
+
+def build(workspace: Path) -> gr.Dropdown:
+    with gr.Tab(t("tab.chat"), id="chat"):
+        with gr.Row():
+            checkpoint = gr.Dropdown(choices=api.list_checkpoints(workspace), value=BUNDLED_MODEL_ID, allow_custom_value=True,
+                                     label=t("chat.checkpoint"), scale=4)
+            refresh = gr.Button(t("chat.refresh"), scale=1)
+        with gr.Row():
+            with gr.Column(scale=4):
+                chatbot = gr.Chatbot(height=440, placeholder=t("chat.placeholder"))
+                with gr.Row():
+                    message = gr.Textbox(show_label=False, placeholder=t("chat.message"), scale=5, autofocus=True)
+                    send = gr.Button(t("chat.send"), variant="primary", scale=1)
+                    clear = gr.Button(t("chat.clear"), scale=1)
+            with gr.Column(scale=1):
+                gr.Markdown(f"**{t('chat.settings')}**")
+                max_new_tokens = gr.Slider(16, 1024, value=256, step=16, label=t("chat.max_new_tokens"))
+                temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.05, label=t("chat.temperature"))
+                top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label=t("chat.top_p"))
+                system_prompt = gr.Textbox(label=t("chat.system_prompt"), lines=3)
+    private = {"api_visibility": "private"}
+    respond = shows_errors(partial(respond_stream, workspace))
+    for trigger in (send.click, message.submit):
+        trigger(respond, [checkpoint, message, chatbot, max_new_tokens, temperature, top_p, system_prompt],
+                [chatbot, message], **private)
+    clear.click(lambda: ([], ""), None, [chatbot, message], **private)
+    refresh.click(partial(refresh_checkpoints, workspace), [checkpoint], [checkpoint], **private)
+    return checkpoint
+
+
+def respond_stream(workspace: Path, checkpoint: str, message: str, history: list, max_new_tokens: float,
+                   temperature: float, top_p: float, system_prompt: str):
+    """Stream the reply into the chat history; the textbox clears once the message is taken."""
+    settings = {"max_new_tokens": int(max_new_tokens), "temperature": temperature, "top_p": top_p,
+                "system_prompt": system_prompt or ""}
+    history = list(history or [])
+    shown = history + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+    for reply in chat_stream(workspace, checkpoint, message, history, settings):
+        shown[-1] = {"role": "assistant", "content": reply}
+        yield shown, ""
+
+
+def refresh_checkpoints(workspace: Path, current: str):
+    return gr.update(choices=api.list_checkpoints(workspace), value=current)

@@ -1,0 +1,56 @@
+"""Data tab: pick a sample or saved dataset, upload one, and preview rows through the chat template."""
+
+from __future__ import annotations
+
+import html
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+
+from pipelines import api
+from pipelines.config import BUNDLED_MODEL_ID
+from studio.errors import shows_errors
+from studio.i18n import t
+
+
+def dataset_names(workspace: Path) -> list[str]:
+    return [d["name"] for d in api.list_datasets(workspace)]
+
+
+def build(workspace: Path) -> gr.Dropdown:
+    with gr.Tab(t("tab.data"), id="data"):
+        with gr.Row():
+            with gr.Column(scale=3):
+                with gr.Row():
+                    dataset = gr.Dropdown(choices=dataset_names(workspace), value="alpaca-en-sample", label=t("data.pick"), scale=3)
+                    model = gr.Dropdown(choices=api.list_checkpoints(workspace), value=BUNDLED_MODEL_ID, allow_custom_value=True,
+                                        label=t("data.preview_model"), scale=3)
+                    rows = gr.Slider(1, 20, value=3, step=1, label=t("data.preview_rows"), scale=2)
+                show = gr.Button(t("data.preview"), variant="primary")
+                preview = gr.HTML()
+            with gr.Column(scale=2):
+                upload = gr.File(label=t("data.upload"), file_types=[".json", ".jsonl"], type="filepath")
+                name = gr.Textbox(label=t("data.name"), placeholder="my-dataset")
+                drop_bad = gr.Checkbox(label=t("data.drop_bad"), value=False)
+                save = gr.Button(t("data.save"))
+                report = gr.JSON(label=t("data.report"))
+    show.click(shows_errors(partial(preview_html, workspace)), [dataset, model, rows], [preview], api_visibility="private")
+    save.click(shows_errors(partial(save_dataset, workspace)), [upload, name, drop_bad], [report, dataset], api_visibility="private")
+    return dataset
+
+
+def preview_html(workspace: Path, dataset: str, model: str, n: int) -> str:
+    blocks = []
+    for index, row in enumerate(api.preview_dataset(workspace, dataset, model, int(n)), start=1):
+        blocks.append(f"<details open><summary><b>#{index}</b> · {row['tokens']} tokens</summary>"
+                      f"<pre style='white-space:pre-wrap'>{html.escape(row['text'])}</pre></details>")
+    return "\n".join(blocks)
+
+
+def save_dataset(workspace: Path, file: str | None, name: str, drop_bad_rows: bool):
+    report = api.upload_dataset(workspace, file, (name or "").strip(), drop_bad_rows)
+    names = dataset_names(workspace)
+    if report.get("saved"):
+        return report, gr.update(choices=names, value=report["name"])
+    return report, gr.update(choices=names)

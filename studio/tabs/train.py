@@ -1,0 +1,161 @@
+"""Train tab: a form derived from the run config, Start / Stop / Resume, and a live view of any run.
+
+The live view is a `gr.Timer` that re-reads the selected run's directory; the page holds nothing the
+disk does not, so a refresh or an app restart shows every run as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+import yaml
+
+from pipelines import api
+from pipelines.config import AVAILABLE_STAGES, RunConfig
+from studio.charts import training_curves
+from studio.errors import shows_errors
+from studio.form import field_component, section_fields, values_to_config
+from studio.i18n import t
+from studio.tabs.data import dataset_names
+
+REFRESH_S = 1.5
+RUN_COLUMNS = ["run_id", "status", "stage", "model", "dataset", "step", "max_steps", "checkpoints"]
+
+
+def build(workspace: Path):
+    defaults = RunConfig()
+    keys: list[tuple[str, str]] = []
+    inputs: list[gr.components.Component] = []
+
+    def add(section: str, spec, component):
+        keys.append((section, spec.name))
+        inputs.append(component)
+        return component
+
+    top = {spec.name: spec for spec in section_fields_top()}
+    with gr.Tab(t("tab.train"), id="train"):
+        with gr.Row():
+            with gr.Column(scale=2):
+                gr.Markdown(f"### {t('train.setup')}")
+                add("", top["stage"], gr.Dropdown(choices=list(AVAILABLE_STAGES), value=defaults.stage, label=t("stage"),
+                                                  info=top["stage"].metadata["help"]))
+                model = add("", top["model"], gr.Dropdown(choices=api.list_checkpoints(workspace), value=defaults.model,
+                                                          allow_custom_value=True, label=t("model"), info=top["model"].metadata["help"]))
+                dataset = add("", top["dataset"], gr.Dropdown(choices=dataset_names(workspace), value=defaults.dataset,
+                                                              allow_custom_value=True, label=t("dataset"), info=top["dataset"].metadata["help"]))
+                add("", top["name"], field_component("", top["name"]))
+                with gr.Accordion(t("train.lora"), open=False):
+                    for spec in section_fields("peft"):
+                        add("peft", spec, field_component("peft", spec))
+                with gr.Accordion(t("train.hyper"), open=True):
+                    with gr.Row():
+                        for spec in section_fields("train")[:4]:
+                            add("train", spec, field_component("train", spec))
+                    for spec in section_fields("train")[4:]:
+                        add("train", spec, field_component("train", spec))
+                with gr.Accordion(t("train.config_preview"), open=False):
+                    config_yaml = gr.Code(language="yaml", value=defaults.to_yaml(), interactive=False)
+                start = gr.Button(t("train.start"), variant="primary", size="lg")
+            with gr.Column(scale=3):
+                with gr.Row():
+                    run = gr.Dropdown(choices=run_ids(workspace), value=(run_ids(workspace) or [None])[0], label=t("train.run"), scale=4)
+                    stop = gr.Button(t("train.stop"), variant="stop", scale=1)
+                    resume = gr.Button(t("train.resume"), scale=1)
+                status = gr.Markdown(label=t("train.status"))
+                chart = gr.Plot(label=t("train.chart"))
+                log = gr.Code(label=t("train.log"), language=None, lines=12, max_lines=12, interactive=False)
+        gr.Markdown(f"### {t('train.runs')}")
+        runs_table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_rows(workspace), interactive=False, wrap=True)
+        timer = gr.Timer(REFRESH_S)
+
+    private = {"api_visibility": "private"}
+    for component in inputs:
+        component.change(partial(config_text, keys), inputs, [config_yaml], **private, show_progress="hidden")
+    start.click(shows_errors(partial(start_clicked, workspace, keys)), inputs, [run], **private)
+    stop.click(shows_errors(partial(stop_clicked, workspace)), [run], [status], **private)
+    resume.click(shows_errors(partial(resume_clicked, workspace)), [run], [status], **private)
+    view = partial(run_view, workspace)
+    run.change(view, [run], [status, chart, log], **private)
+    timer.tick(view, [run], [status, chart, log], **private, show_progress="hidden")
+    timer.tick(partial(refresh_runs, workspace), [run], [run, runs_table], **private, show_progress="hidden")
+    return model, dataset
+
+
+def section_fields_top():
+    import dataclasses
+    return [f for f in dataclasses.fields(RunConfig) if f.name not in ("peft", "train")]
+
+
+def config_text(keys, *values) -> str:
+    return yaml.safe_dump(values_to_config(keys, list(values)), sort_keys=False, allow_unicode=True)
+
+
+def start_clicked(workspace: Path, keys, *values):
+    run_id = api.start_run(workspace, config_text(keys, *values))
+    gr.Info(f"Run {run_id} started.")
+    return gr.update(choices=run_ids(workspace), value=run_id)
+
+
+def stop_clicked(workspace: Path, run_id: str | None) -> str:
+    if not run_id:
+        return ""
+    api.stop_run(workspace, run_id)
+    return status_markdown(api.run_status(workspace, run_id))
+
+
+def resume_clicked(workspace: Path, run_id: str | None) -> str:
+    if not run_id:
+        return ""
+    api.resume_run(workspace, run_id)
+    return status_markdown(api.run_status(workspace, run_id))
+
+
+def run_ids(workspace: Path) -> list[str]:
+    return [row["run_id"] for row in api.list_runs(workspace)]
+
+
+def runs_rows(workspace: Path) -> list[list]:
+    return [[row[c] if c != "checkpoints" else ", ".join(map(str, row[c])) for c in RUN_COLUMNS] for row in api.list_runs(workspace)]
+
+
+def refresh_runs(workspace: Path, selected: str | None):
+    ids = run_ids(workspace)
+    value = selected if selected in ids else (ids[0] if ids else None)
+    return gr.update(choices=ids, value=value), runs_rows(workspace)
+
+
+def run_view(workspace: Path, run_id: str | None):
+    if not run_id:
+        return "", None, ""
+    try:
+        status = api.run_status(workspace, run_id)
+    except Exception:
+        return "", None, ""
+    metrics = api.run_metrics(workspace, run_id)
+    return status_markdown(status), training_curves(metrics, run_id), api.run_log(workspace, run_id, 30)
+
+
+STATUS_ICONS = {"queued": "⏳", "running": "🟢", "stopping": "🟡", "completed": "✅", "failed": "❌", "stopped": "⏹️", "interrupted": "⚠️"}
+
+
+def status_markdown(status: dict) -> str:
+    state = status.get("status") or "unknown"
+    step, total = status.get("step") or 0, status.get("max_steps") or 0
+    parts = [f"**{STATUS_ICONS.get(state, '')} {state}** · step {step} / {total or '?'}"]
+    if total:
+        parts.append(f"{100 * step / total:.0f}%")
+    if state == "running" and status.get("eta_s") is not None:
+        parts.append(f"ETA {time.strftime('%M:%S', time.gmtime(status['eta_s']))}" if status["eta_s"] < 3600
+                     else f"ETA {status['eta_s'] / 3600:.1f} h")
+    last = status.get("last_metrics") or {}
+    if isinstance(last.get("loss"), (int, float)):
+        parts.append(f"loss {last['loss']:.4f}")
+    if status.get("checkpoints"):
+        parts.append(f"checkpoints: {', '.join(map(str, status['checkpoints']))}")
+    text = " · ".join(parts)
+    if status.get("error"):
+        text += f"\n\n> {status['error']}"
+    return text
