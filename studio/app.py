@@ -28,7 +28,8 @@ def build_app(workspace: Path) -> gr.Blocks:
     workspace.mkdir(parents=True, exist_ok=True)
     with gr.Blocks(title="Alignment Studio") as app:
         with gr.Column(elem_classes="studio-header"):
-            gr.Markdown(f"# 🧭 {t('title')}\n{t('subtitle')}")
+            gr.Markdown(t("title"))
+            gr.Markdown(t("subtitle"))
         with gr.Tabs(selected="train"):
             chosen_model = model.build(workspace)
             chosen_dataset = data.build(workspace)
@@ -87,9 +88,11 @@ def register_api(workspace: Path) -> None:
 
 
 def launch_app(workspace: Path, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None,
-               share: bool = False, prevent_thread_lock: bool = False):
+               share: bool = False, prevent_thread_lock: bool = False) -> gr.Blocks:
+    """Serve the app; returns the Blocks (its `local_url` says where) once the server is up."""
     app = build_app(workspace)
     app.queue(default_concurrency_limit=4)
-    return app.launch(server_name=host, server_port=port, auth=auth, share=share, i18n=I18N,
+    app.launch(server_name=host, server_port=port, auth=auth, share=share, i18n=I18N,
                       theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, prevent_thread_lock=prevent_thread_lock,
                       show_error=True, footer_links=["api", "settings"])
+    return app

@@ -7,7 +7,7 @@ the training form are keyed `<section>.<field>` after the config dataclasses (se
 import gradio as gr
 
 EN = {
-    "title": "Alignment Studio",
+    "title": "# 🧭 Alignment Studio",
     "subtitle": "Take a base model through the alignment pipeline — instruction tuning, then preference and RL stages — and chat with every checkpoint.",
     "language_hint": "Language: your browser's, or Settings (footer) → Language.",
     # tabs
@@ -25,7 +25,7 @@ EN = {
     "train.config_preview": "Run config (YAML) — what Start sends; the CLI and API take the same text",
     "train.runs": "Runs", "train.run": "Run", "train.status": "Status", "train.chart": "Training curves",
     "train.log": "Log (tail)", "train.lora": "LoRA / full fine-tune", "train.hyper": "Training",
-    "train.started": "Started", "train.refresh": "Refresh",
+    "train.started": "Started", "train.advanced": "Advanced", "train.refresh": "Refresh",
     # chat tab
     "chat.checkpoint": "Checkpoint", "chat.refresh": "Refresh checkpoints", "chat.message": "Message",
     "chat.send": "Send", "chat.clear": "Clear", "chat.settings": "Generation", "chat.max_new_tokens": "Max new tokens",
@@ -43,7 +43,7 @@ EN = {
 }
 
 KO = {
-    "title": "얼라인먼트 스튜디오",
+    "title": "# 🧭 얼라인먼트 스튜디오",
     "subtitle": "베이스 모델을 정렬 파이프라인(지시 튜닝, 선호·강화학습 단계)에 태우고, 모든 체크포인트와 대화해 보세요.",
     "language_hint": "언어: 브라우저 언어를 따르며, 하단 Settings → Language에서 바꿀 수 있습니다.",
     "tab.model": "모델", "tab.data": "데이터", "tab.train": "학습", "tab.chat": "채팅",
@@ -57,7 +57,7 @@ KO = {
     "train.config_preview": "실행 설정(YAML) — 시작 버튼이 보내는 내용이며 CLI와 API도 같은 텍스트를 받습니다",
     "train.runs": "실행 목록", "train.run": "실행", "train.status": "상태", "train.chart": "학습 곡선",
     "train.log": "로그 (끝부분)", "train.lora": "LoRA / 전체 미세조정", "train.hyper": "학습 설정",
-    "train.started": "시작됨", "train.refresh": "새로고침",
+    "train.started": "시작됨", "train.advanced": "고급 설정", "train.refresh": "새로고침",
     "chat.checkpoint": "체크포인트", "chat.refresh": "체크포인트 새로고침", "chat.message": "메시지",
     "chat.send": "보내기", "chat.clear": "지우기", "chat.settings": "생성 설정", "chat.max_new_tokens": "최대 생성 토큰",
     "chat.temperature": "온도 (0 = 탐욕적)", "chat.top_p": "Top-p", "chat.system_prompt": "시스템 프롬프트 (선택)",

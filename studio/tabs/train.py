@@ -21,7 +21,9 @@ from studio.form import field_component, section_fields, values_to_config
 from studio.i18n import t
 from studio.tabs.data import dataset_names
 
-REFRESH_S = 1.5
+REFRESH_S = 1.5          # the selected run's status, chart and log
+RUNS_REFRESH_S = 4.0     # the runs list and picker
+MAIN_TRAIN_FIELDS = ("max_steps", "epochs", "learning_rate", "batch_size", "max_length", "save_steps")
 RUN_COLUMNS = ["run_id", "status", "stage", "model", "dataset", "step", "max_steps", "checkpoints"]
 
 
@@ -50,12 +52,18 @@ def build(workspace: Path):
                 with gr.Accordion(t("train.lora"), open=False):
                     for spec in section_fields("peft"):
                         add("peft", spec, field_component("peft", spec))
+                main_fields = [s for s in section_fields("train") if s.name in MAIN_TRAIN_FIELDS]
+                other_fields = [s for s in section_fields("train") if s.name not in MAIN_TRAIN_FIELDS]
                 with gr.Accordion(t("train.hyper"), open=True):
-                    with gr.Row():
-                        for spec in section_fields("train")[:4]:
-                            add("train", spec, field_component("train", spec))
-                    for spec in section_fields("train")[4:]:
-                        add("train", spec, field_component("train", spec))
+                    for pair in (main_fields[i:i + 2] for i in range(0, len(main_fields), 2)):
+                        with gr.Row():
+                            for spec in pair:
+                                add("train", spec, field_component("train", spec))
+                with gr.Accordion(t("train.advanced"), open=False):
+                    for pair in (other_fields[i:i + 2] for i in range(0, len(other_fields), 2)):
+                        with gr.Row():
+                            for spec in pair:
+                                add("train", spec, field_component("train", spec))
                 with gr.Accordion(t("train.config_preview"), open=False):
                     config_yaml = gr.Code(language="yaml", value=defaults.to_yaml(), interactive=False)
                 start = gr.Button(t("train.start"), variant="primary", size="lg")
@@ -70,6 +78,7 @@ def build(workspace: Path):
         gr.Markdown(f"### {t('train.runs')}")
         runs_table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_rows(workspace), interactive=False, wrap=True)
         timer = gr.Timer(REFRESH_S)
+        list_timer = gr.Timer(RUNS_REFRESH_S)
 
     private = {"api_visibility": "private"}
     for component in inputs:
@@ -80,7 +89,7 @@ def build(workspace: Path):
     view = partial(run_view, workspace)
     run.change(view, [run], [status, chart, log], **private)
     timer.tick(view, [run], [status, chart, log], **private, show_progress="hidden")
-    timer.tick(partial(refresh_runs, workspace), [run], [run, runs_table], **private, show_progress="hidden")
+    list_timer.tick(partial(refresh_runs, workspace), [run], [run, runs_table], **private, show_progress="hidden")
     return model, dataset
 
 

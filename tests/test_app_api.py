@@ -1,0 +1,79 @@
+"""The public API contract, through gradio_client against a launched app."""
+
+import socket
+import time
+
+import pytest
+
+from tests.conftest import tiny_config, wait_for
+
+CONTRACT = {"start_run", "run_status", "run_metrics", "stop_run", "list_runs", "list_checkpoints", "chat"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    from studio.app import launch_app
+
+    workspace = tmp_path_factory.mktemp("api-workspace")
+    from tests.conftest import TINY_ROWS, write_jsonl
+    write_jsonl(workspace / "tiny.jsonl", TINY_ROWS)
+    port = _free_port()
+    app = launch_app(workspace, port=port, prevent_thread_lock=True)
+    yield app.local_url, workspace
+    app.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+    return Client(app_url[0], verbose=False)
+
+
+def test_app_binds_to_loopback_only(app_url):
+    assert app_url[0].startswith("http://127.0.0.1:")
+
+
+def test_only_the_contract_endpoints_are_public(client):
+    endpoints = {name.lstrip("/") for name in client.view_api(print_info=False, return_format="dict")["named_endpoints"]}
+    assert CONTRACT <= endpoints
+    assert not [e for e in endpoints if "lambda" in e or e.startswith("_")], endpoints
+    assert endpoints <= CONTRACT | {"resume_run", "list_datasets"}, endpoints - CONTRACT
+
+
+def test_start_watch_and_chat_through_the_api(client, app_url, tiny_model):
+    run_id = client.predict(tiny_config(tiny_model, max_steps=6), api_name="/start_run")
+    status = wait_for(lambda: (s := client.predict(run_id, api_name="/run_status"))["status"] in ("completed", "failed") and s,
+                      timeout=120, what="the run to finish")
+    assert status["status"] == "completed", status
+    assert status["step"] == status["max_steps"] == 6
+    assert {"loss", "learning_rate"} <= set(status["last_metrics"])
+    metrics = client.predict(run_id, api_name="/run_metrics")
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    runs = client.predict(api_name="/list_runs")
+    assert runs[0]["run_id"] == run_id and runs[0]["status"] == "completed"
+    checkpoints = client.predict(api_name="/list_checkpoints")
+    assert "smollm2-135m-instruct" in checkpoints and f"{run_id}/final" in checkpoints and f"{run_id}/checkpoint-5" in checkpoints
+    reply = client.predict(f"{run_id}/final", "Say hi", [], {"max_new_tokens": 8, "temperature": 0}, api_name="/chat")
+    from pipelines.inference import chat
+    assert reply == chat(app_url[1], f"{run_id}/final", "Say hi", [], {"max_new_tokens": 8, "temperature": 0})
+    assert client.predict(run_id, api_name="/stop_run")["status"] == "completed"
+
+
+def test_bad_input_through_the_api_is_one_sentence(client, tiny_model):
+    from gradio_client.exceptions import AppError
+
+    for text, words in [("stage: nope", "Unknown stage"), (tiny_config(tiny_model, learning_rate=-1), "learning_rate"),
+                        ("name: ../x", "not allowed")]:
+        with pytest.raises(AppError) as error:
+            client.predict(text, api_name="/start_run")
+        assert words in str(error.value)
+    with pytest.raises(AppError, match="no run"):
+        client.predict("missing-run", api_name="/run_status")
+    with pytest.raises(AppError, match="empty"):
+        client.predict("smollm2-135m-instruct", "   ", [], {}, api_name="/chat")

@@ -1,0 +1,42 @@
+import pytest
+
+from pipelines.config import RunConfig, parse_config_text
+from pipelines.errors import StudioError
+
+
+def test_defaults_round_trip_through_yaml():
+    config = RunConfig()
+    assert parse_config_text(config.to_yaml()) == config
+
+
+def test_yaml_scientific_notation_and_whole_floats_are_coerced():
+    config = parse_config_text("train: {learning_rate: 2e-4, batch_size: 4.0}")
+    assert config.train.learning_rate == pytest.approx(2e-4)
+    assert config.train.batch_size == 4 and isinstance(config.train.batch_size, int)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("stage: sfx", ["Unknown stage", "sfx", "sft"]),
+    ("train: {learning_rate: 0}", ["learning_rate", "greater than 0"]),
+    ("train: {learning_rate: -1e-4}", ["learning_rate", "greater than 0"]),
+    ("train: {batch_size: 0}", ["batch_size", "at least 1"]),
+    ("train: {batch_size: 2.5}", ["batch_size", "whole number"]),
+    ("name: ../escape", ["run name", "'..'"]),
+    ("name: /abs/path", ["run name"]),
+    ("train: {lr: 1}", ["Unknown setting 'train.lr'", "learning_rate"]),
+    ("peft: {method: lorax}", ["peft.method", "lora"]),
+    ("- a\n- b", ["mapping"]),
+    ("stage: [unclosed", ["not valid YAML"]),
+])
+def test_bad_configs_get_one_clear_sentence(text, words):
+    with pytest.raises(StudioError) as error:
+        parse_config_text(text)
+    message = str(error.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def test_planned_stage_says_it_is_not_available_yet():
+    with pytest.raises(StudioError, match="not available in this version"):
+        parse_config_text("stage: dpo")

@@ -1,0 +1,66 @@
+import time
+
+import pytest
+
+from pipelines import inference
+from pipelines.errors import StudioError
+from pipelines.models import estimate_training_memory, resolve_model
+from tests.conftest import tiny_config
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("https://huggingface.co/org/model", "not a model id"),
+    ("org/../model", "not a model id"),
+    ("org/name/extra", "not a model id"),
+    ("just-a-name", "not a model id"),
+    ("./no/such/folder", "no config.json"),
+])
+def test_bad_model_ids_get_one_sentence(workspace, spec, words):
+    with pytest.raises(StudioError, match=words):
+        resolve_model(spec, workspace)
+
+
+def test_unknown_hub_model_fails_fast_when_offline(workspace, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.time()
+    with pytest.raises(StudioError, match="not in the local Hugging Face cache"):
+        resolve_model("some-org/some-model", workspace)
+    assert time.time() - started < 5
+
+
+def test_memory_estimate_full_needs_more_than_lora_and_grows_with_batch():
+    small = estimate_training_memory(135_000_000, 576, 30, batch_size=4, seq_len=512, bf16=False)
+    big = estimate_training_memory(135_000_000, 576, 30, batch_size=16, seq_len=512, bf16=False)
+    assert small["full"] > small["lora"] > 0
+    assert big["lora"] > small["lora"]
+    # 135M params × 16 bytes (fp32 weights, grads, two Adam moments) ≈ 2 GB before activations.
+    assert 2.0 < small["full"] < 4.0
+
+
+def test_history_parts_and_roles_become_plain_messages():
+    history = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}, {"role": "assistant", "content": "Hello"},
+               {"role": "tool", "content": "ignored"}]
+    assert inference.to_messages("Next", history, "Be brief") == [
+        {"role": "system", "content": "Be brief"}, {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Next"}]
+
+
+def test_lora_checkpoints_share_one_base_and_differ_from_it(tiny_model, workspace):
+    from pipelines.api import prepare_run
+    from pipelines.train import train_run
+
+    run_dir = prepare_run(workspace, "name: share\n" + tiny_config(tiny_model, max_steps=10))
+    assert train_run(run_dir, echo=False) == "completed"
+    inference.free_models()
+    greedy = {"max_new_tokens": 12, "temperature": 0}
+    base = inference.chat(workspace, str(tiny_model), "Say hi", [], greedy)
+    tuned = inference.chat(workspace, "share/final", "Say hi", [], greedy)
+    early = inference.chat(workspace, "share/checkpoint-5", "Say hi", [], greedy)
+    assert len(inference._cache) == 1, "checkpoints of one base share it in memory"
+    assert tuned != base
+    assert inference.chat(workspace, str(tiny_model), "Say hi", [], greedy) == base, "the base answers with adapters off"
+    assert isinstance(early, str)
+    with pytest.raises(StudioError, match="max_new_tokens"):
+        inference.chat(workspace, "share/final", "Hi", [], {"max_new_tokens": 10**6})
+    with pytest.raises(StudioError, match="does not exist"):
+        inference.chat(workspace, "share/checkpoint-999", "Hi", [], greedy)
