@@ -13,6 +13,7 @@ for each we measure:
     wall_s       the whole process, from start to exit (imports, validation, loading, training, saving)
     train_s      train_runtime as the Trainer itself reports it (the time inside trainer.train())
     setup_s      wall_s - train_s: imports, loading, data preparation, the final save
+    cpu_s        user + system CPU time of the child (less sensitive than wall time to other load)
     peak_rss_mb  the child's peak resident memory (os.wait4's ru_maxrss)
 
     ALIGNMENT_STUDIO_CACHE=/tmp/cache-test python bench/sft_overhead.py --models tiny,bundled --repeats 2
@@ -42,7 +43,7 @@ REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))  # the driver reuses the studio's normaliser, tiny model and bundled model
 RESULTS = BENCH_DIR / "results" / "sft_overhead.json"
 TARGET_OVERHEAD = 0.03
-METRICS = ("wall_s", "train_s", "setup_s", "peak_rss_mb")
+METRICS = ("wall_s", "train_s", "setup_s", "cpu_s", "peak_rss_mb")
 
 # Settings both sides share; each case below adds its own.
 COMMON_TRAIN = {"epochs": 1.0, "learning_rate": 2.0e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.05,
@@ -118,7 +119,7 @@ def prepare_case(case: str, scratch: Path) -> dict:
 # --- one measured process ------------------------------------------------------------------------
 
 def measure(command: list[str], log_path: Path) -> dict:
-    """Run `command` to completion; its wall time and peak RSS (this child only, from wait4)."""
+    """Run `command` to completion; its wall time, CPU time and peak RSS (this child only, from wait4)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
     with open(log_path, "wb") as log:
         started = time.perf_counter()
@@ -130,7 +131,9 @@ def measure(command: list[str], log_path: Path) -> dict:
     if process.returncode != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise SystemExit(f"{' '.join(command)} failed with exit code {process.returncode}:\n{tail}")
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024}  # ru_maxrss is in KiB on Linux
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": usage.ru_maxrss / 1024,  # ru_maxrss is in KiB on Linux
+            "load_before": os.getloadavg()[0]}
 
 
 def run_studio(prepared: dict, folder: Path) -> dict:
@@ -190,9 +193,12 @@ def args_differences(studio_file: str, plain_file: str) -> dict:
 
 
 def adapter_differences(studio: dict, plain: dict) -> dict:
+    """adapter_config.json fields that differ; target_modules is a set whose saved order varies run to run."""
     ignore = {"base_model_name_or_path", "revision"}
-    return {k: [studio.get(k), plain.get(k)] for k in sorted(set(studio) | set(plain))
-            if k not in ignore and studio.get(k) != plain.get(k)}
+    def value(config: dict, key: str):
+        return sorted(config[key]) if key == "target_modules" and isinstance(config.get(key), list) else config.get(key)
+    return {k: [value(studio, k), value(plain, k)] for k in sorted(set(studio) | set(plain))
+            if k not in ignore and value(studio, k) != value(plain, k)}
 
 
 def loss_gap(studio: dict, plain: dict) -> float | None:
@@ -230,11 +236,12 @@ def bench_case(case: str, repeats: int, scratch: Path) -> dict:
             result["setup_s"] = result["wall_s"] - result["train_s"]
             runs[side].append(result)
             print(f"  {case} {side} #{rep + 1}: wall {result['wall_s']:.1f} s, train {result['train_s']:.1f} s, "
-                  f"peak {result['peak_rss_mb']:.0f} MB", flush=True)
+                  f"cpu {result['cpu_s']:.1f} s, peak {result['peak_rss_mb']:.0f} MB "
+                  f"(load average before: {result['load_before']:.2f})", flush=True)
     medians = {side: {m: statistics.median(r[m] for r in rows) for m in METRICS} for side, rows in runs.items()}
     ratios = {m: medians["studio"][m] / medians["plain"][m] for m in METRICS}
     settings = {k: prepared[k] for k in ("model_spec", "model_dir", "dataset_source", "rows", "peft", "train")}
-    samples = {side: [{m: r[m] for m in METRICS} for r in rows] for side, rows in runs.items()}
+    samples = {side: [{m: r[m] for m in (*METRICS, "load_before")} for r in rows] for side, rows in runs.items()}
     return {"settings": settings, "medians": medians, "ratios": ratios, "samples": samples,
             "fairness": fairness(runs["studio"], runs["plain"])}
 
@@ -242,7 +249,8 @@ def bench_case(case: str, repeats: int, scratch: Path) -> dict:
 def markdown(case: str, result: dict, repeats: int) -> str:
     medians, ratios = result["medians"], result["ratios"]
     labels = {"wall_s": "wall time, whole process (s)", "train_s": "inside trainer.train() (s)",
-              "setup_s": "outside train(): imports, load, save (s)", "peak_rss_mb": "peak RSS (MB)"}
+              "setup_s": "outside train(): imports, load, save (s)", "cpu_s": "CPU time, user + system (s)",
+              "peak_rss_mb": "peak RSS (MB)"}
     s = result["settings"]
     lines = [f"### {case}: {s['model_spec']}, LoRA r={s['peft']['r']}, {s['train']['max_steps']} steps, "
              f"batch {s['train']['batch_size']}, max_length {s['train']['max_length']} (median of {repeats})", "",

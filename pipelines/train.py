@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from pipelines import run_files
@@ -23,6 +24,8 @@ def is_main_process() -> bool:
 
 def train_run(run_dir: Path, resume: bool = False, echo: bool = True) -> str:
     """Train the run in this process; return its final status."""
+    # Library deprecation notices would bury the progress lines in train.log.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     run_dir = Path(run_dir).resolve()
     workspace = run_dir.parent.parent
     main = is_main_process()

@@ -20,6 +20,7 @@ CSS = """
 .studio-header h1 { margin-bottom: 0; }
 .studio-header p { margin-top: 4px; opacity: .8; }
 footer { opacity: .8; }
+.run-log textarea { font-family: ui-monospace, monospace; font-size: 12px; }
 """
 
 

@@ -33,8 +33,8 @@ def test_memory_estimate_full_needs_more_than_lora_and_grows_with_batch():
     big = estimate_training_memory(135_000_000, 576, 30, batch_size=16, seq_len=512, bf16=False)
     assert small["full"] > small["lora"] > 0
     assert big["lora"] > small["lora"]
-    # 135M params × 16 bytes (fp32 weights, grads, two Adam moments) ≈ 2 GB before activations.
-    assert 2.0 < small["full"] < 4.0
+    # 135M params × 16 bytes (fp32 weights, grads, two Adam moments) ≈ 2 GB, plus ≈ 2.4 GB of activations.
+    assert 3.5 < small["full"] < 5.5
 
 
 def test_history_parts_and_roles_become_plain_messages():

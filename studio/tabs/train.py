@@ -6,6 +6,7 @@ disk does not, so a refresh or an app restart shows every run as it is.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from functools import partial
 from pathlib import Path
@@ -74,7 +75,8 @@ def build(workspace: Path):
                     resume = gr.Button(t("train.resume"), scale=1)
                 status = gr.Markdown(label=t("train.status"))
                 chart = gr.Plot(label=t("train.chart"))
-                log = gr.Code(label=t("train.log"), language=None, lines=12, max_lines=12, interactive=False)
+                log = gr.Textbox(label=t("train.log"), lines=12, max_lines=12, autoscroll=True, interactive=False,
+                                 elem_classes="run-log")
         gr.Markdown(f"### {t('train.runs')}")
         runs_table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_rows(workspace), interactive=False, wrap=True)
         timer = gr.Timer(REFRESH_S)
@@ -94,7 +96,6 @@ def build(workspace: Path):
 
 
 def section_fields_top():
-    import dataclasses
     return [f for f in dataclasses.fields(RunConfig) if f.name not in ("peft", "train")]
 
 

@@ -1,0 +1,63 @@
+"""What a person sees: a real Chromium drives the app (start a run from the form, watch it finish, Korean UI)."""
+
+import shutil
+import socket
+
+import pytest
+
+from tests.conftest import TINY_ROWS, write_jsonl
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from studio.app import launch_app
+
+    workspace = tmp_path_factory.mktemp("browser-workspace")
+    write_jsonl(workspace / "tiny.jsonl", TINY_ROWS)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    blocks = launch_app(workspace, port=port, prevent_thread_lock=True)
+    yield blocks.local_url
+    blocks.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+def test_start_a_run_from_the_form_and_watch_it_complete(app, browser, tiny_model):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page.goto(app)
+    start = page.get_by_role("button", name="Start", exact=True)
+    start.wait_for(timeout=30000)
+    for label, value in (("Model", str(tiny_model)), ("Dataset", "tiny.jsonl")):
+        box = page.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+    steps = page.get_by_label("Max steps (0 = use epochs)")
+    steps.fill("6")
+    steps.press("Tab")
+    page.wait_for_timeout(500)
+    start.click()
+    page.get_by_text("completed · step 6 / 6").wait_for(timeout=90000)
+    assert page.locator(".js-plotly-plot").count() >= 1, "the loss chart is drawn"
+    page.reload()  # the page holds nothing the disk does not: after a refresh the run is still there
+    page.get_by_text("completed · step 6 / 6").wait_for(timeout=30000)
+
+
+def test_korean_browsers_get_the_korean_ui(app, browser):
+    page = browser.new_page(locale="ko-KR")
+    page.goto(app)
+    page.get_by_role("button", name="시작", exact=True).wait_for(timeout=30000)
+    assert page.get_by_role("tab", name="채팅").count() == 1
