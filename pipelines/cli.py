@@ -2,6 +2,8 @@
 
     python -m pipelines train config.yaml            validate, create a run, train in the foreground
     python -m pipelines train workspace/runs/<id>    train an existing run directory (what the app launches)
+    python -m pipelines create config.yaml           validate and create a run directory without training
+                                                     (then: accelerate launch -m pipelines train <run_dir>)
     python -m pipelines resume <run_id>              continue a stopped or interrupted run from its last checkpoint
     python -m pipelines runs                         list runs
     python -m pipelines stop <run_id>                ask a running run to save a checkpoint and stop
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser("train", help="Train from a config file or an existing run directory.")
     train.add_argument("target", help="config.yaml (or .json) to start a new run, or a run directory.")
     train.add_argument("--resume", action="store_true", help="Continue from the run's last complete checkpoint.")
+    create = commands.add_parser("create", help="Validate a config and create its run directory; print the path.")
+    create.add_argument("config")
     resume = commands.add_parser("resume", help="Resume a stopped or interrupted run in the foreground.")
     resume.add_argument("run_id")
     commands.add_parser("runs", help="List runs as JSON lines.")
@@ -47,12 +52,18 @@ def _dispatch(args, workspace: Path) -> int:
         target = Path(args.target)
         if target.is_dir() and (target / "config.yaml").is_file():
             run_dir = target
+        elif target.is_file() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise StudioError("Under accelerate launch every process needs the same run: create it first with "
+                              "`python -m pipelines create config.yaml`, then launch `train <run_dir>`.")
         elif target.is_file():
             run_dir = api.prepare_run(workspace, target.read_text(encoding="utf-8"))
             print(f"run {run_dir.name} in {run_dir}", flush=True)
         else:
             raise StudioError(f"{args.target} is neither a config file nor a run directory.")
         return _train(run_dir, args.resume)
+    if args.command == "create":
+        print(api.prepare_run(workspace, Path(args.config).read_text(encoding="utf-8")))
+        return 0
     if args.command == "resume":
         from pipelines import runs
         run_dir = runs.run_dir_of(workspace, args.run_id)

@@ -57,11 +57,10 @@ def _agree_across_ranks(flag: bool) -> bool:
 class RunRecorder(TrainerCallback):
     def __init__(self, run_dir: Path, staging_dir: Path, stop: StopSignal, echo: bool = True):
         self.run_dir, self.staging_dir, self.stop, self.echo = run_dir, staging_dir, stop, echo
-        self.started = time.time()
-        self.start_step = 0
+        self.first_log: tuple[int, float] | None = None   # (step, time) of the first step logged by this process
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.started, self.start_step = time.time(), state.global_step
+        self.first_log = None
         if state.is_world_process_zero:
             run_files.update_status(self.run_dir, status="running", step=state.global_step, max_steps=state.max_steps)
 
@@ -106,10 +105,15 @@ class RunRecorder(TrainerCallback):
             print(f"saved {final.relative_to(self.run_dir)}", flush=True)
 
     def _eta(self, state, now: float) -> float | None:
-        done = state.global_step - self.start_step
+        """Remaining time at the pace since the first logged step (start-up and the first step's warm-up excluded)."""
+        if self.first_log is None:
+            self.first_log = (state.global_step, now)
+            return None
+        first_step, first_time = self.first_log
+        done = state.global_step - first_step
         if done <= 0 or not state.max_steps:
             return None
-        return (now - self.started) / done * max(0, state.max_steps - state.global_step)
+        return (now - first_time) / done * max(0, state.max_steps - state.global_step)
 
 
 def _is_number(value) -> bool:

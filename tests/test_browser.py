@@ -61,3 +61,13 @@ def test_korean_browsers_get_the_korean_ui(app, browser):
     page.goto(app)
     page.get_by_role("button", name="시작", exact=True).wait_for(timeout=30000)
     assert page.get_by_role("tab", name="채팅").count() == 1
+
+
+def test_the_settings_language_switch_turns_the_ui_korean(app, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page.goto(app)
+    page.get_by_role("button", name="Start", exact=True).wait_for(timeout=30000)
+    page.get_by_text("Settings").last.click()
+    page.get_by_label("Language").click()
+    page.get_by_role("option", name="한국어").click()
+    page.get_by_role("button", name="시작", exact=True).wait_for(timeout=10000)

@@ -1,0 +1,41 @@
+"""How busy the machine is: benchmarks here share a 2-core box with other work, so they wait for a quiet
+moment before each measured process and record how much CPU everything else took while it ran.
+
+Linux only (/proc/stat).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+CPUS = os.cpu_count() or 1
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds spent by the whole machine, all processes, since boot (idle and iowait excluded)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / TICKS_PER_S
+
+
+def wait_for_quiet(max_wait_s: float, busy_below: float = 0.15, sample_s: float = 1.0) -> dict:
+    """Wait until the machine is at most `busy_below` busy over one sample, or `max_wait_s` passed.
+
+    Returns how long we waited and how busy the last sample was (share of all cores, 0..1).
+    """
+    started = time.monotonic()
+    while True:
+        before = busy_cpu_seconds()
+        time.sleep(sample_s)
+        share = (busy_cpu_seconds() - before) / (sample_s * CPUS)
+        waited = time.monotonic() - started
+        if share <= busy_below or waited >= max_wait_s:
+            return {"waited_s": round(waited, 1), "busy_before": round(share, 3)}
+
+
+def others_share(busy_before: float, busy_after: float, own_cpu_s: float, wall_s: float) -> float:
+    """Share of all cores (0..1) that other processes used while ours ran."""
+    return max(0.0, (busy_after - busy_before - own_cpu_s) / (wall_s * CPUS))
