@@ -6,9 +6,11 @@ Measured from process start to the first HTTP 200 of GET / on 127.0.0.1, for:
                            already converted in the cache, so this times the check, not a download)
     peer                   python peer.py --port P: one gr.Blocks with one gr.Markdown, launched on
                            127.0.0.1 like the studio (written inline below)
-Each variant runs in a fresh process, in rotation, --repeats times; we report medians, the ratio
-studio/peer and the resident memory of the server once it answers. Every server is stopped (its
-whole process group) as soon as it has answered.
+Each variant runs in a fresh process, in rotation, --repeats times; we report medians, the fastest
+start, the ratio studio/peer and the resident memory of the server once it answers. The machine is
+shared, so before each start we wait (up to --quiet-wait s) for idle cores and record how much CPU
+other processes took meanwhile. Every server is stopped (its whole process group) as soon as it has
+answered.
 
     ALIGNMENT_STUDIO_CACHE=/tmp/cache-test python bench/app_start.py --repeats 3
 
@@ -36,6 +38,9 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
+
+from bench.machine import busy_cpu_seconds, others_share, wait_for_quiet  # noqa: E402
+
 RESULTS = BENCH_DIR / "results" / "app_start.json"
 TARGET_S = 5.0
 READY_TIMEOUT_S = 180
@@ -70,12 +75,15 @@ def answers(url: str) -> bool:
         return False
 
 
-def resident_mb(pid: int) -> float | None:
+def usage(pid: int) -> tuple[float | None, float]:
+    """(resident MB, CPU seconds so far) of the server process; (None, 0) if psutil cannot tell."""
     try:
         import psutil
-        return psutil.Process(pid).memory_info().rss / 2**20
-    except Exception:  # psutil missing or the process already gone: memory is a side note here
-        return None
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        return process.memory_info().rss / 2**20, times.user + times.system
+    except Exception:  # psutil missing or the process already gone: these are side notes here
+        return None, 0.0
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -95,7 +103,7 @@ def time_to_first_200(command: list[str], log_path: Path, port: int) -> dict:
     url = f"http://{HOST}:{port}/"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with open(log_path, "wb") as log:
-        started = time.perf_counter()
+        busy_before, started = busy_cpu_seconds(), time.perf_counter()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=REPO_ROOT, env=env, start_new_session=True)
         try:
@@ -106,8 +114,10 @@ def time_to_first_200(command: list[str], log_path: Path, port: int) -> dict:
                 if time.perf_counter() - started > READY_TIMEOUT_S:
                     raise SystemExit(f"{' '.join(command)} did not answer within {READY_TIMEOUT_S} s; see {log_path}")
                 time.sleep(0.05)
-            seconds = time.perf_counter() - started
-            return {"seconds": seconds, "rss_mb": resident_mb(process.pid)}
+            seconds, busy_after = time.perf_counter() - started, busy_cpu_seconds()
+            rss_mb, cpu_s = usage(process.pid)
+            return {"seconds": seconds, "rss_mb": rss_mb, "cpu_s": cpu_s,
+                    "others_share": others_share(busy_before, busy_after, cpu_s, seconds)}
         finally:
             stop(process)
 
@@ -135,19 +145,20 @@ def variants(scratch: Path) -> dict:
     return chosen
 
 
-def run(repeats: int, scratch: Path) -> dict[str, list[dict]]:
+def run(repeats: int, quiet_wait_s: float, scratch: Path) -> dict[str, list[dict]]:
     """Every variant once per round, in the same order, each in a fresh process, workspace and port."""
     commands = variants(scratch)
     samples: dict[str, list[dict]] = {name: [] for name in commands}
     for rep in range(repeats):
         for index, (name, command_for) in enumerate(commands.items()):
-            load = os.getloadavg()[0]
+            quiet = wait_for_quiet(quiet_wait_s)
             port = free_port()
             command = command_for(port, str(scratch / f"workspace-{rep}-{index}"))
-            result = {**time_to_first_200(command, scratch / f"start-{rep}-{index}.log", port), "load_before": load}
+            result = {**time_to_first_200(command, scratch / f"start-{rep}-{index}.log", port), **quiet}
             samples[name].append(result)
-            print(f"  #{rep + 1} {name}: {result['seconds']:.2f} s, {result['rss_mb'] or 0:.0f} MB "
-                  f"(load average before: {load:.2f})", flush=True)
+            print(f"  #{rep + 1} {name}: {result['seconds']:.2f} s, {result['rss_mb'] or 0:.0f} MB; other processes "
+                  f"used {result['others_share']:.0%} of the cores meanwhile (waited {quiet['waited_s']:.0f} s for quiet)",
+                  flush=True)
     return samples
 
 
@@ -187,9 +198,11 @@ def write_results(summary: dict, samples: dict, repeats: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="Starts per variant, in rotation.")
+    parser.add_argument("--quiet-wait", type=float, default=60.0,
+                        help="Before each start, wait up to this many seconds for the machine to be idle (others' load).")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="app-start-") as scratch:
-        samples = run(args.repeats, Path(scratch))
+        samples = run(args.repeats, args.quiet_wait, Path(scratch))
     summary = summarise(samples)
     print()
     print(markdown(summary, args.repeats))

@@ -9,49 +9,15 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
 from pipelines import run_files
+from pipelines.stop import StopSignal
 
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
-
-
-class StopSignal:
-    """Set by SIGTERM/SIGINT or the stop file; read by the callback at each step."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        self.requested = False
-
-    def install(self) -> None:
-        def handler(signum, frame):
-            if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now
-                raise KeyboardInterrupt
-            self.requested = True
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-
-    def check(self) -> bool:
-        if not self.requested and (self.run_dir / run_files.STOP_REQUEST_FILE).exists():
-            self.requested = True
-        return _agree_across_ranks(self.requested)
-
-
-def _agree_across_ranks(flag: bool) -> bool:
-    """With several GPUs every rank must stop at the same step, or the others hang in a collective."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return flag
-    import torch
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item())
 
 
 class RunRecorder(TrainerCallback):

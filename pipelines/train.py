@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipelines import run_files
 from pipelines.errors import StudioError
+from pipelines.stop import StopSignal
 
 
 def is_main_process() -> bool:
@@ -29,16 +30,16 @@ def train_run(run_dir: Path, resume: bool = False, echo: bool = True) -> str:
     run_dir = Path(run_dir).resolve()
     workspace = run_dir.parent.parent
     main = is_main_process()
-    from pipelines.recorder import RunRecorder, StopSignal
-    from pipelines.runs import load_config
-    from pipelines.stages import stage_runner
-    from pipelines.stages.common import RunContext, save_final
-
     stop = StopSignal(run_dir)
     stop.install()
     if main:
         run_files.update_status(run_dir, status="running", pid=os.getpid(), error=None, started_at=time.time())
     try:
+        from pipelines.recorder import RunRecorder
+        from pipelines.runs import load_config
+        from pipelines.stages import stage_runner
+        from pipelines.stages.common import RunContext, save_final
+
         config = load_config(run_dir)
         resume_from = run_files.last_checkpoint(run_dir) if resume else None
         if resume and resume_from is None:

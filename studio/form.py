@@ -20,7 +20,7 @@ def field_component(section: str, spec: dataclasses.Field, default=None):
     key = f"{section}.{spec.name}" if section else spec.name
     meta = spec.metadata
     value = spec.default if default is None else default
-    common = {"label": t(key), "info": meta.get("help"), "value": value}
+    common = {"label": t(key), "info": t(f"help.{key}"), "value": value}
     if meta.get("choices"):
         return gr.Dropdown(choices=list(meta["choices"]), **common)
     kind = spec.type if isinstance(spec.type, str) else spec.type.__name__

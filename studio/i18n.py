@@ -72,6 +72,47 @@ KO = {
     "train.precision": "정밀도", "train.gradient_checkpointing": "그래디언트 체크포인팅",
 }
 
+# Help under each training-form field. English comes from the config's own help text (declared once,
+# in pipelines/config.py); Korean is written here.
+KO_HELP = {
+    "name": "선택 사항: 실행 ID가 이 이름에서 만들어집니다.",
+    "stage": "실행할 정렬 단계.",
+    "model": "내장 모델 ID, Hugging Face 허브 ID(org/name), 로컬 경로, 또는 이전 실행의 체크포인트 ID.",
+    "dataset": "데이터셋 이름(내장 샘플 또는 워크스페이스에 저장된 것), 또는 파일 경로.",
+    "peft.method": "전체 미세조정, LoRA 어댑터, 또는 QLoRA(4비트 베이스 위의 LoRA; CUDA GPU와 bitsandbytes 필요).",
+    "peft.r": "LoRA 랭크: 저랭크 업데이트의 폭. 보통 8–64.",
+    "peft.alpha": "LoRA 알파: 업데이트에 alpha / r 배율이 곱해집니다. 랭크의 두 배가 흔한 선택입니다.",
+    "peft.dropout": "LoRA 경로에 적용하는 드롭아웃.",
+    "peft.target_modules": "어댑터를 붙일 층: 'all-linear' 또는 'q_proj,v_proj'처럼 쉼표로 구분한 목록.",
+    "train.max_steps": "실행할 옵티마이저 스텝 수; 0이면 에폭 수만큼 학습합니다.",
+    "train.epochs": "데이터셋을 몇 번 돌지 (max_steps가 0일 때 사용).",
+    "train.learning_rate": "최대 학습률. LoRA: 1e-4–5e-4, 전체 미세조정: 1e-5–5e-5.",
+    "train.lr_scheduler": "워밍업 뒤 학습률이 바뀌는 방식.",
+    "train.warmup_ratio": "학습률을 0에서 올리는 데 쓰는 스텝의 비율.",
+    "train.batch_size": "장치당 한 번의 순전파에 들어가는 행 수.",
+    "train.grad_accum": "옵티마이저 스텝 하나에 누적할 순전파 수 (유효 배치 = 배치 × 누적 × GPU 수).",
+    "train.max_length": "토큰화된 행의 최대 길이; 더 긴 행은 잘립니다. 모델의 컨텍스트를 넘을 수 없습니다.",
+    "train.logging_steps": "이 스텝마다 지표를 기록합니다.",
+    "train.save_steps": "이 스텝마다 체크포인트를 저장합니다 (끝날 때와 중지할 때도 저장).",
+    "train.seed": "데이터 순서와 초기화를 위한 난수 시드.",
+    "train.precision": "수치 정밀도: auto = 지원하는 GPU에서는 bf16, CPU에서는 fp32 (CPU의 bf16은 2.5–5배 느림).",
+    "train.gradient_checkpointing": "메모리를 아끼려 활성값을 다시 계산: auto = GPU에서 10억 파라미터 이상 모델에만 켭니다 (약 30% 느려짐).",
+}
+
+
+def _english_help() -> dict[str, str]:
+    import dataclasses
+
+    from pipelines.config import SECTIONS, RunConfig
+
+    texts = {f"help.{f.name}": f.metadata["help"] for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS}
+    for section, cls in SECTIONS.items():
+        texts.update({f"help.{section}.{f.name}": f.metadata["help"] for f in dataclasses.fields(cls)})
+    return texts
+
+
+EN.update(_english_help())
+KO.update({f"help.{key}": text for key, text in KO_HELP.items()})
 I18N = gr.I18n(en=EN, ko=KO)
 
 

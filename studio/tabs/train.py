@@ -44,11 +44,11 @@ def build(workspace: Path):
             with gr.Column(scale=2):
                 gr.Markdown(f"### {t('train.setup')}")
                 add("", top["stage"], gr.Dropdown(choices=list(AVAILABLE_STAGES), value=defaults.stage, label=t("stage"),
-                                                  info=top["stage"].metadata["help"]))
+                                                  info=t("help.stage")))
                 model = add("", top["model"], gr.Dropdown(choices=api.list_checkpoints(workspace), value=defaults.model,
-                                                          allow_custom_value=True, label=t("model"), info=top["model"].metadata["help"]))
+                                                          allow_custom_value=True, label=t("model"), info=t("help.model")))
                 dataset = add("", top["dataset"], gr.Dropdown(choices=dataset_names(workspace), value=defaults.dataset,
-                                                              allow_custom_value=True, label=t("dataset"), info=top["dataset"].metadata["help"]))
+                                                              allow_custom_value=True, label=t("dataset"), info=t("help.dataset")))
                 add("", top["name"], field_component("", top["name"]))
                 with gr.Accordion(t("train.lora"), open=False):
                     for spec in section_fields("peft"):

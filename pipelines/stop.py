@@ -1,0 +1,46 @@
+"""Stopping a run cleanly: SIGTERM, SIGINT or a stop file in the run directory, agreed by every rank.
+
+Light on purpose: the training process installs this before its heavy imports, so a Stop pressed
+while it is still starting up is not lost.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from pipelines import run_files
+
+
+class StopSignal:
+    """Set by SIGTERM/SIGINT or the stop file; read by the callback at each step."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.requested = False
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self.requested = True
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def check(self) -> bool:
+        if not self.requested and (self.run_dir / run_files.STOP_REQUEST_FILE).exists():
+            self.requested = True
+        return _agree_across_ranks(self.requested)
+
+
+def _agree_across_ranks(flag: bool) -> bool:
+    """With several GPUs every rank must stop at the same step, or the others hang in a collective."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    import torch
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())

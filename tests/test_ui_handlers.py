@@ -1,0 +1,41 @@
+"""UI handlers are plain functions: test them without a browser."""
+
+import dataclasses
+
+from pipelines.config import SECTIONS, RunConfig, parse_config_text
+from studio.i18n import EN, KO
+from studio.tabs import train
+
+
+def _form_keys_and_defaults():
+    keys, values = [], []
+    for spec in dataclasses.fields(RunConfig):
+        if spec.name in SECTIONS:
+            for inner in dataclasses.fields(SECTIONS[spec.name]):
+                keys.append((spec.name, inner.name))
+                values.append(inner.default)
+        else:
+            keys.append(("", spec.name))
+            values.append(spec.default)
+    return keys, values
+
+
+def test_every_text_has_english_and_korean_and_every_field_has_a_label_and_help():
+    assert set(EN) == set(KO)
+    for section, name in _form_keys_and_defaults()[0]:
+        key = f"{section}.{name}" if section else name
+        assert key in EN and f"help.{key}" in EN, key
+        assert KO[key] != EN[key] or key in ("peft.target_modules",), key
+
+
+def test_the_form_sends_the_same_config_the_cli_reads():
+    keys, values = _form_keys_and_defaults()
+    assert parse_config_text(train.config_text(keys, *values)) == RunConfig()
+
+
+def test_status_line_shows_progress_eta_and_errors():
+    line = train.status_markdown({"status": "running", "step": 15, "max_steps": 60, "eta_s": 95,
+                                  "last_metrics": {"loss": 1.23456}, "checkpoints": [10]})
+    assert "step 15 / 60" in line and "25%" in line and "ETA 01:35" in line and "loss 1.2346" in line
+    failed = train.status_markdown({"status": "failed", "error": "Dataset 'x' has no usable rows."})
+    assert "failed" in failed and "no usable rows" in failed
