@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -39,7 +38,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.machine import busy_cpu_seconds, others_share, wait_for_quiet  # noqa: E402
+from bench.machine import busy_cpu_seconds, describe_machine, others_share, wait_for_quiet  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "app_start.json"
 TARGET_S = 5.0
@@ -132,10 +131,12 @@ def variants(scratch: Path) -> dict:
     """Name -> function(port, workspace) giving the command line of one start; the peer comes last."""
     peer = scratch / "peer.py"
     peer.write_text(PEER_APP, encoding="utf-8")
-    launch = [sys.executable, str(REPO_ROOT / "launch.py")]
+    def studio(*extra: str):
+        return lambda port, ws: [sys.executable, str(REPO_ROOT / "launch.py"), "--workspace", ws, "--port", str(port), *extra]
+
     chosen = {
-        "studio, --skip-model-prepare": lambda port, ws: launch + ["--workspace", ws, "--port", str(port), "--skip-model-prepare"],
-        "studio, model prepare (cached)": lambda port, ws: launch + ["--workspace", ws, "--port", str(port)],
+        "studio, --skip-model-prepare": studio("--skip-model-prepare"),
+        "studio, model prepare (cached)": studio(),
         "peer: gr.Blocks + one Markdown": lambda port, ws: [sys.executable, str(peer), "--port", str(port)],
     }
     if not model_cached():
@@ -189,7 +190,7 @@ def write_results(summary: dict, samples: dict, repeats: int) -> None:
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     document = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "repeats": repeats,
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+                "machine": describe_machine(),
                 "versions": {"gradio": gradio.__version__}, "target_s": TARGET_S, "summary": summary, "samples": samples}
     RESULTS.write_text(json.dumps(document, indent=1), encoding="utf-8")
     print(f"wrote {RESULTS.relative_to(REPO_ROOT)}")

@@ -7,6 +7,7 @@ Linux only (/proc/stat).
 from __future__ import annotations
 
 import os
+import platform
 import time
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -39,3 +40,16 @@ def wait_for_quiet(max_wait_s: float, busy_below: float = 0.15, sample_s: float 
 def others_share(busy_before: float, busy_after: float, own_cpu_s: float, wall_s: float) -> float:
     """Share of all cores (0..1) that other processes used while ours ran."""
     return max(0.0, (busy_after - busy_before - own_cpu_s) / (wall_s * CPUS))
+
+
+def describe_machine() -> dict:
+    """What the numbers were measured on."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"cpus": CPUS, "cpu_model": model, "memory_gb": round(memory_gb, 1),
+            "platform": platform.platform(), "python": platform.python_version()}

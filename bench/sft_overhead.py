@@ -5,7 +5,7 @@ Identical means: the same model folder, the same rows (the studio's own normalis
 file into the `messages` rows the plain script reads), the same LoRA (r, alpha, dropout, all-linear),
 the same SFTConfig values (those of pipelines/stages/common.common_training_args, plus max_length and
 assistant_only_loss), the same seed and save_steps (so both save the same checkpoints), fp32 on CPU,
-no gradient checkpointing. After the runs the script checks it: the two saved training_args.bin must
+no gradient checkpointing (CUDA_VISIBLE_DEVICES is emptied for both). After the runs the script checks it: the two saved training_args.bin must
 agree (output paths aside) and the logged losses must match step by step.
 
 Each side runs in its own fresh Python process, alternating (studio, plain, studio, plain, ...), and
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -45,7 +44,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))  # the driver reuses the studio's normaliser, tiny model and bundled model
 
-from bench.machine import busy_cpu_seconds, others_share, wait_for_quiet  # noqa: E402
+from bench.machine import busy_cpu_seconds, describe_machine, others_share, wait_for_quiet  # noqa: E402
 RESULTS = BENCH_DIR / "results" / "sft_overhead.json"
 TARGET_OVERHEAD = 0.03
 METRICS = ("wall_s", "train_s", "setup_s", "cpu_s", "peak_rss_mb")
@@ -123,15 +122,17 @@ def prepare_case(case: str, scratch: Path) -> dict:
     alpaca_path, messages_path = scratch / f"{case}-alpaca.json", scratch / f"{case}-messages.jsonl"
     alpaca_path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     messages_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in normalised.rows), encoding="utf-8")
-    return {"case": case, "model_spec": model_spec, "model_dir": str(model_dir), "alpaca": alpaca_path,
-            "messages": messages_path, "dataset_source": source, "rows": len(rows), **spec}
+    return {**spec, "case": case, "model_spec": model_spec, "model_dir": str(model_dir), "alpaca": alpaca_path,
+            "messages": messages_path, "dataset_source": source, "rows": len(rows)}
 
 
 # --- one measured process ------------------------------------------------------------------------
 
 def measure(command: list[str], log_path: Path) -> dict:
     """Run `command` to completion; its wall time, CPU time and peak RSS (this child only, from wait4)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
+    # CPU on both sides even where a GPU exists: the plain script is written for CPU (use_cpu, fp32).
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT),
+           "CUDA_VISIBLE_DEVICES": ""}
     with open(log_path, "wb") as log:
         busy_before, started = busy_cpu_seconds(), time.perf_counter()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -170,7 +171,7 @@ def run_studio(prepared: dict, folder: Path) -> dict:
         if "loss" in record:
             losses[str(record["step"])] = record["loss"]
     return {**measured, "train_s": status["summary"]["train_runtime"], "losses": losses,
-            "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").iterdir()),
+            "checkpoints": checkpoint_names(run_dir / "checkpoints"),
             "args_file": str(run_dir / "checkpoints" / f"checkpoint-{prepared['train']['max_steps']}" / "training_args.bin"),
             "adapter_config": json.loads((run_dir / "final" / "adapter_config.json").read_text(encoding="utf-8"))}
 
@@ -186,12 +187,18 @@ def run_plain(prepared: dict, folder: Path) -> dict:
     result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
     out = folder / "out"
     return {**measured, "train_s": result["summary"]["train_runtime"], "losses": result["losses"],
-            "checkpoints": sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.startswith("checkpoint-")),
+            "checkpoints": checkpoint_names(out / "checkpoints"),
             "args_file": str(out / "checkpoints" / f"checkpoint-{prepared['train']['max_steps']}" / "training_args.bin"),
             "adapter_config": json.loads((out / "final" / "adapter_config.json").read_text(encoding="utf-8"))}
 
 
 # --- fairness checks -----------------------------------------------------------------------------
+
+def checkpoint_names(folder: Path) -> list[str]:
+    """checkpoint-<step> folders in step order."""
+    found = [p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith("checkpoint-")]
+    return sorted(found, key=lambda name: int(name.split("-")[1]))
+
 
 def args_differences(studio_file: str, plain_file: str) -> dict:
     """TrainingArguments fields whose saved values differ between the two sides (paths aside)."""
@@ -322,7 +329,7 @@ def write_results(results: dict) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    document = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+    document = {"machine": describe_machine(),
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                              "trl": trl.__version__, "peft": peft.__version__},
                 "target_overhead": TARGET_OVERHEAD,

@@ -9,6 +9,7 @@ Works the same under `accelerate launch`: only the main process writes status an
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import traceback
 import warnings
@@ -55,6 +56,8 @@ def train_run(run_dir: Path, resume: bool = False, echo: bool = True) -> str:
         else:
             save_final(trainer, run_dir, staging)
             final_status = "completed"
+            if main:  # what the trainer left in its output_dir (a model card) is not part of the run
+                shutil.rmtree(staging, ignore_errors=True)
         if main:
             run_files.update_status(run_dir, status=final_status, pid=None)
         if echo and main:
