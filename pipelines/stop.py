@@ -20,12 +20,19 @@ class StopSignal:
         self.requested = False
 
     def install(self) -> None:
+        self._previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
         def handler(signum, frame):
             if self.requested and signum == signal.SIGINT:  # a second Ctrl-C: stop now
                 raise KeyboardInterrupt
             self.requested = True
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+    def restore(self) -> None:
+        """Give the signals back (matters when training ran inside a longer-lived process, such as a test)."""
+        for sig, previous in getattr(self, "_previous", {}).items():
+            signal.signal(sig, previous)
 
     def check(self) -> bool:
         if not self.requested and (self.run_dir / run_files.STOP_REQUEST_FILE).exists():

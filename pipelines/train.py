@@ -69,7 +69,14 @@ def train_run(run_dir: Path, resume: bool = False, echo: bool = True) -> str:
         _fail(run_dir, "Interrupted from the keyboard before a checkpoint could be saved.", main, status="interrupted")
     except Exception as exc:  # a crash: the message for the UI, the traceback for train.log
         traceback.print_exc()
-        _fail(run_dir, f"Training crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (see train.log).", main)
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        if "out of memory" in first_line.lower():
+            _fail(run_dir, "Out of memory: lower batch_size or max_length, raise grad_accum, or use LoRA / QLoRA; "
+                           "checkpoints already saved are intact.", main)
+        else:
+            _fail(run_dir, f"Training crashed: {type(exc).__name__}: {first_line} (see train.log).", main)
+    finally:
+        stop.restore()
     return run_files.read_status(run_dir).get("status", "failed")
 
 

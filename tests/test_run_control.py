@@ -102,3 +102,19 @@ def test_launch_uses_an_argument_list_not_a_shell(monkeypatch, tiny_model, works
     runs.launch(run_dir)
     assert isinstance(seen["command"], list) and seen["shell"] is False
     assert seen["command"][1:4] == ["-m", "pipelines", "train"]
+
+
+def test_a_crash_in_training_ends_failed_with_one_sentence_and_keeps_the_run(monkeypatch, tiny_model, workspace):
+    import pipelines.stages as stages
+    from pipelines.train import train_run
+
+    def crashing_stage(context):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
+
+    monkeypatch.setattr(stages, "stage_runner", lambda stage: crashing_stage)
+    run_dir = api.prepare_run(workspace, tiny_config(tiny_model))
+    assert train_run(run_dir, echo=False) == "failed"
+    status = api.run_status(workspace, run_dir.name)
+    assert status["error"].startswith("Out of memory: lower batch_size") and "\n" not in status["error"]
+    assert (run_dir / "config.yaml").is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "signal handlers are given back"
