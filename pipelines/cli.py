@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -87,5 +89,43 @@ def _dispatch(args, workspace: Path) -> int:
 
 def _train(run_dir: Path, resume: bool) -> int:
     from pipelines.train import train_run
-    status = train_run(run_dir, resume=resume)
+
+    with _also_logged_to(Path(run_dir) / "train.log"):
+        status = train_run(run_dir, resume=resume)
     return 0 if status in ("completed", "stopped") else 1
+
+
+@contextlib.contextmanager
+def _also_logged_to(log_path: Path):
+    """In the foreground, print progress and keep train.log as a launched run would have it."""
+    try:
+        already = os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(log_path))
+    except (OSError, ValueError, io.UnsupportedOperation):
+        already = False
+    if already:  # launched by the app: stdout already is train.log
+        yield
+        return
+    with open(log_path, "a", encoding="utf-8") as log:
+        streams = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(streams[0], log), _Tee(streams[1], log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = streams
+
+
+class _Tee(io.TextIOBase):
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        self.log.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        self.log.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()

@@ -10,12 +10,13 @@ import gradio as gr
 from pipelines import api
 from pipelines.config import BUNDLED_MODEL_ID
 from pipelines.inference import chat_stream
+from studio.choices import refresh_checkpoint_choices
 from studio.errors import shows_errors
 from studio.i18n import t
 
 
 def build(workspace: Path) -> gr.Dropdown:
-    with gr.Tab(t("tab.chat"), id="chat"):
+    with gr.Tab(t("tab.chat"), id="chat") as tab:
         with gr.Row():
             checkpoint = gr.Dropdown(choices=api.list_checkpoints(workspace), value=BUNDLED_MODEL_ID, allow_custom_value=True,
                                      label=t("chat.checkpoint"), scale=4)
@@ -39,7 +40,9 @@ def build(workspace: Path) -> gr.Dropdown:
         trigger(respond, [checkpoint, message, chatbot, max_new_tokens, temperature, top_p, system_prompt],
                 [chatbot, message], **private)
     clear.click(lambda: ([], ""), None, [chatbot, message], **private)
-    refresh.click(partial(refresh_checkpoints, workspace), [checkpoint], [checkpoint], **private)
+    # New checkpoints appear as runs save them: offer them whenever the tab is opened, or on demand.
+    for trigger in (refresh.click, tab.select):
+        trigger(partial(refresh_checkpoint_choices, workspace), [checkpoint], [checkpoint], **private)
     return checkpoint
 
 
@@ -54,6 +57,3 @@ def respond_stream(workspace: Path, checkpoint: str, message: str, history: list
         shown[-1] = {"role": "assistant", "content": reply}
         yield shown, ""
 
-
-def refresh_checkpoints(workspace: Path, current: str):
-    return gr.update(choices=api.list_checkpoints(workspace), value=current)

@@ -10,12 +10,9 @@ import gradio as gr
 
 from pipelines import api
 from pipelines.config import BUNDLED_MODEL_ID
+from studio.choices import dataset_names
 from studio.errors import shows_errors
 from studio.i18n import t
-
-
-def dataset_names(workspace: Path) -> list[str]:
-    return [d["name"] for d in api.list_datasets(workspace)]
 
 
 def build(workspace: Path) -> gr.Dropdown:

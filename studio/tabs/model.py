@@ -9,17 +9,19 @@ import gradio as gr
 
 from pipelines import api
 from pipelines.config import BUNDLED_MODEL_ID
+from studio.choices import refresh_checkpoint_choices
 from studio.errors import shows_errors
 from studio.i18n import t
 
 
 def build(workspace: Path) -> gr.Dropdown:
-    with gr.Tab(t("tab.model"), id="model"):
+    with gr.Tab(t("tab.model"), id="model") as tab:
         with gr.Row():
             model = gr.Dropdown(choices=api.list_checkpoints(workspace), value=BUNDLED_MODEL_ID, allow_custom_value=True,
                                 label=t("model.pick"), info=t("model.pick_info"), scale=4)
             inspect = gr.Button(t("model.inspect"), variant="primary", scale=1)
         card = gr.Markdown(label=t("model.card"))
+    tab.select(partial(refresh_checkpoint_choices, workspace), [model], [model], api_visibility="private")
     inspect.click(shows_errors(partial(model_card, workspace)), [model], [card], api_visibility="private")
     return model
 
@@ -40,3 +42,4 @@ def model_card(workspace: Path, model: str) -> str:
         (f"memory to train, LoRA (batch {memory['batch_size']} × {memory['seq_len']})", f"≈ {memory['lora']} GB"),
     ]
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+

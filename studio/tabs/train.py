@@ -17,13 +17,14 @@ import yaml
 from pipelines import api
 from pipelines.config import AVAILABLE_STAGES, RunConfig
 from studio.charts import training_curves
+from studio.choices import dataset_names
 from studio.errors import shows_errors
 from studio.form import field_component, section_fields, values_to_config
 from studio.i18n import t
-from studio.tabs.data import dataset_names
 
 REFRESH_S = 1.5          # the selected run's status, chart and log
 RUNS_REFRESH_S = 4.0     # the runs list and picker
+LOG_LINES = 12           # as many as the log box shows, so its end is in view
 MAIN_TRAIN_FIELDS = ("max_steps", "epochs", "learning_rate", "batch_size", "max_length", "save_steps")
 RUN_COLUMNS = ["run_id", "status", "stage", "model", "dataset", "step", "max_steps", "checkpoints"]
 
@@ -145,7 +146,7 @@ def run_view(workspace: Path, run_id: str | None):
     except Exception:
         return "", None, ""
     metrics = api.run_metrics(workspace, run_id)
-    return status_markdown(status), training_curves(metrics, run_id), api.run_log(workspace, run_id, 30)
+    return status_markdown(status), training_curves(metrics, run_id), api.run_log(workspace, run_id, LOG_LINES)
 
 
 STATUS_ICONS = {"queued": "⏳", "running": "🟢", "stopping": "🟡", "completed": "✅", "failed": "❌", "stopped": "⏹️", "interrupted": "⚠️"}

@@ -1,0 +1,18 @@
+"""Choices that several tabs offer: checkpoints (base models and every run's) and datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from pipelines import api
+
+
+def dataset_names(workspace: Path) -> list[str]:
+    return [d["name"] for d in api.list_datasets(workspace)]
+
+
+def refresh_checkpoint_choices(workspace: Path, current: str):
+    """Re-list checkpoints (runs save new ones) and keep the current pick."""
+    return gr.update(choices=api.list_checkpoints(workspace), value=current)
