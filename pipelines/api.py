@@ -23,8 +23,10 @@ def prepare_run(workspace: Path, config_text: str) -> Path:
 def check_startable(workspace: Path, config: RunConfig) -> None:
     """Everything that can be checked before a process is spent on it: model, context, data."""
     from pipelines.data.store import load_rows
-    from pipelines.models import resolve_model
+    from pipelines.models import best_device, resolve_model
+    from pipelines.stages.common import check_hardware
 
+    check_hardware(config, best_device())
     source = resolve_model(config.model, workspace)
     load_rows(config.dataset, workspace)
     limit = _context_length(source)

@@ -1,7 +1,6 @@
 """The public API contract, through gradio_client against a launched app."""
 
 import socket
-import time
 
 import pytest
 

@@ -75,6 +75,10 @@ def test_start_refuses_bad_input_and_starts_nothing(tiny_model, workspace):
         (tiny_config(tiny_model).replace(str(tiny_model), "no-such-org/no-such-model"), "no-such-org/no-such-model"),
         (tiny_config(tiny_model).replace(str(tiny_model), "https://evil.example/model"), "not a model id"),
     ]
+    import torch
+    if not torch.cuda.is_available():
+        cases += [(tiny_config(tiny_model).replace("method: lora", "method: qlora"), "QLoRA needs"),
+                  (tiny_config(tiny_model, precision="fp16"), "fp16 training needs a GPU")]
     (workspace / "empty.jsonl").write_text('{"instruction": "x", "output": ""}\n')
     cases.append((tiny_config(tiny_model).replace("tiny.jsonl", "empty.jsonl"), "row 1"))
     for text, words in cases:

@@ -29,9 +29,20 @@ def precision_args(config: RunConfig, device: str) -> dict:
     choice = config.train.precision
     if choice == "auto":
         choice = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    if choice == "fp16" and device == "cpu":
-        raise StudioError("fp16 training needs a GPU; use precision 'auto' or 'fp32' on CPU.")
     return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+
+
+def check_hardware(config: RunConfig, device: str) -> None:
+    """Settings this machine cannot run, refused before a run starts."""
+    import importlib.util
+
+    if config.peft.method == "qlora":
+        if device != "cuda":
+            raise StudioError("QLoRA needs a CUDA GPU (4-bit weights through bitsandbytes); use LoRA on this machine.")
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise StudioError("QLoRA needs the bitsandbytes package: pip install bitsandbytes.")
+    if config.train.precision == "fp16" and device == "cpu":
+        raise StudioError("fp16 training needs a GPU; use precision 'auto' or 'fp32' on CPU.")
 
 
 def use_gradient_checkpointing(config: RunConfig, device: str, n_params: int) -> bool:
@@ -45,14 +56,10 @@ def load_policy(source: ModelSource, config: RunConfig, device: str, bf16: bool)
     """The model to train: the base with earlier adapters merged, 4-bit for QLoRA."""
     import torch
 
+    check_hardware(config, device)
     if config.peft.method == "qlora":
-        if device != "cuda":
-            raise StudioError("QLoRA needs a CUDA GPU (4-bit weights through bitsandbytes); use LoRA on this machine.")
-        try:
-            from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise StudioError("QLoRA needs the bitsandbytes package: pip install bitsandbytes.") from None
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
         if source.adapters:
             raise StudioError("QLoRA on top of a LoRA checkpoint is not supported; merge it first or use LoRA.")
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
