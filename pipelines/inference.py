@@ -57,14 +57,16 @@ def _load(source) -> tuple[LoadedBase, str]:
             while len(_cache) > MAX_CACHED_BASES:
                 _cache.popitem(last=False)
         _cache.move_to_end(key)
-        if adapter and adapter not in loaded.adapters:
-            from peft import PeftModel
-            name = f"adapter{len(loaded.adapters)}"
-            if not loaded.adapters:
-                loaded.model = PeftModel.from_pretrained(loaded.model, adapter, adapter_name=name).eval()
-            else:
-                loaded.model.load_adapter(adapter, adapter_name=name)
-            loaded.adapters[adapter] = name
+    if adapter and adapter not in loaded.adapters:
+        with loaded.lock:  # never change the model under a generation running on it
+            if adapter not in loaded.adapters:
+                from peft import PeftModel
+                name = f"adapter{len(loaded.adapters)}"
+                if not loaded.adapters:
+                    loaded.model = PeftModel.from_pretrained(loaded.model, adapter, adapter_name=name).eval()
+                else:
+                    loaded.model.load_adapter(adapter, adapter_name=name)
+                loaded.adapters[adapter] = name
     return loaded, adapter
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from pipelines import run_files
-from pipelines.stop import StopSignal
+from pipelines.stop import StopSignal, barrier
 
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
 
@@ -57,8 +57,12 @@ class RunRecorder(TrainerCallback):
             print(f"step {state.global_step}/{state.max_steps} {shown} eta {_duration(eta)}", flush=True)
 
     def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
+        barrier()  # every rank has written its part (shards, rng state) before the checkpoint is moved
+        if state.is_world_process_zero:
+            self._publish_checkpoint(state)
+        barrier()
+
+    def _publish_checkpoint(self, state) -> None:
         name = f"checkpoint-{state.global_step}"
         staged, final = self.staging_dir / name, self.run_dir / "checkpoints" / name
         if not staged.is_dir():

@@ -14,11 +14,15 @@ reader, or a process killed at any instant, never sees half a record.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 ACTIVE_STATES = ("queued", "running", "stopping")
 FINISHED_STATES = ("completed", "failed", "stopped", "interrupted")
@@ -27,9 +31,21 @@ CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1))
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # unique per writer
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(json.dumps(data, ensure_ascii=False, indent=1))
     os.replace(tmp, path)
+
+
+@contextmanager
+def status_lock(run_dir: Path):
+    """Serialise read-modify-write of status.json between the UI's threads and the training process."""
+    with open(run_dir / ".status.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def read_status(run_dir: Path) -> dict:
@@ -39,11 +55,27 @@ def read_status(run_dir: Path) -> dict:
         return {"status": "unknown"}
 
 
-def update_status(run_dir: Path, **changes) -> dict:
-    status = read_status(run_dir)
-    status.update(changes, updated_at=time.time())
-    write_json_atomic(run_dir / "status.json", status)
-    return status
+@contextmanager
+def status_lock_for_launch(run_dir: Path):
+    """Held while deciding to launch a run's process, so two launches of one run cannot both proceed."""
+    with open(run_dir / ".launch.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def update_status(run_dir: Path, only_if: Callable[[dict], bool] | None = None, **changes) -> dict:
+    """Apply `changes` to status.json under the lock; with `only_if`, only when it holds for the current status
+    (so a reader's "interrupted" never overwrites the "completed" a trainer has just written)."""
+    with status_lock(run_dir):
+        status = read_status(run_dir)
+        if only_if is not None and not only_if(status):
+            return status
+        status.update(changes, updated_at=time.time())
+        write_json_atomic(run_dir / "status.json", status)
+        return status
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -69,9 +101,17 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Logged steps in step order; a step logged again after a resume replaces the earlier record."""
+    """Logged steps in step order, as the run's history now stands.
+
+    A resume appends a `{"resumed_from": step}` marker: records an earlier attempt logged after that
+    step belong to a branch that was abandoned, so they are dropped from the view (the file keeps them).
+    A step logged again after a resume replaces the earlier record.
+    """
     by_key: dict[tuple, dict] = {}
     for record in read_jsonl(run_dir / "metrics.jsonl"):
+        if "resumed_from" in record:
+            by_key = {key: r for key, r in by_key.items() if key[0] <= record["resumed_from"]}
+            continue
         by_key[(record.get("step", 0), record.get("split", "train"))] = record
     return sorted(by_key.values(), key=lambda r: (r.get("step", 0), r.get("split", "train")))
 

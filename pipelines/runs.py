@@ -74,35 +74,48 @@ def launch(run_dir: Path, resume: bool = False) -> int:
     with open(run_dir / "train.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=REPO_ROOT, env=env, start_new_session=True)
-    run_files.update_status(run_dir, status="queued", pid=process.pid, error=None, launched_at=time.time())
+    run_files.update_status(run_dir, status="queued", pid=process.pid, pid_started=process_start_time(process.pid),
+                            error=None, launched_at=time.time())
     # Reap the child when it ends so it never lingers as a zombie that looks alive.
     threading.Thread(target=process.wait, daemon=True, name=f"reap-{process.pid}").start()
     return process.pid
 
 
-def process_alive(pid: int | None) -> bool:
-    """True if `pid` is a live (not zombie) training process of ours, not an unrelated process reusing the pid."""
+def process_start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def process_alive(pid: int | None, started: float | None = None) -> bool:
+    """True if `pid` is live (not a zombie) and, when `started` is known, is the very process we launched:
+    a pid reused by another process has another start time."""
     if not pid:
         return False
     try:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
-        return "pipelines" in " ".join(process.cmdline())
+        return started is None or abs(process.create_time() - started) < 0.5
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
+
+
+INTERRUPTED = ("The training process ended without finishing (killed, crashed or out of memory); "
+               "resume it from its last checkpoint.")
 
 
 def refresh_status(run_dir: Path) -> dict:
     """The run's status, with a run whose process died marked `interrupted` (never 'running' forever)."""
     status = run_files.read_status(run_dir)
-    if status.get("status") in run_files.ACTIVE_STATES and not process_alive(status.get("pid")):
-        # A queued run gets a few seconds for its process to appear before it is called dead.
-        launched = status.get("launched_at") or status.get("created_at") or 0
-        if status.get("status") != "queued" or time.time() - launched > 30:
-            status = run_files.update_status(
-                run_dir, status="interrupted",
-                error=status.get("error") or "The training process ended without finishing (killed, crashed or out of memory); resume it from its last checkpoint.")
+    if status.get("status") in run_files.ACTIVE_STATES and status.get("pid") and \
+            not process_alive(status.get("pid"), status.get("pid_started")):
+        pid = status.get("pid")
+        # Only if nothing changed meanwhile: the trainer may have just written its final status.
+        status = run_files.update_status(
+            run_dir, only_if=lambda now: now.get("status") in run_files.ACTIVE_STATES and now.get("pid") == pid,
+            status="interrupted", error=status.get("error") or INTERRUPTED)
     return status
 
 
@@ -112,9 +125,13 @@ def request_stop(run_dir: Path) -> dict:
     if status.get("status") not in run_files.ACTIVE_STATES:
         return status
     (run_dir / run_files.STOP_REQUEST_FILE).touch()
-    status = run_files.update_status(run_dir, status="stopping")
+    was_running = status.get("status") == "running"
+    status = run_files.update_status(run_dir, only_if=lambda now: now.get("status") in run_files.ACTIVE_STATES,
+                                     status="stopping")
     pid = status.get("pid")
-    if pid and process_alive(pid):
+    # A process still starting up has no signal handler yet: SIGTERM would kill it before it can save.
+    # It reads the stop file at its first step instead.
+    if was_running and pid and process_alive(pid, status.get("pid_started")):
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -122,7 +139,7 @@ def request_stop(run_dir: Path) -> dict:
     return status
 
 
-def resume(run_dir: Path) -> int:
+def check_resumable(run_dir: Path) -> None:
     status = refresh_status(run_dir)
     if status.get("status") in run_files.ACTIVE_STATES:
         raise StudioError(f"Run {run_dir.name!r} is still {status['status']}; stop it before resuming.")
@@ -130,7 +147,13 @@ def resume(run_dir: Path) -> int:
         raise StudioError(f"Run {run_dir.name!r} already completed; start a new run to train further.")
     if run_files.last_checkpoint(run_dir) is None:
         raise StudioError(f"Run {run_dir.name!r} has no complete checkpoint to resume from; start it again instead.")
-    return launch(run_dir, resume=True)
+
+
+def resume(run_dir: Path) -> int:
+    # Under the lock, two Resume clicks cannot both pass the check: the first leaves the run `queued`.
+    with run_files.status_lock_for_launch(run_dir):
+        check_resumable(run_dir)
+        return launch(run_dir, resume=True)
 
 
 def list_run_dirs(workspace: Path) -> list[Path]:

@@ -37,7 +37,8 @@ class StopSignal:
     def check(self) -> bool:
         if not self.requested and (self.run_dir / run_files.STOP_REQUEST_FILE).exists():
             self.requested = True
-        return _agree_across_ranks(self.requested)
+        self.requested = _agree_across_ranks(self.requested)  # every rank then finishes the same way
+        return self.requested
 
 
 def _agree_across_ranks(flag: bool) -> bool:
@@ -51,3 +52,11 @@ def _agree_across_ranks(flag: bool) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item())
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

@@ -8,6 +8,8 @@ Works the same under `accelerate launch`: only the main process writes status an
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import time
@@ -31,10 +33,39 @@ def train_run(run_dir: Path, resume: bool = False, echo: bool = True) -> str:
     run_dir = Path(run_dir).resolve()
     workspace = run_dir.parent.parent
     main = is_main_process()
+    with _sole_trainer(run_dir, main) as sole:
+        if not sole:
+            print(f"error: run {run_dir.name} is already being trained by another process; nothing was changed.", flush=True)
+            return run_files.read_status(run_dir).get("status", "unknown")
+        return _train_locked(run_dir, workspace, resume, echo, main)
+
+
+@contextlib.contextmanager
+def _sole_trainer(run_dir: Path, main: bool):
+    """Hold an exclusive lock on the run for the whole training, so two trainers never share a run directory."""
+    if not main:
+        yield True
+        return
+    with open(run_dir / ".train.lock", "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main: bool) -> str:
+    from pipelines.runs import process_start_time
+
     stop = StopSignal(run_dir)
     stop.install()
     if main:
-        run_files.update_status(run_dir, status="running", pid=os.getpid(), error=None, started_at=time.time())
+        run_files.update_status(run_dir, status="running", pid=os.getpid(), pid_started=process_start_time(os.getpid()),
+                                error=None, started_at=time.time())
     try:
         from pipelines.recorder import RunRecorder
         from pipelines.runs import load_config
@@ -45,8 +76,12 @@ def train_run(run_dir: Path, resume: bool = False, echo: bool = True) -> str:
         resume_from = run_files.last_checkpoint(run_dir) if resume else None
         if resume and resume_from is None:
             raise StudioError("There is no complete checkpoint to resume from.")
-        if resume_from and echo:
-            print(f"resuming from {resume_from.name}", flush=True)
+        if resume_from and main:
+            step = int(resume_from.name.split("-")[-1])
+            # Metrics an earlier attempt logged past this step belong to an abandoned branch (see read_metrics).
+            run_files.append_jsonl(run_dir / "metrics.jsonl", {"resumed_from": step, "time": time.time()})
+            if echo:
+                print(f"resuming from {resume_from.name}", flush=True)
         staging = run_dir / ".staging"
         context = RunContext(config, run_dir, workspace, staging, resume_from,
                              callbacks=[RunRecorder(run_dir, staging, stop, echo=echo and main)])
@@ -77,6 +112,8 @@ def train_run(run_dir: Path, resume: bool = False, echo: bool = True) -> str:
             _fail(run_dir, f"Training crashed: {type(exc).__name__}: {first_line} (see train.log).", main)
     finally:
         stop.restore()
+        if main:  # a stop request is answered once; the next resume starts clean
+            (run_dir / run_files.STOP_REQUEST_FILE).unlink(missing_ok=True)
     return run_files.read_status(run_dir).get("status", "failed")
 
 

@@ -6,6 +6,7 @@ per-visitor state lives in components, never in module globals.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -34,12 +35,16 @@ def build_app(workspace: Path) -> gr.Blocks:
         with gr.Tabs(selected="train"):
             chosen_model = model.build(workspace)
             chosen_dataset = data.build(workspace)
-            train_model, train_dataset = train.build(workspace)
+            train_model, train_dataset, train_run, runs_table = train.build(workspace)
             chat.build(workspace)
         gr.Markdown(t("language_hint"))
         # Choices made on the Model and Data tabs carry over to the training form.
         chosen_model.change(lambda value: value, [chosen_model], [train_model], api_visibility="private")
         chosen_dataset.change(lambda value: value, [chosen_dataset], [train_dataset], api_visibility="private")
+        # The page holds nothing the disk does not: each visit re-reads runs, checkpoints and datasets.
+        app.load(partial(train.refresh_form_choices, workspace), [train_model, train_dataset], [train_model, train_dataset],
+                 api_visibility="private")
+        app.load(partial(train.refresh_runs, workspace), [train_run], [train_run, runs_table], api_visibility="private")
         register_api(workspace)
     return app
 
@@ -79,12 +84,20 @@ def register_api(workspace: Path) -> None:
         """Datasets a run can use: bundled samples and saved uploads."""
         return api.list_datasets(workspace)
 
+    def describe_model(model: str) -> dict:
+        """Parameters, dtype, device, context length, chat template and training-memory estimate of a model."""
+        return api.describe_model(workspace, model)
+
+    def preview_dataset(name: str, model: str, n: int) -> list[dict]:
+        """The first n rows of a dataset rendered through a model's chat template, with token counts."""
+        return api.preview_dataset(workspace, name, model, n)
+
     def chat(checkpoint: str, message: str, history: list[dict], settings: dict) -> str:
         """One chat reply from a checkpoint; history is a list of {role, content}; settings: max_new_tokens, temperature, top_p, system_prompt, seed."""
         return chat_reply(workspace, checkpoint, message, history, settings)
 
     for endpoint in (start_run, run_status, run_metrics, stop_run, resume_run, list_runs, list_checkpoints,
-                     list_datasets, chat):
+                     list_datasets, describe_model, preview_dataset, chat):
         gr.api(shows_errors(endpoint), api_name=endpoint.__name__)
 
 

@@ -16,3 +16,7 @@ def dataset_names(workspace: Path) -> list[str]:
 def refresh_checkpoint_choices(workspace: Path, current: str):
     """Re-list checkpoints (runs save new ones) and keep the current pick."""
     return gr.update(choices=api.list_checkpoints(workspace), value=current)
+
+
+def refresh_dataset_choices(workspace: Path, current: str):
+    return gr.update(choices=dataset_names(workspace), value=current)

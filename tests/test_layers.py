@@ -28,3 +28,15 @@ def test_studio_never_imports_torch_directly():
         text = path.read_text(encoding="utf-8")
         for heavy in ("torch", "transformers", "trl", "peft"):
             assert f"import {heavy}" not in text and f"from {heavy}" not in text, f"{path} imports {heavy}"
+
+
+def test_the_app_is_not_opened_to_other_machines_without_a_password():
+    import pytest
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from launch import parse_args
+    assert parse_args([]).host == "127.0.0.1"
+    for argv in (["--share"], ["--host", "0.0.0.0"], ["--auth", "nopassword"]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+    assert parse_args(["--host", "0.0.0.0", "--auth", "me:secret"]).host == "0.0.0.0"

@@ -59,7 +59,10 @@ def test_sigkill_marks_interrupted_keeps_metrics_and_resume_continues(tiny_model
     api.stop_run(workspace, run_id)
     wait_for(lambda: api.run_status(workspace, run_id)["status"] == "stopped", timeout=60, what="stop after resume")
     new_records = read_jsonl(run_dir / "metrics.jsonl")[lines_before:]
-    assert new_records[0]["step"] == resume_step + 1, "training continued from the checkpoint's step"
+    assert new_records[0]["resumed_from"] == resume_step
+    assert new_records[1]["step"] == resume_step + 1, "training continued from the checkpoint's step"
+    view = [m["step"] for m in read_metrics(run_dir)]
+    assert view == list(range(1, view[-1] + 1)), "one history, no gaps or duplicates"
     assert "resuming from checkpoint-" in (run_dir / "train.log").read_text()
 
 
@@ -122,3 +125,61 @@ def test_a_crash_in_training_ends_failed_with_one_sentence_and_keeps_the_run(mon
     assert status["error"].startswith("Out of memory: lower batch_size") and "\n" not in status["error"]
     assert (run_dir / "config.yaml").is_file()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "signal handlers are given back"
+
+
+def test_stop_before_the_first_step_then_cli_resume_runs_to_the_end(tiny_model, workspace):
+    from pipelines.cli import main
+    from pipelines.train import train_run
+
+    run_dir = api.prepare_run(workspace, "name: early\n" + tiny_config(tiny_model, max_steps=8, save_steps=4))
+    (run_dir / "stop_requested").touch()  # pressed while the process was still starting up
+    assert train_run(run_dir, echo=False) == "stopped"
+    assert checkpoint_steps(run_dir) == [1] and not (run_dir / "stop_requested").exists()
+    assert main(["resume", "early", "--workspace", str(workspace)]) == 0
+    assert read_status(run_dir)["status"] == "completed"
+    assert [m["step"] for m in read_metrics(run_dir)] == list(range(1, 9))
+    assert {"resumed_from": 1} == {k: v for k, v in read_jsonl(run_dir / "metrics.jsonl")[1].items() if k != "time"}
+
+
+def test_metrics_of_an_abandoned_branch_leave_the_view_after_a_resume(workspace):
+    from pipelines.run_files import append_jsonl
+    run_dir = workspace / "r"
+    run_dir.mkdir()
+    for step in (1, 2, 3, 4, 5):
+        append_jsonl(run_dir / "metrics.jsonl", {"step": step, "loss": 1.0})
+    append_jsonl(run_dir / "metrics.jsonl", {"resumed_from": 2})
+    append_jsonl(run_dir / "metrics.jsonl", {"step": 3, "loss": 0.5})
+    assert [(m["step"], m["loss"]) for m in read_metrics(run_dir)] == [(1, 1.0), (2, 1.0), (3, 0.5)]
+    assert len(read_jsonl(run_dir / "metrics.jsonl")) == 7, "the file itself keeps every line"
+
+
+def test_a_dead_pid_means_interrupted_but_never_overwrites_a_final_status(workspace):
+    from pipelines.run_files import update_status, write_json_atomic
+    run_dir = workspace / "r"
+    run_dir.mkdir()
+    dead = {"status": "running", "pid": 2 ** 22 + 12345, "pid_started": 1.0}
+    write_json_atomic(run_dir / "status.json", dead)
+    assert runs.refresh_status(run_dir)["status"] == "interrupted"
+    write_json_atomic(run_dir / "status.json", {**dead, "status": "completed"})
+    assert runs.refresh_status(run_dir)["status"] == "completed"
+    write_json_atomic(run_dir / "status.json", {"status": "queued", "pid": None})  # created, never launched
+    assert runs.refresh_status(run_dir)["status"] == "queued"
+    assert update_status(run_dir, only_if=lambda s: s["status"] == "running", status="x")["status"] == "queued"
+    assert not runs.process_alive(os.getpid(), started=1.0), "a reused pid has another start time"
+    assert runs.process_alive(os.getpid(), started=runs.process_start_time(os.getpid()))
+
+
+def test_a_second_trainer_of_the_same_run_is_refused_and_changes_nothing(tiny_model, workspace):
+    import fcntl
+
+    from pipelines.train import train_run
+    run_dir = api.prepare_run(workspace, tiny_config(tiny_model))
+    with open(run_dir / ".train.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert train_run(run_dir, echo=False) == "queued"
+    assert read_metrics(run_dir) == []
+
+
+def test_run_names_leave_room_for_a_suffix(tiny_model, workspace):
+    with pytest.raises(StudioError, match="at most 72"):
+        api.start_run(workspace, f"name: {'a' * 73}\n" + tiny_config(tiny_model))

@@ -123,15 +123,20 @@ def save_final(trainer, run_dir: Path, staging_dir: Path) -> Path:
     import os
     import shutil
 
+    from pipelines.stop import barrier
+
     staged = staging_dir / "final"
-    shutil.rmtree(staged, ignore_errors=True)
-    trainer.save_model(str(staged))
     if trainer.is_world_process_zero():
-        final = run_dir / "final"
+        shutil.rmtree(staged, ignore_errors=True)
+    barrier()
+    trainer.save_model(str(staged))
+    barrier()
+    final = run_dir / "final"
+    if trainer.is_world_process_zero():
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staged, final)
-        return final
-    return staged
+    barrier()
+    return final
 
 
 def quiet(trainer) -> None:

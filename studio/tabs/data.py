@@ -10,13 +10,13 @@ import gradio as gr
 
 from pipelines import api
 from pipelines.config import BUNDLED_MODEL_ID
-from studio.choices import dataset_names
+from studio.choices import dataset_names, refresh_checkpoint_choices, refresh_dataset_choices
 from studio.errors import shows_errors
 from studio.i18n import t
 
 
 def build(workspace: Path) -> gr.Dropdown:
-    with gr.Tab(t("tab.data"), id="data"):
+    with gr.Tab(t("tab.data"), id="data") as tab:
         with gr.Row():
             with gr.Column(scale=3):
                 with gr.Row():
@@ -32,6 +32,8 @@ def build(workspace: Path) -> gr.Dropdown:
                 drop_bad = gr.Checkbox(label=t("data.drop_bad"), value=False)
                 save = gr.Button(t("data.save"))
                 report = gr.JSON(label=t("data.report"))
+    tab.select(partial(refresh_dataset_choices, workspace), [dataset], [dataset], api_visibility="private")
+    tab.select(partial(refresh_checkpoint_choices, workspace), [model], [model], api_visibility="private")
     show.click(shows_errors(partial(preview_html, workspace)), [dataset, model, rows], [preview], api_visibility="private")
     save.click(shows_errors(partial(save_dataset, workspace)), [upload, name, drop_bad], [report, dataset], api_visibility="private")
     return dataset

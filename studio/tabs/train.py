@@ -16,6 +16,7 @@ import yaml
 
 from pipelines import api
 from pipelines.config import AVAILABLE_STAGES, RunConfig
+from pipelines.errors import StudioError
 from studio.charts import training_curves
 from studio.choices import dataset_names
 from studio.errors import shows_errors
@@ -79,7 +80,7 @@ def build(workspace: Path):
                 log = gr.Textbox(label=t("train.log"), lines=12, max_lines=12, autoscroll=True, interactive=False,
                                  elem_classes="run-log")
         gr.Markdown(f"### {t('train.runs')}")
-        runs_table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_rows(workspace), interactive=False, wrap=True)
+        runs_table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_rows(api.list_runs(workspace)), interactive=False, wrap=True)
         timer = gr.Timer(REFRESH_S)
         list_timer = gr.Timer(RUNS_REFRESH_S)
 
@@ -93,7 +94,7 @@ def build(workspace: Path):
     run.change(view, [run], [status, chart, log], **private)
     timer.tick(view, [run], [status, chart, log], **private, show_progress="hidden")
     list_timer.tick(partial(refresh_runs, workspace), [run], [run, runs_table], **private, show_progress="hidden")
-    return model, dataset
+    return model, dataset, run, runs_table
 
 
 def section_fields_top():
@@ -128,14 +129,21 @@ def run_ids(workspace: Path) -> list[str]:
     return [row["run_id"] for row in api.list_runs(workspace)]
 
 
-def runs_rows(workspace: Path) -> list[list]:
-    return [[row[c] if c != "checkpoints" else ", ".join(map(str, row[c])) for c in RUN_COLUMNS] for row in api.list_runs(workspace)]
+def runs_rows(runs: list[dict]) -> list[list]:
+    return [[row[c] if c != "checkpoints" else ", ".join(map(str, row[c])) for c in RUN_COLUMNS] for row in runs]
 
 
 def refresh_runs(workspace: Path, selected: str | None):
-    ids = run_ids(workspace)
+    runs = api.list_runs(workspace)
+    ids = [row["run_id"] for row in runs]
     value = selected if selected in ids else (ids[0] if ids else None)
-    return gr.update(choices=ids, value=value), runs_rows(workspace)
+    return gr.update(choices=ids, value=value), runs_rows(runs)
+
+
+def refresh_form_choices(workspace: Path, model: str, dataset: str):
+    """On page load: checkpoints and datasets that appeared since the app started."""
+    return (gr.update(choices=api.list_checkpoints(workspace), value=model),
+            gr.update(choices=dataset_names(workspace), value=dataset))
 
 
 def run_view(workspace: Path, run_id: str | None):
@@ -143,8 +151,8 @@ def run_view(workspace: Path, run_id: str | None):
         return "", None, ""
     try:
         status = api.run_status(workspace, run_id)
-    except Exception:
-        return "", None, ""
+    except StudioError as exc:  # e.g. the run folder was deleted by hand
+        return str(exc), None, ""
     metrics = api.run_metrics(workspace, run_id)
     return status_markdown(status), training_curves(metrics, run_id), api.run_log(workspace, run_id, LOG_LINES)
 
