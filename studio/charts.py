@@ -8,6 +8,7 @@ from plotly.subplots import make_subplots
 SERIES = (("loss", "loss", 1), ("eval_loss", "eval loss", 1), ("learning_rate", "learning rate", 2), ("grad_norm", "grad norm", 3))
 
 
+MAX_POINTS = 2000  # per series
 SMOOTH_FROM = 10   # points of loss before a smoothed line is drawn over the raw one
 
 
@@ -28,7 +29,8 @@ def training_curves(metrics: list[dict], title: str = "") -> go.Figure:
         points = [(m["step"], m[key]) for m in metrics if isinstance(m.get(key), (int, float))]
         if not points:
             continue
-        steps, values = zip(*points)
+        stride = max(1, len(points) // MAX_POINTS)  # a long run is drawn from every k-th point, light to send
+        steps, values = zip(*points[::stride])
         noisy = key == "loss" and len(points) >= SMOOTH_FROM
         figure.add_trace(go.Scatter(x=steps, y=values, name=label, mode="lines+markers" if len(points) < 40 else "lines",
                                     marker={"size": 4}, opacity=0.35 if noisy else 1.0), row=row, col=1)

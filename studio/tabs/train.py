@@ -72,7 +72,8 @@ def build(workspace: Path):
                 start = gr.Button(t("train.start"), variant="primary", size="lg")
             with gr.Column(scale=3):
                 with gr.Row():
-                    run = gr.Dropdown(choices=run_ids(workspace), value=(run_ids(workspace) or [None])[0], label=t("train.run"), scale=4)
+                    ids = run_ids(workspace)
+                    run = gr.Dropdown(choices=ids, value=ids[0] if ids else None, label=t("train.run"), scale=4)
                     stop = gr.Button(t("train.stop"), variant="stop", scale=1)
                     resume = gr.Button(t("train.resume"), scale=1)
                 status = gr.Markdown(label=t("train.status"))
