@@ -26,6 +26,9 @@ EN = {
     "train.runs": "Runs", "train.run": "Run", "train.status": "Status", "train.chart": "Training curves",
     "train.log": "Log (tail)", "train.lora": "LoRA / full fine-tune", "train.hyper": "Training",
     "train.started": "Started", "train.advanced": "Advanced", "train.refresh": "Refresh",
+    # run states
+    "status.queued": "queued", "status.running": "running", "status.stopping": "stopping", "status.completed": "completed",
+    "status.failed": "failed", "status.stopped": "stopped", "status.interrupted": "interrupted", "status.unknown": "unknown",
     # chat tab
     "chat.checkpoint": "Checkpoint", "chat.refresh": "Refresh checkpoints", "chat.message": "Message",
     "chat.send": "Send", "chat.clear": "Clear", "chat.settings": "Generation", "chat.max_new_tokens": "Max new tokens",
@@ -58,6 +61,8 @@ KO = {
     "train.runs": "실행 목록", "train.run": "실행", "train.status": "상태", "train.chart": "학습 곡선",
     "train.log": "로그 (끝부분)", "train.lora": "LoRA / 전체 미세조정", "train.hyper": "학습 설정",
     "train.started": "시작됨", "train.advanced": "고급 설정", "train.refresh": "새로고침",
+    "status.queued": "대기 중", "status.running": "학습 중", "status.stopping": "중지하는 중", "status.completed": "완료",
+    "status.failed": "실패", "status.stopped": "중지됨", "status.interrupted": "중단됨", "status.unknown": "알 수 없음",
     "chat.checkpoint": "체크포인트", "chat.refresh": "체크포인트 새로고침", "chat.message": "메시지",
     "chat.send": "보내기", "chat.clear": "지우기", "chat.settings": "생성 설정", "chat.max_new_tokens": "최대 생성 토큰",
     "chat.temperature": "온도 (0 = 탐욕적)", "chat.top_p": "Top-p", "chat.system_prompt": "시스템 프롬프트 (선택)",

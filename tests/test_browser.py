@@ -23,7 +23,8 @@ def app(tmp_path_factory):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     blocks = launch_app(workspace, port=port, prevent_thread_lock=True)
-    yield blocks.local_url
+    blocks.workspace = workspace
+    yield blocks
     blocks.close()
 
 
@@ -38,7 +39,7 @@ def browser():
 
 def test_start_a_run_from_the_form_and_watch_it_complete(app, browser, tiny_model):
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
-    page.goto(app)
+    page.goto(app.local_url)
     start = page.get_by_role("button", name="Start", exact=True)
     start.wait_for(timeout=30000)
     for label, value in (("Model", str(tiny_model)), ("Dataset", "tiny.jsonl")):
@@ -50,22 +51,25 @@ def test_start_a_run_from_the_form_and_watch_it_complete(app, browser, tiny_mode
     steps.press("Tab")
     page.wait_for_timeout(500)
     start.click()
-    page.get_by_text("completed · step 6 / 6").wait_for(timeout=90000)
+    page.get_by_text("✅ completed · 6 / 6").wait_for(timeout=90000)
     assert page.locator(".js-plotly-plot").count() >= 1, "the loss chart is drawn"
     page.reload()  # the page holds nothing the disk does not: after a refresh the run is still there
-    page.get_by_text("completed · step 6 / 6").wait_for(timeout=30000)
+    page.get_by_text("✅ completed · 6 / 6").wait_for(timeout=30000)
 
 
 def test_korean_browsers_get_the_korean_ui(app, browser):
     page = browser.new_page(locale="ko-KR")
-    page.goto(app)
+    page.goto(app.local_url)
     page.get_by_role("button", name="시작", exact=True).wait_for(timeout=30000)
     assert page.get_by_role("tab", name="채팅").count() == 1
+    from pipelines.api import list_runs
+    if any(run["status"] == "completed" for run in list_runs(app.workspace)):  # the first test's run
+        page.get_by_text("✅ 완료 · 6 / 6").wait_for(timeout=30000)
 
 
 def test_the_settings_language_switch_turns_the_ui_korean(app, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
-    page.goto(app)
+    page.goto(app.local_url)
     page.get_by_role("button", name="Start", exact=True).wait_for(timeout=30000)
     page.get_by_text("Settings").last.click()
     page.get_by_label("Language").click()

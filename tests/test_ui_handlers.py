@@ -36,6 +36,7 @@ def test_the_form_sends_the_same_config_the_cli_reads():
 def test_status_line_shows_progress_eta_and_errors():
     line = train.status_markdown({"status": "running", "step": 15, "max_steps": 60, "eta_s": 95,
                                   "last_metrics": {"loss": 1.23456}, "checkpoints": [10]})
-    assert "step 15 / 60" in line and "25%" in line and "ETA 01:35" in line and "loss 1.2346" in line
+    assert "15 / 60" in line and "25%" in line and "⏱ 01:35" in line and "loss 1.2346" in line and "💾 10" in line
+    assert line.count("__i18n__") == 1 and '"status.running"' in line, "the state is translated in the browser"
     failed = train.status_markdown({"status": "failed", "error": "Dataset 'x' has no usable rows."})
-    assert "failed" in failed and "no usable rows" in failed
+    assert '"status.failed"' in failed and "no usable rows" in failed

@@ -162,19 +162,22 @@ STATUS_ICONS = {"queued": "⏳", "running": "🟢", "stopping": "🟡", "complet
 
 
 def status_markdown(status: dict) -> str:
+    """One line a person reads at a glance; words are kept to the translated state (a Markdown value
+    can carry one i18n marker), the rest is numbers and symbols that read the same in both languages."""
     state = status.get("status") or "unknown"
     step, total = status.get("step") or 0, status.get("max_steps") or 0
-    parts = [f"**{STATUS_ICONS.get(state, '')} {state}** · step {step} / {total or '?'}"]
+    parts = [f"**{STATUS_ICONS.get(state, '')} {t('status.' + state) if state in STATUS_ICONS else state}**",
+             f"{step} / {total or '?'}"]
     if total:
         parts.append(f"{100 * step / total:.0f}%")
     if state == "running" and status.get("eta_s") is not None:
-        parts.append(f"ETA {time.strftime('%M:%S', time.gmtime(status['eta_s']))}" if status["eta_s"] < 3600
-                     else f"ETA {status['eta_s'] / 3600:.1f} h")
+        eta = status["eta_s"]
+        parts.append(f"⏱ {time.strftime('%M:%S', time.gmtime(eta))}" if eta < 3600 else f"⏱ {eta / 3600:.1f} h")
     last = status.get("last_metrics") or {}
     if isinstance(last.get("loss"), (int, float)):
         parts.append(f"loss {last['loss']:.4f}")
     if status.get("checkpoints"):
-        parts.append(f"checkpoints: {', '.join(map(str, status['checkpoints']))}")
+        parts.append(f"💾 {', '.join(map(str, status['checkpoints']))}")
     text = " · ".join(parts)
     if status.get("error"):
         text += f"\n\n> {status['error']}"
