@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pipelines.data.store import load_rows
 from pipelines.errors import StudioError
-from pipelines.models import context_length, load_tokenizer, resolve_model
+from pipelines.models import context_length, estimate_training_memory, load_tokenizer, resolve_model
 from pipelines.stages.common import (RunContext, common_training_args, count_parameters, device_for_training,
                                      lora_config, load_policy, quiet)
 
@@ -28,8 +28,12 @@ def run(context: RunContext) -> None:
     model = load_policy(source, config, device, bf16=args["bf16"])
     check_max_length(config.train.max_length, model.config)
     args["gradient_checkpointing"] = common_training_args(context, device, count_parameters(model))["gradient_checkpointing"]
-    print(f"SFT: {config.model} on {device}, {len(rows)} rows of {config.dataset}, "
-          f"{config.peft.method}, loss on {'assistant tokens only' if assistant_only else 'all tokens'}", flush=True)
+    memory = estimate_training_memory(count_parameters(model), getattr(model.config, "hidden_size", 0) or 0,
+                                      getattr(model.config, "num_hidden_layers", 0) or 0, config.train.batch_size,
+                                      config.train.max_length, bf16=args["bf16"])
+    print(f"SFT: {config.model} on {device}, {len(rows)} rows of {config.dataset}, {config.peft.method}, "
+          f"loss on {'assistant tokens only' if assistant_only else 'all tokens'}, "
+          f"memory ≈ {memory['full' if config.peft.method == 'full' else 'lora']} GB at most (estimate)", flush=True)
     trainer = SFTTrainer(
         model=model,
         args=SFTConfig(**args, max_length=config.train.max_length, assistant_only_loss=assistant_only, packing=False),
