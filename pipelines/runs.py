@@ -71,11 +71,14 @@ def launch(run_dir: Path, resume: bool = False) -> int:
     command = [sys.executable, "-m", "pipelines", "train", str(run_dir)] + (["--resume"] if resume else [])
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    launched_at = time.time()
     with open(run_dir / "train.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    cwd=REPO_ROOT, env=env, start_new_session=True)
-    run_files.update_status(run_dir, status="queued", pid=process.pid, pid_started=process_start_time(process.pid),
-                            error=None, launched_at=time.time())
+    # Unless the child already reported itself running (it writes started_at), it is queued.
+    run_files.update_status(run_dir, only_if=lambda now: (now.get("started_at") or 0) < launched_at,
+                            status="queued", pid=process.pid, pid_started=process_start_time(process.pid),
+                            error=None, launched_at=launched_at)
     # Reap the child when it ends so it never lingers as a zombie that looks alive.
     threading.Thread(target=process.wait, daemon=True, name=f"reap-{process.pid}").start()
     return process.pid
