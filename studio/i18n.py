@@ -17,7 +17,7 @@ EN = {
     "model.inspect": "Inspect", "model.card": "Model details",
     # data tab
     "data.pick": "Dataset", "data.preview_rows": "Rows to preview", "data.preview": "Preview as the model sees it",
-    "data.preview_model": "Render with the chat template of", "data.upload": "Upload JSON / JSONL (chat `messages` or Alpaca)",
+    "data.preview_model": "Render with the chat template of", "data.upload": "Upload JSON, JSONL, CSV, TSV or Parquet (Alpaca, chat `messages`, ShareGPT, prompt/completion)",
     "data.name": "Save as (name)", "data.drop_bad": "Drop bad rows", "data.save": "Check and save", "data.report": "Check report",
     "data.refresh": "Refresh list",
     # train tab
@@ -53,7 +53,7 @@ KO = {
     "model.pick": "모델", "model.pick_info": "내장 모델, 허브 ID(org/name), 로컬 폴더, 또는 실행의 체크포인트.",
     "model.inspect": "살펴보기", "model.card": "모델 정보",
     "data.pick": "데이터셋", "data.preview_rows": "미리 볼 행 수", "data.preview": "모델이 보는 그대로 미리 보기",
-    "data.preview_model": "채팅 템플릿을 적용할 모델", "data.upload": "JSON / JSONL 업로드 (채팅 `messages` 또는 Alpaca)",
+    "data.preview_model": "채팅 템플릿을 적용할 모델", "data.upload": "JSON, JSONL, CSV, TSV, Parquet 업로드 (Alpaca, 채팅 `messages`, ShareGPT, prompt/completion)",
     "data.name": "저장할 이름", "data.drop_bad": "잘못된 행 버리기", "data.save": "검사 후 저장", "data.report": "검사 결과",
     "data.refresh": "목록 새로고침",
     "train.setup": "실행 설정", "train.start": "시작", "train.stop": "중지", "train.resume": "이어서 학습",

@@ -82,3 +82,66 @@ def test_bundled_samples_are_clean_alpaca_in_english_and_korean(workspace):
         assert len(load_rows(name, workspace)) >= 100
         raw = json.loads((ASSETS_DIR / "datasets" / f"{name}.json").read_text(encoding="utf-8"))
         assert list(raw[0]) == ["instruction", "input", "output", "text"]
+
+
+SAME_CONVERSATION = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+
+
+def test_sharegpt_and_message_list_prompt_completion_normalise_like_chat():
+    sharegpt = {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}
+    listed = {"prompt": [{"role": "user", "content": "Hi"}], "completion": [{"role": "assistant", "content": "Hello!"}]}
+    for record in (sharegpt, listed, {"prompt": "Hi", "response": "Hello!"}, {"messages": SAME_CONVERSATION}):
+        result = normalise_instruction([record])
+        assert result.rows == [{"messages": SAME_CONVERSATION}], (record, result.errors)
+    bad = normalise_instruction([sharegpt, {"conversations": [{"from": "robot", "value": "?"}]}])
+    assert [(e.row, e.field) for e in bad.errors] == [(2, "conversations[1].from")]
+
+
+def test_csv_tsv_and_parquet_read_the_same_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    quoted = 'instruction,input,output\n"Write two lines","","Line one,\nline two"\n'
+    (tmp_path / "a.csv").write_text(quoted, encoding="utf-8")
+    (tmp_path / "a.tsv").write_text('instruction\tinput\toutput\nWrite two lines\t\t"Line one,\nline two"\n', encoding="utf-8")
+    pq.write_table(pa.Table.from_pylist([{"instruction": "Write two lines", "input": "", "output": "Line one,\nline two"}]),
+                   tmp_path / "a.parquet")
+    expected = normalise_instruction([{"instruction": "Write two lines", "input": "", "output": "Line one,\nline two"}]).rows
+    for name in ("a.csv", "a.tsv", "a.parquet"):
+        assert normalise_instruction(read_records(tmp_path / name)).rows == expected, name
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("tabs.csv", b"instruction\tinput\toutput\nx\t\ty\n", ["single column", "tabs"]),
+    ("zipped.json", b"PK\x03\x04rest-of-a-zip", ["zip archive"]),
+    ("pickled.json", b"\x80\x04\x95\x00", ["pickle"]),
+    ("page.json", b"<!DOCTYPE html><html><body>hi</body></html>", ["HTML page"]),
+    ("image.jsonl", b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", ["SVG image"]),
+    ("fake.parquet", b'[{"a": 1}]', ["not a Parquet file"]),
+    ("extra.csv", b'instruction,output\n"a","b","c"\n', ["row 1", "more cells"]),
+])
+def test_disguised_and_misdelimited_files_get_one_clear_message(tmp_path, name, content, words):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(StudioError) as error:
+        read_records(path)
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_a_huge_single_field_is_refused_naming_row_and_field(tmp_path):
+    rows = [{"instruction": "ok", "output": "ok"}, {"instruction": "big", "output": "x" * (10 * 1024 * 1024 + 1)}]
+    path = write_jsonl(tmp_path / "big.jsonl", rows)
+    with pytest.raises(StudioError, match="row 2, field 'output'"):
+        read_records(path)
+
+
+def test_a_column_whose_type_changes_is_named_by_row(workspace, tmp_path):
+    rows = [ALPACA, {"instruction": "x", "input": "", "output": 42}]
+    report = save_upload(write_jsonl(tmp_path / "types.jsonl", rows), "types", workspace)
+    assert report["errors"] == [{"row": 2, "field": "output", "message": "must be text, got int"}] and not report["saved"]
+
+
+def test_control_characters_in_a_dataset_name_are_refused(workspace, tmp_path):
+    with pytest.raises(StudioError, match="not allowed"):
+        save_upload(write_jsonl(tmp_path / "up.jsonl", [ALPACA]), "bad\x00name", workspace)

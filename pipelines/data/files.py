@@ -1,4 +1,4 @@
-"""Read a data file (JSON array or JSONL) into a list of records, with one clear error when it is not one."""
+"""Read a data file (JSON array, JSONL, CSV, TSV, Parquet) into a list of records, with one clear error when it is not one."""
 
 from __future__ import annotations
 
@@ -9,13 +9,19 @@ from pathlib import Path
 from pipelines.errors import StudioError
 
 MAX_FILE_BYTES = int(os.environ.get("ALIGNMENT_STUDIO_MAX_UPLOAD_MB", "200")) * 1024 * 1024
-SUFFIXES = (".json", ".jsonl")
+MAX_FIELD_CHARS = 10 * 1024 * 1024
+SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet")
+# What a file really is, whatever its name says: the first bytes of formats people upload by mistake.
+DISGUISES = ((b"PK\x03\x04", "a zip archive"), (b"\x1f\x8b", "a gzip archive"), (b"\x80", "a Python pickle"),
+             (b"PAR1", "a Parquet file"), (b"%PDF", "a PDF document"))
+MARKUP = (("<!doctype html", "an HTML page"), ("<html", "an HTML page"), ("<svg", "an SVG image"), ("<?xml", "an XML document"))
 
 
 def read_records(path: Path) -> list:
     path = Path(path)
-    if path.suffix.lower() not in SUFFIXES:
-        raise StudioError(f"{path.name}: unsupported file type; upload a .json (array of rows) or .jsonl (one row per line) file.")
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise StudioError(f"{path.name}: unsupported file type; upload .json, .jsonl, .csv, .tsv or .parquet.")
     size = path.stat().st_size
     if size == 0:
         raise StudioError(f"{path.name} is empty.")
@@ -23,12 +29,51 @@ def read_records(path: Path) -> list:
         raise StudioError(f"{path.name} is {size / 2**20:.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit "
                           "(set ALIGNMENT_STUDIO_MAX_UPLOAD_MB to raise it).")
     raw = path.read_bytes()
+    _refuse_disguised(path.name, raw, suffix)
+    records = _read_parquet(path) if suffix == ".parquet" else _read_text(path, raw, suffix)
+    _check_field_sizes(path.name, records)
+    return records
+
+
+def _refuse_disguised(name: str, raw: bytes, suffix: str) -> None:
+    for magic, what in DISGUISES:
+        if raw.startswith(magic) and not (suffix == ".parquet" and magic == b"PAR1"):
+            raise StudioError(f"{name} is {what}, not {suffix[1:].upper()} data; upload the data file itself.")
+    if suffix == ".parquet" and not raw.startswith(b"PAR1"):
+        raise StudioError(f"{name} is not a Parquet file (it lacks the PAR1 header).")
+    head = raw[:512].lstrip().lower()
+    for marker, what in MARKUP:
+        if head.startswith(marker.encode()):
+            raise StudioError(f"{name} is {what}, not data; upload JSON, JSONL, CSV, TSV or Parquet rows.")
+
+
+def _check_field_sizes(name: str, records: list) -> None:
+    for number, record in enumerate(records, start=1):
+        if isinstance(record, dict):
+            for key, value in record.items():
+                if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+                    raise StudioError(f"{name}: row {number}, field '{key}' holds {len(value) / 2**20:.0f} MB of text, "
+                                      "over the 10 MB a field may hold; split or shorten it.")
+
+
+def _read_parquet(path: Path) -> list:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise StudioError(f"{path.name} could not be read as Parquet: {str(exc).splitlines()[0]}.") from None
+
+
+def _read_text(path: Path, raw: bytes, suffix: str) -> list:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise StudioError(f"{path.name} is not valid UTF-8 text (line {line}); save it as UTF-8.") from None
-    if path.suffix.lower() == ".jsonl":
+    if suffix in (".csv", ".tsv"):
+        return _parse_delimited(path.name, text, "," if suffix == ".csv" else "\t")
+    if suffix == ".jsonl":
         return _parse_jsonl(path.name, text)
     try:
         data = json.loads(text)
@@ -61,3 +106,26 @@ def _parse_jsonl(name: str, text: str) -> list:
     if not records:
         raise StudioError(f"{name} has no rows.")
     return records
+
+
+def _parse_delimited(name: str, text: str, delimiter: str) -> list:
+    """CSV/TSV with a header row; quoted fields may hold newlines and delimiters."""
+    import csv
+    import io
+
+    try:
+        rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        raise StudioError(f"{name} is not valid {'CSV' if delimiter == ',' else 'TSV'}: {exc}.") from None
+    header = text.splitlines()[0] if text else ""
+    if rows and len(rows[0]) == 1:
+        other = {"\t": "tabs (save it as .tsv)", ";": "semicolons (save it with commas)", ",": "commas (save it as .csv)"}
+        for sign, advice in other.items():
+            if sign != delimiter and sign in header:
+                raise StudioError(f"{name} has a single column: its header is separated by {advice}.")
+    if not rows:
+        raise StudioError(f"{name} has a header but no rows.")
+    for number, row in enumerate(rows, start=1):
+        if None in row:  # more cells than the header has names
+            raise StudioError(f"{name}: row {number} has more cells than the header; check quoting and the delimiter.")
+    return rows

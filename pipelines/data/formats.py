@@ -41,6 +41,8 @@ def detect_format(records: list[dict]) -> str:
         keys = set(record)
         if "messages" in keys:
             kind = "messages"
+        elif "conversations" in keys:
+            kind = "sharegpt"
         elif "instruction" in keys and "output" in keys:
             kind = "alpaca"
         elif "prompt" in keys and ("completion" in keys or "response" in keys):
@@ -54,15 +56,17 @@ def detect_format(records: list[dict]) -> str:
 
 
 def normalise_instruction(records: list) -> Normalised:
-    """Normalise instruction data (Alpaca, chat messages, prompt/completion) for SFT."""
+    """Normalise instruction data (Alpaca, chat messages, ShareGPT, prompt/completion) for SFT."""
     kind = detect_format(records)
     result = Normalised(kind)
     if kind == "unknown":
         keys = sorted(records[0]) if records and isinstance(records[0], dict) else []
         result.errors.append(RowError(1, ",".join(keys) or "-", "unrecognised format: expected Alpaca "
-                                      "(instruction/input/output), chat 'messages', or prompt/completion columns"))
+                                      "(instruction/input/output), chat 'messages', ShareGPT 'conversations', "
+                                      "or prompt/completion columns"))
         return result
-    convert = {"alpaca": _from_alpaca, "messages": _from_messages, "prompt_completion": _from_prompt_completion}[kind]
+    convert = {"alpaca": _from_alpaca, "messages": _from_messages, "sharegpt": _from_sharegpt,
+               "prompt_completion": _from_prompt_completion}[kind]
     for index, record in enumerate(records, start=1):
         if not isinstance(record, dict):
             result.errors.append(RowError(index, "-", f"expected an object with fields, got {type(record).__name__}"))
@@ -104,7 +108,13 @@ def _from_alpaca(record: dict) -> list[dict]:
 
 
 def _from_prompt_completion(record: dict) -> list[dict]:
+    """Strings, or message lists (TRL's conversational prompt-completion: prompt turns, then the answer turn)."""
     answer_key = "completion" if "completion" in record else "response"
+    prompt, answer = record.get("prompt"), record.get(answer_key)
+    if isinstance(prompt, list) or isinstance(answer, list):
+        prompt_turns = prompt if isinstance(prompt, list) else [{"role": "user", "content": _text(record, "prompt")}]
+        answer_turns = answer if isinstance(answer, list) else [{"role": "assistant", "content": _text(record, answer_key)}]
+        return _checked_turns(prompt_turns + answer_turns, "prompt+" + answer_key)
     return [{"role": "user", "content": _text(record, "prompt")}, {"role": "assistant", "content": _text(record, answer_key)}]
 
 
@@ -112,9 +122,34 @@ def _from_messages(record: dict) -> list[dict]:
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _Bad("messages", "must be a non-empty list of {role, content} turns")
+    return _checked_turns(messages, "messages")
+
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+                  "bard": "assistant", "bing": "assistant", "system": "system"}
+
+
+def _from_sharegpt(record: dict) -> list[dict]:
+    """ShareGPT: `conversations` of {from: human|gpt|system, value: ...}."""
+    turns = record.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        raise _Bad("conversations", "must be a non-empty list of {from, value} turns")
+    converted = []
+    for index, turn in enumerate(turns, start=1):
+        where = f"conversations[{index}]"
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise _Bad(where, "each turn needs 'from' and 'value'")
+        if turn["from"] not in SHAREGPT_ROLES:
+            raise _Bad(f"{where}.from", f"unknown speaker {turn['from']!r}; use human, gpt or system")
+        converted.append({"role": SHAREGPT_ROLES[turn["from"]], "content": turn["value"]})
+    return _checked_turns(converted, "conversations")
+
+
+def _checked_turns(turns: list, field_name: str) -> list[dict]:
+    """A conversation a chat template can render and SFT can learn from: known roles, text, user first, an answer."""
     clean = []
-    for turn_index, turn in enumerate(messages, start=1):
-        where = f"messages[{turn_index}]"
+    for turn_index, turn in enumerate(turns, start=1):
+        where = f"{field_name}[{turn_index}]"
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
             raise _Bad(where, "each turn needs 'role' and 'content'")
         role, content = turn["role"], turn["content"]
@@ -125,9 +160,9 @@ def _from_messages(record: dict) -> list[dict]:
         clean.append({"role": role, "content": content})
     speakers = [t["role"] for t in clean if t["role"] != "system"]
     if not speakers or speakers[0] != "user":
-        raise _Bad("messages", "the first non-system turn must be the user's")
+        raise _Bad(field_name, "the first non-system turn must be the user's")
     if "assistant" not in speakers:
-        raise _Bad("messages", "has no assistant turn to learn from")
+        raise _Bad(field_name, "has no assistant turn to learn from")
     if any(not t["content"].strip() for t in clean if t["role"] == "assistant"):
-        raise _Bad("messages", "has an empty assistant turn")
+        raise _Bad(field_name, "has an empty assistant turn")
     return clean

@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from pipelines.data.files import read_records
+from pipelines.data.files import SUFFIXES, read_records
 from pipelines.data.formats import Normalised, normalise_instruction
 from pipelines.errors import StudioError
 from pipelines.paths import ASSETS_DIR, check_name, inside
@@ -28,7 +28,7 @@ def datasets_root(workspace: Path) -> Path:
 
 
 def sample_files() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(SAMPLES_DIR.glob("*.json*"))}
+    return {p.stem: p for p in sorted(SAMPLES_DIR.iterdir()) if p.suffix in SUFFIXES}
 
 
 def list_datasets(workspace: Path) -> list[dict]:
@@ -50,7 +50,7 @@ def locate(name: str, workspace: Path) -> Path:
     saved = datasets_root(workspace) / name / "data.jsonl"
     if "/" not in name and "\\" not in name and saved.is_file():
         return saved
-    if name.endswith((".json", ".jsonl")):
+    if name.lower().endswith(SUFFIXES):
         path = inside(Path(workspace), name, "dataset path")
         if path.is_file():
             return path

@@ -27,7 +27,7 @@ def build(workspace: Path) -> gr.Dropdown:
                 show = gr.Button(t("data.preview"), variant="primary")
                 preview = gr.HTML()
             with gr.Column(scale=2):
-                upload = gr.File(label=t("data.upload"), file_types=[".json", ".jsonl"], type="filepath")
+                upload = gr.File(label=t("data.upload"), file_types=[".json", ".jsonl", ".csv", ".tsv", ".parquet"], type="filepath")
                 name = gr.Textbox(label=t("data.name"), placeholder="my-dataset")
                 drop_bad = gr.Checkbox(label=t("data.drop_bad"), value=False)
                 save = gr.Button(t("data.save"))
