@@ -145,3 +145,63 @@ def test_a_column_whose_type_changes_is_named_by_row(workspace, tmp_path):
 def test_control_characters_in_a_dataset_name_are_refused(workspace, tmp_path):
     with pytest.raises(StudioError, match="not allowed"):
         save_upload(write_jsonl(tmp_path / "up.jsonl", [ALPACA]), "bad\x00name", workspace)
+
+
+def _pair(prompt, chosen, rejected):
+    return {"prompt": [{"role": "user", "content": prompt}], "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}]}
+
+
+def test_preference_shapes_normalise_to_the_same_pairs():
+    from pipelines.data.store import normalise_records
+
+    question = [{"role": "user", "content": "2+2?"}]
+    shapes = [
+        {"prompt": "2+2?", "chosen": "4", "rejected": "5"},
+        {"prompt": question, "chosen": [{"role": "assistant", "content": "4"}], "rejected": [{"role": "assistant", "content": "5"}]},
+        # UltraFeedback-binarized: chosen and rejected are whole conversations repeating the prompt
+        {"prompt": "2+2?", "chosen": question + [{"role": "assistant", "content": "4"}],
+         "rejected": question + [{"role": "assistant", "content": "5"}]},
+        # Anthropic HH-RLHF: no prompt column; the shared prefix is the prompt
+        {"chosen": "\n\nHuman: 2+2?\n\nAssistant: 4", "rejected": "\n\nHuman: 2+2?\n\nAssistant: 5"},
+    ]
+    for shape in shapes:
+        kind, result = normalise_records([shape])
+        assert kind == "preference" and result.rows == [_pair("2+2?", "4", "5")], (shape, result.errors)
+
+
+def test_ranked_answers_become_every_ordered_pair():
+    from pipelines.data.store import normalise_records
+
+    dinner = {"prompt": "What should I cook for dinner?", "answers": [
+        {"text": "a: cereal", "rank": 3}, {"text": "b: a stir-fry with rice", "rank": 1}, {"text": "c: pasta", "rank": 2}]}
+    kind, result = normalise_records([dinner])
+    pairs = [(r["chosen"][0]["content"][0], r["rejected"][0]["content"][0]) for r in result.rows]
+    assert kind == "preference" and pairs == [("b", "c"), ("b", "a"), ("c", "a")]
+
+
+def test_preference_row_errors_name_the_row():
+    from pipelines.data.preference import normalise_preference
+
+    result = normalise_preference([{"prompt": "q", "chosen": "same", "rejected": "same"},
+                                   {"prompt": "q", "chosen": "", "rejected": "x"},
+                                   {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: OTHER\n\nAssistant: c"}])
+    assert [(e.row, e.field) for e in result.errors] == [(1, "rejected"), (2, "chosen"), (3, "rejected")]
+    assert "identical" in result.errors[0].message
+
+
+def test_unpaired_and_prompt_only_kinds():
+    from pipelines.data.store import normalise_records
+
+    kind, result = normalise_records([{"prompt": "q", "completion": "a", "label": True},
+                                      {"prompt": "q", "completion": "b", "label": "false"}])
+    assert kind == "unpaired" and [r["label"] for r in result.rows] == [True, False]
+    kind, result = normalise_records([{"prompt": "Tell me a joke"}])
+    assert kind == "prompt_only" and result.rows == [{"prompt": [{"role": "user", "content": "Tell me a joke"}]}]
+
+
+def test_a_stage_given_the_wrong_kind_of_data_says_which_kind_it_needs(workspace, tmp_path):
+    save_upload(write_jsonl(tmp_path / "prefs.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}]), "prefs", workspace)
+    with pytest.raises(StudioError, match="holds preference pairs.*needs instruction rows"):
+        load_rows("prefs", workspace)
+    assert load_rows("prefs", workspace, kind="preference")[0]["chosen"][0]["content"] == "a"

@@ -33,7 +33,10 @@ def sample_files() -> dict[str, Path]:
 
 def list_datasets(workspace: Path) -> list[dict]:
     """Every dataset a picker offers: bundled samples first, then saved ones."""
-    items = [{"name": name, "source": "sample", "kind": "instruction", "path": str(path)}
+    from pipelines.data.preference import detect_kind
+
+    items = [{"name": name, "source": "sample", "path": str(path),
+              "kind": {"ranked": "preference"}.get(kind := detect_kind(read_records(path)), kind)}
              for name, path in sample_files().items()]
     for folder in sorted(datasets_root(workspace).iterdir()):
         meta_path = folder / "meta.json"
@@ -58,13 +61,36 @@ def locate(name: str, workspace: Path) -> Path:
                       "or upload a file first.")
 
 
+KIND_OF_STAGE_DATA = {"instruction": "instruction rows (Alpaca, chat messages, ShareGPT or prompt/completion)",
+                      "preference": "preference pairs (prompt / chosen / rejected, HH-RLHF transcripts or ranked answers)",
+                      "unpaired": "unpaired preference rows (prompt / completion / label)",
+                      "prompt_only": "prompt-only rows (a prompt column, or messages ending with a user turn)"}
+
+
+def normalise_records(records: list) -> tuple[str, Normalised]:
+    """(kind, normalised rows) of records of any supported shape."""
+    from pipelines.data.preference import detect_kind, normalise_preference, normalise_prompt_only, normalise_unpaired
+
+    kind = detect_kind(records)
+    if kind in ("preference", "ranked"):
+        return "preference", normalise_preference(records)
+    if kind == "unpaired":
+        return "unpaired", normalise_unpaired(records)
+    if kind == "prompt_only":
+        return "prompt_only", normalise_prompt_only(records)
+    return "instruction", normalise_instruction(records)
+
+
 def normalise_file(path: Path) -> Normalised:
-    return normalise_instruction(read_records(path))
+    return normalise_records(read_records(path))[1]
 
 
-def load_rows(name: str, workspace: Path) -> list[dict]:
-    """The normalised rows of a dataset, refusing one with bad rows (named) or no rows."""
-    result = normalise_file(locate(name, workspace))
+def load_rows(name: str, workspace: Path, kind: str = "instruction") -> list[dict]:
+    """The normalised rows of a dataset of `kind`, refusing another kind, bad rows (named) or no rows."""
+    found, result = normalise_records(read_records(locate(name, workspace)))
+    if found != kind:
+        raise StudioError(f"Dataset {name!r} holds {KIND_OF_STAGE_DATA[found]}, but this stage needs "
+                          f"{KIND_OF_STAGE_DATA[kind]}; pick or upload a dataset of that kind.")
     if result.errors:
         first = result.errors[0]
         more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
@@ -79,8 +105,8 @@ def save_upload(upload: Path, name: str, workspace: Path, drop_bad_rows: bool = 
     check_name(name, "dataset name")
     if name in sample_files():
         raise StudioError(f"{name!r} is the name of a bundled sample; choose another name.")
-    result = normalise_file(Path(upload))
-    report = {"name": name, "kind": "instruction", **result.report(), "saved": False}
+    kind, result = normalise_records(read_records(Path(upload)))
+    report = {"name": name, "kind": kind, **result.report(), "saved": False}
     if (result.errors and not drop_bad_rows) or not result.rows:
         return report
     folder = datasets_root(workspace) / name
@@ -90,7 +116,7 @@ def save_upload(upload: Path, name: str, workspace: Path, drop_bad_rows: bool = 
     with open(staging / "data.jsonl", "w", encoding="utf-8") as handle:
         for row in result.rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    meta = {"kind": "instruction", "format": result.format, "source": Path(upload).name, "rows": len(result.rows),
+    meta = {"kind": kind, "format": result.format, "source": Path(upload).name, "rows": len(result.rows),
             "dropped_rows": len(result.errors), "created": time.time()}
     (staging / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
@@ -103,6 +129,7 @@ def preview(name: str, workspace: Path, tokenizer, n: int = 3) -> list[dict]:
     rows = normalise_file(locate(name, workspace)).rows[:n]
     rendered = []
     for row in rows:
-        text = tokenizer.apply_chat_template(row["messages"], tokenize=False)
-        rendered.append({"messages": row["messages"], "text": text, "tokens": len(tokenizer(text)["input_ids"])})
+        conversation = row.get("messages") or row["prompt"] + (row.get("chosen") or row.get("completion") or [])
+        text = tokenizer.apply_chat_template(conversation, tokenize=False)
+        rendered.append({"messages": conversation, "text": text, "tokens": len(tokenizer(text)["input_ids"])})
     return rendered
