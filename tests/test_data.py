@@ -205,3 +205,13 @@ def test_a_stage_given_the_wrong_kind_of_data_says_which_kind_it_needs(workspace
     with pytest.raises(StudioError, match="holds preference pairs.*needs instruction rows"):
         load_rows("prefs", workspace)
     assert load_rows("prefs", workspace, kind="preference")[0]["chosen"][0]["content"] == "a"
+
+
+def test_duplicates_and_length_bias_are_warned_about_not_refused():
+    from pipelines.data.store import normalise_records
+
+    _, result = normalise_records([ALPACA, {"instruction": "x"}, dict(ALPACA, output="Other."), ALPACA])
+    assert len(result.rows) == 3 and result.warnings == ["1 duplicate row(s); the first is row 4, a copy of row 1."]
+    _, result = normalise_records([{"prompt": f"q{i}", "chosen": "a long and careful answer " * 4, "rejected": "no"}
+                                   for i in range(3)])
+    assert "as long as rejected" in result.warnings[0]

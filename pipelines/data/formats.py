@@ -27,9 +27,16 @@ class Normalised:
     format: str
     rows: list[dict] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    sources: list[int] = field(default_factory=list)   # the file row each normalised row came from
+
+    def add(self, source_row: int, *rows: dict) -> None:
+        self.rows.extend(rows)
+        self.sources.extend([source_row] * len(rows))
 
     def report(self) -> dict:
-        return {"format": self.format, "rows": len(self.rows), "errors": [asdict(e) for e in self.errors]}
+        return {"format": self.format, "rows": len(self.rows), "errors": [asdict(e) for e in self.errors],
+                "warnings": self.warnings}
 
 
 def detect_format(records: list[dict]) -> str:
@@ -72,7 +79,7 @@ def normalise_instruction(records: list) -> Normalised:
             result.errors.append(RowError(index, "-", f"expected an object with fields, got {type(record).__name__}"))
             continue
         try:
-            result.rows.append({"messages": convert(record)})
+            result.add(index, {"messages": convert(record)})
         except _Bad as bad:
             result.errors.append(RowError(index, bad.field, bad.message))
     return result

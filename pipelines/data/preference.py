@@ -40,7 +40,7 @@ def normalise_preference(records: list) -> Normalised:
             if not isinstance(record, dict):
                 raise _Bad("-", f"expected an object with fields, got {type(record).__name__}")
             pairs = _ranked_pairs(record) if result.format == "ranked" else [_pair(record)]
-            result.rows.extend(pairs)
+            result.add(index, *pairs)
         except _Bad as bad:
             result.errors.append(RowError(index, bad.field, bad.message))
     return result
@@ -132,7 +132,7 @@ def normalise_unpaired(records: list) -> Normalised:
                 label = label.lower() == "true"  # CSV has no booleans
             if not isinstance(label, bool):
                 raise _Bad("label", "must be true (desirable) or false (undesirable)")
-            result.rows.append({"prompt": _prompt_turns(record),
+            result.add(index, {"prompt": _prompt_turns(record),
                                 "completion": [{"role": "assistant", "content": _answer(record, "completion", [])}],
                                 "label": label})
         except _Bad as bad:
@@ -148,9 +148,9 @@ def normalise_prompt_only(records: list) -> Normalised:
                 messages = record["messages"]
                 if not isinstance(messages, list) or not messages:
                     raise _Bad("messages", "must be a non-empty list of turns")
-                result.rows.append({"prompt": _checked_prompt(messages)})
+                result.add(index, {"prompt": _checked_prompt(messages)})
             else:
-                result.rows.append({"prompt": _prompt_turns(record)})
+                result.add(index, {"prompt": _prompt_turns(record)})
         except _Bad as bad:
             result.errors.append(RowError(index, bad.field, bad.message))
     return result

@@ -73,12 +73,41 @@ def normalise_records(records: list) -> tuple[str, Normalised]:
 
     kind = detect_kind(records)
     if kind in ("preference", "ranked"):
-        return "preference", normalise_preference(records)
-    if kind == "unpaired":
-        return "unpaired", normalise_unpaired(records)
-    if kind == "prompt_only":
-        return "prompt_only", normalise_prompt_only(records)
-    return "instruction", normalise_instruction(records)
+        kind, result = "preference", normalise_preference(records)
+    elif kind == "unpaired":
+        result = normalise_unpaired(records)
+    elif kind == "prompt_only":
+        result = normalise_prompt_only(records)
+    else:
+        result = normalise_instruction(records)
+    result.warnings.extend(quality_warnings(kind, result.rows, result.sources))
+    return kind, result
+
+
+LENGTH_IMBALANCE = 1.5   # chosen answers this much longer (or shorter) on average than rejected ones
+
+
+def quality_warnings(kind: str, rows: list[dict], sources: list[int]) -> list[str]:
+    """Not errors, but worth knowing before training: duplicates, and a length bias a reward model would learn."""
+    warnings = []
+    seen: dict[str, int] = {}
+    duplicates = []
+    for number, row in zip(sources, rows):
+        key = json.dumps(row, sort_keys=True, ensure_ascii=False)
+        if key in seen:
+            duplicates.append((number, seen[key]))
+        seen.setdefault(key, number)
+    if duplicates:
+        number, first = duplicates[0]
+        warnings.append(f"{len(duplicates)} duplicate row(s); the first is row {number}, a copy of row {first}.")
+    if kind == "preference" and rows:
+        chosen = sum(len(r["chosen"][0]["content"]) for r in rows) / len(rows)
+        rejected = sum(len(r["rejected"][0]["content"]) for r in rows) / len(rows)
+        ratio = chosen / max(rejected, 1)
+        if ratio > LENGTH_IMBALANCE or ratio < 1 / LENGTH_IMBALANCE:
+            warnings.append(f"Chosen answers are {ratio:.1f}× as long as rejected ones on average: a model can learn "
+                            "to prefer length instead of quality (a known reward-hacking signal).")
+    return warnings
 
 
 def normalise_file(path: Path) -> Normalised:
