@@ -7,7 +7,7 @@ from pipelines.data.formats import normalise_instruction
 from pipelines.data.store import list_datasets, load_rows, save_upload
 from pipelines.errors import StudioError
 from pipelines.paths import ASSETS_DIR
-from tests.conftest import write_jsonl
+from tests.conftest import TINY_ROWS, write_jsonl
 
 ALPACA = {"instruction": "Cluster these", "input": "apple, carrot", "output": "Fruit: apple. Vegetable: carrot."}
 CHAT = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
@@ -215,3 +215,16 @@ def test_duplicates_and_length_bias_are_warned_about_not_refused():
     _, result = normalise_records([{"prompt": f"q{i}", "chosen": "a long and careful answer " * 4, "rejected": "no"}
                                    for i in range(3)])
     assert "as long as rejected" in result.warnings[0]
+
+
+def test_the_preview_marks_exactly_the_assistant_tokens(tiny_model, workspace):
+    from pipelines.api import preview_dataset
+    from studio.tabs.data import preview_html
+
+    rows = preview_dataset(workspace, "tiny.jsonl", str(tiny_model), 2)
+    for row, source in zip(rows, TINY_ROWS[:2]):
+        marked = "".join(s["text"] for s in row["segments"] if s["loss"])
+        assert marked == source["output"] + "<|im_end|>"
+        assert "".join(s["text"] for s in row["segments"]) == row["text"]
+        assert 0 < row["loss_tokens"] < row["tokens"]
+    assert "<span style=" in preview_html(workspace, "tiny.jsonl", str(tiny_model), 1)

@@ -154,11 +154,28 @@ def save_upload(upload: Path, name: str, workspace: Path, drop_bad_rows: bool = 
 
 
 def preview(name: str, workspace: Path, tokenizer, n: int = 3) -> list[dict]:
-    """The first `n` rows as the model sees them: chat template applied, with token counts."""
+    """The first `n` rows as the model sees them: chat template applied, token counts, and the text split into
+    segments marked `loss: True` where the tokens carry the training loss (assistant tokens, when the
+    template marks them with {% generation %}; otherwise every token)."""
     rows = normalise_file(locate(name, workspace)).rows[:n]
     rendered = []
     for row in rows:
         conversation = row.get("messages") or row["prompt"] + (row.get("chosen") or row.get("completion") or [])
         text = tokenizer.apply_chat_template(conversation, tokenize=False)
-        rendered.append({"messages": conversation, "text": text, "tokens": len(tokenizer(text)["input_ids"])})
+        encoded = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True,
+                                                return_assistant_tokens_mask=True)
+        ids, mask = encoded["input_ids"], encoded.get("assistant_masks") or [1] * len(encoded["input_ids"])
+        rendered.append({"messages": conversation, "text": text, "tokens": len(ids),
+                         "loss_tokens": sum(mask), "segments": _segments(tokenizer, ids, mask)})
     return rendered
+
+
+def _segments(tokenizer, ids: list[int], mask: list[int]) -> list[dict]:
+    """Consecutive tokens with the same mask, decoded together (so multi-byte characters stay whole)."""
+    segments: list[dict] = []
+    start = 0
+    for index in range(1, len(ids) + 1):
+        if index == len(ids) or mask[index] != mask[start]:
+            segments.append({"text": tokenizer.decode(ids[start:index]), "loss": bool(mask[start])})
+            start = index
+    return segments

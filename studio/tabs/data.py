@@ -39,11 +39,17 @@ def build(workspace: Path) -> gr.Dropdown:
     return dataset
 
 
+LOSS_STYLE = "background:#c7d2fe;border-radius:3px"   # tokens the model is trained to produce
+
+
 def preview_html(workspace: Path, dataset: str, model: str, n: int) -> str:
+    """Each row as the model sees it; highlighted text carries the loss, the rest is context."""
     blocks = []
     for index, row in enumerate(api.preview_dataset(workspace, dataset, model, int(n)), start=1):
-        blocks.append(f"<details open><summary><b>#{index}</b> · {row['tokens']} tokens</summary>"
-                      f"<pre style='white-space:pre-wrap'>{html.escape(row['text'])}</pre></details>")
+        body = "".join(f"<span style='{LOSS_STYLE}'>{html.escape(s['text'])}</span>" if s["loss"] else html.escape(s["text"])
+                       for s in row["segments"])
+        blocks.append(f"<details open><summary><b>#{index}</b> · {row['tokens']} tokens · "
+                      f"{row['loss_tokens']} with loss</summary><pre style='white-space:pre-wrap'>{body}</pre></details>")
     return "\n".join(blocks)
 
 
