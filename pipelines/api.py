@@ -74,10 +74,6 @@ def run_log(workspace: Path, run_id: str, lines: int = 40) -> str:
     return run_files.tail(runs.run_dir_of(workspace, run_id) / "train.log", lines)
 
 
-def run_config_text(workspace: Path, run_id: str) -> str:
-    return (runs.run_dir_of(workspace, run_id) / "config.yaml").read_text(encoding="utf-8")
-
-
 def stop_run(workspace: Path, run_id: str) -> dict:
     status = runs.request_stop(runs.run_dir_of(workspace, run_id))
     return {"run_id": run_id, "status": status.get("status")}

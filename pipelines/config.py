@@ -8,7 +8,6 @@ Nothing in this module imports torch.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,12 +172,3 @@ def _check_bounds(path: str, spec: dataclasses.Field, value: Any) -> None:
             raise StudioError(f"`{path}` must be at least {minimum}, not {value}.")
     if maximum is not None and value > maximum:
         raise StudioError(f"`{path}` must be at most {maximum}, not {value}.")
-
-
-def field_specs(cls: type) -> list[dataclasses.Field]:
-    """The fields of a settings dataclass, for building forms and help text."""
-    return list(dataclasses.fields(cls))
-
-
-def config_to_json(config: RunConfig) -> str:
-    return json.dumps(config.to_dict(), ensure_ascii=False)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines.errors import StudioError
@@ -38,3 +40,19 @@ def inside(root: Path, relative: str, what: str = "path") -> Path:
     if resolved != root.resolve() and root.resolve() not in resolved.parents:
         raise StudioError(f"The {what} {relative!r} points outside the workspace {root}; use a path inside it.")
     return resolved
+
+
+@contextmanager
+def file_lock(lock_path: Path, wait: bool = True):
+    """An exclusive lock between threads and processes on one machine; yields False if `wait` is off and it is held."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

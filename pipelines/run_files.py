@@ -14,18 +14,17 @@ reader, or a process killed at any instant, never sees half a record.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+from pipelines.paths import file_lock
+
 ACTIVE_STATES = ("queued", "running", "stopping")
-FINISHED_STATES = ("completed", "failed", "stopped", "interrupted")
 STOP_REQUEST_FILE = "stop_requested"
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
@@ -37,17 +36,6 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-@contextmanager
-def status_lock(run_dir: Path):
-    """Serialise read-modify-write of status.json between the UI's threads and the training process."""
-    with open(run_dir / ".status.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def read_status(run_dir: Path) -> dict:
     try:
         return json.loads((run_dir / "status.json").read_text())
@@ -55,21 +43,11 @@ def read_status(run_dir: Path) -> dict:
         return {"status": "unknown"}
 
 
-@contextmanager
-def status_lock_for_launch(run_dir: Path):
-    """Held while deciding to launch a run's process, so two launches of one run cannot both proceed."""
-    with open(run_dir / ".launch.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def update_status(run_dir: Path, only_if: Callable[[dict], bool] | None = None, **changes) -> dict:
     """Apply `changes` to status.json under the lock; with `only_if`, only when it holds for the current status
     (so a reader's "interrupted" never overwrites the "completed" a trainer has just written)."""
-    with status_lock(run_dir):
+    # Serialised between the UI's threads and the training process.
+    with file_lock(run_dir / ".status.lock"):
         status = read_status(run_dir)
         if only_if is not None and not only_if(status):
             return status

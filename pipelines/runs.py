@@ -21,7 +21,7 @@ import psutil
 from pipelines import run_files
 from pipelines.config import RunConfig, parse_config_text
 from pipelines.errors import StudioError
-from pipelines.paths import check_name
+from pipelines.paths import check_name, file_lock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -154,7 +154,7 @@ def check_resumable(run_dir: Path) -> None:
 
 def resume(run_dir: Path) -> int:
     # Under the lock, two Resume clicks cannot both pass the check: the first leaves the run `queued`.
-    with run_files.status_lock_for_launch(run_dir):
+    with file_lock(run_dir / ".launch.lock"):
         check_resumable(run_dir)
         return launch(run_dir, resume=True)
 

@@ -9,7 +9,6 @@ Works the same under `accelerate launch`: only the main process writes status an
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from pipelines import run_files
 from pipelines.errors import StudioError
+from pipelines.paths import file_lock
 from pipelines.stop import StopSignal
 
 
@@ -33,29 +33,12 @@ def train_run(run_dir: Path, resume: bool = False, echo: bool = True) -> str:
     run_dir = Path(run_dir).resolve()
     workspace = run_dir.parent.parent
     main = is_main_process()
-    with _sole_trainer(run_dir, main) as sole:
+    # One trainer per run: an exclusive lock held for the whole training (only the main rank takes it).
+    with file_lock(run_dir / ".train.lock", wait=False) if main else contextlib.nullcontext(True) as sole:
         if not sole:
             print(f"error: run {run_dir.name} is already being trained by another process; nothing was changed.", flush=True)
             return run_files.read_status(run_dir).get("status", "unknown")
         return _train_locked(run_dir, workspace, resume, echo, main)
-
-
-@contextlib.contextmanager
-def _sole_trainer(run_dir: Path, main: bool):
-    """Hold an exclusive lock on the run for the whole training, so two trainers never share a run directory."""
-    if not main:
-        yield True
-        return
-    with open(run_dir / ".train.lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main: bool) -> str:

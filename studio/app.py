@@ -13,6 +13,7 @@ import gradio as gr
 
 from pipelines import api
 from pipelines.inference import chat as chat_reply
+from studio.choices import refresh_checkpoint_choices, refresh_dataset_choices
 from studio.errors import shows_errors
 from studio.i18n import I18N, t
 from studio.tabs import chat, data, model, train
@@ -42,8 +43,8 @@ def build_app(workspace: Path) -> gr.Blocks:
         chosen_model.change(lambda value: value, [chosen_model], [train_model], api_visibility="private")
         chosen_dataset.change(lambda value: value, [chosen_dataset], [train_dataset], api_visibility="private")
         # The page holds nothing the disk does not: each visit re-reads runs, checkpoints and datasets.
-        app.load(partial(train.refresh_form_choices, workspace), [train_model, train_dataset], [train_model, train_dataset],
-                 api_visibility="private")
+        app.load(partial(refresh_checkpoint_choices, workspace), [train_model], [train_model], api_visibility="private")
+        app.load(partial(refresh_dataset_choices, workspace), [train_dataset], [train_dataset], api_visibility="private")
         app.load(partial(train.refresh_runs, workspace), [train_run], [train_run, runs_table], api_visibility="private")
         register_api(workspace)
     return app

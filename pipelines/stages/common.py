@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipelines.config import RunConfig
 from pipelines.errors import StudioError
-from pipelines.models import ModelSource, best_device, load_model, trust_remote_code
+from pipelines.models import ModelSource, load_model, trust_remote_code
 
 GRADIENT_CHECKPOINTING_MIN_PARAMS = 1_000_000_000
 
@@ -112,10 +112,6 @@ def common_training_args(context: RunContext, device: str, n_params: int) -> dic
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def device_for_training() -> str:
-    return best_device()
 
 
 def save_final(trainer, run_dir: Path, staging_dir: Path) -> Path:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from pipelines.data.store import load_rows
 from pipelines.errors import StudioError
-from pipelines.models import context_length, estimate_training_memory, load_tokenizer, resolve_model
-from pipelines.stages.common import (RunContext, common_training_args, count_parameters, device_for_training,
-                                     lora_config, load_policy, quiet)
+from pipelines.models import best_device, context_length, estimate_training_memory, load_tokenizer, resolve_model
+from pipelines.stages.common import (RunContext, common_training_args, count_parameters, lora_config, load_policy,
+                                     precision_args, quiet)
 
 
 def run(context: RunContext) -> None:
@@ -23,12 +23,12 @@ def run(context: RunContext) -> None:
     tokenizer = load_tokenizer(source)
     assistant_only = prepare_chat_template(tokenizer)
     rows = load_rows(config.dataset, context.workspace)
-    device = device_for_training()
-    args = common_training_args(context, device, n_params=0)
-    model = load_policy(source, config, device, bf16=args["bf16"])
+    device = best_device()
+    model = load_policy(source, config, device, bf16=precision_args(config, device)["bf16"])
     check_max_length(config.train.max_length, model.config)
-    args["gradient_checkpointing"] = common_training_args(context, device, count_parameters(model))["gradient_checkpointing"]
-    memory = estimate_training_memory(count_parameters(model), getattr(model.config, "hidden_size", 0) or 0,
+    n_params = count_parameters(model)
+    args = common_training_args(context, device, n_params)
+    memory = estimate_training_memory(n_params, getattr(model.config, "hidden_size", 0) or 0,
                                       getattr(model.config, "num_hidden_layers", 0) or 0, config.train.batch_size,
                                       config.train.max_length, bf16=args["bf16"])
     print(f"SFT: {config.model} on {device}, {len(rows)} rows of {config.dataset}, {config.peft.method}, "

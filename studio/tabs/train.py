@@ -141,12 +141,6 @@ def refresh_runs(workspace: Path, selected: str | None):
     return gr.update(choices=ids, value=value), runs_rows(runs)
 
 
-def refresh_form_choices(workspace: Path, model: str, dataset: str):
-    """On page load: checkpoints and datasets that appeared since the app started."""
-    return (gr.update(choices=api.list_checkpoints(workspace), value=model),
-            gr.update(choices=dataset_names(workspace), value=dataset))
-
-
 def run_view(workspace: Path, run_id: str | None):
     if not run_id:
         return "", None, ""
