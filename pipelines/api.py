@@ -116,17 +116,71 @@ def list_datasets(workspace: Path) -> list[dict]:
     return listing(workspace)
 
 
-def upload_dataset(workspace: Path, file: str, name: str, drop_bad_rows: bool = False) -> dict:
+def upload_dataset(workspace: Path, file: str, name: str, drop_bad_rows: bool = False,
+                   columns: dict | str | None = None) -> dict:
+    """Check a data file and save it as a named dataset: {kind, format, rows, errors, warnings, saved}."""
     from pipelines.data.store import save_upload
     if not file:
-        raise StudioError("No file given; choose a .json or .jsonl file to upload.")
-    return save_upload(Path(file), name, workspace, drop_bad_rows)
+        raise StudioError("No file given; choose a .json, .jsonl, .csv, .tsv or .parquet file to upload.")
+    return save_upload(Path(file), name, workspace, drop_bad_rows, columns)
+
+
+def import_hub_dataset(workspace: Path, repo_id: str, config: str | None, split: str, name: str,
+                       max_rows: int = 100_000, drop_bad_rows: bool = False, columns: dict | str | None = None) -> dict:
+    """Fetch a Hub dataset's rows, check them and save them as a named dataset; the same report as an upload."""
+    from pipelines.data.hub import import_hub_dataset as fetch_and_save
+    return fetch_and_save(repo_id, config, split, name, workspace, max_rows, drop_bad_rows, columns)
 
 
 def preview_dataset(workspace: Path, name: str, model: str, n: int = 3) -> list[dict]:
     from pipelines.data.store import preview
+    return preview(name, workspace, _template_tokenizer(workspace, model), max(1, min(int(n), 50)))
+
+
+def dataset_stats(workspace: Path, name: str, model: str, max_length: int = 512) -> dict:
+    """Rows, kind, format and token lengths through `model`'s chat template; what `max_length` would cut."""
+    from pipelines.data.stats import length_stats
+    from pipelines.data.store import load_dataset
+    if not 1 <= int(max_length) <= 1_000_000:
+        raise StudioError("max_length must be a positive number of tokens.")
+    kind, data = load_dataset(name, workspace)
+    stats = length_stats(kind, data.format, data.rows, _template_tokenizer(workspace, model), int(max_length))
+    return {"name": name, **stats}
+
+
+def dataset_table(workspace: Path, name: str) -> dict:
+    """A dataset as an editable table: {kind, columns, rows}."""
+    from pipelines.data.table import table_of
+    return table_of(name, workspace)
+
+
+def save_table(workspace: Path, kind: str, rows: list[list], name: str, drop_bad_rows: bool = False) -> dict:
+    """Check rows typed or edited in a table and save them as a named dataset; the same report as an upload."""
+    from pipelines.data.table import save_table as check_and_save
+    return check_and_save(kind, rows, name, workspace, drop_bad_rows)
+
+
+def deduplicate_dataset(workspace: Path, name: str, new_name: str, near: bool = True, threshold: float = 0.8) -> dict:
+    from pipelines.data.tools import deduplicate
+    return deduplicate(name, workspace, new_name, near, float(threshold))
+
+
+def filter_dataset(workspace: Path, name: str, new_name: str, model: str, min_tokens: int = 0,
+                   max_tokens: int | None = None) -> dict:
+    from pipelines.data.tools import filter_by_length
+    return filter_by_length(name, workspace, new_name, _template_tokenizer(workspace, model), int(min_tokens or 0),
+                            int(max_tokens) if max_tokens else None)
+
+
+def split_dataset(workspace: Path, name: str, new_name: str, eval_fraction: float = 0.1, seed: int = 42) -> dict:
+    from pipelines.data.tools import split
+    return split(name, workspace, new_name, float(eval_fraction), int(seed))
+
+
+def _template_tokenizer(workspace: Path, model: str):
+    """The tokenizer of `model`, which must have a chat template to render rows with."""
     from pipelines.models import load_tokenizer, resolve_model
     tokenizer = load_tokenizer(resolve_model(model, workspace))
     if not tokenizer.chat_template:
         raise StudioError(f"{model!r} has no chat template to render rows with; pick an instruct model.")
-    return preview(name, workspace, tokenizer, max(1, min(int(n), 50)))
+    return tokenizer

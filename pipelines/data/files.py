@@ -31,7 +31,7 @@ def read_records(path: Path) -> list:
     raw = path.read_bytes()
     _refuse_disguised(path.name, raw, suffix)
     records = _read_parquet(path) if suffix == ".parquet" else _read_text(path, raw, suffix)
-    _check_field_sizes(path.name, records)
+    check_field_sizes(path.name, records)
     return records
 
 
@@ -47,7 +47,7 @@ def _refuse_disguised(name: str, raw: bytes, suffix: str) -> None:
             raise StudioError(f"{name} is {what}, not data; upload JSON, JSONL, CSV, TSV or Parquet rows.")
 
 
-def _check_field_sizes(name: str, records: list) -> None:
+def check_field_sizes(name: str, records: list) -> None:
     for number, record in enumerate(records, start=1):
         if isinstance(record, dict):
             for key, value in record.items():

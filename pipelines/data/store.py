@@ -114,43 +114,103 @@ def normalise_file(path: Path) -> Normalised:
     return normalise_records(read_records(path))[1]
 
 
-def load_rows(name: str, workspace: Path, kind: str = "instruction") -> list[dict]:
-    """The normalised rows of a dataset of `kind`, refusing another kind, bad rows (named) or no rows."""
-    found, result = normalise_records(read_records(locate(name, workspace)))
-    if found != kind:
-        raise StudioError(f"Dataset {name!r} holds {KIND_OF_STAGE_DATA[found]}, but this stage needs "
-                          f"{KIND_OF_STAGE_DATA[kind]}; pick or upload a dataset of that kind.")
+def load_dataset(name: str, workspace: Path) -> tuple[str, Normalised]:
+    """(kind, normalised rows) of a dataset that is usable as it is: refused, naming the first bad row, if not."""
+    kind, result = normalise_records(read_records(locate(name, workspace)))
     if result.errors:
         first = result.errors[0]
         more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
         raise StudioError(f"Dataset {name!r} has bad rows: {first}{more}. Fix the file or re-upload it with bad rows dropped.")
     if not result.rows:
         raise StudioError(f"Dataset {name!r} has no usable rows.")
+    return kind, result
+
+
+def load_rows(name: str, workspace: Path, kind: str = "instruction") -> list[dict]:
+    """The normalised rows of a dataset of `kind`, refusing another kind, bad rows (named) or no rows."""
+    found, result = load_dataset(name, workspace)
+    if found != kind:
+        raise StudioError(f"Dataset {name!r} holds {KIND_OF_STAGE_DATA[found]}, but this stage needs "
+                          f"{KIND_OF_STAGE_DATA[kind]}; pick or upload a dataset of that kind.")
     return result.rows
 
 
-def save_upload(upload: Path, name: str, workspace: Path, drop_bad_rows: bool = False) -> dict:
-    """Validate an uploaded file and save it as a named dataset; return the report (nothing written on errors)."""
-    check_name(name, "dataset name")
-    if name in sample_files():
-        raise StudioError(f"{name!r} is the name of a bundled sample; choose another name.")
-    kind, result = normalise_records(read_records(Path(upload)))
+def parse_columns(columns: dict | str | None) -> dict[str, str]:
+    """A column mapping {field the studio reads: column in the file}, from a dict or "instruction=question, output=answer"."""
+    if not columns:
+        return {}
+    if isinstance(columns, dict):
+        pairs = list(columns.items())
+    else:
+        pairs = []
+        for part in str(columns).replace("\n", ",").split(","):
+            if part.strip():
+                field_name, sep, column = part.partition("=")
+                if not sep or not field_name.strip() or not column.strip():
+                    raise StudioError(f"Column mapping {part.strip()!r} is not 'field=column' (for example output=answer).")
+                pairs.append((field_name, column))
+    return {str(k).strip(): str(v).strip() for k, v in pairs}
+
+
+def map_columns(records: list, columns: dict | str | None) -> list:
+    """Rename the file's columns to the names a format uses, so a file with `question`/`answer` reads as Alpaca."""
+    mapping = parse_columns(columns)
+    if not mapping:
+        return records
+    present = set().union(*(r.keys() for r in records if isinstance(r, dict)))
+    for field_name, column in mapping.items():
+        if column not in present:
+            raise StudioError(f"Column mapping {field_name}={column}: the data has no column {column!r} "
+                              f"(it has {', '.join(sorted(map(str, present))) or 'none'}).")
+    renamed = set(mapping.values())
+    return [{**{k: v for k, v in r.items() if k not in renamed}, **{f: r.get(c) for f, c in mapping.items()}}
+            if isinstance(r, dict) else r for r in records]
+
+
+def save_records(records: list, name: str, workspace: Path, source: str, drop_bad_rows: bool = False,
+                 columns: dict | str | None = None) -> dict:
+    """Validate records of any supported shape and save them as a named dataset; return the check report.
+
+    Nothing is written when a row is bad (unless `drop_bad_rows`) or no row is usable."""
+    check_new_name(name, workspace, overwrite=True)
+    kind, result = normalise_records(map_columns(records, columns))
     report = {"name": name, "kind": kind, **result.report(), "saved": False}
     if (result.errors and not drop_bad_rows) or not result.rows:
         return report
+    write_dataset(name, workspace, kind, result.format, result.rows, source, dropped_rows=len(result.errors))
+    return {**report, "saved": True}
+
+
+def save_upload(upload: Path, name: str, workspace: Path, drop_bad_rows: bool = False,
+                columns: dict | str | None = None) -> dict:
+    """Validate an uploaded file and save it as a named dataset; return the report (nothing written on errors)."""
+    check_new_name(name, workspace, overwrite=True)
+    return save_records(read_records(Path(upload)), name, workspace, Path(upload).name, drop_bad_rows, columns)
+
+
+def check_new_name(name: str, workspace: Path, overwrite: bool) -> None:
+    check_name(name, "dataset name")
+    if name in sample_files():
+        raise StudioError(f"{name!r} is the name of a bundled sample; choose another name.")
+    if not overwrite and (datasets_root(workspace) / name).exists():
+        raise StudioError(f"A dataset named {name!r} already exists; choose another name (the original stays as it is).")
+
+
+def write_dataset(name: str, workspace: Path, kind: str, format_name: str, rows: list[dict], source: str,
+                  **meta_extra) -> Path:
+    """Write rows and meta.json into a staging folder, then swap it in whole: a reader never sees half a dataset."""
     folder = datasets_root(workspace) / name
     staging = folder.with_name(f".{name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     with open(staging / "data.jsonl", "w", encoding="utf-8") as handle:
-        for row in result.rows:
+        for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    meta = {"kind": kind, "format": result.format, "source": Path(upload).name, "rows": len(result.rows),
-            "dropped_rows": len(result.errors), "created": time.time()}
-    (staging / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    meta = {"kind": kind, "format": format_name, "source": source, "rows": len(rows), "created": time.time(), **meta_extra}
+    (staging / "meta.json").write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(staging, folder)
-    return {**report, "saved": True, "rows": len(result.rows)}
+    return folder
 
 
 def preview(name: str, workspace: Path, tokenizer, n: int = 3) -> list[dict]:

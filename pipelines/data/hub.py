@@ -1,0 +1,88 @@
+"""Import a Hugging Face Hub dataset (id, config, split) as a named workspace dataset.
+
+Rows are streamed, so a huge dataset costs only the rows taken (`max_rows`), and go through the same
+checks as an upload. With no network, or with the Hub turned off (HF_HUB_OFFLINE=1), the user gets one
+sentence within seconds, never a hang; offline, a dataset already in the local cache still imports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from itertools import islice
+from pathlib import Path
+
+from pipelines.data.files import check_field_sizes
+from pipelines.data.store import check_new_name, save_records
+from pipelines.errors import StudioError
+
+DATASET_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+SPLIT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+HUB_TIMEOUT_S = 10
+MAX_ROWS = 100_000
+
+
+def import_hub_dataset(repo_id: str, config: str | None, split: str, name: str, workspace: Path,
+                       max_rows: int = MAX_ROWS, drop_bad_rows: bool = False, columns: dict | str | None = None) -> dict:
+    """Fetch up to `max_rows` rows of `repo_id` (config, split), check them and save them as dataset `name`."""
+    repo_id, config, split = (repo_id or "").strip(), (config or "").strip() or None, (split or "train").strip()
+    if "://" in repo_id or ".." in repo_id or not DATASET_ID.match(repo_id):
+        raise StudioError(f"{repo_id!r} is not a Hub dataset id: write it as 'org/name' (for example Anthropic/hh-rlhf).")
+    if not SPLIT.match(split) or (config and not SPLIT.match(config)):
+        raise StudioError("The config and split are plain names such as 'default' and 'train'.")
+    if not 1 <= int(max_rows) <= 10 * MAX_ROWS:
+        raise StudioError(f"max_rows must be between 1 and {10 * MAX_ROWS}.")
+    check_new_name(name, workspace, overwrite=True)
+    records = fetch_rows(repo_id, config, split, int(max_rows))
+    if not records:
+        raise StudioError(f"{repo_id} ({split}) has no rows.")
+    check_field_sizes(repo_id, records)
+    source = f"hub:{repo_id}" + (f" ({config}, {split})" if config else f" ({split})")
+    return {**save_records(records, name, workspace, source, drop_bad_rows, columns), "source": source}
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("HF_DATASETS_OFFLINE") == "1"
+
+
+def fetch_rows(repo_id: str, config: str | None, split: str, max_rows: int) -> list[dict]:
+    """The first `max_rows` rows as plain dicts; every failure becomes one sentence."""
+    import datasets
+
+    where = f"{repo_id}" + (f" (config {config!r})" if config else "")
+    try:
+        if hub_offline():  # only the local cache can answer; load_dataset knows the Hub is off and fails fast
+            dataset = datasets.load_dataset(repo_id, config, split=split)
+            return [dict(row) for row in islice(dataset, max_rows)]
+        _check_reachable(repo_id)
+        stream = datasets.load_dataset(repo_id, config, split=split, streaming=True)
+        return [dict(row) for row in islice(stream, max_rows)]
+    except StudioError:
+        raise
+    except ConnectionError:
+        raise StudioError(f"{repo_id!r} is not in the local cache and the Hub is off (HF_HUB_OFFLINE=1); "
+                          "connect to the network or upload the data as a file.") from None
+    except ValueError as exc:  # unknown config or split: datasets names the ones that exist
+        raise StudioError(f"{where}: {_first_line(exc)}") from None
+    except Exception as exc:  # a dataset that cannot be read (no data files, gated, a broken shard)
+        raise StudioError(f"Could not read {where} from the Hub: {_first_line(exc)}") from None
+
+
+def _check_reachable(repo_id: str) -> None:
+    """Ask the Hub about the dataset with a timeout first, so a dead network costs seconds, not minutes."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().dataset_info(repo_id, timeout=HUB_TIMEOUT_S)
+    except RepositoryNotFoundError:
+        raise StudioError(f"The Hub has no dataset {repo_id!r} (or it is private); check the spelling.") from None
+    except GatedRepoError:
+        raise StudioError(f"{repo_id!r} is gated: accept its terms on the Hub and log in with `hf auth login`.") from None
+    except Exception as exc:  # connection refused, DNS failure, timeout: all mean "cannot reach the Hub"
+        raise StudioError(f"Could not reach the Hugging Face Hub to fetch {repo_id!r} within {HUB_TIMEOUT_S} s "
+                          f"({type(exc).__name__}); check the network, or upload the data as a file.") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

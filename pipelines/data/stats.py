@@ -1,0 +1,53 @@
+"""How long a dataset's rows are for one model: token lengths through its chat template, and what a max length cuts."""
+
+from __future__ import annotations
+
+import statistics
+
+MAX_MEASURED_ROWS = 5000   # beyond this, rows are sampled evenly: the histogram's shape does not need them all
+
+
+def conversations(kind: str, row: dict) -> list[list[dict]]:
+    """The conversations a trainer renders from one row (a preference row is two: prompt+chosen and prompt+rejected)."""
+    if kind == "instruction":
+        return [row["messages"]]
+    if kind == "preference":
+        return [row["prompt"] + row["chosen"], row["prompt"] + row["rejected"]]
+    if kind == "unpaired":
+        return [row["prompt"] + row["completion"]]
+    return [row["prompt"]]
+
+
+def token_lengths(kind: str, rows: list[dict], tokenizer) -> list[int]:
+    """Each row's length in tokens as the trainer sees it: the longest of its conversations, template included."""
+    texts, owners = [], []
+    for index, row in enumerate(rows):
+        for conversation in conversations(kind, row):
+            texts.append(tokenizer.apply_chat_template(conversation, tokenize=False,
+                                                       add_generation_prompt=kind == "prompt_only"))
+            owners.append(index)
+    lengths = [0] * len(rows)
+    # The template already wrote the special tokens; adding them again would count them twice.
+    for owner, ids in zip(owners, tokenizer(texts, add_special_tokens=False)["input_ids"]):
+        lengths[owner] = max(lengths[owner], len(ids))
+    return lengths
+
+
+def length_stats(kind: str, format_name: str, rows: list[dict], tokenizer, max_length: int) -> dict:
+    """Rows, mean/median/max tokens, a histogram's worth of lengths, and the rows `max_length` would cut."""
+    step = max(1, -(-len(rows) // MAX_MEASURED_ROWS))
+    measured = rows[::step]
+    lengths = token_lengths(kind, measured, tokenizer)
+    over = [n - max_length for n in lengths if n > max_length]
+    scale = len(rows) / max(len(measured), 1)   # sampled counts scaled back to the whole dataset
+    warnings = []
+    if over:
+        warnings.append(f"{round(len(over) * scale)} of {len(rows)} rows are longer than max_length {max_length}: "
+                        f"{round(sum(over) * scale)} tokens would be cut (the longest row has {max(lengths)} tokens). "
+                        "Raise train.max_length or filter long rows out.")
+    return {"kind": kind, "format": format_name, "rows": len(rows), "measured_rows": len(measured),
+            "mean_tokens": round(statistics.fmean(lengths), 1) if lengths else 0,
+            "median_tokens": statistics.median(lengths) if lengths else 0,
+            "max_tokens": max(lengths, default=0), "min_tokens": min(lengths, default=0),
+            "max_length": max_length, "rows_over_max_length": round(len(over) * scale),
+            "tokens_cut": round(sum(over) * scale), "lengths": lengths, "warnings": warnings}
