@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 import gradio as gr
+from gradio import FileData
 
 from pipelines import api
 from pipelines.inference import chat as chat_reply
@@ -93,12 +94,46 @@ def register_api(workspace: Path) -> None:
         """The first n rows of a dataset rendered through a model's chat template, with token counts."""
         return api.preview_dataset(workspace, name, model, n)
 
+    def upload_dataset(file: FileData, name: str, drop_bad_rows: bool = False, columns: str = "") -> dict:
+        """Check an uploaded data file (JSON, JSONL, CSV, TSV, Parquet) and save it as a named dataset; returns kind, format, rows, errors [{row, field, message}], warnings, saved. columns maps fields to file columns ("output=answer")."""
+        return api.upload_dataset(workspace, (file or {}).get("path"), name, drop_bad_rows, columns)
+
+    def import_hub_dataset(repo_id: str, config: str, split: str, name: str, max_rows: int = 100_000,
+                           drop_bad_rows: bool = False, columns: str = "") -> dict:
+        """Fetch up to max_rows rows of a Hugging Face Hub dataset, check them and save them as a named dataset; the same report as upload_dataset."""
+        return api.import_hub_dataset(workspace, repo_id, config, split, name, max_rows, drop_bad_rows, columns)
+
+    def dataset_stats(name: str, model: str, max_length: int = 512) -> dict:
+        """Rows, kind, format, token lengths through a model's chat template, and how many rows and tokens max_length would cut."""
+        return api.dataset_stats(workspace, name, model, max_length)
+
+    def dataset_table(name: str) -> dict:
+        """A dataset of single-turn rows as a table: kind, columns, rows."""
+        return api.dataset_table(workspace, name)
+
+    def save_table(kind: str, rows: list[list], name: str, drop_bad_rows: bool = False) -> dict:
+        """Check table rows (columns as dataset_table gives them for the kind) and save them as a named dataset."""
+        return api.save_table(workspace, kind, rows, name, drop_bad_rows)
+
+    def deduplicate_dataset(name: str, new_name: str, near: bool = True, threshold: float = 0.8) -> dict:
+        """Save a copy of a dataset without exact and (optionally) near duplicates; the original stays as it is."""
+        return api.deduplicate_dataset(workspace, name, new_name, near, threshold)
+
+    def filter_dataset(name: str, new_name: str, model: str, min_tokens: int = 0, max_tokens: int = 512) -> dict:
+        """Save a copy of a dataset keeping rows whose token length (model's chat template) is within [min_tokens, max_tokens]."""
+        return api.filter_dataset(workspace, name, new_name, model, min_tokens, max_tokens)
+
+    def split_dataset(name: str, new_name: str, eval_fraction: float = 0.1, seed: int = 42) -> dict:
+        """Save <new_name>-train and <new_name>-eval; rows sharing a prompt stay on one side."""
+        return api.split_dataset(workspace, name, new_name, eval_fraction, seed)
+
     def chat(checkpoint: str, message: str, history: list[dict], settings: dict) -> str:
         """One chat reply from a checkpoint; history is a list of {role, content}; settings: max_new_tokens, temperature, top_p, system_prompt, seed."""
         return chat_reply(workspace, checkpoint, message, history, settings)
 
     for endpoint in (start_run, run_status, run_metrics, stop_run, resume_run, list_runs, list_checkpoints,
-                     list_datasets, describe_model, preview_dataset, chat):
+                     list_datasets, describe_model, preview_dataset, upload_dataset, import_hub_dataset, dataset_stats,
+                     dataset_table, save_table, deduplicate_dataset, filter_dataset, split_dataset, chat):
         gr.api(shows_errors(endpoint), api_name=endpoint.__name__)
 
 

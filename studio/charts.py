@@ -43,3 +43,15 @@ def training_curves(metrics: list[dict], title: str = "") -> go.Figure:
     if metrics and max(m.get("step", 0) for m in metrics) <= 12:
         figure.update_xaxes(dtick=1)  # whole steps only, not 1.5
     return figure
+
+
+def length_histogram(lengths: list[int], max_length: int, title: str = "") -> go.Figure:
+    """Rows per token length, with the max length drawn where truncation starts."""
+    figure = go.Figure(go.Histogram(x=lengths, nbinsx=min(50, max(5, len(set(lengths)))), name="rows",
+                                    marker={"color": "#6366f1"}))
+    figure.add_vline(x=max_length, line={"dash": "dash", "color": "#dc2626"},
+                     annotation={"text": f"max_length {max_length}", "font": {"color": "#dc2626"}})
+    figure.update_layout(height=320, margin={"l": 50, "r": 20, "t": 40 if title else 24, "b": 40}, title=title or None,
+                         xaxis_title="tokens per row (chat template included)", yaxis_title="rows",
+                         template="plotly_white", bargap=0.05)
+    return figure

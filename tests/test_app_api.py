@@ -7,6 +7,8 @@ import pytest
 from tests.conftest import tiny_config, wait_for
 
 CONTRACT = {"start_run", "run_status", "run_metrics", "stop_run", "list_runs", "list_checkpoints", "chat"}
+DATA_ENDPOINTS = {"upload_dataset", "import_hub_dataset", "list_datasets", "preview_dataset", "dataset_stats",
+                  "dataset_table", "save_table", "deduplicate_dataset", "filter_dataset", "split_dataset"}
 
 
 def _free_port() -> int:
@@ -42,7 +44,7 @@ def test_only_the_contract_endpoints_are_public(client):
     endpoints = {name.lstrip("/") for name in client.view_api(print_info=False, return_format="dict")["named_endpoints"]}
     assert CONTRACT <= endpoints
     assert not [e for e in endpoints if "lambda" in e or e.startswith("_")], endpoints
-    assert endpoints <= CONTRACT | {"resume_run", "list_datasets", "describe_model", "preview_dataset"}, endpoints - CONTRACT
+    assert endpoints <= CONTRACT | DATA_ENDPOINTS | {"resume_run", "describe_model"}, endpoints - CONTRACT
 
 
 def test_start_watch_and_chat_through_the_api(client, app_url, tiny_model):
@@ -76,3 +78,31 @@ def test_bad_input_through_the_api_is_one_sentence(client, tiny_model):
         client.predict("missing-run", api_name="/run_status")
     with pytest.raises(AppError, match="empty"):
         client.predict("smollm2-135m-instruct", "   ", [], {}, api_name="/chat")
+
+
+def test_data_round_trip_through_the_api(client, tiny_model, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "prefs.jsonl"
+    bad.write_text('{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}\n'
+                   '{"prompt": "Bye", "chosen": "", "rejected": "No."}\n', encoding="utf-8")
+    report = client.predict(handle_file(str(bad)), "api-prefs", api_name="/upload_dataset")
+    assert (report["kind"], report["format"], report["saved"]) == ("preference", "preference", False)
+    assert report["errors"] == [{"row": 2, "field": "chosen", "message": "missing or empty"}]
+    report = client.predict(handle_file(str(bad)), "api-prefs", True, "", api_name="/upload_dataset")
+    assert report["saved"] and report["rows"] == 1
+    listed = {d["name"]: d for d in client.predict(api_name="/list_datasets")}
+    assert listed["api-prefs"]["kind"] == "preference" and listed["api-prefs"]["source"] == "prefs.jsonl"
+    rendered = client.predict("api-prefs", str(tiny_model), 1, api_name="/preview_dataset")
+    assert "Hello!" in rendered[0]["text"] and "Go away." not in rendered[0]["text"]
+    table = client.predict("api-prefs", api_name="/dataset_table")
+    assert table == {"kind": "preference", "columns": ["prompt", "chosen", "rejected"], "rows": [["Hi", "Hello!", "Go away."]]}
+    saved = client.predict("preference", table["rows"] + [["Sky?", "Blue.", "Green."]], "api-typed", api_name="/save_table")
+    assert saved["saved"] and saved["rows"] == 2
+    stats = client.predict("api-typed", str(tiny_model), 512, api_name="/dataset_stats")
+    assert stats["rows"] == 2 and len(stats["lengths"]) == 2
+    split = client.predict("api-typed", "api-typed", 0.5, 1, api_name="/split_dataset")
+    assert split["train_rows"] == split["eval_rows"] == 1
+    with pytest.raises(AppError, match="Hub is off"):
+        client.predict("org/absent", "", "train", "hub", api_name="/import_hub_dataset")

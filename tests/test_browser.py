@@ -1,5 +1,6 @@
 """What a person sees: a real Chromium drives the app (start a run from the form, watch it finish, Korean UI)."""
 
+import json
 import shutil
 import socket
 
@@ -75,3 +76,33 @@ def test_the_settings_language_switch_turns_the_ui_korean(app, browser):
     page.get_by_label("Language").click()
     page.get_by_role("option", name="한국어").click()
     page.get_by_role("button", name="시작", exact=True).wait_for(timeout=10000)
+
+
+def test_rows_typed_into_the_table_are_checked_and_saved(app, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page.goto(app.local_url)
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_role("tab", name="Edit as a table").click()
+    page.get_by_label("Kind of rows").click()
+    page.get_by_role("option", name="preference").click()
+    save = page.get_by_role("button", name="Check and save").last
+    page.get_by_label("Save as (name)").last.fill("typed")
+    for column, text in enumerate(["What is 2+2?", "4", "4"]):
+        page.get_by_test_id(f"cell-0-{column}").last.dblclick()
+        page.wait_for_timeout(300)
+        page.keyboard.type(text)
+        page.keyboard.press("Enter")
+        page.wait_for_timeout(500)
+    save.click()
+    page.get_by_text("is identical to chosen").wait_for(timeout=15000)   # the bad row is named, nothing is saved
+    assert not (app.workspace / "datasets" / "typed").exists()
+    page.get_by_test_id("cell-0-2").last.dblclick()
+    page.wait_for_timeout(300)
+    page.keyboard.press("Control+A")
+    page.keyboard.type("5")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(500)
+    save.click()
+    page.get_by_text("typed · 1 rows · preference").wait_for(timeout=15000)
+    row = json.loads((app.workspace / "datasets" / "typed" / "data.jsonl").read_text())
+    assert row["chosen"][0]["content"] == "4" and row["rejected"][0]["content"] == "5"

@@ -33,11 +33,10 @@ def sample_files() -> dict[str, Path]:
 
 def list_datasets(workspace: Path) -> list[dict]:
     """Every dataset a picker offers: bundled samples first, then saved ones."""
-    from pipelines.data.preference import detect_kind
-
-    items = [{"name": name, "source": "sample", "path": str(path),
-              "kind": {"ranked": "preference"}.get(kind := detect_kind(read_records(path)), kind)}
-             for name, path in sample_files().items()]
+    items = []
+    for name, path in sample_files().items():   # small files: checking them costs milliseconds
+        kind, result = normalise_records(read_records(path))
+        items.append({"name": name, "source": "sample", "kind": kind, "format": result.format, "rows": len(result.rows)})
     for folder in sorted(datasets_root(workspace).iterdir()):
         meta_path = folder / "meta.json"
         if meta_path.is_file():
