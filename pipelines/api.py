@@ -14,28 +14,41 @@ from pipelines.errors import StudioError
 
 
 def prepare_run(workspace: Path, config_text: str) -> Path:
-    """Validate a config against its model and data, then create the run directory (nothing is started)."""
+    """Validate a config against its model and data, then create the run directory (nothing is started).
+    What is worth knowing but not wrong (duplicates, rows max_length would cut) goes into its status as warnings."""
     config = parse_config_text(config_text)
-    source = check_startable(workspace, config)
+    source, warnings = check_startable(workspace, config)
     if source.kind == "local":  # the training process runs elsewhere (cwd): pin the folder the user meant
         config.model = source.base
-    return runs.create_run(workspace, config)
+    return runs.create_run(workspace, config, {"warnings": warnings})
 
 
 def check_startable(workspace: Path, config: RunConfig):
-    """Everything that can be checked before a process is spent on it: model, context, data."""
-    from pipelines.data.store import load_rows
+    """Everything that can be checked before a process is spent on it: hardware, model, context, data.
+    Returns the model source and the data's warnings."""
+    from pipelines.data.store import load_dataset
     from pipelines.models import best_device, resolve_model
     from pipelines.stages.common import check_hardware
 
     check_hardware(config, best_device())
     source = resolve_model(config.model, workspace)
-    load_rows(config.dataset, workspace)
+    kind, data = load_dataset(config.dataset, workspace, kind="instruction")
     limit = _context_length(source)
     if limit and config.train.max_length > limit:
         raise StudioError(f"max_length {config.train.max_length} is beyond the model's context of {limit} tokens; "
                           "lower train.max_length.")
-    return source
+    return source, data.warnings + _length_warnings(source, kind, data, config.train.max_length)
+
+
+def _length_warnings(source, kind: str, data, max_length: int) -> list[str]:
+    """Rows the run's max_length would cut, counted with the model's own tokenizer and chat template."""
+    from pipelines.data.stats import length_stats
+    from pipelines.models import load_tokenizer
+
+    tokenizer = load_tokenizer(source)
+    if not tokenizer.chat_template:  # the stage gives such a model a template of its own; nothing to count with yet
+        return []
+    return length_stats(kind, data.format, data.rows, tokenizer, max_length)["warnings"]
 
 
 def _context_length(source) -> int | None:
@@ -63,6 +76,7 @@ def run_status(workspace: Path, run_id: str) -> dict:
         "max_steps": status.get("max_steps", 0), "eta_s": status.get("eta_s"),
         "last_metrics": status.get("last_metrics") or {}, "error": status.get("error"),
         "checkpoints": run_files.checkpoint_steps(run_dir), "has_final": (run_dir / "final").is_dir(),
+        "warnings": status.get("warnings") or [],
     }
 
 

@@ -170,3 +170,13 @@ def test_split_keeps_pairs_of_one_prompt_on_one_side(workspace):
     assert kind == "preference" and eval_data.format == "preference"
     with pytest.raises(StudioError, match="between 0 and 1"):
         api.split_dataset(workspace, "ranked.jsonl", "other", eval_fraction=1.5)
+
+
+def test_a_run_records_the_rows_its_max_length_would_cut(tiny_model, workspace):
+    from tests.conftest import tiny_config
+
+    shortest = min(api.dataset_stats(workspace, "tiny.jsonl", str(tiny_model))["lengths"])
+    run_dir = api.prepare_run(workspace, tiny_config(tiny_model, max_length=shortest - 1))
+    warnings = api.run_status(workspace, run_dir.name)["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("4 of 4 rows are longer than max_length")
+    assert api.run_status(workspace, api.prepare_run(workspace, tiny_config(tiny_model)).name)["warnings"] == []

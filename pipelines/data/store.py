@@ -113,25 +113,25 @@ def normalise_file(path: Path) -> Normalised:
     return normalise_records(read_records(path))[1]
 
 
-def load_dataset(name: str, workspace: Path) -> tuple[str, Normalised]:
-    """(kind, normalised rows) of a dataset that is usable as it is: refused, naming the first bad row, if not."""
-    kind, result = normalise_records(read_records(locate(name, workspace)))
+def load_dataset(name: str, workspace: Path, kind: str | None = None) -> tuple[str, Normalised]:
+    """(kind, normalised rows) of a dataset that is usable as it is, and of `kind` when one is asked for;
+    refused in one sentence (naming the first bad row, or the kind it holds) if not."""
+    found, result = normalise_records(read_records(locate(name, workspace)))
+    if kind and found != kind:
+        raise StudioError(f"Dataset {name!r} holds {KIND_OF_STAGE_DATA[found]}, but this stage needs "
+                          f"{KIND_OF_STAGE_DATA[kind]}; pick or upload a dataset of that kind.")
     if result.errors:
         first = result.errors[0]
         more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
         raise StudioError(f"Dataset {name!r} has bad rows: {first}{more}. Fix the file or re-upload it with bad rows dropped.")
     if not result.rows:
         raise StudioError(f"Dataset {name!r} has no usable rows.")
-    return kind, result
+    return found, result
 
 
 def load_rows(name: str, workspace: Path, kind: str = "instruction") -> list[dict]:
     """The normalised rows of a dataset of `kind`, refusing another kind, bad rows (named) or no rows."""
-    found, result = load_dataset(name, workspace)
-    if found != kind:
-        raise StudioError(f"Dataset {name!r} holds {KIND_OF_STAGE_DATA[found]}, but this stage needs "
-                          f"{KIND_OF_STAGE_DATA[kind]}; pick or upload a dataset of that kind.")
-    return result.rows
+    return load_dataset(name, workspace, kind)[1].rows
 
 
 def parse_columns(columns: dict | str | None) -> dict[str, str]:

@@ -175,4 +175,5 @@ def status_markdown(status: dict) -> str:
     text = " · ".join(parts)
     if status.get("error"):
         text += f"\n\n> {status['error']}"
+    text += "".join(f"\n\n⚠️ {warning}" for warning in status.get("warnings") or [])
     return text
