@@ -217,3 +217,11 @@ def test_the_preview_marks_exactly_the_assistant_tokens(tiny_model, workspace):
         assert "".join(s["text"] for s in row["segments"]) == row["text"]
         assert 0 < row["loss_tokens"] < row["tokens"]
     assert "<span style=" in preview_html(workspace, "tiny.jsonl", str(tiny_model), 1)
+
+
+def test_line_separators_inside_jsonl_strings_are_text_not_line_breaks(workspace, tmp_path):
+    row = {"instruction": "Join\u2028these\u2029lines\u0085", "input": "", "output": "Done."}
+    path = write_jsonl(tmp_path / "separators.jsonl", [row])
+    assert read_records(path) == [row]
+    assert save_upload(path, "separators", workspace)["saved"]   # saved as UTF-8 text, and read back the same
+    assert load_rows("separators", workspace)[0]["messages"][0]["content"] == row["instruction"]

@@ -156,14 +156,13 @@ def _checked_turns(turns: list, field_name: str) -> list[dict]:
     """A conversation a chat template can render and SFT can learn from: known roles, text, user first, an answer."""
     clean = []
     for turn_index, turn in enumerate(turns, start=1):
-        where = f"{field_name}[{turn_index}]"
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
-            raise _Bad(where, "each turn needs 'role' and 'content'")
+            raise _Bad(f"{field_name}[{turn_index}]", "each turn needs 'role' and 'content'")
         role, content = turn["role"], turn["content"]
         if role not in ROLES:
-            raise _Bad(f"{where}.role", f"unknown role {role!r}; use system, user or assistant")
+            raise _Bad(f"{field_name}[{turn_index}].role", f"unknown role {role!r}; use system, user or assistant")
         if not isinstance(content, str):
-            raise _Bad(f"{where}.content", f"must be text, got {type(content).__name__}")
+            raise _Bad(f"{field_name}[{turn_index}].content", f"must be text, got {type(content).__name__}")
         clean.append({"role": role, "content": content})
     speakers = [t["role"] for t in clean if t["role"] != "system"]
     if not speakers or speakers[0] != "user":
