@@ -40,3 +40,16 @@ def test_status_line_shows_progress_eta_and_errors():
     assert line.count("__i18n__") == 1 and '"status.running"' in line, "the state is translated in the browser"
     failed = train.status_markdown({"status": "failed", "error": "Dataset 'x' has no usable rows."})
     assert '"status.failed"' in failed and "no usable rows" in failed
+
+
+def test_the_check_report_names_bad_rows_and_says_what_to_do():
+    from studio.tabs.data import check_report
+
+    errors = [{"row": 2, "field": "chosen", "message": "missing or empty"}]
+    refused = check_report({"name": "x", "kind": "preference", "format": "preference", "rows": 3, "errors": errors,
+                            "warnings": ["1 duplicate row(s); the first is row 4, a copy of row 1."], "saved": False})
+    assert "nothing saved" in refused and "drop bad rows" in refused and "| 2 | `chosen` | missing or empty |" in refused
+    assert "⚠️ 1 duplicate row(s)" in refused
+    saved = check_report({"name": "x", "kind": "preference", "format": "ranked", "rows": 3, "errors": errors,
+                          "warnings": [], "saved": True})
+    assert saved.startswith("✅ **x** · 3 rows · preference · ranked · 1 bad rows dropped")
