@@ -26,13 +26,19 @@ def prepare_run(workspace: Path, config_text: str) -> Path:
 def check_startable(workspace: Path, config: RunConfig):
     """Everything that can be checked before a process is spent on it: hardware, model, context, data.
     Returns the model source and the data's warnings."""
-    from pipelines.data.store import load_dataset
-    from pipelines.models import best_device, resolve_model
+    from pipelines.data.store import load_dataset, load_stage_rows, stage_rows
+    from pipelines.models import best_device, check_generative, resolve_model
     from pipelines.stages.common import check_hardware
 
     check_hardware(config, best_device())
     source = resolve_model(config.model, workspace)
-    kind, data = load_dataset(config.dataset, workspace, kind="instruction")
+    check_generative(source)
+    kind, data = load_dataset(config.dataset, workspace)
+    stage_rows(config.dataset, kind, data.rows, config.stage)
+    if config.eval_dataset:
+        load_stage_rows(config.eval_dataset, workspace, config.stage)
+    if config.stage == "kto" and config.train.batch_size < 2:
+        raise StudioError("KTO needs train.batch_size of at least 2: its KL estimate pairs each answer with another prompt's.")
     limit = _context_length(source)
     if limit and config.train.max_length > limit:
         raise StudioError(f"max_length {config.train.max_length} is beyond the model's context of {limit} tokens; "
@@ -76,8 +82,17 @@ def run_status(workspace: Path, run_id: str) -> dict:
         "max_steps": status.get("max_steps", 0), "eta_s": status.get("eta_s"),
         "last_metrics": status.get("last_metrics") or {}, "error": status.get("error"),
         "checkpoints": run_files.checkpoint_steps(run_dir), "has_final": (run_dir / "final").is_dir(),
-        "warnings": status.get("warnings") or [],
+        "warnings": (status.get("warnings") or []) + _live_warnings(run_dir),
     }
+
+
+def _live_warnings(run_dir: Path) -> list[str]:
+    from pipelines.signals import warning_signs
+    try:
+        stage = runs.load_config(run_dir).stage
+    except StudioError:
+        return []
+    return warning_signs(stage, run_files.read_metrics(run_dir))
 
 
 def run_metrics(workspace: Path, run_id: str) -> list[dict]:
@@ -198,3 +213,21 @@ def _template_tokenizer(workspace: Path, model: str):
     if not tokenizer.chat_template:
         raise StudioError(f"{model!r} has no chat template to render rows with; pick an instruct model.")
     return tokenizer
+
+
+def score(workspace: Path, checkpoint: str, prompt: str, responses: list[str]) -> list[float]:
+    """The reward a reward checkpoint gives each response to `prompt`."""
+    from pipelines.scoring import score as reward_scores
+    return reward_scores(workspace, checkpoint, prompt, list(responses or []))
+
+
+def evaluate_reward(workspace: Path, checkpoint: str, dataset: str, limit: int = 500) -> dict:
+    """Held-out accuracy, margins and length correlation of a reward checkpoint on a preference dataset."""
+    from pipelines.scoring import evaluate_pairs
+    return evaluate_pairs(workspace, checkpoint, dataset, max(1, min(int(limit), 5000)))
+
+
+def score_dataset(workspace: Path, checkpoint: str, dataset: str, limit: int = 1000) -> list[dict]:
+    """Every answer of a dataset with the reward a reward checkpoint gives it, best first."""
+    from pipelines.scoring import score_dataset as ranked
+    return ranked(workspace, checkpoint, dataset, max(1, min(int(limit), 10000)))

@@ -19,7 +19,7 @@ from pipelines.paths import check_name
 # Every stage of the pipeline, in the order a user meets them. Later issues fill in the ones
 # not yet in AVAILABLE_STAGES; the names are part of the config format and do not change.
 STAGES = ("sft", "reward", "dpo", "kto", "orpo", "ppo", "grpo", "rloo", "rejection_sampling")
-AVAILABLE_STAGES = ("sft",)
+AVAILABLE_STAGES = ("sft", "reward", "dpo", "kto", "orpo")
 
 BUNDLED_MODEL_ID = "smollm2-135m-instruct"
 MAX_RUN_NAME = 72
@@ -59,6 +59,42 @@ class TrainSettings:
                             choices=("auto", "fp32", "bf16", "fp16"))
     gradient_checkpointing: str = _field("auto", "Recompute activations to save memory: auto = on only for models of 1B+ parameters on a GPU (it costs ~30% speed).",
                                          choices=("auto", "on", "off"))
+    eval_steps: int = _field(10, "Evaluate on the eval dataset (when one is set) every this many steps.", minimum=1)
+
+
+# TRL 1.16's DPO losses (DPOConfig.loss_type), in the order its docs list them.
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")
+
+
+@dataclass
+class RewardSettings:
+    center_rewards: float = _field(0.01, "Pulls rewards toward a mean of 0 (TRL's center_rewards_coefficient), so scores stay comparable across prompts; 0 turns it off.",
+                                   minimum=0.0)
+
+
+@dataclass
+class DPOSettings:
+    beta: float = _field(0.1, "How far the policy may move from the reference: lower lets it drift further, higher keeps it close (0.01–0.5).",
+                         minimum=0, exclusive_minimum=True)
+    loss_type: str = _field("sigmoid", "The DPO loss: sigmoid (the paper's), ipo, hinge, robust (noisy labels), and the other variants TRL offers.",
+                            choices=DPO_LOSS_TYPES)
+    label_smoothing: float = _field(0.0, "Assumed share of flipped preference labels (robust, exo_pair, aot); 0 trusts every label.",
+                                    minimum=0.0, maximum=0.49)
+
+
+@dataclass
+class KTOSettings:
+    beta: float = _field(0.1, "How far the policy may move from the reference (as DPO's beta).", minimum=0, exclusive_minimum=True)
+    loss_type: str = _field("kto", "kto (the paper's) or apo_zero_unpaired.", choices=("kto", "apo_zero_unpaired"))
+    desirable_weight: float = _field(1.0, "Weight of the loss on desirable (label true) answers.", minimum=0, exclusive_minimum=True)
+    undesirable_weight: float = _field(1.0, "Weight of the loss on undesirable (label false) answers.", minimum=0, exclusive_minimum=True)
+
+
+@dataclass
+class ORPOSettings:
+    beta: float = _field(0.1, "Weight of the odds-ratio preference term beside the SFT loss (the paper's lambda).",
+                         minimum=0, exclusive_minimum=True)
 
 
 @dataclass
@@ -67,17 +103,47 @@ class RunConfig:
     stage: str = _field("sft", "Which alignment stage to run.", choices=STAGES)
     model: str = _field(BUNDLED_MODEL_ID, "Bundled model id, Hugging Face Hub id (org/name), local path, or a checkpoint id of an earlier run.")
     dataset: str = _field("alpaca-en-sample", "A dataset name (bundled sample or saved in the workspace), or a file path.")
+    eval_dataset: str = _field("", "Optional held-out dataset of the same kind, evaluated every eval_steps (the Data tab's split makes one).")
     peft: PeftSettings = field(default_factory=PeftSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    reward: RewardSettings = field(default_factory=RewardSettings)
+    dpo: DPOSettings = field(default_factory=DPOSettings)
+    kto: KTOSettings = field(default_factory=KTOSettings)
+    orpo: ORPOSettings = field(default_factory=ORPOSettings)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every setting, but only the stage section of this run's stage (the others would only mislead)."""
+        data = dataclasses.asdict(self)
+        return {k: v for k, v in data.items() if k not in STAGE_SECTIONS or k == self.stage}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-SECTIONS = {"peft": PeftSettings, "train": TrainSettings}
+SECTIONS = {"peft": PeftSettings, "train": TrainSettings, "reward": RewardSettings, "dpo": DPOSettings,
+            "kto": KTOSettings, "orpo": ORPOSettings}
+STAGE_SECTIONS = ("reward", "dpo", "kto", "orpo")   # a section of settings that only its own stage reads
+
+# The kind of rows each stage trains on (pipelines/data/store.py names them). KTO also takes preference pairs,
+# unpaired into one desirable and one undesirable row each.
+STAGE_DATA_KIND = {"sft": "instruction", "reward": "preference", "dpo": "preference", "kto": "unpaired",
+                   "orpo": "preference"}
+
+# Defaults that differ by stage, chosen so that the bundled model on a CPU with LoRA visibly changes within
+# minutes (TRL's own defaults, such as DPO's learning rate of 1e-6, are meant for full fine-tunes of large
+# models and would change nothing here). A setting written in the config always wins.
+STAGE_DEFAULTS = {
+    "sft": {"dataset": "alpaca-en-sample", "train": {"learning_rate": 2.0e-4, "max_steps": 60}},
+    "reward": {"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40}},
+    "dpo": {"dataset": "preference-en-sample", "train": {"learning_rate": 5.0e-5, "max_steps": 40}},
+    "kto": {"dataset": "preference-en-sample", "train": {"learning_rate": 5.0e-5, "max_steps": 40}},
+    "orpo": {"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40}},
+}
+
+
+def stage_defaults(stage: str) -> dict:
+    """{"dataset": ..., "train": {...}} for `stage` (SFT's for a stage without its own)."""
+    return STAGE_DEFAULTS.get(stage, STAGE_DEFAULTS["sft"])
 
 
 def parse_config_text(text: str) -> RunConfig:
@@ -99,6 +165,7 @@ def config_from_dict(data: dict) -> RunConfig:
     unknown = [k for k in data if k not in top]
     if unknown:
         raise StudioError(f"Unknown setting {unknown[0]!r}; known settings are: {', '.join(top)}.")
+    data = _with_stage_defaults(data)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key in SECTIONS:
@@ -108,6 +175,18 @@ def config_from_dict(data: dict) -> RunConfig:
     config = RunConfig(**kwargs)
     validate(config)
     return config
+
+
+def _with_stage_defaults(data: dict) -> dict:
+    """Fill in the stage's own defaults for what the config leaves out."""
+    defaults = stage_defaults(str(data.get("stage") or "sft"))
+    merged = {**data}
+    if "dataset" not in merged:
+        merged["dataset"] = defaults["dataset"]
+    train = merged.get("train")
+    if train is None or isinstance(train, dict):
+        merged["train"] = {**defaults["train"], **(train or {})}
+    return merged
 
 
 def _section_from_dict(section: str, cls: type, data: Any):
@@ -134,8 +213,15 @@ def _coerce(path: str, spec: dataclasses.Field, value: Any) -> Any:
             return float(value)
         if kind == "str":
             return "" if value is None else str(value)
+        if kind == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
     except (TypeError, ValueError):
-        raise StudioError(f"`{path}` must be {'a whole number' if kind == 'int' else 'a number'}, not {value!r}.") from None
+        expected = {"int": "a whole number", "bool": "true or false"}.get(kind, "a number")
+        raise StudioError(f"`{path}` must be {expected}, not {value!r}.") from None
     return value
 
 

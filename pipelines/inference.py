@@ -112,13 +112,14 @@ def chat_stream(workspace: Path, checkpoint: str, message: str, history: list | 
     """Yield the reply as it grows."""
     from transformers import TextIteratorStreamer
 
-    from pipelines.models import resolve_model
+    from pipelines.models import check_generative, resolve_model
 
     if not isinstance(message, str) or not message.strip():
         raise StudioError("The message is empty; type something to send.")
     settings = settings or {}
     kwargs = _generation_kwargs(settings)
     source = resolve_model(checkpoint, workspace)
+    check_generative(source)
     loaded, adapter = _load(source)
     tokenizer = loaded.tokenizer
     if not tokenizer.chat_template:

@@ -26,6 +26,7 @@ class ModelSource:
     kind: str                     # bundled | hub | local | checkpoint
     base: str                     # a local directory or a Hub id that from_pretrained loads
     adapters: list[Path] = field(default_factory=list)  # LoRA adapters applied on top, in order
+    stage: str | None = None      # the stage of the run that made this checkpoint (a reward model scores, never chats)
 
     @property
     def is_adapter(self) -> bool:
@@ -63,13 +64,22 @@ def resolve_model(spec: str, workspace: Path, check_hub: bool = True) -> ModelSo
 
 
 def _resolve_checkpoint(spec: str, path: Path, workspace: Path) -> ModelSource:
+    from pipelines.runs import load_config  # the run's own config says its stage and which base its adapter sits on
+
     if not path.is_dir():
         raise StudioError(f"The checkpoint {spec!r} does not exist (yet); list_checkpoints() shows those that do.")
+    config = load_config(path.parent.parent if path.name != "final" else path.parent)
     if not (path / "adapter_config.json").is_file():
-        return ModelSource(spec, "checkpoint", str(path))
-    from pipelines.runs import load_config  # the run's own config says which base its adapter sits on
-    parent = resolve_model(load_config(path.parent.parent if path.name != "final" else path.parent).model, workspace, check_hub=False)
-    return ModelSource(spec, "checkpoint", parent.base, parent.adapters + [path])
+        return ModelSource(spec, "checkpoint", str(path), stage=config.stage)
+    parent = resolve_model(config.model, workspace, check_hub=False)
+    return ModelSource(spec, "checkpoint", parent.base, parent.adapters + [path], stage=config.stage)
+
+
+def check_generative(source: ModelSource) -> None:
+    """A reward model scores answers; it cannot chat or be trained on as a policy."""
+    if source.stage == "reward":
+        raise StudioError(f"{source.spec!r} is a reward model: it scores answers and cannot generate them. "
+                          "Pick the base model or a checkpoint of an SFT, DPO, KTO or ORPO run.")
 
 
 def _check_hub_model(repo_id: str) -> None:
@@ -107,6 +117,7 @@ def load_model(source: ModelSource, dtype=None, device: str | None = None, merge
     """Load the base and apply the adapter chain; all but the last adapter are merged, the last too if asked."""
     from transformers import AutoModelForCausalLM
 
+    check_generative(source)
     model = AutoModelForCausalLM.from_pretrained(
         source.base, dtype=dtype or "auto", trust_remote_code=trust_remote_code(), use_safetensors=True)
     if device:

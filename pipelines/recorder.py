@@ -24,6 +24,7 @@ class RunRecorder(TrainerCallback):
     def __init__(self, run_dir: Path, staging_dir: Path, stop: StopSignal, echo: bool = True):
         self.run_dir, self.staging_dir, self.stop, self.echo = run_dir, staging_dir, stop, echo
         self.first_log: tuple[int, float] | None = None   # (step, time) of the first step logged by this process
+        self.diverged: str | None = None                   # why training was stopped for a NaN or infinite loss
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.first_log = None
@@ -39,7 +40,17 @@ class RunRecorder(TrainerCallback):
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
+        if not logs:
+            return
+        loss = logs.get("loss")
+        if isinstance(loss, float) and not math.isfinite(loss) and self.diverged is None:
+            # Every rank logs the same reduced loss, so every rank stops here, and nothing is saved from
+            # weights that are already broken: the checkpoints before this step stay the last good ones.
+            self.diverged = (f"The loss became {loss} at step {state.global_step}; training stopped and nothing after "
+                             "the last checkpoint was saved. Lower the learning rate (or raise beta), then resume or restart.")
+            control.should_save = False
+            control.should_training_stop = True
+        if not state.is_world_process_zero:
             return
         if any(key in logs for key in SUMMARY_KEYS):  # the closing summary is not a step
             run_files.update_status(self.run_dir, summary={k: v for k, v in logs.items() if _is_number(v)})

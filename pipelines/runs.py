@@ -172,8 +172,10 @@ def summary(run_dir: Path) -> dict:
         stage, model, dataset = config.stage, config.model, config.dataset
     except StudioError:
         stage = model = dataset = "?"
+    parent = model.split("/")[0] if "/checkpoint-" in model or model.endswith("/final") else ""
     return {
         "run_id": run_dir.name, "status": status.get("status"), "stage": stage, "model": model, "dataset": dataset,
+        "parent": parent,   # the run whose checkpoint this one started from: the lineage SFT → DPO → …
         "step": status.get("step", 0), "max_steps": status.get("max_steps", 0), "created_at": status.get("created_at"),
         "checkpoints": run_files.checkpoint_steps(run_dir), "has_final": (run_dir / "final").is_dir(),
         "error": status.get("error"),

@@ -66,9 +66,11 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
             if echo:
                 print(f"resuming from {resume_from.name}", flush=True)
         staging = run_dir / ".staging"
-        context = RunContext(config, run_dir, workspace, staging, resume_from,
-                             callbacks=[RunRecorder(run_dir, staging, stop, echo=echo and main)])
+        recorder = RunRecorder(run_dir, staging, stop, echo=echo and main)
+        context = RunContext(config, run_dir, workspace, staging, resume_from, callbacks=[recorder])
         trainer = stage_runner(config.stage)(context)
+        if recorder.diverged:
+            raise StudioError(recorder.diverged)
         if stop.requested:
             final_status = "stopped"
         else:

@@ -1,4 +1,4 @@
-"""The Gradio app: four tabs (Model, Data, Train, Chat) and the public API endpoints.
+"""The Gradio app: five tabs (Model, Data, Train, Reward, Chat) and the public API endpoints.
 
 Layout first, wiring after. Every handler is a plain function of plain values bound to the workspace;
 per-visitor state lives in components, never in module globals.
@@ -17,7 +17,7 @@ from pipelines.inference import chat as chat_reply
 from studio.choices import refresh_checkpoint_choices, refresh_dataset_choices
 from studio.errors import shows_errors
 from studio.i18n import I18N, t
-from studio.tabs import chat, data, model, train
+from studio.tabs import chat, data, model, reward, train
 
 CSS = """
 .studio-header h1 { margin-bottom: 0; }
@@ -38,6 +38,7 @@ def build_app(workspace: Path) -> gr.Blocks:
             chosen_model = model.build(workspace)
             chosen_dataset = data.build(workspace)
             train_model, train_dataset, train_run, runs_table = train.build(workspace)
+            reward.build(workspace)
             chat.build(workspace)
         gr.Markdown(t("language_hint"))
         # Choices made on the Model and Data tabs carry over to the training form.
@@ -127,13 +128,26 @@ def register_api(workspace: Path) -> None:
         """Save <new_name>-train and <new_name>-eval; rows sharing a prompt stay on one side."""
         return api.split_dataset(workspace, name, new_name, eval_fraction, seed)
 
+    def score(reward_checkpoint: str, prompt: str, responses: list[str]) -> list[float]:
+        """The reward a reward-run checkpoint gives each response to the prompt (text is re-tokenised by the reward model)."""
+        return api.score(workspace, reward_checkpoint, prompt, responses)
+
+    def evaluate_reward(reward_checkpoint: str, dataset: str, limit: int = 500) -> dict:
+        """Accuracy (chosen above rejected), margins and reward-length correlation of a reward checkpoint on preference pairs."""
+        return api.evaluate_reward(workspace, reward_checkpoint, dataset, limit)
+
+    def score_dataset(reward_checkpoint: str, dataset: str, limit: int = 1000) -> list[dict]:
+        """Every answer of a dataset with its reward, best first."""
+        return api.score_dataset(workspace, reward_checkpoint, dataset, limit)
+
     def chat(checkpoint: str, message: str, history: list[dict], settings: dict) -> str:
         """One chat reply from a checkpoint; history is a list of {role, content}; settings: max_new_tokens, temperature, top_p, system_prompt, seed."""
         return chat_reply(workspace, checkpoint, message, history, settings)
 
     for endpoint in (start_run, run_status, run_metrics, stop_run, resume_run, list_runs, list_checkpoints,
                      list_datasets, describe_model, preview_dataset, upload_dataset, import_hub_dataset, dataset_stats,
-                     dataset_table, save_table, deduplicate_dataset, filter_dataset, split_dataset, chat):
+                     dataset_table, save_table, deduplicate_dataset, filter_dataset, split_dataset, score,
+                     evaluate_reward, score_dataset, chat):
         gr.api(shows_errors(endpoint), api_name=endpoint.__name__)
 
 

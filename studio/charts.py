@@ -5,11 +5,20 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-SERIES = (("loss", "loss", 1), ("eval_loss", "eval loss", 1), ("learning_rate", "learning rate", 2), ("grad_norm", "grad norm", 3))
-
-
+# Panels, top to bottom; a panel is drawn when the run logged any of its keys. Each key's eval_ twin is drawn
+# in the same panel, dashed, so train and held-out curves are read together.
+PANELS = (
+    ("loss", ("loss", "nll_loss")),
+    ("rewards (β·log-ratio to the reference)", ("rewards/chosen", "rewards/rejected", "rewards/margins")),
+    ("preference accuracy", ("rewards/accuracies", "accuracy")),
+    ("reward model: margin and mean reward", ("margin", "mean_reward")),
+    ("log-probs", ("logps/chosen", "logps/rejected")),
+    ("KL", ("kl",)),
+    ("learning rate", ("learning_rate",)),
+    ("grad norm", ("grad_norm",)),
+)
 MAX_POINTS = 2000  # per series
-SMOOTH_FROM = 10   # points of loss before a smoothed line is drawn over the raw one
+SMOOTH_FROM = 10   # points of a train series before a smoothed line is drawn over the raw one
 
 
 def ema(values, weight: float = 0.8) -> list[float]:
@@ -21,25 +30,42 @@ def ema(values, weight: float = 0.8) -> list[float]:
     return smoothed
 
 
-def training_curves(metrics: list[dict], title: str = "") -> go.Figure:
-    """Loss (with eval loss when present), learning rate and gradient norm against the step."""
-    figure = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.5, 0.25, 0.25],
-                           subplot_titles=("loss", "learning rate", "grad norm"))
-    for key, label, row in SERIES:
-        points = [(m["step"], m[key]) for m in metrics if isinstance(m.get(key), (int, float))]
-        if not points:
-            continue
-        stride = max(1, len(points) // MAX_POINTS)  # a long run is drawn from every k-th point, light to send
-        steps, values = zip(*points[::stride])
-        noisy = key == "loss" and len(points) >= SMOOTH_FROM
-        figure.add_trace(go.Scatter(x=steps, y=values, name=label, mode="lines+markers" if len(points) < 40 else "lines",
-                                    marker={"size": 4}, opacity=0.35 if noisy else 1.0), row=row, col=1)
-        if noisy:  # per-step loss of a small batch is noisy; the trend is what a person reads
-            figure.add_trace(go.Scatter(x=steps, y=ema(values), name=f"{label} (smoothed)", mode="lines",
-                                        line={"width": 2.5}), row=row, col=1)
-    figure.update_layout(height=460, margin={"l": 50, "r": 20, "t": 40 if title else 24, "b": 30}, title=title or None,
-                         legend={"orientation": "h", "y": -0.16}, template="plotly_white", uirevision="keep")
-    figure.update_xaxes(title_text="step", row=3, col=1)
+def _points(metrics: list[dict], key: str) -> list[tuple]:
+    points = [(m["step"], m[key]) for m in metrics if isinstance(m.get(key), (int, float)) and not isinstance(m.get(key), bool)]
+    stride = max(1, len(points) // MAX_POINTS)  # a long run is drawn from every k-th point, light to send
+    return points[::stride]
+
+
+def training_curves(metrics: list[dict], title: str = "", smooth: bool = True, log_scale: bool = False) -> go.Figure:
+    """Every curve the run logged, one panel per quantity (see PANELS), against the step."""
+    panels = [(name, keys) for name, keys in PANELS
+              if any(_points(metrics, k) or _points(metrics, f"eval_{k}") for k in keys)] or [PANELS[0]]
+    heights = [2 if index == 0 else 1 for index in range(len(panels))]
+    figure = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.2 / len(panels),
+                           row_heights=[h / sum(heights) for h in heights], subplot_titles=[name for name, _ in panels])
+    for row, (_, keys) in enumerate(panels, start=1):
+        for key in keys:
+            train = _points(metrics, key)
+            if train:
+                steps, values = zip(*train)
+                noisy = smooth and len(train) >= SMOOTH_FROM and key != "learning_rate"
+                figure.add_trace(go.Scatter(x=steps, y=values, name=key, legendgroup=key,
+                                            mode="lines+markers" if len(train) < 40 else "lines", marker={"size": 4},
+                                            opacity=0.35 if noisy else 1.0), row=row, col=1)
+                if noisy:  # per-step values of a small batch are noisy; the trend is what a person reads
+                    figure.add_trace(go.Scatter(x=steps, y=ema(values), name=f"{key} (smoothed)", legendgroup=key,
+                                                mode="lines", line={"width": 2.5}), row=row, col=1)
+            held_out = _points(metrics, f"eval_{key}")
+            if held_out:
+                steps, values = zip(*held_out)
+                figure.add_trace(go.Scatter(x=steps, y=values, name=f"eval {key}", mode="lines+markers",
+                                            line={"dash": "dash"}, marker={"size": 6}), row=row, col=1)
+    if log_scale:
+        figure.update_yaxes(type="log", row=1, col=1)
+    figure.update_layout(height=220 + 150 * len(panels), margin={"l": 50, "r": 20, "t": 40 if title else 24, "b": 30},
+                         title=title or None, legend={"orientation": "h", "y": -0.08}, template="plotly_white",
+                         uirevision="keep")
+    figure.update_xaxes(title_text="step", row=len(panels), col=1)
     if metrics and max(m.get("step", 0) for m in metrics) <= 12:
         figure.update_xaxes(dtick=1)  # whole steps only, not 1.5
     return figure
@@ -54,4 +80,13 @@ def length_histogram(lengths: list[int], max_length: int, title: str = "") -> go
     figure.update_layout(height=320, margin={"l": 50, "r": 20, "t": 40 if title else 24, "b": 40}, title=title or None,
                          xaxis_title="tokens per row (chat template included)", yaxis_title="rows",
                          template="plotly_white", bargap=0.05)
+    return figure
+
+
+def margin_histogram(margins: list[float], title: str = "") -> go.Figure:
+    """Reward(chosen) − reward(rejected) per pair: right of zero the reward model agrees with the label."""
+    figure = go.Figure(go.Histogram(x=margins, nbinsx=min(40, max(5, len(margins) // 3)), marker={"color": "#10b981"}))
+    figure.add_vline(x=0, line={"dash": "dash", "color": "#dc2626"})
+    figure.update_layout(height=300, margin={"l": 50, "r": 20, "t": 40 if title else 24, "b": 40}, title=title or None,
+                         xaxis_title="reward(chosen) − reward(rejected)", yaxis_title="pairs", template="plotly_white")
     return figure

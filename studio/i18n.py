@@ -11,7 +11,11 @@ EN = {
     "subtitle": "Take a base model through the alignment pipeline — instruction tuning, then preference and RL stages — and chat with every checkpoint.",
     "language_hint": "Language: your browser's, or Settings (footer) → Language.",
     # tabs
-    "tab.model": "Model", "tab.data": "Data", "tab.train": "Train", "tab.chat": "Chat",
+    "tab.model": "Model", "tab.data": "Data", "tab.train": "Train", "tab.chat": "Chat", "tab.reward": "Reward model",
+    "reward.checkpoint": "Reward checkpoint", "reward.checkpoint_help": "The checkpoint or final model of a reward run.",
+    "reward.prompt": "Prompt", "reward.answers": "Answers to score, separated by a line with ---",
+    "reward.score": "Score the answers", "reward.evaluate": "Measure on the dataset's pairs (accuracy, margins)",
+    "reward.rank": "Rank every answer of the dataset by reward",
     # model tab
     "model.pick": "Model", "model.pick_info": "The bundled model, a Hub id (org/name), a local folder, or a run checkpoint.",
     "model.inspect": "Inspect", "model.card": "Model details",
@@ -55,13 +59,23 @@ EN = {
     "train.grad_accum": "Gradient accumulation", "train.max_length": "Max length (tokens)",
     "train.logging_steps": "Log every (steps)", "train.save_steps": "Save every (steps)", "train.seed": "Seed",
     "train.precision": "Precision", "train.gradient_checkpointing": "Gradient checkpointing",
+    "eval_dataset": "Eval dataset (optional)", "train.eval_steps": "Evaluate every (steps)",
+    "reward.center_rewards": "Center rewards coefficient",
+    "dpo.beta": "Beta", "dpo.loss_type": "DPO loss", "dpo.label_smoothing": "Label smoothing",
+    "kto.beta": "Beta", "kto.loss_type": "KTO loss", "kto.desirable_weight": "Desirable weight",
+    "kto.undesirable_weight": "Undesirable weight", "orpo.beta": "Beta (λ of the odds-ratio term)",
+    "train.stage_settings": "Settings of this stage", "train.smooth": "Smoothed curves", "train.log_scale": "Log-scale loss",
 }
 
 KO = {
     "title": "# 🧭 얼라인먼트 스튜디오",
     "subtitle": "베이스 모델을 정렬 파이프라인(지시 튜닝, 선호·강화학습 단계)에 태우고, 모든 체크포인트와 대화해 보세요.",
     "language_hint": "언어: 브라우저 언어를 따르며, 하단 Settings → Language에서 바꿀 수 있습니다.",
-    "tab.model": "모델", "tab.data": "데이터", "tab.train": "학습", "tab.chat": "채팅",
+    "tab.model": "모델", "tab.data": "데이터", "tab.train": "학습", "tab.chat": "채팅", "tab.reward": "보상 모델",
+    "reward.checkpoint": "보상 모델 체크포인트", "reward.checkpoint_help": "보상(reward) 실행의 체크포인트 또는 최종 모델.",
+    "reward.prompt": "프롬프트", "reward.answers": "점수를 매길 답변들 (--- 한 줄로 구분)",
+    "reward.score": "답변 점수 매기기", "reward.evaluate": "데이터셋의 쌍으로 측정 (정확도, 마진)",
+    "reward.rank": "데이터셋의 모든 답변을 보상 순으로 정렬",
     "model.pick": "모델", "model.pick_info": "내장 모델, 허브 ID(org/name), 로컬 폴더, 또는 실행의 체크포인트.",
     "model.inspect": "살펴보기", "model.card": "모델 정보",
     "data.pick": "데이터셋", "data.preview_rows": "미리 볼 행 수", "data.preview": "모델이 보는 그대로 미리 보기",
@@ -99,6 +113,12 @@ KO = {
     "train.grad_accum": "그래디언트 누적", "train.max_length": "최대 길이 (토큰)",
     "train.logging_steps": "기록 간격 (스텝)", "train.save_steps": "저장 간격 (스텝)", "train.seed": "시드",
     "train.precision": "정밀도", "train.gradient_checkpointing": "그래디언트 체크포인팅",
+    "eval_dataset": "평가 데이터셋 (선택)", "train.eval_steps": "평가 간격 (스텝)",
+    "reward.center_rewards": "보상 중심화 계수",
+    "dpo.beta": "베타", "dpo.loss_type": "DPO 손실", "dpo.label_smoothing": "레이블 스무딩",
+    "kto.beta": "베타", "kto.loss_type": "KTO 손실", "kto.desirable_weight": "바람직한 답 가중치",
+    "kto.undesirable_weight": "바람직하지 않은 답 가중치", "orpo.beta": "베타 (오즈비 항의 λ)",
+    "train.stage_settings": "이 단계의 설정", "train.smooth": "곡선 부드럽게", "train.log_scale": "손실 로그 눈금",
 }
 
 # Help under each training-form field. English comes from the config's own help text (declared once,
@@ -126,6 +146,17 @@ KO_HELP = {
     "train.seed": "데이터 순서와 초기화를 위한 난수 시드.",
     "train.precision": "수치 정밀도: auto = 지원하는 GPU에서는 bf16, CPU에서는 fp32 (CPU의 bf16은 2.5–5배 느림).",
     "train.gradient_checkpointing": "메모리를 아끼려 활성값을 다시 계산: auto = GPU에서 10억 파라미터 이상 모델에만 켭니다 (약 30% 느려짐).",
+    "eval_dataset": "같은 종류의 평가용 데이터셋(선택). eval_steps마다 평가합니다 (데이터 탭의 나누기로 만들 수 있습니다).",
+    "train.eval_steps": "평가 데이터셋이 있으면 이 스텝마다 평가합니다.",
+    "reward.center_rewards": "보상의 평균을 0 쪽으로 당겨 프롬프트마다 점수를 비교할 수 있게 합니다 (TRL의 center_rewards_coefficient). 0이면 끕니다.",
+    "dpo.beta": "정책이 기준 모델에서 얼마나 멀어질 수 있는지: 작을수록 더 멀리, 클수록 가깝게 (0.01–0.5).",
+    "dpo.loss_type": "DPO 손실: sigmoid(논문의 것), ipo, hinge, robust(잡음 레이블) 등 TRL이 제공하는 변형.",
+    "dpo.label_smoothing": "선호 레이블이 뒤바뀌었을 것으로 가정하는 비율 (robust, exo_pair, aot). 0이면 모든 레이블을 믿습니다.",
+    "kto.beta": "정책이 기준 모델에서 얼마나 멀어질 수 있는지 (DPO의 베타와 같음).",
+    "kto.loss_type": "kto(논문의 것) 또는 apo_zero_unpaired.",
+    "kto.desirable_weight": "바람직한(label true) 답에 대한 손실 가중치.",
+    "kto.undesirable_weight": "바람직하지 않은(label false) 답에 대한 손실 가중치.",
+    "orpo.beta": "SFT 손실 옆에 더하는 오즈비 선호 항의 가중치 (논문의 λ).",
 }
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import tiny_config, wait_for
 
-CONTRACT = {"start_run", "run_status", "run_metrics", "stop_run", "list_runs", "list_checkpoints", "chat"}
+CONTRACT = {"start_run", "run_status", "run_metrics", "stop_run", "list_runs", "list_checkpoints", "chat", "score"}
 DATA_ENDPOINTS = {"upload_dataset", "import_hub_dataset", "list_datasets", "preview_dataset", "dataset_stats",
                   "dataset_table", "save_table", "deduplicate_dataset", "filter_dataset", "split_dataset"}
 
@@ -44,7 +44,7 @@ def test_only_the_contract_endpoints_are_public(client):
     endpoints = {name.lstrip("/") for name in client.view_api(print_info=False, return_format="dict")["named_endpoints"]}
     assert CONTRACT <= endpoints
     assert not [e for e in endpoints if "lambda" in e or e.startswith("_")], endpoints
-    assert endpoints <= CONTRACT | DATA_ENDPOINTS | {"resume_run", "describe_model"}, endpoints - CONTRACT
+    assert endpoints <= CONTRACT | DATA_ENDPOINTS | {"resume_run", "describe_model", "evaluate_reward", "score_dataset"}, endpoints - CONTRACT
 
 
 def test_start_watch_and_chat_through_the_api(client, app_url, tiny_model):
@@ -106,3 +106,18 @@ def test_data_round_trip_through_the_api(client, tiny_model, tmp_path):
     assert split["train_rows"] == split["eval_rows"] == 1
     with pytest.raises(AppError, match="Hub is off"):
         client.predict("org/absent", "", "train", "hub", api_name="/import_hub_dataset")
+
+
+def test_a_reward_run_started_and_scored_through_the_api(client, app_url, tiny_model):
+    from tests.conftest import write_jsonl
+    from tests.test_preference_stages import PAIRS, stage_config
+
+    write_jsonl(app_url[1] / "pairs.jsonl", PAIRS)
+    run_id = client.predict("name: api-reward\n" + stage_config(tiny_model, "reward", max_steps=12), api_name="/start_run")
+    status = wait_for(lambda: (s := client.predict(run_id, api_name="/run_status"))["status"] in ("completed", "failed") and s,
+                      timeout=120, what="the reward run")
+    assert status["status"] == "completed", status
+    assert {"accuracy", "margin", "mean_reward"} <= set(status["last_metrics"])
+    good, bad = client.predict(f"{run_id}/final", PAIRS[1]["prompt"], [PAIRS[1]["chosen"], PAIRS[1]["rejected"]],
+                               api_name="/score")
+    assert good > bad

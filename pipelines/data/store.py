@@ -127,8 +127,7 @@ def load_dataset(name: str, workspace: Path, kind: str | None = None) -> tuple[s
     refused in one sentence (naming the first bad row, or the kind it holds) if not."""
     found, result = normalise_records(read_records(locate(name, workspace)))
     if kind and found != kind:
-        raise StudioError(f"Dataset {name!r} holds {KIND_OF_STAGE_DATA[found]}, but this stage needs "
-                          f"{KIND_OF_STAGE_DATA[kind]}; pick or upload a dataset of that kind.")
+        _refuse_kind(name, found, kind)
     if result.errors:
         first = result.errors[0]
         more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
@@ -141,6 +140,37 @@ def load_dataset(name: str, workspace: Path, kind: str | None = None) -> tuple[s
 def load_rows(name: str, workspace: Path, kind: str = "instruction") -> list[dict]:
     """The normalised rows of a dataset of `kind`, refusing another kind, bad rows (named) or no rows."""
     return load_dataset(name, workspace, kind)[1].rows
+
+
+def load_stage_rows(name: str, workspace: Path, stage: str, seed: int = 42) -> list[dict]:
+    """The rows `stage` trains on. KTO also takes preference pairs: each becomes a desirable and an undesirable
+    row, shuffled, so that no batch is all one label (TRL would put every chosen row before every rejected one)."""
+    found, result = load_dataset(name, workspace)
+    return stage_rows(name, found, result.rows, stage, seed)
+
+
+def stage_rows(name: str, found: str, rows: list[dict], stage: str, seed: int = 42) -> list[dict]:
+    """`rows` of kind `found` as `stage` takes them, or one sentence naming the kind it needs."""
+    import random
+
+    from pipelines.config import STAGE_DATA_KIND
+
+    kind = STAGE_DATA_KIND[stage]
+    if kind == "unpaired" and found == "preference":
+        unpaired = [{"prompt": pair["prompt"], "completion": pair[side], "label": side == "chosen"}
+                    for pair in rows for side in ("chosen", "rejected")]
+        random.Random(seed).shuffle(unpaired)
+        return unpaired
+    if found != kind:
+        _refuse_kind(name, found, kind)
+    return rows
+
+
+def _refuse_kind(name: str, found: str, kind: str):
+    how = {"preference": " such as preference-en-sample", "unpaired": " or preference pairs",
+           "instruction": " such as alpaca-en-sample"}.get(kind, "")
+    raise StudioError(f"Dataset {name!r} holds {KIND_OF_STAGE_DATA[found]}, but this stage needs "
+                      f"{KIND_OF_STAGE_DATA[kind]}; pick or upload a dataset of that kind{how}.")
 
 
 def parse_columns(columns: dict | str | None) -> dict[str, str]:

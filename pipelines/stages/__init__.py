@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-STAGE_MODULES = {"sft": "pipelines.stages.sft"}
+STAGE_MODULES = {"sft": "pipelines.stages.sft", "reward": "pipelines.stages.reward", "dpo": "pipelines.stages.dpo",
+                 "kto": "pipelines.stages.kto", "orpo": "pipelines.stages.orpo"}
 
 
 def stage_runner(stage: str):

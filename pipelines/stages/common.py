@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipelines.config import RunConfig
 from pipelines.errors import StudioError
-from pipelines.models import ModelSource, load_model, trust_remote_code
+from pipelines.models import ModelSource, best_device, load_model, load_tokenizer, resolve_model, trust_remote_code
 
 GRADIENT_CHECKPOINTING_MIN_PARAMS = 1_000_000_000
 
@@ -140,3 +140,42 @@ def quiet(trainer) -> None:
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
+
+
+@dataclass
+class StageInputs:
+    """What every stage starts from: the model it names, its tokenizer, the device, and the rows it trains on."""
+    source: ModelSource
+    tokenizer: object
+    device: str
+    train_dataset: object            # datasets.Dataset
+    eval_dataset: object | None
+
+
+def stage_inputs(context: RunContext) -> StageInputs:
+    from datasets import Dataset
+
+    from pipelines.data.store import load_stage_rows
+
+    config = context.config
+    source = resolve_model(config.model, context.workspace)
+    rows = load_stage_rows(config.dataset, context.workspace, config.stage, config.train.seed)
+    eval_rows = (load_stage_rows(config.eval_dataset, context.workspace, config.stage, config.train.seed)
+                 if config.eval_dataset else None)
+    return StageInputs(source, load_tokenizer(source), best_device(), Dataset.from_list(rows),
+                       Dataset.from_list(eval_rows) if eval_rows else None)
+
+
+def eval_args(config: RunConfig, has_eval: bool) -> dict:
+    """Evaluate every eval_steps when the run has an eval dataset, so eval curves share the chart."""
+    if not has_eval:
+        return {}
+    return {"eval_strategy": "steps", "eval_steps": config.train.eval_steps,
+            "per_device_eval_batch_size": config.train.batch_size}
+
+
+def policy_and_args(context: RunContext, inputs: StageInputs):
+    """The policy to train (earlier adapters merged) and the TrainingArguments every stage shares."""
+    model = load_policy(inputs.source, context.config, inputs.device,
+                        bf16=precision_args(context.config, inputs.device)["bf16"])
+    return model, common_training_args(context, inputs.device, count_parameters(model))

@@ -15,7 +15,7 @@ import gradio as gr
 import yaml
 
 from pipelines import api
-from pipelines.config import AVAILABLE_STAGES, RunConfig
+from pipelines.config import AVAILABLE_STAGES, SECTIONS, STAGE_SECTIONS, RunConfig, stage_defaults
 from pipelines.errors import StudioError
 from studio.charts import training_curves
 from studio.choices import dataset_names
@@ -27,7 +27,7 @@ REFRESH_S = 1.5          # the selected run's status, chart and log
 RUNS_REFRESH_S = 4.0     # the runs list and picker
 LOG_LINES = 12           # as many as the log box shows, so its end is in view
 MAIN_TRAIN_FIELDS = ("max_steps", "epochs", "learning_rate", "batch_size", "max_length", "save_steps")
-RUN_COLUMNS = ["run_id", "status", "stage", "model", "dataset", "step", "max_steps", "checkpoints"]
+RUN_COLUMNS = ["run_id", "status", "stage", "parent", "model", "dataset", "step", "max_steps", "checkpoints"]
 
 
 def build(workspace: Path):
@@ -51,7 +51,16 @@ def build(workspace: Path):
                                                           allow_custom_value=True, label=t("model"), info=t("help.model")))
                 dataset = add("", top["dataset"], gr.Dropdown(choices=dataset_names(workspace), value=defaults.dataset,
                                                               allow_custom_value=True, label=t("dataset"), info=t("help.dataset")))
+                add("", top["eval_dataset"], gr.Dropdown(choices=[""] + dataset_names(workspace), value="",
+                                                         allow_custom_value=True, label=t("eval_dataset"),
+                                                         info=t("help.eval_dataset")))
                 add("", top["name"], field_component("", top["name"]))
+                with gr.Accordion(t("train.stage_settings"), open=True, visible=False) as stage_box:
+                    stage_groups = {}
+                    for section in STAGE_SECTIONS:
+                        with gr.Group(visible=False) as stage_groups[section]:
+                            for spec in section_fields(section):
+                                add(section, spec, field_component(section, spec))
                 with gr.Accordion(t("train.lora"), open=False):
                     for spec in section_fields("peft"):
                         add("peft", spec, field_component("peft", spec))
@@ -77,6 +86,9 @@ def build(workspace: Path):
                     stop = gr.Button(t("train.stop"), variant="stop", scale=1)
                     resume = gr.Button(t("train.resume"), scale=1)
                 status = gr.Markdown(label=t("train.status"))
+                with gr.Row():
+                    smooth = gr.Checkbox(value=True, label=t("train.smooth"), scale=1)
+                    log_scale = gr.Checkbox(value=False, label=t("train.log_scale"), scale=1)
                 chart = gr.Plot(label=t("train.chart"))
                 log = gr.Textbox(label=t("train.log"), lines=12, max_lines=12, autoscroll=True, interactive=False,
                                  elem_classes="run-log")
@@ -86,24 +98,42 @@ def build(workspace: Path):
         list_timer = gr.Timer(RUNS_REFRESH_S)
 
     private = {"api_visibility": "private"}
+    by_key = dict(zip(keys, inputs))
+    stage_outputs = [dataset, stage_box, *stage_groups.values(), *(by_key[("train", n)] for n in STAGE_TRAIN_DEFAULTS)]
+    by_key[("", "stage")].input(stage_changed, [by_key[("", "stage")]], stage_outputs, **private)
     for component in inputs:
         component.change(partial(config_text, keys), inputs, [config_yaml], **private, show_progress="hidden")
     start.click(shows_errors(partial(start_clicked, workspace, keys)), inputs, [run], **private)
     stop.click(shows_errors(partial(stop_clicked, workspace)), [run], [status], **private)
     resume.click(shows_errors(partial(resume_clicked, workspace)), [run], [status], **private)
     view = partial(run_view, workspace)
-    run.change(view, [run], [status, chart, log], **private)
-    timer.tick(view, [run], [status, chart, log], **private, show_progress="hidden")
+    for trigger in (run.change, smooth.change, log_scale.change):
+        trigger(view, [run, smooth, log_scale], [status, chart, log], **private)
+    timer.tick(view, [run, smooth, log_scale], [status, chart, log], **private, show_progress="hidden")
     list_timer.tick(partial(refresh_runs, workspace), [run], [run, runs_table], **private, show_progress="hidden")
     return model, dataset, run, runs_table
 
 
 def section_fields_top():
-    return [f for f in dataclasses.fields(RunConfig) if f.name not in ("peft", "train")]
+    return [f for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS]
+
+
+STAGE_TRAIN_DEFAULTS = ("learning_rate", "max_steps")   # the train settings whose defaults differ by stage
+
+
+def stage_changed(stage: str):
+    """A new stage brings its own dataset and defaults (a DPO learning rate is not an SFT one) and its settings."""
+    defaults = stage_defaults(stage)
+    return (gr.update(value=defaults["dataset"]), gr.update(visible=stage in STAGE_SECTIONS),
+            *(gr.update(visible=section == stage) for section in STAGE_SECTIONS),
+            *(gr.update(value=defaults["train"][name]) for name in STAGE_TRAIN_DEFAULTS))
 
 
 def config_text(keys, *values) -> str:
-    return yaml.safe_dump(values_to_config(keys, list(values)), sort_keys=False, allow_unicode=True)
+    """The YAML the form sends: every setting, with only the chosen stage's own section."""
+    config = values_to_config(keys, list(values))
+    config = {k: v for k, v in config.items() if k not in STAGE_SECTIONS or k == config.get("stage")}
+    return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
 
 
 def start_clicked(workspace: Path, keys, *values):
@@ -141,7 +171,7 @@ def refresh_runs(workspace: Path, selected: str | None):
     return gr.update(choices=ids, value=value), runs_rows(runs)
 
 
-def run_view(workspace: Path, run_id: str | None):
+def run_view(workspace: Path, run_id: str | None, smooth: bool = True, log_scale: bool = False):
     if not run_id:
         return "", None, ""
     try:
@@ -149,7 +179,8 @@ def run_view(workspace: Path, run_id: str | None):
     except StudioError as exc:  # e.g. the run folder was deleted by hand
         return str(exc), None, ""
     metrics = api.run_metrics(workspace, run_id)
-    return status_markdown(status), training_curves(metrics, run_id), api.run_log(workspace, run_id, LOG_LINES)
+    return (status_markdown(status), training_curves(metrics, run_id, smooth=smooth, log_scale=log_scale),
+            api.run_log(workspace, run_id, LOG_LINES))
 
 
 STATUS_ICONS = {"queued": "⏳", "running": "🟢", "stopping": "🟡", "completed": "✅", "failed": "❌", "stopped": "⏹️", "interrupted": "⚠️"}

@@ -1,0 +1,152 @@
+"""Scores from a reward model: load a reward checkpoint, score (prompt, answer) pairs, evaluate it on pairs.
+
+A reward checkpoint is the policy backbone with a one-output head (AutoModelForSequenceClassification,
+num_labels=1); a LoRA one stores the adapter and the trained head, and sits on whatever its run started
+from (earlier SFT adapters are merged first). Text is rendered through the reward model's own chat
+template and tokenised by its own tokenizer, so any policy's answers can be scored.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from pipelines.errors import StudioError
+from pipelines.models import ModelSource, trust_remote_code
+
+MAX_CACHED = 2
+_cache: OrderedDict[str, tuple] = OrderedDict()
+_lock = threading.Lock()
+
+
+def load_reward_backbone(source: ModelSource, dtype=None):
+    """A sequence-classification model (one output) on `source`, with its earlier (SFT) adapters merged: the
+    starting point of a reward run. A LoRA SFT adapter fits this backbone: the layer names are the same."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source.base, num_labels=1, dtype=dtype or "auto", trust_remote_code=trust_remote_code(), use_safetensors=True)
+    if source.adapters:
+        from peft import PeftModel
+        for adapter in source.adapters:
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    return model
+
+
+def load_reward_model(source: ModelSource):
+    """A trained reward checkpoint, ready to score, with its tokenizer."""
+    from transformers import AutoModelForSequenceClassification
+
+    from pipelines.models import load_tokenizer
+
+    if source.stage != "reward":
+        what = f"a checkpoint of a {source.stage} run" if source.stage else "not a reward checkpoint"
+        raise StudioError(f"{source.spec!r} is {what}; scoring needs the checkpoint or final model of a reward run.")
+    tokenizer = load_tokenizer(source)
+    if source.adapters:
+        from peft import PeftModel
+        model = load_reward_backbone(ModelSource(source.spec, source.kind, source.base, source.adapters[:-1]))
+        model = PeftModel.from_pretrained(model, str(source.adapters[-1])).merge_and_unload()
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(source.base, num_labels=1, use_safetensors=True,
+                                                                   trust_remote_code=trust_remote_code())
+    if model.config.num_labels != 1:
+        raise StudioError(f"{source.spec!r} has {model.config.num_labels} outputs; a reward model has one.")
+    model.config.pad_token_id = tokenizer.pad_token_id   # the score is read at the last token that is not padding
+    return model.eval(), tokenizer
+
+
+def _cached(workspace: Path, checkpoint: str):
+    from pipelines.models import resolve_model
+
+    source = resolve_model(checkpoint, workspace)
+    key = f"{source.base}|{'|'.join(map(str, source.adapters))}"
+    with _lock:
+        if key not in _cache:
+            _cache[key] = load_reward_model(source)
+            while len(_cache) > MAX_CACHED:
+                _cache.popitem(last=False)
+        _cache.move_to_end(key)
+        return _cache[key]
+
+
+def score_conversations(model, tokenizer, conversations: list[list[dict]], batch_size: int = 8) -> list[float]:
+    """One reward per conversation (prompt turns + the answer turn), as the reward trainer rendered them."""
+    import torch
+
+    tokenizer.padding_side = "right"
+    scores: list[float] = []
+    for start in range(0, len(conversations), batch_size):
+        texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations[start:start + batch_size]]
+        batch = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt").to(model.device)
+        with torch.no_grad():
+            scores.extend(model(**batch).logits[:, 0].float().tolist())
+    return scores
+
+
+def score(workspace: Path, checkpoint: str, prompt: str, responses: list[str]) -> list[float]:
+    """The reward of each response to `prompt`."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise StudioError("The prompt is empty; type the question the answers respond to.")
+    if not responses or not all(isinstance(r, str) and r.strip() for r in responses):
+        raise StudioError("Give at least one non-empty response to score.")
+    model, tokenizer = _cached(workspace, checkpoint)
+    user = [{"role": "user", "content": prompt}]
+    return score_conversations(model, tokenizer, [user + [{"role": "assistant", "content": r}] for r in responses])
+
+
+def evaluate_pairs(workspace: Path, checkpoint: str, dataset: str, limit: int = 500) -> dict:
+    """Accuracy (chosen scored above rejected), margins, and how strongly reward follows answer length."""
+    from pipelines.data.store import load_rows
+
+    pairs = load_rows(dataset, workspace, "preference")[:limit]
+    model, tokenizer = _cached(workspace, checkpoint)
+    chosen = score_conversations(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs])
+    rejected = score_conversations(model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs])
+    margins = [c - r for c, r in zip(chosen, rejected)]
+    lengths = [len(p[side][0]["content"]) for p in pairs for side in ("chosen", "rejected")]
+    rewards = [value for pair in zip(chosen, rejected) for value in pair]
+    correlation = pearson(lengths, rewards)
+    warnings = []
+    if abs(correlation) >= LENGTH_CORRELATION_WARNING:
+        warnings.append(f"Rewards follow answer length (correlation {correlation:+.2f}): the model may have learned "
+                        "'longer is better' rather than quality, a known reward-hacking path.")
+    return {"checkpoint": checkpoint, "dataset": dataset, "pairs": len(pairs),
+            "accuracy": sum(m > 0 for m in margins) / max(len(margins), 1), "margins": margins,
+            "mean_margin": sum(margins) / max(len(margins), 1), "length_correlation": correlation, "warnings": warnings}
+
+
+LENGTH_CORRELATION_WARNING = 0.5
+
+
+def pearson(xs: list[float], ys: list[float]) -> float:
+    n = len(xs)
+    if n < 3:
+        return 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    sx = sum((x - mx) ** 2 for x in xs) ** 0.5
+    sy = sum((y - my) ** 2 for y in ys) ** 0.5
+    return 0.0 if sx == 0 or sy == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / (sx * sy)
+
+
+def score_dataset(workspace: Path, checkpoint: str, dataset: str, limit: int = 1000) -> list[dict]:
+    """Every answer of a dataset with its reward, best first (preference rows give both of their answers)."""
+    from pipelines.data.store import load_dataset
+
+    kind, data = load_dataset(dataset, workspace)
+    items = []
+    for row in data.rows[:limit]:
+        if kind == "instruction":
+            turns = row["messages"]
+            items.append((turns[:-1], turns[-1]["content"], "answer"))
+        elif kind == "preference":
+            items += [(row["prompt"], row[side][0]["content"], side) for side in ("chosen", "rejected")]
+        elif kind == "unpaired":
+            items.append((row["prompt"], row["completion"][0]["content"], "desirable" if row["label"] else "undesirable"))
+        else:
+            raise StudioError(f"Dataset {dataset!r} has prompts but no answers to score.")
+    model, tokenizer = _cached(workspace, checkpoint)
+    rewards = score_conversations(model, tokenizer, [p + [{"role": "assistant", "content": a}] for p, a, _ in items])
+    scored = [{"prompt": p[-1]["content"], "answer": a, "side": side, "reward": r} for (p, a, side), r in zip(items, rewards)]
+    return sorted(scored, key=lambda item: item["reward"], reverse=True)

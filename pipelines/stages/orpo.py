@@ -1,0 +1,36 @@
+"""ORPO (odds-ratio preference optimisation) with TRL's experimental ORPOTrainer: SFT and preference in one
+loss, with no reference model at all."""
+
+from __future__ import annotations
+
+import os
+
+from pipelines.errors import StudioError
+from pipelines.stages.common import RunContext, eval_args, lora_config, policy_and_args, quiet, stage_inputs
+
+
+def orpo_classes():
+    """TRL keeps ORPO in trl.experimental; say so in one sentence if this TRL has dropped it."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")   # we say it is experimental ourselves
+    try:
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    except ImportError:
+        raise StudioError("The installed TRL has no ORPO trainer (trl.experimental.orpo); install a TRL that has it, "
+                          "or use DPO or KTO.") from None
+    return ORPOConfig, ORPOTrainer
+
+
+def run(context: RunContext):
+    ORPOConfig, ORPOTrainer = orpo_classes()
+    config = context.config
+    inputs = stage_inputs(context)
+    model, common = policy_and_args(context, inputs)
+    args = ORPOConfig(**common, **eval_args(config, inputs.eval_dataset is not None), beta=config.orpo.beta,
+                      max_length=config.train.max_length)
+    print(f"ORPO (TRL experimental, beta {config.orpo.beta}): {config.model} on {inputs.device}, "
+          f"{len(inputs.train_dataset)} pairs of {config.dataset}", flush=True)
+    trainer = ORPOTrainer(model=model, args=args, train_dataset=inputs.train_dataset, eval_dataset=inputs.eval_dataset,
+                          processing_class=inputs.tokenizer, peft_config=lora_config(config), callbacks=context.callbacks)
+    quiet(trainer)
+    trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
+    return trainer
