@@ -36,7 +36,7 @@ def test_conversion_gives_plain_safetensors_and_the_original_chat_rendering(bund
             original.apply_chat_template(conversation, tokenize=False, add_generation_prompt=prompt)
 
 
-def test_three_step_lora_sft_then_chat(bundled_dir, tmp_path):
+def test_lora_sft_then_dpo_then_chat_with_each(bundled_dir, tmp_path):
     from pipelines.api import prepare_run
     from pipelines.inference import chat
     from pipelines.run_files import read_metrics
@@ -49,5 +49,13 @@ def test_three_step_lora_sft_then_chat(bundled_dir, tmp_path):
     assert train_run(run_dir, echo=False) == "completed"
     assert [m["step"] for m in read_metrics(run_dir)] == [1, 2, 3]
     assert (run_dir / "final" / "adapter_model.safetensors").is_file()
-    reply = chat(workspace, "smol/final", "What is the capital of France?", [], {"max_new_tokens": 24, "temperature": 0})
-    assert "Paris" in reply
+
+    dpo_config = ("name: smol-dpo\nstage: dpo\nmodel: smol/final\ndataset: preference-en-sample\n"
+                  "train: {max_steps: 2, batch_size: 2, max_length: 256, save_steps: 2}\n")
+    dpo_dir = prepare_run(workspace, dpo_config)
+    assert train_run(dpo_dir, echo=False) == "completed"
+    metrics = read_metrics(dpo_dir)
+    assert [m["step"] for m in metrics] == [1, 2] and metrics[0]["rewards/margins"] == 0.0
+    for checkpoint in (BUNDLED_MODEL_ID, "smol/final", "smol-dpo/final"):
+        reply = chat(workspace, checkpoint, "What is the capital of France?", [], {"max_new_tokens": 24, "temperature": 0})
+        assert "Paris" in reply, (checkpoint, reply)
