@@ -17,6 +17,7 @@ PANELS = (
     ("learning rate", ("learning_rate",)),
     ("grad norm", ("grad_norm",)),
 )
+COLORS = ("#4f46e5", "#dc2626", "#059669", "#d97706")
 MAX_POINTS = 2000  # per series
 SMOOTH_FROM = 10   # points of a train series before a smoothed line is drawn over the raw one
 
@@ -44,22 +45,25 @@ def training_curves(metrics: list[dict], title: str = "", smooth: bool = True, l
     figure = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.2 / len(panels),
                            row_heights=[h / sum(heights) for h in heights], subplot_titles=[name for name, _ in panels])
     for row, (_, keys) in enumerate(panels, start=1):
-        for key in keys:
+        for index, key in enumerate(keys):
+            color = COLORS[index % len(COLORS)]   # one colour per quantity: raw, smoothed and eval lines share it
             train = _points(metrics, key)
             if train:
                 steps, values = zip(*train)
                 noisy = smooth and len(train) >= SMOOTH_FROM and key != "learning_rate"
-                figure.add_trace(go.Scatter(x=steps, y=values, name=key, legendgroup=key,
-                                            mode="lines+markers" if len(train) < 40 else "lines", marker={"size": 4},
-                                            opacity=0.35 if noisy else 1.0), row=row, col=1)
+                figure.add_trace(go.Scatter(x=steps, y=values, name=key, legendgroup=key, showlegend=not noisy,
+                                            mode="lines+markers" if len(train) < 40 else "lines",
+                                            marker={"size": 4, "color": color}, line={"color": color},
+                                            opacity=0.3 if noisy else 1.0), row=row, col=1)
                 if noisy:  # per-step values of a small batch are noisy; the trend is what a person reads
-                    figure.add_trace(go.Scatter(x=steps, y=ema(values), name=f"{key} (smoothed)", legendgroup=key,
-                                                mode="lines", line={"width": 2.5}), row=row, col=1)
+                    figure.add_trace(go.Scatter(x=steps, y=ema(values), name=key, legendgroup=key, mode="lines",
+                                                line={"width": 2.5, "color": color}), row=row, col=1)
             held_out = _points(metrics, f"eval_{key}")
             if held_out:
                 steps, values = zip(*held_out)
                 figure.add_trace(go.Scatter(x=steps, y=values, name=f"eval {key}", mode="lines+markers",
-                                            line={"dash": "dash"}, marker={"size": 6}), row=row, col=1)
+                                            line={"dash": "dash", "color": color}, marker={"size": 7, "symbol": "diamond"}),
+                                 row=row, col=1)
     if log_scale:
         figure.update_yaxes(type="log", row=1, col=1)
     figure.update_layout(height=220 + 150 * len(panels), margin={"l": 50, "r": 20, "t": 40 if title else 24, "b": 30},
