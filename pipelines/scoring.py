@@ -41,8 +41,9 @@ def load_reward_model(source: ModelSource):
     from pipelines.models import load_tokenizer
 
     if source.stage != "reward":
-        what = f"a checkpoint of a {source.stage} run" if source.stage else "not a reward checkpoint"
-        raise StudioError(f"{source.spec!r} is {what}; scoring needs the checkpoint or final model of a reward run.")
+        made_by = f" (the {source.stage.upper()} stage trained it)" if source.stage else ""
+        raise StudioError(f"{source.spec!r} is not a reward model{made_by}; scoring needs the checkpoint or final "
+                          "model of a reward run.")
     tokenizer = load_tokenizer(source)
     if source.adapters:
         from peft import PeftModel

@@ -53,3 +53,19 @@ def test_the_check_report_names_bad_rows_and_says_what_to_do():
     saved = check_report({"name": "x", "kind": "preference", "format": "ranked", "rows": 3, "errors": errors,
                           "warnings": [], "saved": True})
     assert saved.startswith("✅ **x** · 3 rows · preference · ranked · 1 bad rows dropped")
+
+
+def test_choosing_a_stage_brings_its_defaults_and_its_own_settings_box():
+    dataset, box, *rest = train.stage_changed("dpo")
+    groups, (learning_rate, max_steps) = rest[:-2], rest[-2:]
+    assert dataset["value"] == "preference-en-sample" and box["visible"] is True
+    assert [g["visible"] for g in groups] == [section == "dpo" for section in ("reward", "dpo", "kto", "orpo")]
+    assert (learning_rate["value"], max_steps["value"]) == (5e-5, 40)
+    assert train.stage_changed("sft")[1]["visible"] is False
+
+
+def test_the_config_text_carries_only_the_chosen_stages_section():
+    keys, values = _form_keys_and_defaults()
+    values[[k for _, k in keys].index("stage")] = "kto"
+    text = train.config_text(keys, *values)
+    assert "kto:" in text and "dpo:" not in text and "reward:" not in text
