@@ -37,7 +37,7 @@ def check_startable(workspace: Path, config: RunConfig):
     stage_rows(config.dataset, kind, data.rows, config.stage)
     if config.eval_dataset:
         load_stage_rows(config.eval_dataset, workspace, config.stage)
-    if config.stage == "kto" and config.train.batch_size < 2:
+    if config.stage == "kto" and config.kto.loss_type == "kto" and config.train.batch_size < 2:
         raise StudioError("KTO needs train.batch_size of at least 2: its KL estimate pairs each answer with another prompt's.")
     limit = _context_length(source)
     if limit and config.train.max_length > limit:
@@ -52,8 +52,9 @@ def _length_warnings(source, kind: str, data, max_length: int) -> list[str]:
     from pipelines.models import load_tokenizer
 
     tokenizer = load_tokenizer(source)
-    if not tokenizer.chat_template:  # the stage gives such a model a template of its own; nothing to count with yet
-        return []
+    if not tokenizer.chat_template:  # every dataset is normalised to conversations: they need a template to render
+        raise StudioError(f"{source.spec!r} has no chat template, so conversation rows cannot be rendered for it; "
+                          "pick an instruct/chat model or one whose tokenizer defines chat_template.")
     return length_stats(kind, data.format, data.rows, tokenizer, max_length)["warnings"]
 
 
@@ -146,19 +147,21 @@ def list_datasets(workspace: Path) -> list[dict]:
 
 
 def upload_dataset(workspace: Path, file: str, name: str, drop_bad_rows: bool = False,
-                   columns: dict | str | None = None) -> dict:
-    """Check a data file and save it as a named dataset: {kind, format, rows, errors, warnings, saved}."""
+                   columns: dict | str | None = None, replace: bool = False) -> dict:
+    """Check a data file and save it as a named dataset: {kind, format, rows, errors, warnings, saved}.
+    An existing dataset of that name is replaced only when asked (`replace`): runs may be reading it."""
     from pipelines.data.store import save_upload
     if not file:
         raise StudioError("No file given; choose a .json, .jsonl, .csv, .tsv or .parquet file to upload.")
-    return save_upload(Path(file), name, workspace, drop_bad_rows, columns)
+    return save_upload(Path(file), name, workspace, drop_bad_rows, columns, replace)
 
 
 def import_hub_dataset(workspace: Path, repo_id: str, config: str | None, split: str, name: str,
-                       max_rows: int = 100_000, drop_bad_rows: bool = False, columns: dict | str | None = None) -> dict:
+                       max_rows: int = 10_000, drop_bad_rows: bool = False, columns: dict | str | None = None,
+                       replace: bool = False) -> dict:
     """Fetch a Hub dataset's rows, check them and save them as a named dataset; the same report as an upload."""
     from pipelines.data.hub import import_hub_dataset as fetch_and_save
-    return fetch_and_save(repo_id, config, split, name, workspace, max_rows, drop_bad_rows, columns)
+    return fetch_and_save(repo_id, config, split, name, workspace, max_rows, drop_bad_rows, columns, replace)
 
 
 def preview_dataset(workspace: Path, name: str, model: str, n: int = 3) -> list[dict]:
@@ -183,10 +186,11 @@ def dataset_table(workspace: Path, name: str) -> dict:
     return table_of(name, workspace)
 
 
-def save_table(workspace: Path, kind: str, rows: list[list], name: str, drop_bad_rows: bool = False) -> dict:
+def save_table(workspace: Path, kind: str, rows: list[list], name: str, drop_bad_rows: bool = False,
+               replace: bool = False) -> dict:
     """Check rows typed or edited in a table and save them as a named dataset; the same report as an upload."""
     from pipelines.data.table import save_table as check_and_save
-    return check_and_save(kind, rows, name, workspace, drop_bad_rows)
+    return check_and_save(kind, rows, name, workspace, drop_bad_rows, replace)
 
 
 def deduplicate_dataset(workspace: Path, name: str, new_name: str, near: bool = True, threshold: float = 0.8) -> dict:

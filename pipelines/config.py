@@ -62,7 +62,7 @@ class TrainSettings:
     eval_steps: int = _field(10, "Evaluate on the eval dataset (when one is set) every this many steps.", minimum=1)
 
 
-# TRL 1.16's DPO losses (DPOConfig.loss_type), in the order its docs list them.
+# TRL 1.16's DPO losses (DPOConfig.loss_type), but for 'sft', which is not a preference loss on its own.
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
                   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")
 
@@ -213,15 +213,8 @@ def _coerce(path: str, spec: dataclasses.Field, value: Any) -> Any:
             return float(value)
         if kind == "str":
             return "" if value is None else str(value)
-        if kind == "bool":
-            if isinstance(value, str) and value.lower() in ("true", "false"):
-                return value.lower() == "true"
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
     except (TypeError, ValueError):
-        expected = {"int": "a whole number", "bool": "true or false"}.get(kind, "a number")
-        raise StudioError(f"`{path}` must be {expected}, not {value!r}.") from None
+        raise StudioError(f"`{path}` must be {'a whole number' if kind == 'int' else 'a number'}, not {value!r}.") from None
     return value
 
 
@@ -239,6 +232,13 @@ def validate(config: RunConfig) -> None:
         raise StudioError("No model chosen: set `model` to the bundled model, a Hub id, a local path or a checkpoint.")
     if not config.dataset.strip():
         raise StudioError("No dataset chosen: set `dataset` to a sample, a saved dataset or a file path.")
+    if config.stage == "dpo" and config.dpo.loss_type == "exo_pair" and config.dpo.label_smoothing <= 0:
+        raise StudioError("The exo_pair loss needs dpo.label_smoothing above 0 (the EXO paper uses 1e-3).")
+    if config.train.logging_steps > config.train.save_steps:
+        raise StudioError("train.logging_steps must not exceed train.save_steps: a NaN loss must be seen before a "
+                          "checkpoint is saved from the weights that produced it.")
+    if config.stage == "reward" and config.peft.method == "qlora":
+        raise StudioError("QLoRA is not available for the reward stage; use LoRA or a full fine-tune.")
     for section_name, section in (("", config), *((name, getattr(config, name)) for name in SECTIONS)):
         for spec in dataclasses.fields(section):
             if spec.name in SECTIONS:

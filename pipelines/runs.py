@@ -173,6 +173,7 @@ def summary(run_dir: Path) -> dict:
     except StudioError:
         stage = model = dataset = "?"
     parent = model.split("/")[0] if "/checkpoint-" in model or model.endswith("/final") else ""
+    parent = parent if parent and (run_dir.parent / parent / "config.yaml").is_file() else ""   # not a Hub org
     return {
         "run_id": run_dir.name, "status": status.get("status"), "stage": stage, "model": model, "dataset": dataset,
         "parent": parent,   # the run whose checkpoint this one started from: the lineage SFT → DPO → …

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 WINDOW = 5            # logged steps averaged per reading
 MIN_STEPS = 2 * WINDOW
+MIN_PEAK_MARGIN = 0.05   # a smaller peak is noise, and its fall is no collapse
 
 
 def _series(metrics: list[dict], key: str) -> list[float]:
@@ -27,14 +28,15 @@ def warning_signs(stage: str, metrics: list[dict]) -> list[str]:
     if len(margins) >= MIN_STEPS:
         smoothed = [_mean(margins[i:i + WINDOW]) for i in range(len(margins) - WINDOW + 1)]
         peak, now = max(smoothed), smoothed[-1]
-        if peak > 0 and now < 0.25 * peak:
+        if peak > MIN_PEAK_MARGIN and now < 0.25 * peak:
             signs.append(f"Margin collapse: rewards/margins fell from {peak:.3g} to {now:.3g}; the model no longer "
                          "separates chosen from rejected. Lower the learning rate or check the data.")
     chosen, rejected = _series(metrics, "rewards/chosen"), _series(metrics, "rewards/rejected")
     if stage != "orpo" and min(len(chosen), len(rejected)) >= MIN_STEPS:
         early_c, late_c = _mean(chosen[:WINDOW]), _mean(chosen[-WINDOW:])
         early_r, late_r = _mean(rejected[:WINDOW]), _mean(rejected[-WINDOW:])
-        if late_c < early_c and late_r < early_r and late_c < 0:
+        # Chosen drifting a little below zero while rejected falls much further is healthy; both falling alike is not.
+        if late_c < 0 and late_r < early_r and early_c - late_c >= 0.5 * (early_r - late_r):
             signs.append(f"Chosen and rejected rewards are both falling (chosen {late_c:.3g}, rejected {late_r:.3g}): "
                          "the model makes every answer less likely, not just the rejected ones; a known DPO failure. "
                          "Raise beta, lower the learning rate, or add an SFT term.")

@@ -95,14 +95,15 @@ def register_api(workspace: Path) -> None:
         """The first n rows of a dataset rendered through a model's chat template, with token counts."""
         return api.preview_dataset(workspace, name, model, n)
 
-    def upload_dataset(file: FileData, name: str, drop_bad_rows: bool = False, columns: str = "") -> dict:
+    def upload_dataset(file: FileData, name: str, drop_bad_rows: bool = False, columns: str = "",
+                       replace: bool = False) -> dict:
         """Check an uploaded data file (JSON, JSONL, CSV, TSV, Parquet) and save it as a named dataset; returns kind, format, rows, errors [{row, field, message}], warnings, saved. columns maps fields to file columns ("output=answer")."""
-        return api.upload_dataset(workspace, (file or {}).get("path"), name, drop_bad_rows, columns)
+        return api.upload_dataset(workspace, uploaded_path(file), name, drop_bad_rows, columns, replace)
 
-    def import_hub_dataset(repo_id: str, config: str, split: str, name: str, max_rows: int = 100_000,
-                           drop_bad_rows: bool = False, columns: str = "") -> dict:
+    def import_hub_dataset(repo_id: str, config: str, split: str, name: str, max_rows: int = 10_000,
+                           drop_bad_rows: bool = False, columns: str = "", replace: bool = False) -> dict:
         """Fetch up to max_rows rows of a Hugging Face Hub dataset, check them and save them as a named dataset; the same report as upload_dataset."""
-        return api.import_hub_dataset(workspace, repo_id, config, split, name, max_rows, drop_bad_rows, columns)
+        return api.import_hub_dataset(workspace, repo_id, config, split, name, max_rows, drop_bad_rows, columns, replace)
 
     def dataset_stats(name: str, model: str, max_length: int = 512) -> dict:
         """Rows, kind, format, token lengths through a model's chat template, and how many rows and tokens max_length would cut."""
@@ -112,9 +113,9 @@ def register_api(workspace: Path) -> None:
         """A dataset of single-turn rows as a table: kind, columns, rows."""
         return api.dataset_table(workspace, name)
 
-    def save_table(kind: str, rows: list[list], name: str, drop_bad_rows: bool = False) -> dict:
+    def save_table(kind: str, rows: list[list], name: str, drop_bad_rows: bool = False, replace: bool = False) -> dict:
         """Check table rows (columns as dataset_table gives them for the kind) and save them as a named dataset."""
-        return api.save_table(workspace, kind, rows, name, drop_bad_rows)
+        return api.save_table(workspace, kind, rows, name, drop_bad_rows, replace)
 
     def deduplicate_dataset(name: str, new_name: str, near: bool = True, threshold: float = 0.8) -> dict:
         """Save a copy of a dataset without exact and (optionally) near duplicates; the original stays as it is."""
@@ -149,6 +150,21 @@ def register_api(workspace: Path) -> None:
                      dataset_table, save_table, deduplicate_dataset, filter_dataset, split_dataset, score,
                      evaluate_reward, score_dataset, chat):
         gr.api(shows_errors(endpoint), api_name=endpoint.__name__)
+
+
+def uploaded_path(file) -> str:
+    """The server-side path of a file the client uploaded. Gradio checks paths only of payloads marked as files,
+    so a bare {"path": ...} must not name any other file on this machine."""
+    from gradio.utils import get_upload_folder
+
+    from pipelines.errors import StudioError
+
+    if not isinstance(file, dict) or not isinstance(file.get("path"), str):
+        raise StudioError("Send the data file itself, with gradio_client.handle_file(path).")
+    path = Path(file["path"]).resolve()
+    if not path.is_relative_to(Path(get_upload_folder()).resolve()):
+        raise StudioError("That file was not uploaded to this app; send it with gradio_client.handle_file(path).")
+    return str(path)
 
 
 def launch_app(workspace: Path, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None,

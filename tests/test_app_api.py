@@ -106,6 +106,12 @@ def test_data_round_trip_through_the_api(client, tiny_model, tmp_path):
     assert split["train_rows"] == split["eval_rows"] == 1
     with pytest.raises(AppError, match="Hub is off"):
         client.predict("org/absent", "", "train", "hub", api_name="/import_hub_dataset")
+    with pytest.raises(AppError, match="already exists"):
+        client.predict(handle_file(str(bad)), "api-prefs", True, "", api_name="/upload_dataset")
+    assert client.predict(handle_file(str(bad)), "api-prefs", True, "", True, api_name="/upload_dataset")["saved"]
+    for forged in ({"path": "/etc/hostname"}, "/etc/hostname"):   # not uploaded: no other file on the server is read
+        with pytest.raises(AppError, match="uploaded|handle_file"):
+            client.predict(forged, "stolen", api_name="/upload_dataset")
 
 
 def test_a_reward_run_started_and_scored_through_the_api(client, app_url, tiny_model):

@@ -131,7 +131,7 @@ def test_preference_lengths_are_the_longer_side(tiny_model, workspace):
 def test_deduplicate_removes_exact_and_near_copies_and_keeps_the_original(workspace):
     base = "Explain photosynthesis in simple words for a child who is curious about plants and sunlight"
     rows = [{"instruction": base, "input": "", "output": "Plants make food from light."},
-            {"instruction": base.upper() + "!", "input": "", "output": "plants make food from light"},   # exact, modulo case/punct
+            {"instruction": base.upper(), "input": "", "output": "plants  make food from light."},    # exact, modulo case/spaces
             {"instruction": base + " please", "input": "", "output": "Plants make food from light."},    # near
             {"instruction": "What is the capital of Korea?", "input": "", "output": "Seoul."}]
     write_jsonl(workspace / "dups.jsonl", rows)
@@ -180,3 +180,9 @@ def test_a_run_records_the_rows_its_max_length_would_cut(tiny_model, workspace):
     warnings = api.run_status(workspace, run_dir.name)["warnings"]
     assert len(warnings) == 1 and warnings[0].startswith("4 of 4 rows are longer than max_length")
     assert api.run_status(workspace, api.prepare_run(workspace, tiny_config(tiny_model)).name)["warnings"] == []
+
+
+def test_punctuation_keeps_rows_apart_for_exact_matching(workspace):
+    write_jsonl(workspace / "math.jsonl", [{"instruction": "What is 2+2?", "input": "", "output": "x = a + b"},
+                                           {"instruction": "What is 22?", "input": "", "output": "x = a - b"}])
+    assert api.deduplicate_dataset(workspace, "math.jsonl", "math-clean", near=False)["rows_out"] == 2

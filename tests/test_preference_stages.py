@@ -136,6 +136,12 @@ def test_impossible_preference_settings_are_refused(tiny_model, pairs):
         api.prepare_run(pairs, stage_config(tiny_model, "dpo") + "dpo: {beta: -0.1}\n")
     with pytest.raises(StudioError, match="`dpo.loss_type` must be one of"):
         api.prepare_run(pairs, stage_config(tiny_model, "dpo") + "dpo: {loss_type: magic}\n")
+    with pytest.raises(StudioError, match="exo_pair loss needs dpo.label_smoothing above 0"):
+        api.prepare_run(pairs, stage_config(tiny_model, "dpo") + "dpo: {loss_type: exo_pair}\n")
+    with pytest.raises(StudioError, match="QLoRA is not available for the reward stage"):
+        api.prepare_run(pairs, stage_config(tiny_model, "reward").replace("method: lora", "method: qlora"))
+    with pytest.raises(StudioError, match="logging_steps must not exceed train.save_steps"):
+        api.prepare_run(pairs, stage_config(tiny_model, "dpo", logging_steps=5, save_steps=2))
     with pytest.raises(StudioError, match="KTO needs train.batch_size of at least 2"):
         api.prepare_run(pairs, stage_config(tiny_model, "kto", batch_size=1))
 

@@ -41,7 +41,7 @@ def read_records(path: Path) -> list:
             records = _parse_jsonl(path)
         else:
             records = _read_text(path, path.read_bytes(), suffix)
-    if size > MAX_FIELD_CHARS:  # a smaller file cannot hold a field this large
+    if size > MAX_FIELD_CHARS or suffix == ".parquet":  # a smaller text file cannot hold such a field; Parquet is compressed
         check_field_sizes(path.name, records)
     return records
 

@@ -19,26 +19,27 @@ from pipelines.errors import StudioError
 DATASET_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 SPLIT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 HUB_TIMEOUT_S = 10
-MAX_ROWS = 100_000
+MAX_ROWS = 10_000   # rows taken unless asked for more (at most a hundred times this)
 
 
 def import_hub_dataset(repo_id: str, config: str | None, split: str, name: str, workspace: Path,
-                       max_rows: int = MAX_ROWS, drop_bad_rows: bool = False, columns: dict | str | None = None) -> dict:
+                       max_rows: int = MAX_ROWS, drop_bad_rows: bool = False, columns: dict | str | None = None,
+                       replace: bool = False) -> dict:
     """Fetch up to `max_rows` rows of `repo_id` (config, split), check them and save them as dataset `name`."""
     repo_id, config, split = (repo_id or "").strip(), (config or "").strip() or None, (split or "train").strip()
     if "://" in repo_id or ".." in repo_id or not DATASET_ID.match(repo_id):
         raise StudioError(f"{repo_id!r} is not a Hub dataset id: write it as 'org/name' (for example Anthropic/hh-rlhf).")
     if not SPLIT.match(split) or (config and not SPLIT.match(config)):
         raise StudioError("The config and split are plain names such as 'default' and 'train'.")
-    if not 1 <= int(max_rows) <= 10 * MAX_ROWS:
-        raise StudioError(f"max_rows must be between 1 and {10 * MAX_ROWS}.")
-    check_new_name(name, workspace, overwrite=True)
+    if not 1 <= int(max_rows) <= 100 * MAX_ROWS:
+        raise StudioError(f"max_rows must be between 1 and {100 * MAX_ROWS}.")
+    check_new_name(name, workspace, overwrite=replace)
     records = fetch_rows(repo_id, config, split, int(max_rows))
     if not records:
         raise StudioError(f"{repo_id} ({split}) has no rows.")
     check_field_sizes(repo_id, records)
     source = f"hub:{repo_id}" + (f" ({config}, {split})" if config else f" ({split})")
-    return {**save_records(records, name, workspace, source, drop_bad_rows, columns), "source": source}
+    return {**save_records(records, name, workspace, source, drop_bad_rows, columns, replace), "source": source}
 
 
 def hub_offline() -> bool:

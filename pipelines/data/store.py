@@ -206,11 +206,12 @@ def map_columns(records: list, columns: dict | str | None) -> list:
 
 
 def save_records(records: list, name: str, workspace: Path, source: str, drop_bad_rows: bool = False,
-                 columns: dict | str | None = None) -> dict:
+                 columns: dict | str | None = None, replace: bool = False) -> dict:
     """Validate records of any supported shape and save them as a named dataset; return the check report.
 
-    Nothing is written when a row is bad (unless `drop_bad_rows`) or no row is usable."""
-    check_new_name(name, workspace, overwrite=True)
+    Nothing is written when a row is bad (unless `drop_bad_rows`) or no row is usable, and an existing dataset
+    of that name is replaced only when `replace` is set."""
+    check_new_name(name, workspace, overwrite=replace)
     kind, result = normalise_records(map_columns(records, columns))
     report = {"name": name, "kind": kind, **result.report(), "saved": False}
     if (result.errors and not drop_bad_rows) or not result.rows:
@@ -220,10 +221,10 @@ def save_records(records: list, name: str, workspace: Path, source: str, drop_ba
 
 
 def save_upload(upload: Path, name: str, workspace: Path, drop_bad_rows: bool = False,
-                columns: dict | str | None = None) -> dict:
+                columns: dict | str | None = None, replace: bool = False) -> dict:
     """Validate an uploaded file and save it as a named dataset; return the report (nothing written on errors)."""
-    check_new_name(name, workspace, overwrite=True)
-    return save_records(read_records(Path(upload)), name, workspace, Path(upload).name, drop_bad_rows, columns)
+    check_new_name(name, workspace, overwrite=replace)   # before reading what may be 200 MB
+    return save_records(read_records(Path(upload)), name, workspace, Path(upload).name, drop_bad_rows, columns, replace)
 
 
 def check_new_name(name: str, workspace: Path, overwrite: bool) -> None:
@@ -231,7 +232,8 @@ def check_new_name(name: str, workspace: Path, overwrite: bool) -> None:
     if name in sample_files():
         raise StudioError(f"{name!r} is the name of a bundled sample; choose another name.")
     if not overwrite and (datasets_root(workspace) / name).exists():
-        raise StudioError(f"A dataset named {name!r} already exists; choose another name (the original stays as it is).")
+        raise StudioError(f"A dataset named {name!r} already exists; choose another name, or tick 'replace' to "
+                          "overwrite it (runs that used it would then read the new rows).")
 
 
 def write_dataset(name: str, workspace: Path, kind: str, format_name: str, rows: list[dict], source: str,

@@ -11,6 +11,8 @@ from pathlib import Path
 from pipelines.data.store import load_dataset, save_records
 from pipelines.errors import StudioError
 
+MAX_TABLE_ROWS = 5000   # every row travels to the browser
+
 TABLE_COLUMNS = {
     "instruction": ("instruction", "input", "output", "system"),
     "preference": ("prompt", "chosen", "rejected"),
@@ -28,6 +30,9 @@ def columns_of(kind: str) -> tuple[str, ...]:
 def table_of(name: str, workspace: Path) -> dict:
     """A dataset as {kind, columns, rows}; refuses multi-turn rows, which a table of single turns cannot hold."""
     kind, result = load_dataset(name, workspace)
+    if len(result.rows) > MAX_TABLE_ROWS:
+        raise StudioError(f"Dataset {name!r} has {len(result.rows)} rows; the table edits up to {MAX_TABLE_ROWS}. "
+                          "Split or filter it first (Less but better), or edit the file.")
     rows = []
     for number, row in zip(result.sources, result.rows):
         try:
@@ -74,12 +79,13 @@ def records_from_table(kind: str, rows: list[list]) -> list[dict]:
     return records
 
 
-def save_table(kind: str, rows: list[list], name: str, workspace: Path, drop_bad_rows: bool = False) -> dict:
+def save_table(kind: str, rows: list[list], name: str, workspace: Path, drop_bad_rows: bool = False,
+               replace: bool = False) -> dict:
     """Check the table's rows as `kind` and save them as dataset `name` (nothing written while a row is bad)."""
     records = records_from_table(kind, rows)
     if not records:
         raise StudioError("The table is empty; add at least one row.")
-    return save_records(records, name, workspace, "table", drop_bad_rows)  # the columns decide the kind
+    return save_records(records, name, workspace, "table", drop_bad_rows, replace=replace)  # the columns decide the kind
 
 
 def _blank(cell) -> bool:

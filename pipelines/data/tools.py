@@ -32,8 +32,13 @@ def row_text(row: dict) -> str:
 
 
 def canonical(text: str) -> str:
-    """Case, spacing and punctuation do not make a row new."""
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", text.lower())).strip()
+    """Case and spacing do not make a row new (punctuation may: "2+2" is not "22")."""
+    return re.sub(r"\s+", " ", text.lower()).strip()
+
+
+def _letters(text: str) -> str:
+    """What near-duplicate detection compares: words without punctuation."""
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", text)).strip()
 
 
 def _shingles(text: str) -> set[int]:
@@ -73,7 +78,7 @@ def near_duplicates(texts: list[str], threshold: float) -> dict[int, int]:
 
 
 def deduplicate(name: str, workspace: Path, new_name: str, near: bool = True, threshold: float = 0.8) -> dict:
-    """Keep the first of each group of exact (after case/space/punctuation) or near duplicates."""
+    """Keep the first of each group of exact (ignoring case and spacing) or near duplicates."""
     if not 0.5 <= threshold <= 1:
         raise StudioError("The near-duplicate similarity threshold must be between 0.5 and 1.")
     check_new_name(new_name, workspace, overwrite=False)
@@ -88,7 +93,7 @@ def deduplicate(name: str, workspace: Path, new_name: str, near: bool = True, th
     unique = [i for i in range(len(texts)) if i not in exact]
     near_copies = {}
     if near:
-        found = near_duplicates([texts[i] for i in unique], threshold)
+        found = near_duplicates([_letters(texts[i]) for i in unique], threshold)
         near_copies = {unique[later]: unique[earlier] for later, earlier in found.items()}
     kept = [row for index, row in enumerate(data.rows) if index not in exact and index not in near_copies]
     examples = [{"removed_row": data.sources[later], "copy_of_row": data.sources[earlier]}
@@ -115,6 +120,8 @@ def split(name: str, workspace: Path, new_name: str, eval_fraction: float = 0.1,
     from one ranked prompt cannot leak from train into eval."""
     if not 0 < eval_fraction < 1:
         raise StudioError("The eval fraction must be between 0 and 1 (for example 0.1).")
+    if not new_name:
+        raise StudioError("Give the new datasets a name; they are saved as <name>-train and <name>-eval.")
     train_name, eval_name = f"{new_name}-train", f"{new_name}-eval"
     check_new_name(train_name, workspace, overwrite=False)
     check_new_name(eval_name, workspace, overwrite=False)

@@ -7,38 +7,33 @@ the log says so.
 
 from __future__ import annotations
 
-from pipelines.data.store import load_rows
 from pipelines.errors import StudioError
-from pipelines.models import best_device, context_length, estimate_training_memory, load_tokenizer, resolve_model
-from pipelines.stages.common import (RunContext, common_training_args, count_parameters, lora_config, load_policy,
-                                     precision_args, quiet)
+from pipelines.models import context_length, estimate_training_memory
+from pipelines.stages.common import (RunContext, count_parameters, eval_args, lora_config, policy_and_args, quiet,
+                                     stage_inputs)
 
 
 def run(context: RunContext) -> None:
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     config = context.config
-    source = resolve_model(config.model, context.workspace)
-    tokenizer = load_tokenizer(source)
-    assistant_only = prepare_chat_template(tokenizer)
-    rows = load_rows(config.dataset, context.workspace)
-    device = best_device()
-    model = load_policy(source, config, device, bf16=precision_args(config, device)["bf16"])
+    inputs = stage_inputs(context)
+    assistant_only = prepare_chat_template(inputs.tokenizer)
+    model, args = policy_and_args(context, inputs)
     check_max_length(config.train.max_length, model.config)
-    n_params = count_parameters(model)
-    args = common_training_args(context, device, n_params)
-    memory = estimate_training_memory(n_params, getattr(model.config, "hidden_size", 0) or 0,
+    memory = estimate_training_memory(count_parameters(model), getattr(model.config, "hidden_size", 0) or 0,
                                       getattr(model.config, "num_hidden_layers", 0) or 0, config.train.batch_size,
                                       config.train.max_length, bf16=args["bf16"])
-    print(f"SFT: {config.model} on {device}, {len(rows)} rows of {config.dataset}, {config.peft.method}, "
-          f"loss on {'assistant tokens only' if assistant_only else 'all tokens'}, "
+    print(f"SFT: {config.model} on {inputs.device}, {len(inputs.train_dataset)} rows of {config.dataset}, "
+          f"{config.peft.method}, loss on {'assistant tokens only' if assistant_only else 'all tokens'}, "
           f"memory ≈ {memory['full' if config.peft.method == 'full' else 'lora']} GB at most (estimate)", flush=True)
     trainer = SFTTrainer(
         model=model,
-        args=SFTConfig(**args, max_length=config.train.max_length, assistant_only_loss=assistant_only, packing=False),
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
+        args=SFTConfig(**args, **eval_args(config, inputs.eval_dataset is not None), max_length=config.train.max_length,
+                       assistant_only_loss=assistant_only, packing=False),
+        train_dataset=inputs.train_dataset,
+        eval_dataset=inputs.eval_dataset,
+        processing_class=inputs.tokenizer,
         peft_config=lora_config(config),
         callbacks=context.callbacks,
     )

@@ -52,7 +52,9 @@ def build(workspace: Path) -> gr.Dropdown:
                 with gr.Row():
                     name = gr.Textbox(label=t("data.name"), placeholder="my-dataset")
                     columns = gr.Textbox(label=t("data.columns"), placeholder="instruction=question, output=answer")
-                    drop_bad = gr.Checkbox(label=t("data.drop_bad"), value=False)
+                    with gr.Column():
+                        drop_bad = gr.Checkbox(label=t("data.drop_bad"), value=False)
+                        replace = gr.Checkbox(label=t("data.replace"), value=False)
                 add_report = gr.Markdown()
             with gr.Tab(t("data.table")):
                 with gr.Row():
@@ -63,7 +65,9 @@ def build(workspace: Path) -> gr.Dropdown:
                                      interactive=True, wrap=True, show_row_numbers=True, max_height=480, label=t("data.table_hint"))
                 with gr.Row():
                     table_name = gr.Textbox(label=t("data.name"), placeholder="my-typed-data")
-                    table_drop_bad = gr.Checkbox(label=t("data.drop_bad"), value=False)
+                    with gr.Column():
+                        table_drop_bad = gr.Checkbox(label=t("data.drop_bad"), value=False)
+                        table_replace = gr.Checkbox(label=t("data.replace"), value=False)
                     save_rows = gr.Button(t("data.save"), variant="primary")
                 table_report = gr.Markdown()
             with gr.Tab(t("data.tools")):
@@ -90,16 +94,16 @@ def build(workspace: Path) -> gr.Dropdown:
     show.click(shows_errors(partial(preview_html, workspace)), [dataset, model, rows], [preview], api_visibility="private")
     measure.click(shows_errors(partial(length_report, workspace)), [dataset, model, max_length], [stats, histogram],
                   api_visibility="private")
-    save_file.click(shows_errors(partial(save_file_dataset, workspace)), [upload, name, drop_bad, columns],
+    save_file.click(shows_errors(partial(save_file_dataset, workspace)), [upload, name, drop_bad, columns, replace],
                     [add_report, dataset], api_visibility="private")
     save_hub.click(shows_errors(partial(save_hub_dataset, workspace)),
-                   [hub_id, hub_config, hub_split, hub_rows, name, drop_bad, columns], [add_report, dataset],
+                   [hub_id, hub_config, hub_split, hub_rows, name, drop_bad, columns, replace], [add_report, dataset],
                    api_visibility="private")
     load_table.click(shows_errors(partial(table_of_dataset, workspace)), [dataset], [table, kind, table_name],
                      api_visibility="private")
     new_table.click(empty_table, [kind], [table], api_visibility="private")
     kind.input(empty_table, [kind], [table], api_visibility="private")
-    save_rows.click(shows_errors(partial(save_table_dataset, workspace)), [kind, table, table_name, table_drop_bad],
+    save_rows.click(shows_errors(partial(save_table_dataset, workspace)), [kind, table, table_name, table_drop_bad, table_replace],
                     [table_report, dataset], api_visibility="private")
     dedupe.click(shows_errors(partial(run_tool, workspace, "dedupe")), [dataset, tool_name, near, threshold],
                  [tool_report, dataset], api_visibility="private")
@@ -158,19 +162,19 @@ def _saved(workspace: Path, report: dict):
     return check_report(report), pick
 
 
-def save_file_dataset(workspace: Path, file: str | None, name: str, drop_bad_rows: bool, columns: str):
-    return _saved(workspace, api.upload_dataset(workspace, file, (name or "").strip(), drop_bad_rows, columns))
+def save_file_dataset(workspace: Path, file: str | None, name: str, drop_bad_rows: bool, columns: str, replace: bool):
+    return _saved(workspace, api.upload_dataset(workspace, file, (name or "").strip(), drop_bad_rows, columns, replace))
 
 
 def save_hub_dataset(workspace: Path, repo_id: str, config: str, split: str, max_rows: int, name: str,
-                     drop_bad_rows: bool, columns: str):
+                     drop_bad_rows: bool, columns: str, replace: bool):
     name = (name or "").strip() or (repo_id or "").strip().split("/")[-1]
     return _saved(workspace, api.import_hub_dataset(workspace, repo_id, config, split, name, int(max_rows or 1),
-                                                    drop_bad_rows, columns))
+                                                    drop_bad_rows, columns, replace))
 
 
-def save_table_dataset(workspace: Path, kind: str, rows: list[list], name: str, drop_bad_rows: bool):
-    return _saved(workspace, api.save_table(workspace, kind, rows, (name or "").strip(), drop_bad_rows))
+def save_table_dataset(workspace: Path, kind: str, rows: list[list], name: str, drop_bad_rows: bool, replace: bool):
+    return _saved(workspace, api.save_table(workspace, kind, rows, (name or "").strip(), drop_bad_rows, replace))
 
 
 def table_update(columns: list[str], rows: list[list]):
@@ -205,7 +209,8 @@ def run_tool(workspace: Path, tool: str, dataset: str, new_name: str, *settings)
     elif tool == "filter":
         model, low, high = settings
         report = api.filter_dataset(workspace, dataset, new_name, model, int(low or 0), int(high) if high else None)
-        text = f"✅ **{new_name}** · {report['rows_out']} of {report['rows_in']} rows between {report['min_tokens']} and {report['max_tokens']} tokens"
+        upper = f"{report['max_tokens']}" if report["max_tokens"] else "any number of"
+        text = f"✅ **{new_name}** · {report['rows_out']} of {report['rows_in']} rows between {report['min_tokens']} and {upper} tokens"
     else:
         fraction, seed = settings
         report = api.split_dataset(workspace, dataset, new_name, fraction, int(seed or 0))

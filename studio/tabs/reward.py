@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import html
+import re
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from studio.choices import dataset_names
 from studio.errors import shows_errors
 from studio.i18n import t
 
-ANSWER_SEPARATOR = "\n---\n"
+ANSWER_SEPARATOR = re.compile(r"(?m)^\s*---\s*$")   # a line of three dashes, alone
 
 
 def reward_checkpoints(workspace: Path) -> list[str]:
@@ -57,10 +58,11 @@ def refresh_reward_choices(workspace: Path, current: str | None):
 
 
 def score_answers(workspace: Path, checkpoint: str, prompt: str, answers: str) -> str:
-    responses = [a.strip() for a in (answers or "").split(ANSWER_SEPARATOR.strip()) if a.strip()]
+    responses = [a.strip() for a in ANSWER_SEPARATOR.split(answers or "") if a.strip()]
     rewards = api.score(workspace, checkpoint, prompt, responses)
     best = max(range(len(rewards)), key=rewards.__getitem__)
-    rows = [f"| {'🏆' if i == best else ''} {r:+.3f} | {html.escape(a[:200])} |" for i, (r, a) in enumerate(zip(rewards, responses))]
+    rows = [f"| {'🏆' if i == best else ''} {r:+.3f} | {html.escape(a[:200]).replace('|', '&#124;').replace(chr(10), ' ')} |"
+            for i, (r, a) in enumerate(zip(rewards, responses))]
     return "| reward | answer |\n|---:|---|\n" + "\n".join(rows)
 
 
