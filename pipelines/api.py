@@ -37,6 +37,11 @@ def check_startable(workspace: Path, config: RunConfig):
     stage_rows(config.dataset, kind, data.rows, config.stage)
     if config.eval_dataset:
         load_stage_rows(config.eval_dataset, workspace, config.stage)
+    if config.stage == "ppo":
+        from pipelines.rl.rewards import check_reward
+        check_reward(config.ppo.reward, workspace)   # the function file is imported and called on one sample
+        if config.eval_dataset:
+            raise StudioError("PPO has no eval dataset: its samples table shows the answers as it trains; clear eval_dataset.")
     if config.stage == "kto" and config.kto.loss_type == "kto" and config.train.batch_size < 2:
         raise StudioError("KTO needs train.batch_size of at least 2: its KL estimate pairs each answer with another prompt's.")
     limit = _context_length(source)
@@ -235,3 +240,8 @@ def score_dataset(workspace: Path, checkpoint: str, dataset: str, limit: int = 1
     """Every answer of a dataset with the reward a reward checkpoint gives it, best first."""
     from pipelines.scoring import score_dataset as ranked
     return ranked(workspace, checkpoint, dataset, max(1, min(int(limit), 10000)))
+
+
+def run_samples(workspace: Path, run_id: str) -> list[dict]:
+    """The generations an RL run recorded while it trained (step, prompt, response, score), oldest first."""
+    return run_files.read_jsonl(runs.run_dir_of(workspace, run_id) / "samples.jsonl")

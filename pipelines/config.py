@@ -19,7 +19,7 @@ from pipelines.paths import check_name
 # Every stage of the pipeline, in the order a user meets them. Later issues fill in the ones
 # not yet in AVAILABLE_STAGES; the names are part of the config format and do not change.
 STAGES = ("sft", "reward", "dpo", "kto", "orpo", "ppo", "grpo", "rloo", "rejection_sampling")
-AVAILABLE_STAGES = ("sft", "reward", "dpo", "kto", "orpo")
+AVAILABLE_STAGES = ("sft", "reward", "dpo", "kto", "orpo", "ppo")
 
 BUNDLED_MODEL_ID = "smollm2-135m-instruct"
 MAX_RUN_NAME = 72
@@ -92,6 +92,25 @@ class KTOSettings:
 
 
 @dataclass
+class PPOSettings:
+    reward: str = _field("", "Where rewards come from: a reward run's checkpoint (my-rm/final), a Python file in the workspace defining reward(prompts, completions) -> list of floats (rules.py), or both joined by '+'.")
+    kl_coef: float = _field(0.05, "Weight of the per-token KL penalty to the reference (the SFT model): the guard against reward hacking.", minimum=0.0)
+    kl_target: float = _field(0.0, "0 keeps kl_coef fixed; above 0 adapts it so the KL per response tracks this target (Ziegler et al. 2019).", minimum=0.0)
+    kl_estimator: str = _field("k1", "How per-token KL is estimated: k1 = log-ratio (unbiased), k2 = half its square, k3 = Schulman's non-negative estimator.",
+                               choices=("k1", "k2", "k3"))
+    ppo_epochs: int = _field(4, "Passes over each batch of rollouts.", minimum=1, maximum=32)
+    minibatches: int = _field(2, "Minibatches per pass (train.batch_size must divide evenly).", minimum=1)
+    response_length: int = _field(48, "Longest generated answer, in tokens.", minimum=1, maximum=2048)
+    temperature: float = _field(0.8, "Sampling temperature of the rollouts.", minimum=0, exclusive_minimum=True, maximum=4.0)
+    clip_range: float = _field(0.2, "PPO's ε: how far the probability ratio may move per update.", minimum=0, exclusive_minimum=True, maximum=1.0)
+    clip_range_value: float = _field(0.2, "The same clip for the value head's predictions.", minimum=0, exclusive_minimum=True)
+    vf_coef: float = _field(0.1, "Weight of the value loss beside the policy loss (they share the backbone).", minimum=0.0)
+    gamma: float = _field(1.0, "Discount over response tokens.", minimum=0.0, maximum=1.0)
+    lam: float = _field(0.95, "GAE's λ: bias (0) against variance (1) of the advantages.", minimum=0.0, maximum=1.0)
+    missing_eos_penalty: float = _field(0.0, "Subtracted from the score of an answer cut off before its end-of-turn token; 0 turns it off.", minimum=0.0)
+
+
+@dataclass
 class ORPOSettings:
     beta: float = _field(0.1, "Weight of the odds-ratio preference term beside the SFT loss (the paper's lambda).",
                          minimum=0, exclusive_minimum=True)
@@ -110,6 +129,7 @@ class RunConfig:
     dpo: DPOSettings = field(default_factory=DPOSettings)
     kto: KTOSettings = field(default_factory=KTOSettings)
     orpo: ORPOSettings = field(default_factory=ORPOSettings)
+    ppo: PPOSettings = field(default_factory=PPOSettings)
 
     def to_dict(self) -> dict:
         """Every setting, but only the stage section of this run's stage (the others would only mislead)."""
@@ -121,13 +141,13 @@ class RunConfig:
 
 
 SECTIONS = {"peft": PeftSettings, "train": TrainSettings, "reward": RewardSettings, "dpo": DPOSettings,
-            "kto": KTOSettings, "orpo": ORPOSettings}
-STAGE_SECTIONS = ("reward", "dpo", "kto", "orpo")   # a section of settings that only its own stage reads
+            "kto": KTOSettings, "orpo": ORPOSettings, "ppo": PPOSettings}
+STAGE_SECTIONS = ("reward", "dpo", "kto", "orpo", "ppo")   # a section of settings that only its own stage reads
 
 # The kind of rows each stage trains on (pipelines/data/store.py names them). KTO also takes preference pairs,
 # unpaired into one desirable and one undesirable row each.
 STAGE_DATA_KIND = {"sft": "instruction", "reward": "preference", "dpo": "preference", "kto": "unpaired",
-                   "orpo": "preference"}
+                   "orpo": "preference", "ppo": "prompt_only"}
 
 # Defaults that differ by stage, chosen so that the bundled model on a CPU with LoRA visibly changes within
 # minutes (TRL's own defaults, such as DPO's learning rate of 1e-6, are meant for full fine-tunes of large
@@ -138,6 +158,7 @@ STAGE_DEFAULTS = {
     "dpo": {"dataset": "preference-en-sample", "train": {"learning_rate": 5.0e-5, "max_steps": 40}},
     "kto": {"dataset": "preference-en-sample", "train": {"learning_rate": 5.0e-5, "max_steps": 40}},
     "orpo": {"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40}},
+    "ppo": {"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
 }
 
 
@@ -237,6 +258,9 @@ def validate(config: RunConfig) -> None:
     if config.train.logging_steps > config.train.save_steps:
         raise StudioError("train.logging_steps must not exceed train.save_steps: a NaN loss must be seen before a "
                           "checkpoint is saved from the weights that produced it.")
+    if config.stage == "ppo" and config.train.batch_size % config.ppo.minibatches:
+        raise StudioError(f"train.batch_size {config.train.batch_size} does not split into ppo.minibatches "
+                          f"{config.ppo.minibatches}; make the batch size a multiple of it.")
     if config.stage == "reward" and config.peft.method == "qlora":
         raise StudioError("QLoRA is not available for the reward stage; use LoRA or a full fine-tune.")
     for section_name, section in (("", config), *((name, getattr(config, name)) for name in SECTIONS)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 STAGE_MODULES = {"sft": "pipelines.stages.sft", "reward": "pipelines.stages.reward", "dpo": "pipelines.stages.dpo",
-                 "kto": "pipelines.stages.kto", "orpo": "pipelines.stages.orpo"}
+                 "kto": "pipelines.stages.kto", "orpo": "pipelines.stages.orpo", "ppo": "pipelines.stages.ppo"}
 
 
 def stage_runner(stage: str):

@@ -1,0 +1,136 @@
+"""Where an RL stage's reward comes from: a reward checkpoint, a Python reward-function file, or both added.
+
+A reward setting is written `my-rm/final`, `rules.py`, or `my-rm/final + rules.py`. A reward-function file
+lies inside the workspace and defines
+
+    def reward(prompts: list[str], completions: list[str]) -> list[float]
+
+It is called once on one sample before a run starts, so an import error, a wrong type or a wrong length is one
+sentence at Start instead of a crash minutes later.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pipelines.errors import StudioError
+from pipelines.paths import inside
+
+PROBE = (["Say hi"], ["Hi there! Hope this helps!"])
+
+
+@dataclass
+class RewardSource:
+    checkpoint: str | None            # a reward run's checkpoint id
+    function_file: Path | None        # a .py file inside the workspace
+
+    def describe(self) -> str:
+        return " + ".join(p for p in (self.checkpoint, self.function_file and self.function_file.name) if p)
+
+
+def parse_reward(spec: str, workspace: Path) -> RewardSource:
+    """`checkpoint`, `file.py` or `checkpoint + file.py` → a RewardSource (paths checked, nothing loaded)."""
+    parts = [p.strip() for p in (spec or "").split("+") if p.strip()]
+    if not parts:
+        raise StudioError("This stage needs a reward: a reward run's checkpoint (for example my-rm/final), a Python "
+                          "reward-function file in the workspace (rules.py), or both joined by '+'.")
+    checkpoint = function_file = None
+    for part in parts:
+        if part.endswith(".py"):
+            if function_file:
+                raise StudioError("Give one reward-function file; put several rules in one `reward` function.")
+            function_file = inside(Path(workspace), part, "reward-function file")
+            if not function_file.is_file():
+                raise StudioError(f"The reward-function file {part!r} does not exist in the workspace {workspace}.")
+        elif checkpoint:
+            raise StudioError("Give one reward checkpoint (and optionally one .py file), joined by '+'.")
+        else:
+            checkpoint = part
+    return RewardSource(checkpoint, function_file)
+
+
+def load_reward_function(path: Path) -> Callable[[list[str], list[str]], list[float]]:
+    """Import `reward` from the file (a fresh module each time) and check it on one sample."""
+    name = f"studio_reward_{abs(hash(str(path)))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code: any error it raises is theirs to see, in one line
+        raise StudioError(f"{path.name} does not import: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    sys.modules.pop(name, None)
+    function = getattr(module, "reward", None)
+    if not callable(function):
+        raise StudioError(f"{path.name} has no function `reward(prompts, completions)` returning a list of floats.")
+    try:
+        scores = function(*PROBE)
+    except Exception as exc:  # the user's code again
+        raise StudioError(f"{path.name}'s reward raised {type(exc).__name__} on a sample "
+                          f"(prompts={PROBE[0]!r}, completions={PROBE[1]!r}): {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    check_scores(scores, len(PROBE[0]), path.name)
+    return function
+
+
+def check_scores(scores, expected: int, where: str) -> list[float]:
+    try:
+        values = [float(s) for s in scores]
+    except (TypeError, ValueError):
+        raise StudioError(f"{where}'s reward returned {type(scores).__name__}, not a list of numbers.") from None
+    if len(values) != expected:
+        raise StudioError(f"{where}'s reward returned {len(values)} scores for {expected} completions; return one each.")
+    if not all(math.isfinite(v) for v in values):
+        raise StudioError(f"{where}'s reward returned a NaN or infinite score.")
+    return values
+
+
+class RewardScorer:
+    """Scores completions with every source of a RewardSource, added together."""
+
+    def __init__(self, source: RewardSource, workspace: Path):
+        self.source = source
+        self.function = load_reward_function(source.function_file) if source.function_file else None
+        self.reward_model = None
+        if source.checkpoint:
+            from pipelines.models import resolve_model
+            from pipelines.scoring import load_reward_model
+            self.reward_model = load_reward_model(resolve_model(source.checkpoint, workspace))
+
+    def __call__(self, prompts: list[list[dict]], completions: list[str]) -> list[float]:
+        """prompts: conversations (lists of turns); completions: the generated answers as text."""
+        totals = [0.0] * len(completions)
+        if self.reward_model:
+            from pipelines.scoring import score_conversations
+            model, tokenizer = self.reward_model
+            scores = score_conversations(model, tokenizer, [p + [{"role": "assistant", "content": c}]
+                                                            for p, c in zip(prompts, completions)])
+            totals = [t + s for t, s in zip(totals, scores)]
+        if self.function:
+            last_user = [next((t["content"] for t in reversed(p) if t["role"] == "user"), "") for p in prompts]
+            scores = check_scores(self.function(last_user, completions), len(completions), self.source.function_file.name)
+            totals = [t + s for t, s in zip(totals, scores)]
+        return totals
+
+
+def check_reward(spec: str, workspace: Path) -> RewardSource:
+    """Everything about a reward setting that can be checked before a run starts."""
+    from pipelines.models import resolve_model
+
+    source = parse_reward(spec, workspace)
+    if source.function_file:
+        load_reward_function(source.function_file)
+    if source.checkpoint:
+        from pipelines.models import CHECKPOINT_ID
+        match = CHECKPOINT_ID.match(source.checkpoint)
+        if match and not (Path(workspace) / "runs" / match["run"] / "config.yaml").is_file():
+            raise StudioError(f"There is no run {match['run']!r} in this workspace; the reward must be the checkpoint "
+                              "of a reward run (list_checkpoints() shows them).")
+        resolved = resolve_model(source.checkpoint, workspace)
+        if resolved.stage != "reward":
+            made_by = f" (the {resolved.stage.upper()} stage trained it)" if resolved.stage else ""
+            raise StudioError(f"{source.checkpoint!r} is not a reward model{made_by}; give the checkpoint of a reward run.")
+    return source

@@ -1,0 +1,244 @@
+"""PPO from a reward (InstructGPT's step 3), the project's own: TRL removed its PPOTrainer in 1.13.
+
+One update:
+  1. sample a batch of prompts and generate answers with the policy (left-padded prompts, sampled tokens);
+  2. score them (reward checkpoint and/or reward-function file; minus a penalty for answers cut off);
+  3. per-token KL to the reference — the same weights with the LoRA adapter disabled, so no second copy —
+     turned into rewards: −β·KL at every token plus the score at the last one;
+  4. GAE advantages (whitened) and returns from the value head;
+  5. several epochs of minibatches of the clipped policy loss plus vf_coef × the clipped value loss.
+
+The value head is a linear layer on the policy's own last hidden state (a shared backbone, as TRL's older
+PPO had), not a second model initialised from the reward model: one model in memory instead of two, which is
+what lets PPO run with LoRA on a laptop; the price is that value-loss gradients also move the shared LoRA
+weights, which the small vf_coef keeps in check. Dropout is off throughout, so a token's log-prob is the
+same when it is generated and when it is trained on.
+
+The loop drives the run recorder with the same events a Trainer would (log, step end, save), so metrics,
+status, stop, checkpoints and resume work as for every stage.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from pathlib import Path
+
+from pipelines import run_files
+from pipelines.errors import StudioError
+from pipelines.stages.common import RunContext, load_policy, lora_config, precision_args, stage_inputs
+
+VALUE_HEAD_FILE = "value_head.safetensors"
+OPTIMIZER_FILE = "ppo_optimizer.pt"
+SAMPLES_PER_UPDATE = 4
+
+
+def run(context: RunContext):
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise StudioError("PPO runs on one device; start it without accelerate launch.")
+    runner = PPORunner(context)
+    runner.train()
+    return runner
+
+
+class PPORunner:
+    def __init__(self, context: RunContext):
+        import copy
+
+        import torch
+        from transformers import TrainerControl, TrainerState, get_scheduler
+
+        from pipelines.rl.ppo_math import AdaptiveKLController
+        from pipelines.rl.rewards import RewardScorer, parse_reward
+
+        self.context, self.config = context, context.config
+        settings, train = self.config.ppo, self.config.train
+        inputs = stage_inputs(context)
+        self.tokenizer, self.device = inputs.tokenizer, inputs.device
+        self.prompts = [row["prompt"] for row in inputs.train_dataset]
+        bf16 = precision_args(self.config, self.device)["bf16"]
+        torch.manual_seed(train.seed)   # the new adapter's and value head's starting weights, as a Trainer seeds them
+        model = load_policy(inputs.source, self.config, self.device, bf16=bf16)
+        model.config.use_cache = True
+        self.ref_model = None
+        if self.config.peft.method == "full":   # no adapter to switch off: the reference is a frozen copy
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
+        else:
+            from peft import get_peft_model
+            model = get_peft_model(model, lora_config(self.config))
+        self.model = model.to(self.device).eval()   # eval: dropout off (see the module docstring)
+        hidden = self.model.config.get_text_config().hidden_size
+        self.value_head = torch.nn.Linear(hidden, 1).to(self.device)
+        torch.nn.init.zeros_(self.value_head.weight)
+        torch.nn.init.zeros_(self.value_head.bias)
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=train.learning_rate)
+        self.max_steps = train.max_steps if train.max_steps > 0 else max(1, int(train.epochs * len(self.prompts) / train.batch_size))
+        self.scheduler = get_scheduler(train.lr_scheduler, self.optimizer,
+                                       num_warmup_steps=int(train.warmup_ratio * self.max_steps),
+                                       num_training_steps=self.max_steps)
+        self.kl_coef = settings.kl_coef
+        self.kl_controller = AdaptiveKLController(settings.kl_coef, settings.kl_target) if settings.kl_target > 0 else None
+        self.scorer = RewardScorer(parse_reward(settings.reward, context.workspace), context.workspace)
+        self.state = TrainerState(max_steps=self.max_steps, logging_steps=train.logging_steps, save_steps=train.save_steps)
+        self.state.is_world_process_zero = True
+        self.control = TrainerControl()
+        print(f"PPO: {self.config.model} on {self.device}, {len(self.prompts)} prompts of {self.config.dataset}, "
+              f"reward = {self.scorer.source.describe()}, reference = "
+              f"{'a frozen copy' if self.ref_model else 'the same weights with the adapter disabled'}, "
+              f"value head on the policy's backbone", flush=True)
+
+    # What save_final (pipelines/stages/common.py) asks of a trainer.
+    def is_world_process_zero(self) -> bool:
+        return True
+
+    def save_model(self, folder: str) -> None:
+        from safetensors.torch import save_file
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        save_file({k: v.contiguous() for k, v in self.value_head.state_dict().items()}, str(Path(folder) / VALUE_HEAD_FILE))
+
+    def _batch_prompts(self, update: int) -> list[list[dict]]:
+        """The prompts of update `update`: a fresh seeded shuffle each epoch, so a resumed run sees the same batches."""
+        size, count = self.config.train.batch_size, len(self.prompts)
+        batch = []
+        for position in range(update * size, (update + 1) * size):
+            epoch, offset = divmod(position, count)
+            order = list(range(count))
+            random.Random(self.config.train.seed + epoch).shuffle(order)
+            batch.append(self.prompts[order[offset]])
+        return batch
+
+    def train(self) -> None:
+        import torch
+
+        start = self._resume() if self.context.resume_from else 0
+        self.state.global_step = start
+        for callback in self.context.callbacks:
+            callback.on_train_begin(None, self.state, self.control)
+        for update in range(start, self.max_steps):
+            torch.manual_seed(self.config.train.seed + update)       # sampling is reproducible across a resume
+            logs, samples = self._update(update)
+            self.state.global_step = update + 1
+            self.state.epoch = (update + 1) * self.config.train.batch_size / len(self.prompts)
+            for sample in samples:
+                run_files.append_jsonl(self.context.run_dir / "samples.jsonl", {"step": update + 1, **sample})
+            last = update + 1 == self.max_steps
+            self.control.should_save = (update + 1) % self.config.train.save_steps == 0 or last
+            for callback in self.context.callbacks:
+                self.control = callback.on_step_end(None, self.state, self.control) or self.control
+            if (update + 1) % self.config.train.logging_steps == 0 or last:
+                for callback in self.context.callbacks:
+                    callback.on_log(None, self.state, self.control, logs=logs)
+            if self.control.should_save:
+                self._save_checkpoint()
+                self.control.should_save = False
+            if self.control.should_training_stop:
+                break
+
+    def _update(self, update: int) -> tuple[dict, list[dict]]:
+        import torch
+
+        from pipelines.rl.ppo_math import (advantages_and_returns, explained_variance, kl_per_token, masked_whiten,
+                                           per_token_rewards)
+        from pipelines.rl.rollout import generate_rollout
+
+        settings = self.config.ppo
+        prompts = self._batch_prompts(update)
+        rollout = generate_rollout(self.model, self.value_head, self.tokenizer, prompts, settings.response_length,
+                                   settings.temperature, self.ref_model)
+        scores = torch.tensor(self.scorer(prompts, rollout.completions), dtype=torch.float32, device=self.device)
+        raw_scores = scores.clone()
+        if settings.missing_eos_penalty:
+            scores = scores - settings.missing_eos_penalty * (~rollout.ended).float()
+        mask = rollout.response_mask
+        kl = kl_per_token(rollout.logprobs, rollout.ref_logprobs, settings.kl_estimator) * mask     # (B, T)
+        rewards, non_score = per_token_rewards(scores, kl, mask, self.kl_coef)
+        advantages, returns = advantages_and_returns(rollout.values, rewards, mask, settings.gamma, settings.lam)
+        advantages = masked_whiten(advantages, mask)
+        stats = self._optimise(rollout, advantages, returns)
+        mean_kl = kl.sum(dim=1).mean().item()
+        logs = {
+            "loss": stats["loss"], "objective/scores": raw_scores.mean().item(), "objective/kl": mean_kl,
+            "objective/non_score_reward": non_score.sum(dim=1).mean().item(),
+            "objective/rlhf_reward": (scores + non_score.sum(dim=1)).mean().item(),
+            "loss/policy": stats["policy"], "loss/value": stats["value"], "policy/clipfrac": stats["policy_clip"],
+            "value/clipfrac": stats["value_clip"], "policy/approx_kl": stats["approx_kl"], "policy/entropy": stats["entropy"],
+            "value/explained_variance": explained_variance(rollout.values, returns, mask).item(),
+            "response_length": mask.sum(dim=1).mean().item(), "eos_rate": rollout.ended.float().mean().item(),
+            "kl_coef": self.kl_coef, "grad_norm": stats["grad_norm"], "learning_rate": self.scheduler.get_last_lr()[0],
+        }
+        self.scheduler.step()
+        if self.kl_controller:
+            self.kl_coef = self.kl_controller.update(mean_kl, self.config.train.batch_size)
+        samples = [{"prompt": p[-1]["content"], "response": c, "score": s}
+                   for p, c, s in zip(prompts[:SAMPLES_PER_UPDATE], rollout.completions, raw_scores.tolist())]
+        return logs, samples
+
+    def _optimise(self, rollout, advantages, returns) -> dict:
+        import torch
+
+        from pipelines.rl.ppo_math import masked_mean, policy_loss, value_loss
+        from pipelines.rl.rollout import forward_scores
+
+        settings = self.config.ppo
+        size = rollout.sequences.shape[0]
+        minibatch = size // settings.minibatches
+        totals: dict[str, list[float]] = {}
+        for _ in range(settings.ppo_epochs):
+            order = torch.randperm(size)                                    # new minibatches each pass
+            for start in range(0, size, minibatch):
+                rows = order[start:start + minibatch]
+                mask = rollout.response_mask[rows]
+                logprobs, values, entropy = forward_scores(self.model, self.value_head, rollout.sequences[rows],
+                                                           rollout.attention_mask[rows], rollout.prompt_length, with_entropy=True)
+                pg_loss, pg_clip, approx_kl = policy_loss(logprobs, rollout.logprobs[rows], advantages[rows], mask,
+                                                          settings.clip_range)
+                vf_loss, vf_clip = value_loss(values, rollout.values[rows], returns[rows], mask, settings.clip_range_value)
+                loss = pg_loss + settings.vf_coef * vf_loss
+                self.optimizer.zero_grad()
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
+                self.optimizer.step()
+                for key, value in (("loss", loss), ("policy", pg_loss), ("value", vf_loss), ("policy_clip", pg_clip),
+                                   ("value_clip", vf_clip), ("approx_kl", approx_kl), ("grad_norm", grad_norm),
+                                   ("entropy", masked_mean(entropy, mask))):
+                    totals.setdefault(key, []).append(float(value.detach()))
+        return {key: sum(values) / len(values) for key, values in totals.items()}
+
+    def _save_checkpoint(self) -> None:
+        import torch
+
+        folder = self.context.staging_dir / f"checkpoint-{self.state.global_step}"
+        self.save_model(str(folder))
+        torch.save({"optimizer": self.optimizer.state_dict(), "kl_coef": self.kl_coef, "step": self.state.global_step},
+                   folder / OPTIMIZER_FILE)
+        for callback in self.context.callbacks:
+            callback.on_save(None, self.state, self.control)
+
+    def _resume(self) -> int:
+        """Load the adapter (or weights), value head, optimizer and KL coefficient of the checkpoint; return its step."""
+        import torch
+        from safetensors.torch import load_file
+
+        folder = self.context.resume_from
+        if self.ref_model is None:
+            from peft import set_peft_model_state_dict
+            set_peft_model_state_dict(self.model, load_file(folder / "adapter_model.safetensors"))
+        else:
+            from transformers import AutoModelForCausalLM
+            self.model.load_state_dict(AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).state_dict())
+        self.value_head.load_state_dict(load_file(folder / VALUE_HEAD_FILE))
+        saved = torch.load(folder / OPTIMIZER_FILE, weights_only=True)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.kl_coef = saved["kl_coef"]
+        if self.kl_controller:
+            self.kl_controller.value = self.kl_coef
+        with warnings.catch_warnings():   # fast-forwarding the schedule before the first optimizer step is intended
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(saved["step"]):
+                self.scheduler.step()
+        return saved["step"]

@@ -1,0 +1,100 @@
+"""Our PPO on the tiny model: a rule reward rises while KL stays finite, a run resumed mid-way continues exactly
+as if it had never stopped, and bad reward settings are one sentence before anything starts."""
+
+import math
+
+import pytest
+
+from pipelines import api
+from pipelines.errors import StudioError
+from pipelines.run_files import checkpoint_steps, read_metrics, read_status
+from pipelines.train import train_run
+from tests.conftest import write_jsonl
+
+# Dense and learnable from random text: the share of the answer's characters that are lowercase ASCII letters.
+LOWERCASE_RULE = ("def reward(prompts, completions):\n"
+                  "    return [sum(ch.islower() and ch.isascii() for ch in c) / max(len(c), 1) for c in completions]\n")
+
+
+def ppo_config(model, method="full", steps=24, lr=3e-3, **ppo) -> str:
+    settings = {"reward": "rules.py", "response_length": 16, "ppo_epochs": 4, "minibatches": 2, **ppo}
+    body = ", ".join(f"{k}: {v}" for k, v in settings.items())
+    return (f"stage: ppo\nmodel: {model}\ndataset: prompts.jsonl\npeft: {{method: {method}, r: 8, alpha: 16}}\n"
+            f"train: {{max_steps: {steps}, batch_size: 8, learning_rate: {lr}, save_steps: 3, warmup_ratio: 0.0, "
+            f"lr_scheduler: constant}}\nppo: {{{body}}}\n")
+
+
+@pytest.fixture
+def prompts(workspace):
+    write_jsonl(workspace / "prompts.jsonl", [{"prompt": f"Question number {i}?"} for i in range(16)])
+    (workspace / "rules.py").write_text(LOWERCASE_RULE, encoding="utf-8")
+    return workspace
+
+
+def test_ppo_raises_a_rule_reward_while_kl_stays_finite(tiny_model, prompts):
+    run_dir = api.prepare_run(prompts, ppo_config(tiny_model))
+    assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
+    metrics = read_metrics(run_dir)
+    scores = [m["objective/scores"] for m in metrics]
+    assert sum(scores[-6:]) / 6 > sum(scores[:6]) / 6 + 0.05, scores
+    assert all(math.isfinite(m["objective/kl"]) and math.isfinite(m["loss"]) for m in metrics)
+    assert metrics[0]["objective/kl"] == pytest.approx(0.0, abs=1e-4), "update 1 samples from the reference itself"
+    expected = {"objective/scores", "objective/kl", "objective/non_score_reward", "objective/rlhf_reward", "loss/policy",
+                "loss/value", "policy/clipfrac", "value/clipfrac", "policy/approx_kl", "policy/entropy",
+                "value/explained_variance", "response_length", "kl_coef"}
+    assert expected <= set(metrics[-1])
+    samples = api.run_samples(prompts, run_dir.name)
+    assert len(samples) == 4 * 24 and {"step", "prompt", "response", "score"} <= set(samples[0])
+    assert (run_dir / "final" / "value_head.safetensors").is_file()
+
+
+def test_a_lora_ppo_run_resumed_mid_way_continues_exactly(tiny_model, prompts, monkeypatch):
+    from pipelines.stages.ppo import PPORunner
+
+    whole = api.prepare_run(prompts, "name: whole\n" + ppo_config(tiny_model, "lora", steps=6, lr=1e-2))
+    assert train_run(whole, echo=False) == "completed"
+
+    original = PPORunner._update
+
+    def crash_at_update_5(self, update):
+        if update == 4 and not self.context.resume_from:
+            raise KeyboardInterrupt
+        return original(self, update)
+
+    monkeypatch.setattr(PPORunner, "_update", crash_at_update_5)
+    halves = api.prepare_run(prompts, "name: halves\n" + ppo_config(tiny_model, "lora", steps=6, lr=1e-2))
+    assert train_run(halves, echo=False) == "interrupted"
+    assert checkpoint_steps(halves) == [3]
+    assert train_run(halves, resume=True, echo=False) == "completed"
+    resumed = {m["step"]: m for m in read_metrics(halves)}
+    for step, reference in enumerate(read_metrics(whole), start=1):
+        assert resumed[step]["objective/scores"] == pytest.approx(reference["objective/scores"], abs=1e-5), step
+        assert resumed[step]["loss"] == pytest.approx(reference["loss"], abs=1e-4), step
+    assert resumed[6]["kl_coef"] == pytest.approx(read_metrics(whole)[-1]["kl_coef"])
+
+
+@pytest.mark.parametrize("source, words", [
+    ("def reward(prompts, completions):\n    import nonexistent_module_xyz\n", "raised ModuleNotFoundError on a sample"),
+    ("import nonexistent_module_xyz\n", "does not import: ModuleNotFoundError"),
+    ("def reward(prompts, completions):\n    return 1.0\n", "returned float, not a list of numbers"),
+    ("def reward(prompts, completions):\n    return [1.0, 2.0]\n", "returned 2 scores for 1 completions"),
+    ("def score(prompts, completions):\n    return [1.0]\n", "has no function `reward"),
+])
+def test_a_bad_reward_function_is_refused_before_the_run_starts(tiny_model, prompts, source, words):
+    (prompts / "rules.py").write_text(source, encoding="utf-8")
+    with pytest.raises(StudioError, match=words):
+        api.prepare_run(prompts, ppo_config(tiny_model))
+    assert not (prompts / "runs").exists() or not list((prompts / "runs").iterdir())
+
+
+def test_bad_ppo_settings_are_one_sentence(tiny_model, prompts):
+    with pytest.raises(StudioError, match="needs prompt-only rows"):
+        api.prepare_run(prompts, ppo_config(tiny_model).replace("prompts.jsonl", "tiny.jsonl"))
+    with pytest.raises(StudioError, match="This stage needs a reward"):
+        api.prepare_run(prompts, ppo_config(tiny_model, reward="''"))
+    with pytest.raises(StudioError, match="outside the workspace"):
+        api.prepare_run(prompts, ppo_config(tiny_model, reward="../rules.py"))
+    with pytest.raises(StudioError, match="does not split into ppo.minibatches"):
+        api.prepare_run(prompts, ppo_config(tiny_model, minibatches=3))
+    with pytest.raises(StudioError, match="There is no run 'missing-rm'"):
+        api.prepare_run(prompts, ppo_config(tiny_model, reward="missing-rm/final"))
