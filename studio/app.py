@@ -129,6 +129,10 @@ def register_api(workspace: Path) -> None:
         """Save <new_name>-train and <new_name>-eval; rows sharing a prompt stay on one side."""
         return api.split_dataset(workspace, name, new_name, eval_fraction, seed)
 
+    def run_samples(run_id: str) -> list[dict]:
+        """Generations an RL run recorded as it trained: step, prompt, response, score."""
+        return api.run_samples(workspace, run_id)
+
     def score(reward_checkpoint: str, prompt: str, responses: list[str]) -> list[float]:
         """The reward a reward-run checkpoint gives each response to the prompt (text is re-tokenised by the reward model)."""
         return api.score(workspace, reward_checkpoint, prompt, responses)
@@ -148,7 +152,7 @@ def register_api(workspace: Path) -> None:
     for endpoint in (start_run, run_status, run_metrics, stop_run, resume_run, list_runs, list_checkpoints,
                      list_datasets, describe_model, preview_dataset, upload_dataset, import_hub_dataset, dataset_stats,
                      dataset_table, save_table, deduplicate_dataset, filter_dataset, split_dataset, score,
-                     evaluate_reward, score_dataset, chat):
+                     evaluate_reward, score_dataset, run_samples, chat):
         gr.api(shows_errors(endpoint), api_name=endpoint.__name__)
 
 

@@ -13,7 +13,12 @@ PANELS = (
     ("preference accuracy", ("rewards/accuracies", "accuracy")),
     ("reward model: margin and mean reward", ("margin", "mean_reward")),
     ("log-probs", ("logps/chosen", "logps/rejected")),
-    ("KL", ("kl",)),
+    ("RL objective: score, and reward after the KL penalty", ("objective/scores", "objective/rlhf_reward")),
+    ("KL to the reference", ("kl", "objective/kl")),
+    ("PPO losses", ("loss/policy", "loss/value")),
+    ("PPO health: clip fractions, approx KL, explained variance", ("policy/clipfrac", "value/clipfrac", "policy/approx_kl",
+                                                                   "value/explained_variance")),
+    ("response length", ("response_length",)),
     ("learning rate", ("learning_rate",)),
     ("grad norm", ("grad_norm",)),
 )

@@ -64,6 +64,12 @@ EN = {
     "dpo.beta": "Beta", "dpo.loss_type": "DPO loss", "dpo.label_smoothing": "Label smoothing",
     "kto.beta": "Beta", "kto.loss_type": "KTO loss", "kto.desirable_weight": "Desirable weight",
     "kto.undesirable_weight": "Undesirable weight", "orpo.beta": "Beta (λ of the odds-ratio term)",
+    "ppo.reward": "Reward (checkpoint, rules .py, or both with +)", "ppo.kl_coef": "KL coefficient β",
+    "ppo.kl_target": "Adaptive KL target (0 = fixed β)", "ppo.kl_estimator": "KL estimator", "ppo.ppo_epochs": "PPO epochs",
+    "ppo.minibatches": "Minibatches", "ppo.response_length": "Response length (tokens)", "ppo.temperature": "Sampling temperature",
+    "ppo.clip_range": "Policy clip ε", "ppo.clip_range_value": "Value clip", "ppo.vf_coef": "Value loss weight",
+    "ppo.gamma": "Discount γ", "ppo.lam": "GAE λ", "ppo.missing_eos_penalty": "Penalty for answers without an end",
+    "train.samples": "Samples (prompt, response, score) as the run trains",
     "train.stage_settings": "Settings of this stage", "train.smooth": "Smoothed curves", "train.log_scale": "Log-scale loss",
 }
 
@@ -118,6 +124,12 @@ KO = {
     "dpo.beta": "베타", "dpo.loss_type": "DPO 손실", "dpo.label_smoothing": "레이블 스무딩",
     "kto.beta": "베타", "kto.loss_type": "KTO 손실", "kto.desirable_weight": "바람직한 답 가중치",
     "kto.undesirable_weight": "바람직하지 않은 답 가중치", "orpo.beta": "베타 (오즈비 항의 λ)",
+    "ppo.reward": "보상 (체크포인트, 규칙 .py, 또는 + 로 둘 다)", "ppo.kl_coef": "KL 계수 β",
+    "ppo.kl_target": "적응형 KL 목표 (0 = β 고정)", "ppo.kl_estimator": "KL 추정 방식", "ppo.ppo_epochs": "PPO 에폭",
+    "ppo.minibatches": "미니배치 수", "ppo.response_length": "응답 길이 (토큰)", "ppo.temperature": "샘플링 온도",
+    "ppo.clip_range": "정책 클립 ε", "ppo.clip_range_value": "가치 클립", "ppo.vf_coef": "가치 손실 가중치",
+    "ppo.gamma": "할인율 γ", "ppo.lam": "GAE 람다 λ", "ppo.missing_eos_penalty": "끝나지 않은 답에 대한 벌점",
+    "train.samples": "학습 중 생성된 샘플 (프롬프트, 응답, 점수)",
     "train.stage_settings": "이 단계의 설정", "train.smooth": "곡선 부드럽게", "train.log_scale": "손실 로그 눈금",
 }
 
@@ -157,6 +169,20 @@ KO_HELP = {
     "kto.desirable_weight": "바람직한(label true) 답에 대한 손실 가중치.",
     "kto.undesirable_weight": "바람직하지 않은(label false) 답에 대한 손실 가중치.",
     "orpo.beta": "SFT 손실 옆에 더하는 오즈비 선호 항의 가중치 (논문의 λ).",
+    "ppo.reward": "보상의 출처: 보상 실행의 체크포인트(my-rm/final), reward(prompts, completions) -> 실수 목록 함수를 정의한 워크스페이스의 파이썬 파일(rules.py), 또는 '+'로 둘 다.",
+    "ppo.kl_coef": "기준 모델(SFT 모델)에 대한 토큰별 KL 벌점의 가중치: 보상 해킹을 막는 장치입니다.",
+    "ppo.kl_target": "0이면 kl_coef를 고정하고, 0보다 크면 응답당 KL이 이 목표를 따르도록 조정합니다 (Ziegler 외 2019).",
+    "ppo.kl_estimator": "토큰별 KL 추정: k1 = 로그 비율(불편), k2 = 그 제곱의 절반, k3 = Schulman의 음수가 되지 않는 추정.",
+    "ppo.ppo_epochs": "롤아웃 배치 하나를 몇 번 학습할지.",
+    "ppo.minibatches": "한 번에 나누는 미니배치 수 (train.batch_size가 나누어떨어져야 합니다).",
+    "ppo.response_length": "생성할 답의 최대 길이 (토큰).",
+    "ppo.temperature": "롤아웃 샘플링 온도.",
+    "ppo.clip_range": "PPO의 ε: 한 번의 업데이트에서 확률 비율이 움직일 수 있는 범위.",
+    "ppo.clip_range_value": "가치 헤드 예측에 대한 같은 클립.",
+    "ppo.vf_coef": "정책 손실 옆에 더하는 가치 손실의 가중치 (같은 백본을 공유합니다).",
+    "ppo.gamma": "응답 토큰에 대한 할인율.",
+    "ppo.lam": "GAE의 λ: 어드밴티지의 편향(0)과 분산(1) 사이의 선택.",
+    "ppo.missing_eos_penalty": "턴 종료 토큰 전에 잘린 답의 점수에서 뺍니다. 0이면 끕니다.",
 }
 
 

@@ -27,6 +27,8 @@ REFRESH_S = 1.5          # the selected run's status, chart and log
 RUNS_REFRESH_S = 4.0     # the runs list and picker
 LOG_LINES = 12           # as many as the log box shows, so its end is in view
 MAIN_TRAIN_FIELDS = ("max_steps", "epochs", "learning_rate", "batch_size", "max_length", "save_steps")
+SAMPLE_COLUMNS = ["step", "score", "prompt", "response"]
+SAMPLES_SHOWN = 24       # the newest generations, newest first
 RUN_COLUMNS = ["run_id", "status", "stage", "parent", "model", "dataset", "step", "max_steps", "checkpoints"]
 
 
@@ -90,6 +92,8 @@ def build(workspace: Path):
                     smooth = gr.Checkbox(value=True, label=t("train.smooth"), scale=1)
                     log_scale = gr.Checkbox(value=False, label=t("train.log_scale"), scale=1)
                 chart = gr.Plot(label=t("train.chart"))
+                samples = gr.Dataframe(headers=SAMPLE_COLUMNS, label=t("train.samples"), interactive=False, wrap=True,
+                                       max_height=320, visible=False)
                 log = gr.Textbox(label=t("train.log"), lines=12, max_lines=12, autoscroll=True, interactive=False,
                                  elem_classes="run-log")
         gr.Markdown(f"### {t('train.runs')}")
@@ -108,8 +112,8 @@ def build(workspace: Path):
     resume.click(shows_errors(partial(resume_clicked, workspace)), [run], [status], **private)
     view = partial(run_view, workspace)
     for trigger in (run.change, smooth.change, log_scale.change):
-        trigger(view, [run, smooth, log_scale], [status, chart, log], **private)
-    timer.tick(view, [run, smooth, log_scale], [status, chart, log], **private, show_progress="hidden")
+        trigger(view, [run, smooth, log_scale], [status, chart, log, samples], **private)
+    timer.tick(view, [run, smooth, log_scale], [status, chart, log, samples], **private, show_progress="hidden")
     list_timer.tick(partial(refresh_runs, workspace), [run], [run, runs_table], **private, show_progress="hidden")
     return model, dataset, run, runs_table
 
@@ -172,15 +176,19 @@ def refresh_runs(workspace: Path, selected: str | None):
 
 
 def run_view(workspace: Path, run_id: str | None, smooth: bool = True, log_scale: bool = False):
+    no_samples = gr.update(visible=False)
     if not run_id:
-        return "", None, ""
+        return "", None, "", no_samples
     try:
         status = api.run_status(workspace, run_id)
     except StudioError as exc:  # e.g. the run folder was deleted by hand
-        return str(exc), None, ""
+        return str(exc), None, "", no_samples
     metrics = api.run_metrics(workspace, run_id)
+    samples = api.run_samples(workspace, run_id)[-SAMPLES_SHOWN:]
+    table = (gr.update(visible=True, value=[[s.get(c, "") for c in SAMPLE_COLUMNS] for s in reversed(samples)])
+             if samples else no_samples)
     return (status_markdown(status), training_curves(metrics, run_id, smooth=smooth, log_scale=log_scale),
-            api.run_log(workspace, run_id, LOG_LINES))
+            api.run_log(workspace, run_id, LOG_LINES), table)
 
 
 STATUS_ICONS = {"queued": "⏳", "running": "🟢", "stopping": "🟡", "completed": "✅", "failed": "❌", "stopped": "⏹️", "interrupted": "⚠️"}
