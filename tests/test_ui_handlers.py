@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from pipelines.config import SECTIONS, RunConfig, parse_config_text
+from pipelines.config import SECTIONS, STAGE_SECTIONS, RunConfig, parse_config_text
 from studio.i18n import EN, KO
 from studio.tabs import train
 
@@ -59,7 +59,7 @@ def test_choosing_a_stage_brings_its_defaults_and_its_own_settings_box():
     dataset, box, *rest = train.stage_changed("dpo")
     groups, (learning_rate, max_steps) = rest[:-2], rest[-2:]
     assert dataset["value"] == "preference-en-sample" and box["visible"] is True
-    assert [g["visible"] for g in groups] == [section == "dpo" for section in ("reward", "dpo", "kto", "orpo")]
+    assert [g["visible"] for g in groups] == [section == "dpo" for section in STAGE_SECTIONS]
     assert (learning_rate["value"], max_steps["value"]) == (5e-5, 40)
     assert train.stage_changed("sft")[1]["visible"] is False
 
