@@ -39,7 +39,7 @@ def test_bad_configs_get_one_clear_sentence(text, words):
 
 def test_planned_stage_says_it_is_not_available_yet():
     with pytest.raises(StudioError, match="not available in this version"):
-        parse_config_text("stage: ppo")
+        parse_config_text("stage: grpo")
 
 
 def test_each_stage_brings_its_own_defaults_and_only_its_own_section():
