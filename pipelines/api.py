@@ -37,11 +37,12 @@ def check_startable(workspace: Path, config: RunConfig):
     stage_rows(config.dataset, kind, data.rows, config.stage)
     if config.eval_dataset:
         load_stage_rows(config.eval_dataset, workspace, config.stage)
-    if config.stage == "ppo":
+    if config.stage in ("ppo", "grpo", "rloo"):
         from pipelines.rl.rewards import check_reward
-        check_reward(config.ppo.reward, workspace)   # the function file is imported and called on one sample
+        check_reward(getattr(config, config.stage).reward, workspace)   # a function file is imported and tried on a sample
         if config.eval_dataset:
-            raise StudioError("PPO has no eval dataset: its samples table shows the answers as it trains; clear eval_dataset.")
+            raise StudioError(f"{config.stage.upper()} has no eval dataset: its samples table shows the answers as it "
+                              "trains; clear eval_dataset.")
     if config.stage == "kto" and config.kto.loss_type == "kto" and config.train.batch_size < 2:
         raise StudioError("KTO needs train.batch_size of at least 2: its KL estimate pairs each answer with another prompt's.")
     limit = _context_length(source)

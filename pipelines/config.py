@@ -19,7 +19,7 @@ from pipelines.paths import check_name
 # Every stage of the pipeline, in the order a user meets them. Later issues fill in the ones
 # not yet in AVAILABLE_STAGES; the names are part of the config format and do not change.
 STAGES = ("sft", "reward", "dpo", "kto", "orpo", "ppo", "grpo", "rloo", "rejection_sampling")
-AVAILABLE_STAGES = ("sft", "reward", "dpo", "kto", "orpo", "ppo")
+AVAILABLE_STAGES = ("sft", "reward", "dpo", "kto", "orpo", "ppo", "grpo", "rloo")
 
 BUNDLED_MODEL_ID = "smollm2-135m-instruct"
 MAX_RUN_NAME = 72
@@ -111,6 +111,28 @@ class PPOSettings:
 
 
 @dataclass
+class SampledRLSettings:
+    """What GRPO and RLOO share: several answers per prompt, each judged against the others of its group."""
+    reward: str = _field("", "Where rewards come from: a reward run's checkpoint (my-rm/final), a Python file in the workspace defining reward(prompts, completions) -> list of floats (rules.py), or both joined by '+'.")
+    num_generations: int = _field(4, "Answers sampled per prompt; each is compared with the others of its prompt (train.batch_size must be a multiple).",
+                                  minimum=2)
+    response_length: int = _field(48, "Longest generated answer, in tokens.", minimum=1, maximum=4096)
+    temperature: float = _field(1.0, "Sampling temperature of the answers.", minimum=0, exclusive_minimum=True, maximum=4.0)
+    beta: float = _field(0.04, "Weight of the KL penalty to the reference (the adapter disabled); 0 drops the reference.", minimum=0.0)
+
+
+@dataclass
+class GRPOSettings(SampledRLSettings):
+    loss_type: str = _field("dapo", "How token losses are averaged: dapo (TRL's default, no length bias), grpo (the paper's), dr_grpo, bnpo.",
+                            choices=("dapo", "grpo", "dr_grpo", "bnpo"))
+
+
+@dataclass
+class RLOOSettings(SampledRLSettings):
+    pass
+
+
+@dataclass
 class ORPOSettings:
     beta: float = _field(0.1, "Weight of the odds-ratio preference term beside the SFT loss (the paper's lambda).",
                          minimum=0, exclusive_minimum=True)
@@ -130,6 +152,8 @@ class RunConfig:
     kto: KTOSettings = field(default_factory=KTOSettings)
     orpo: ORPOSettings = field(default_factory=ORPOSettings)
     ppo: PPOSettings = field(default_factory=PPOSettings)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    rloo: RLOOSettings = field(default_factory=RLOOSettings)
 
     def to_dict(self) -> dict:
         """Every setting, but only the stage section of this run's stage (the others would only mislead)."""
@@ -141,13 +165,13 @@ class RunConfig:
 
 
 SECTIONS = {"peft": PeftSettings, "train": TrainSettings, "reward": RewardSettings, "dpo": DPOSettings,
-            "kto": KTOSettings, "orpo": ORPOSettings, "ppo": PPOSettings}
-STAGE_SECTIONS = ("reward", "dpo", "kto", "orpo", "ppo")   # a section of settings that only its own stage reads
+            "kto": KTOSettings, "orpo": ORPOSettings, "ppo": PPOSettings, "grpo": GRPOSettings, "rloo": RLOOSettings}
+STAGE_SECTIONS = ("reward", "dpo", "kto", "orpo", "ppo", "grpo", "rloo")   # a section of settings that only its own stage reads
 
 # The kind of rows each stage trains on (pipelines/data/store.py names them). KTO also takes preference pairs,
 # unpaired into one desirable and one undesirable row each.
 STAGE_DATA_KIND = {"sft": "instruction", "reward": "preference", "dpo": "preference", "kto": "unpaired",
-                   "orpo": "preference", "ppo": "prompt_only"}
+                   "orpo": "preference", "ppo": "prompt_only", "grpo": "prompt_only", "rloo": "prompt_only"}
 
 # Defaults that differ by stage, chosen so that the bundled model on a CPU with LoRA visibly changes within
 # minutes (TRL's own defaults, such as DPO's learning rate of 1e-6, are meant for full fine-tunes of large
@@ -159,6 +183,8 @@ STAGE_DEFAULTS = {
     "kto": {"dataset": "preference-en-sample", "train": {"learning_rate": 5.0e-5, "max_steps": 40}},
     "orpo": {"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40}},
     "ppo": {"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
+    "grpo": {"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
+    "rloo": {"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
 }
 
 
@@ -261,6 +287,11 @@ def validate(config: RunConfig) -> None:
     if config.stage == "ppo" and config.train.batch_size % config.ppo.minibatches:
         raise StudioError(f"train.batch_size {config.train.batch_size} does not split into ppo.minibatches "
                           f"{config.ppo.minibatches}; make the batch size a multiple of it.")
+    if config.stage in ("grpo", "rloo"):
+        group = getattr(config, config.stage).num_generations
+        if config.train.batch_size % group:
+            raise StudioError(f"train.batch_size {config.train.batch_size} must be a multiple of {config.stage}.num_generations "
+                              f"{group}: a batch holds whole groups of answers to one prompt.")
     if config.stage == "reward" and config.peft.method == "qlora":
         raise StudioError("QLoRA is not available for the reward stage; use LoRA or a full fine-tune.")
     for section_name, section in (("", config), *((name, getattr(config, name)) for name in SECTIONS)):

@@ -70,6 +70,11 @@ EN = {
     "ppo.clip_range": "Policy clip ε", "ppo.clip_range_value": "Value clip", "ppo.vf_coef": "Value loss weight",
     "ppo.gamma": "Discount γ", "ppo.lam": "GAE λ", "ppo.missing_eos_penalty": "Penalty for answers without an end",
     "train.samples": "Samples (prompt, response, score) as the run trains",
+    "grpo.reward": "Reward (checkpoint, rules .py, or both with +)", "grpo.num_generations": "Answers per prompt",
+    "grpo.response_length": "Response length (tokens)", "grpo.temperature": "Sampling temperature", "grpo.beta": "KL coefficient β",
+    "rloo.reward": "Reward (checkpoint, rules .py, or both with +)", "rloo.num_generations": "Answers per prompt",
+    "rloo.response_length": "Response length (tokens)", "rloo.temperature": "Sampling temperature", "rloo.beta": "KL coefficient β",
+    "grpo.loss_type": "GRPO loss aggregation",
     "train.stage_settings": "Settings of this stage", "train.smooth": "Smoothed curves", "train.log_scale": "Log-scale loss",
 }
 
@@ -130,6 +135,11 @@ KO = {
     "ppo.clip_range": "정책 클립 ε", "ppo.clip_range_value": "가치 클립", "ppo.vf_coef": "가치 손실 가중치",
     "ppo.gamma": "할인율 γ", "ppo.lam": "GAE 람다 λ", "ppo.missing_eos_penalty": "끝나지 않은 답에 대한 벌점",
     "train.samples": "학습 중 생성된 샘플 (프롬프트, 응답, 점수)",
+    "grpo.reward": "보상 (체크포인트, 규칙 .py, 또는 + 로 둘 다)", "grpo.num_generations": "프롬프트당 답변 수",
+    "grpo.response_length": "응답 길이 (토큰)", "grpo.temperature": "샘플링 온도", "grpo.beta": "KL 계수 β",
+    "rloo.reward": "보상 (체크포인트, 규칙 .py, 또는 + 로 둘 다)", "rloo.num_generations": "프롬프트당 답변 수",
+    "rloo.response_length": "응답 길이 (토큰)", "rloo.temperature": "샘플링 온도", "rloo.beta": "KL 계수 β",
+    "grpo.loss_type": "GRPO 손실 집계 방식",
     "train.stage_settings": "이 단계의 설정", "train.smooth": "곡선 부드럽게", "train.log_scale": "손실 로그 눈금",
 }
 
@@ -183,6 +193,17 @@ KO_HELP = {
     "ppo.gamma": "응답 토큰에 대한 할인율.",
     "ppo.lam": "GAE의 λ: 어드밴티지의 편향(0)과 분산(1) 사이의 선택.",
     "ppo.missing_eos_penalty": "턴 종료 토큰 전에 잘린 답의 점수에서 뺍니다. 0이면 끕니다.",
+    "grpo.reward": "보상의 출처: 보상 실행의 체크포인트(my-rm/final), reward(prompts, completions) -> 실수 목록 함수를 정의한 워크스페이스의 파이썬 파일(rules.py), 또는 '+'로 둘 다.",
+    "grpo.num_generations": "프롬프트마다 샘플링할 답변 수. 각 답변은 같은 프롬프트의 다른 답변들과 비교됩니다 (train.batch_size가 그 배수여야 합니다).",
+    "grpo.response_length": "생성할 답의 최대 길이 (토큰).",
+    "grpo.temperature": "답변 샘플링 온도.",
+    "grpo.beta": "기준 모델(어댑터를 끈 같은 가중치)에 대한 KL 벌점의 가중치. 0이면 기준 모델을 쓰지 않습니다.",
+    "rloo.reward": "보상의 출처: 보상 실행의 체크포인트(my-rm/final), reward(prompts, completions) -> 실수 목록 함수를 정의한 워크스페이스의 파이썬 파일(rules.py), 또는 '+'로 둘 다.",
+    "rloo.num_generations": "프롬프트마다 샘플링할 답변 수. 각 답변은 같은 프롬프트의 다른 답변들과 비교됩니다 (train.batch_size가 그 배수여야 합니다).",
+    "rloo.response_length": "생성할 답의 최대 길이 (토큰).",
+    "rloo.temperature": "답변 샘플링 온도.",
+    "rloo.beta": "기준 모델(어댑터를 끈 같은 가중치)에 대한 KL 벌점의 가중치. 0이면 기준 모델을 쓰지 않습니다.",
+    "grpo.loss_type": "토큰 손실을 평균 내는 방식: dapo(TRL 기본값, 길이 편향 없음), grpo(논문의 것), dr_grpo, bnpo.",
 }
 
 

@@ -98,3 +98,23 @@ def test_bad_ppo_settings_are_one_sentence(tiny_model, prompts):
         api.prepare_run(prompts, ppo_config(tiny_model, minibatches=3))
     with pytest.raises(StudioError, match="There is no run 'missing-rm'"):
         api.prepare_run(prompts, ppo_config(tiny_model, reward="missing-rm/final"))
+
+
+@pytest.mark.parametrize("stage", ["grpo", "rloo"])
+def test_grpo_and_rloo_train_on_the_same_reward_sources_and_record_samples(tiny_model, prompts, stage):
+    from safetensors.torch import load_file
+
+    config = (f"stage: {stage}\nmodel: {tiny_model}\ndataset: prompts.jsonl\npeft: {{method: lora, r: 8, alpha: 16}}\n"
+              "train: {max_steps: 4, batch_size: 8, learning_rate: 1.0e-2, save_steps: 2, warmup_ratio: 0.0}\n"
+              f"{stage}: {{reward: rules.py, num_generations: 4, response_length: 12}}\n")
+    run_dir = api.prepare_run(prompts, config)
+    assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
+    metrics = read_metrics(run_dir)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4] and "reward" in metrics[-1]
+    weights = load_file(run_dir / "final" / "adapter_model.safetensors")
+    assert all(t.abs().sum() > 0 for name, t in weights.items() if "lora_B" in name)
+    samples = api.run_samples(prompts, run_dir.name)
+    assert samples and {s["step"] for s in samples} <= {1, 2, 3, 4}
+    assert all(0.0 <= s["score"] <= 1.0 for s in samples)
+    with pytest.raises(StudioError, match="must be a multiple of"):
+        api.prepare_run(prompts, config.replace("batch_size: 8", "batch_size: 6"))

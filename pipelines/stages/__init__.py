@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 
 STAGE_MODULES = {"sft": "pipelines.stages.sft", "reward": "pipelines.stages.reward", "dpo": "pipelines.stages.dpo",
-                 "kto": "pipelines.stages.kto", "orpo": "pipelines.stages.orpo", "ppo": "pipelines.stages.ppo"}
+                 "kto": "pipelines.stages.kto", "orpo": "pipelines.stages.orpo", "ppo": "pipelines.stages.ppo",
+                 "grpo": "pipelines.stages.grpo", "rloo": "pipelines.stages.rloo"}
 
 
 def stage_runner(stage: str):

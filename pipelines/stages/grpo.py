@@ -1,0 +1,41 @@
+"""GRPO (group-relative policy optimisation) with TRL's GRPOTrainer: several answers per prompt, each answer's
+advantage is its reward against the others of its group, so no value model is needed.
+
+The reward is ours (a reward checkpoint and/or a rule file, see pipelines/rl/rewards.py); with LoRA the
+reference of the KL term is the same weights with the adapter disabled.
+"""
+
+from __future__ import annotations
+
+from pipelines.stages.common import RunContext, lora_config, policy_and_args, quiet, stage_inputs
+
+
+def sampled_rl_parts(context: RunContext, settings):
+    """What GRPO and RLOO share: inputs, the policy, common arguments, the reward function and its step tracker."""
+    from pipelines.rl.rewards import RewardScorer, parse_reward
+    from pipelines.rl.trl_rewards import StepTracker, StudioReward
+    from pipelines.train import is_main_process
+
+    inputs = stage_inputs(context)
+    model, common = policy_and_args(context, inputs)
+    tracker = StepTracker()
+    scorer = RewardScorer(parse_reward(settings.reward, context.workspace), context.workspace)
+    reward = StudioReward(scorer, context.run_dir, tracker, is_main_process())
+    sampling = {"num_generations": settings.num_generations, "max_completion_length": settings.response_length,
+                "temperature": settings.temperature, "beta": settings.beta}
+    return inputs, model, common, reward, tracker, sampling
+
+
+def run(context: RunContext):
+    from trl import GRPOConfig, GRPOTrainer
+
+    config = context.config
+    inputs, model, common, reward, tracker, sampling = sampled_rl_parts(context, config.grpo)
+    print(f"GRPO ({config.grpo.loss_type}): {config.model} on {inputs.device}, {len(inputs.train_dataset)} prompts of "
+          f"{config.dataset}, {config.grpo.num_generations} answers each, reward = {reward.scorer.source.describe()}", flush=True)
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=GRPOConfig(**common, **sampling, loss_type=config.grpo.loss_type),
+                          train_dataset=inputs.train_dataset, processing_class=inputs.tokenizer,
+                          peft_config=lora_config(config), callbacks=[tracker, *context.callbacks])
+    quiet(trainer)
+    trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
+    return trainer
