@@ -37,7 +37,7 @@ def check_startable(workspace: Path, config: RunConfig):
     stage_rows(config.dataset, kind, data.rows, config.stage)
     if config.eval_dataset:
         load_stage_rows(config.eval_dataset, workspace, config.stage)
-    if config.stage in ("ppo", "grpo", "rloo"):
+    if config.stage in ("ppo", "grpo", "rloo", "rejection_sampling"):
         from pipelines.rl.rewards import check_reward
         check_reward(getattr(config, config.stage).reward, workspace)   # a function file is imported and tried on a sample
         if config.eval_dataset:
@@ -90,6 +90,7 @@ def run_status(workspace: Path, run_id: str) -> dict:
         "last_metrics": status.get("last_metrics") or {}, "error": status.get("error"),
         "checkpoints": run_files.checkpoint_steps(run_dir), "has_final": (run_dir / "final").is_dir(),
         "warnings": (status.get("warnings") or []) + _live_warnings(run_dir),
+        "datasets": status.get("datasets") or {},   # what a rejection-sampling run saved: {"best": ..., "pairs": ...}
     }
 
 

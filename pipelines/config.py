@@ -16,10 +16,8 @@ import yaml
 from pipelines.errors import StudioError
 from pipelines.paths import check_name
 
-# Every stage of the pipeline, in the order a user meets them. Later issues fill in the ones
-# not yet in AVAILABLE_STAGES; the names are part of the config format and do not change.
+# Every stage of the pipeline, in the order a user meets them; the names are part of the config format.
 STAGES = ("sft", "reward", "dpo", "kto", "orpo", "ppo", "grpo", "rloo", "rejection_sampling")
-AVAILABLE_STAGES = ("sft", "reward", "dpo", "kto", "orpo", "ppo", "grpo", "rloo")
 
 BUNDLED_MODEL_ID = "smollm2-135m-instruct"
 MAX_RUN_NAME = 72
@@ -133,6 +131,16 @@ class RLOOSettings(SampledRLSettings):
 
 
 @dataclass
+class RejectionSamplingSettings:
+    reward: str = _field("", "Where scores come from: a reward run's checkpoint (my-rm/final), a Python file in the workspace defining reward(prompts, completions) -> list of floats (rules.py), or both joined by '+'.")
+    num_samples: int = _field(4, "Answers generated per prompt (the N of best-of-N).", minimum=2, maximum=64)
+    response_length: int = _field(96, "Longest generated answer, in tokens.", minimum=1, maximum=4096)
+    temperature: float = _field(0.8, "Sampling temperature: high enough that the N answers differ.", minimum=0, exclusive_minimum=True, maximum=4.0)
+    keep: str = _field("best_and_pairs", "best: an SFT dataset of each prompt's best answer; best_and_pairs: also a preference dataset of best over worst.",
+                       choices=("best", "best_and_pairs"))
+
+
+@dataclass
 class ORPOSettings:
     beta: float = _field(0.1, "Weight of the odds-ratio preference term beside the SFT loss (the paper's lambda).",
                          minimum=0, exclusive_minimum=True)
@@ -154,6 +162,7 @@ class RunConfig:
     ppo: PPOSettings = field(default_factory=PPOSettings)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     rloo: RLOOSettings = field(default_factory=RLOOSettings)
+    rejection_sampling: RejectionSamplingSettings = field(default_factory=RejectionSamplingSettings)
 
     def to_dict(self) -> dict:
         """Every setting, but only the stage section of this run's stage (the others would only mislead)."""
@@ -165,13 +174,15 @@ class RunConfig:
 
 
 SECTIONS = {"peft": PeftSettings, "train": TrainSettings, "reward": RewardSettings, "dpo": DPOSettings,
-            "kto": KTOSettings, "orpo": ORPOSettings, "ppo": PPOSettings, "grpo": GRPOSettings, "rloo": RLOOSettings}
-STAGE_SECTIONS = ("reward", "dpo", "kto", "orpo", "ppo", "grpo", "rloo")   # a section of settings that only its own stage reads
+            "kto": KTOSettings, "orpo": ORPOSettings, "ppo": PPOSettings, "grpo": GRPOSettings, "rloo": RLOOSettings,
+            "rejection_sampling": RejectionSamplingSettings}
+STAGE_SECTIONS = ("reward", "dpo", "kto", "orpo", "ppo", "grpo", "rloo", "rejection_sampling")   # a section of settings that only its own stage reads
 
 # The kind of rows each stage trains on (pipelines/data/store.py names them). KTO also takes preference pairs,
 # unpaired into one desirable and one undesirable row each.
 STAGE_DATA_KIND = {"sft": "instruction", "reward": "preference", "dpo": "preference", "kto": "unpaired",
-                   "orpo": "preference", "ppo": "prompt_only", "grpo": "prompt_only", "rloo": "prompt_only"}
+                   "orpo": "preference", "ppo": "prompt_only", "grpo": "prompt_only", "rloo": "prompt_only",
+                   "rejection_sampling": "prompt_only"}
 
 # Defaults that differ by stage, chosen so that the bundled model on a CPU with LoRA visibly changes within
 # minutes (TRL's own defaults, such as DPO's learning rate of 1e-6, are meant for full fine-tunes of large
@@ -185,6 +196,8 @@ STAGE_DEFAULTS = {
     "ppo": {"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
     "grpo": {"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
     "rloo": {"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
+    # max_steps counts batches of prompts here (0 = every prompt); nothing is trained, so there is no learning rate to tune.
+    "rejection_sampling": {"dataset": "prompts-en-sample", "train": {"learning_rate": 2.0e-4, "max_steps": 0, "save_steps": 20}},
 }
 
 
@@ -269,8 +282,6 @@ def validate(config: RunConfig) -> None:
     """Check everything that can be checked without the model or the data; raise StudioError on the first problem."""
     if config.stage not in STAGES:
         raise StudioError(f"Unknown stage {config.stage!r}; choose one of: {', '.join(STAGES)}.")
-    if config.stage not in AVAILABLE_STAGES:
-        raise StudioError(f"The stage {config.stage!r} is not available in this version yet; available: {', '.join(AVAILABLE_STAGES)}.")
     if config.name:
         check_name(config.name, "run name")
         if len(config.name) > MAX_RUN_NAME:  # room for the "-2" suffix a repeated name gets

@@ -26,6 +26,7 @@ from pipelines.paths import file_lock
 
 ACTIVE_STATES = ("queued", "running", "stopping")
 STOP_REQUEST_FILE = "stop_requested"
+PROGRESS_FILE = "kept.jsonl"   # rejection sampling's results so far: what it resumes from, as others from a checkpoint
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -119,3 +120,7 @@ def tail(path: Path, max_lines: int = 40, max_bytes: int = 64_000) -> str:
     # tqdm-style carriage returns: keep only the last state of each line.
     lines = [line.split("\r")[-1] for line in text.splitlines()]
     return "\n".join(lines[-max_lines:])
+
+
+def can_resume(run_dir: Path) -> bool:
+    return last_checkpoint(run_dir) is not None or (run_dir / PROGRESS_FILE).is_file()

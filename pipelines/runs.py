@@ -148,7 +148,7 @@ def check_resumable(run_dir: Path) -> None:
         raise StudioError(f"Run {run_dir.name!r} is still {status['status']}; stop it before resuming.")
     if status.get("status") == "completed":
         raise StudioError(f"Run {run_dir.name!r} already completed; start a new run to train further.")
-    if run_files.last_checkpoint(run_dir) is None:
+    if not run_files.can_resume(run_dir):
         raise StudioError(f"Run {run_dir.name!r} has no complete checkpoint to resume from; start it again instead.")
 
 

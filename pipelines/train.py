@@ -57,7 +57,7 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
 
         config = load_config(run_dir)
         resume_from = run_files.last_checkpoint(run_dir) if resume else None
-        if resume and resume_from is None:
+        if resume and not run_files.can_resume(run_dir):
             raise StudioError("There is no complete checkpoint to resume from.")
         if resume_from and main:
             step = int(resume_from.name.split("-")[-1])
@@ -74,7 +74,8 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
         if stop.requested:
             final_status = "stopped"
         else:
-            save_final(trainer, run_dir, staging)
+            if getattr(trainer, "produces_model", True):   # rejection sampling produces datasets, not weights
+                save_final(trainer, run_dir, staging)
             final_status = "completed"
             if main:  # what the trainer left in its output_dir (a model card) is not part of the run
                 shutil.rmtree(staging, ignore_errors=True)

@@ -19,6 +19,7 @@ PANELS = (
     ("PPO health: clip fractions, approx KL, explained variance", ("policy/clipfrac", "value/clipfrac", "policy/approx_kl",
                                                                    "value/explained_variance")),
     ("response length", ("response_length", "completions/mean_length")),
+    ("best-of-N scores", ("best_score", "mean_score", "worst_score")),
     ("learning rate", ("learning_rate",)),
     ("grad norm", ("grad_norm",)),
 )

@@ -37,11 +37,6 @@ def test_bad_configs_get_one_clear_sentence(text, words):
         assert word in message
 
 
-def test_planned_stage_says_it_is_not_available_yet():
-    with pytest.raises(StudioError, match="not available in this version"):
-        parse_config_text("stage: grpo")
-
-
 def test_each_stage_brings_its_own_defaults_and_only_its_own_section():
     dpo = parse_config_text("stage: dpo")
     assert (dpo.dataset, dpo.train.learning_rate, dpo.train.max_steps) == ("preference-en-sample", 5e-5, 40)

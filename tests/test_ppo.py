@@ -1,13 +1,15 @@
 """Our PPO on the tiny model: a rule reward rises while KL stays finite, a run resumed mid-way continues exactly
 as if it had never stopped, and bad reward settings are one sentence before anything starts."""
 
+import json
 import math
 
 import pytest
 
 from pipelines import api
+from pipelines.data.store import load_rows
 from pipelines.errors import StudioError
-from pipelines.run_files import checkpoint_steps, read_metrics, read_status
+from pipelines.run_files import checkpoint_steps, read_jsonl, read_metrics, read_status
 from pipelines.train import train_run
 from tests.conftest import write_jsonl
 
@@ -118,3 +120,31 @@ def test_grpo_and_rloo_train_on_the_same_reward_sources_and_record_samples(tiny_
     assert all(0.0 <= s["score"] <= 1.0 for s in samples)
     with pytest.raises(StudioError, match="must be a multiple of"):
         api.prepare_run(prompts, config.replace("batch_size: 8", "batch_size: 6"))
+
+
+def test_rejection_sampling_keeps_each_prompts_best_answer_and_saves_datasets_a_stage_can_use(tiny_model, prompts):
+    config = (f"stage: rejection_sampling\nmodel: {tiny_model}\ndataset: prompts.jsonl\n"
+              "train: {batch_size: 4, max_steps: 3}\n"
+              "rejection_sampling: {reward: rules.py, num_samples: 4, response_length: 12}\n")
+    run_dir = api.prepare_run(prompts, config)
+    assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
+    assert not (run_dir / "final").exists(), "best-of-N makes data, not a model"
+    kept = [row for batch in read_jsonl(run_dir / "kept.jsonl") for row in batch["rows"]]
+    assert len(kept) == 12
+    for row in kept:
+        assert len(row["scores"]) == 4 and row["scores"][row["best"]] == max(row["scores"])
+        assert row["scores"][row["worst"]] == min(row["scores"])
+    status = api.run_status(prompts, run_dir.name)
+    assert status["datasets"]["best"] == f"{run_dir.name}-best"
+    best = {json_key(r["messages"][:-1]): r["messages"][-1]["content"] for r in load_rows(status["datasets"]["best"], prompts)}
+    for row in kept:
+        if row["answers"][row["best"]]:
+            assert best[json_key(row["prompt"])] == row["answers"][row["best"]]
+    sft = api.prepare_run(prompts, f"stage: sft\nmodel: {tiny_model}\ndataset: {status['datasets']['best']}\n")
+    assert sft.is_dir(), "an SFT run accepts the kept answers"
+    if "pairs" in status["datasets"]:
+        assert api.prepare_run(prompts, f"stage: dpo\nmodel: {tiny_model}\ndataset: {status['datasets']['pairs']}\n").is_dir()
+
+
+def json_key(turns) -> str:
+    return json.dumps(turns, sort_keys=True)

@@ -15,7 +15,7 @@ import gradio as gr
 import yaml
 
 from pipelines import api
-from pipelines.config import AVAILABLE_STAGES, SECTIONS, STAGE_SECTIONS, RunConfig, stage_defaults
+from pipelines.config import STAGES, SECTIONS, STAGE_SECTIONS, RunConfig, stage_defaults
 from pipelines.errors import StudioError
 from studio.charts import training_curves
 from studio.choices import dataset_names
@@ -47,7 +47,7 @@ def build(workspace: Path):
         with gr.Row():
             with gr.Column(scale=2):
                 gr.Markdown(f"### {t('train.setup')}")
-                add("", top["stage"], gr.Dropdown(choices=list(AVAILABLE_STAGES), value=defaults.stage, label=t("stage"),
+                add("", top["stage"], gr.Dropdown(choices=list(STAGES), value=defaults.stage, label=t("stage"),
                                                   info=t("help.stage")))
                 model = add("", top["model"], gr.Dropdown(choices=api.list_checkpoints(workspace), value=defaults.model,
                                                           allow_custom_value=True, label=t("model"), info=t("help.model")))
@@ -88,6 +88,9 @@ def build(workspace: Path):
                     stop = gr.Button(t("train.stop"), variant="stop", scale=1)
                     resume = gr.Button(t("train.resume"), scale=1)
                 status = gr.Markdown(label=t("train.status"))
+                with gr.Row(visible=False) as use_row:   # a rejection-sampling run's datasets, one click from training
+                    sft_on_it = gr.Button(t("train.sft_on_it"), size="sm")
+                    dpo_on_it = gr.Button(t("train.dpo_on_it"), size="sm")
                 with gr.Row():
                     smooth = gr.Checkbox(value=True, label=t("train.smooth"), scale=1)
                     log_scale = gr.Checkbox(value=False, label=t("train.log_scale"), scale=1)
@@ -105,6 +108,9 @@ def build(workspace: Path):
     by_key = dict(zip(keys, inputs))
     stage_outputs = [dataset, stage_box, *stage_groups.values(), *(by_key[("train", n)] for n in STAGE_TRAIN_DEFAULTS)]
     by_key[("", "stage")].input(stage_changed, [by_key[("", "stage")]], stage_outputs, **private)
+    for button, stage in ((sft_on_it, "sft"), (dpo_on_it, "dpo")):
+        button.click(shows_errors(partial(train_on_output, workspace, stage)), [run],
+                     [by_key[("", "stage")], *stage_outputs], **private)
     for component in inputs:
         component.change(partial(config_text, keys), inputs, [config_yaml], **private, show_progress="hidden")
     start.click(shows_errors(partial(start_clicked, workspace, keys)), inputs, [run], **private)
@@ -112,8 +118,8 @@ def build(workspace: Path):
     resume.click(shows_errors(partial(resume_clicked, workspace)), [run], [status], **private)
     view = partial(run_view, workspace)
     for trigger in (run.change, smooth.change, log_scale.change):
-        trigger(view, [run, smooth, log_scale], [status, chart, log, samples], **private)
-    timer.tick(view, [run, smooth, log_scale], [status, chart, log, samples], **private, show_progress="hidden")
+        trigger(view, [run, smooth, log_scale], [status, chart, log, samples, use_row], **private)
+    timer.tick(view, [run, smooth, log_scale], [status, chart, log, samples, use_row], **private, show_progress="hidden")
     list_timer.tick(partial(refresh_runs, workspace), [run], [run, runs_table], **private, show_progress="hidden")
     return model, dataset, run, runs_table
 
@@ -176,19 +182,30 @@ def refresh_runs(workspace: Path, selected: str | None):
 
 
 def run_view(workspace: Path, run_id: str | None, smooth: bool = True, log_scale: bool = False):
-    no_samples = gr.update(visible=False)
+    hidden = gr.update(visible=False)
     if not run_id:
-        return "", None, "", no_samples
+        return "", None, "", hidden, hidden
     try:
         status = api.run_status(workspace, run_id)
     except StudioError as exc:  # e.g. the run folder was deleted by hand
-        return str(exc), None, "", no_samples
+        return str(exc), None, "", hidden, hidden
+    no_samples = hidden
     metrics = api.run_metrics(workspace, run_id)
     samples = api.run_samples(workspace, run_id)[-SAMPLES_SHOWN:]
     table = (gr.update(visible=True, value=[[s.get(c, "") for c in SAMPLE_COLUMNS] for s in reversed(samples)])
              if samples else no_samples)
     return (status_markdown(status), training_curves(metrics, run_id, smooth=smooth, log_scale=log_scale),
-            api.run_log(workspace, run_id, LOG_LINES), table)
+            api.run_log(workspace, run_id, LOG_LINES), table, gr.update(visible=bool(status.get("datasets"))))
+
+
+def train_on_output(workspace: Path, stage: str, run_id: str | None):
+    """Fill the form to train on what a rejection-sampling run kept: SFT on the best answers, DPO on the pairs."""
+    datasets = api.run_status(workspace, run_id)["datasets"] if run_id else {}
+    name = datasets.get("best" if stage == "sft" else "pairs")
+    if not name:
+        raise StudioError(f"Run {run_id!r} saved no {'best answers' if stage == 'sft' else 'preference pairs'} to train on.")
+    dataset, *rest = stage_changed(stage)
+    return (gr.update(value=stage), gr.update(value=name, choices=dataset_names(workspace)), *rest)
 
 
 STATUS_ICONS = {"queued": "⏳", "running": "🟢", "stopping": "🟡", "completed": "✅", "failed": "❌", "stopped": "⏹️", "interrupted": "⚠️"}
@@ -211,6 +228,8 @@ def status_markdown(status: dict) -> str:
         parts.append(f"loss {last['loss']:.4f}")
     if status.get("checkpoints"):
         parts.append(f"💾 {', '.join(map(str, status['checkpoints']))}")
+    if status.get("datasets"):
+        parts.append(f"🗂 {', '.join(status['datasets'].values())}")
     text = " · ".join(parts)
     if status.get("error"):
         text += f"\n\n> {status['error']}"

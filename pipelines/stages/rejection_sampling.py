@@ -1,0 +1,129 @@
+"""Rejection sampling (best-of-N): for each prompt, generate N answers with a checkpoint, score them, keep the best
+(and, for preference pairs, the worst). Nothing is trained; the product is data.
+
+Every finished batch of prompts is appended to `kept.jsonl` in the run directory as one line, so a stop or a
+crash keeps what was finished and a resume carries on from there. At the end (or on stop) the kept rows become
+the datasets `<run_id>-best` (instruction rows: prompt → best answer, for SFT) and, with keep
+best_and_pairs, `<run_id>-pairs` (best over worst, for DPO or a reward model).
+"""
+
+from __future__ import annotations
+
+from pipelines import run_files
+from pipelines.errors import StudioError
+from pipelines.stages.common import RunContext, stage_inputs
+
+KEPT_FILE = run_files.PROGRESS_FILE
+
+
+def run(context: RunContext):
+    sampler = BestOfN(context)
+    sampler.run()
+    return sampler
+
+
+def output_names(run_id: str) -> dict:
+    return {"best": f"{run_id}-best", "pairs": f"{run_id}-pairs"}
+
+
+class BestOfN:
+    produces_model = False   # train.py saves no final/ model for this stage: its output is datasets
+
+    def __init__(self, context: RunContext):
+        import torch
+        from transformers import TrainerControl, TrainerState
+
+        from pipelines.models import load_model
+        from pipelines.rl.rewards import RewardScorer, parse_reward
+
+        self.context, self.config = context, context.config
+        settings = self.config.rejection_sampling
+        inputs = stage_inputs(context)
+        self.tokenizer, self.device = inputs.tokenizer, inputs.device
+        self.prompts = [row["prompt"] for row in inputs.train_dataset]
+        size = self.config.train.batch_size
+        batches = -(-len(self.prompts) // size)
+        self.max_steps = min(self.config.train.max_steps, batches) if self.config.train.max_steps > 0 else batches
+        self.model = load_model(inputs.source, dtype=torch.float32, device=self.device).eval()
+        self.scorer = RewardScorer(parse_reward(settings.reward, context.workspace), context.workspace)
+        self.state = TrainerState(max_steps=self.max_steps)
+        self.state.is_world_process_zero = True
+        self.control = TrainerControl()
+        print(f"Best-of-{settings.num_samples}: {self.config.model} on {self.device}, "
+              f"{min(len(self.prompts), self.max_steps * size)} prompts of {self.config.dataset}, "
+              f"scored by {self.scorer.source.describe()}", flush=True)
+
+    def is_world_process_zero(self) -> bool:
+        return True
+
+    def run(self) -> None:
+        import torch
+
+        kept_path = self.context.run_dir / KEPT_FILE
+        start = len(run_files.read_jsonl(kept_path))   # one line per finished batch: a resumed run carries on after them
+        size = self.config.train.batch_size
+        self.state.global_step = start
+        for callback in self.context.callbacks:
+            callback.on_train_begin(None, self.state, self.control)
+        for step in range(start, self.max_steps):
+            torch.manual_seed(self.config.train.seed + step)
+            rows = self._sample(self.prompts[step * size:(step + 1) * size])
+            run_files.append_jsonl(kept_path, {"step": step + 1, "rows": rows})   # a batch is kept whole or not at all
+            self.state.global_step = step + 1
+            for callback in self.context.callbacks:
+                self.control = callback.on_step_end(None, self.state, self.control) or self.control
+            best = [r["scores"][r["best"]] for r in rows]
+            logs = {"best_score": sum(best) / len(best),
+                    "mean_score": sum(sum(r["scores"]) / len(r["scores"]) for r in rows) / len(rows),
+                    "worst_score": sum(r["scores"][r["worst"]] for r in rows) / len(rows)}
+            for callback in self.context.callbacks:
+                callback.on_log(None, self.state, self.control, logs=logs)
+            if self.control.should_training_stop:
+                break
+        self._save_datasets([row for batch in run_files.read_jsonl(kept_path) for row in batch["rows"]])
+
+    def _sample(self, prompts: list[list[dict]]) -> list[dict]:
+        """N answers per prompt, their scores, and which is best and worst."""
+        import torch
+
+        settings = self.config.rejection_sampling
+        n = settings.num_samples
+        self.tokenizer.padding_side = "left"
+        texts = [self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        with torch.no_grad():
+            output = self.model.generate(**encoded, do_sample=True, temperature=settings.temperature, top_k=0, top_p=1.0,
+                                         num_return_sequences=n, max_new_tokens=settings.response_length,
+                                         pad_token_id=self.tokenizer.pad_token_id)
+        answers = [a.strip() for a in self.tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1]:],
+                                                                  skip_special_tokens=True)]
+        repeated = [p for p in prompts for _ in range(n)]                 # generate returns a prompt's N answers together
+        scores = self.scorer(repeated, answers)
+        rows = []
+        for index, prompt in enumerate(prompts):
+            own = scores[index * n:(index + 1) * n]
+            rows.append({"prompt": prompt, "answers": answers[index * n:(index + 1) * n], "scores": own,
+                         "best": max(range(n), key=own.__getitem__), "worst": min(range(n), key=own.__getitem__)})
+        return rows
+
+    def _save_datasets(self, kept: list[dict]) -> None:
+        from pipelines.data.store import write_dataset
+
+        if not kept:
+            raise StudioError("No prompt was finished, so there is nothing to save.")
+        names = output_names(self.context.run_dir.name)
+        source = f"rejection sampling run {self.context.run_dir.name}"
+        best = [{"messages": r["prompt"] + [{"role": "assistant", "content": r["answers"][r["best"]]}]}
+                for r in kept if r["answers"][r["best"]]]
+        write_dataset(names["best"], self.context.workspace, "instruction", "messages", best, source)
+        saved = {"best": names["best"]}
+        if self.config.rejection_sampling.keep == "best_and_pairs":
+            pairs = [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["answers"][r["best"]]}],
+                      "rejected": [{"role": "assistant", "content": r["answers"][r["worst"]]}]}
+                     for r in kept if r["scores"][r["best"]] > r["scores"][r["worst"]]
+                     and r["answers"][r["best"]] and r["answers"][r["worst"]] and r["answers"][r["best"]] != r["answers"][r["worst"]]]
+            if pairs:
+                write_dataset(names["pairs"], self.context.workspace, "preference", "preference", pairs, source)
+                saved["pairs"] = names["pairs"]
+        run_files.update_status(self.context.run_dir, datasets=saved, prompts_done=len(kept))
+        print(f"saved datasets: {', '.join(f'{v} ({k})' for k, v in saved.items())}", flush=True)
