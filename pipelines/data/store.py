@@ -168,7 +168,9 @@ def stage_rows(name: str, found: str, rows: list[dict], stage: str, seed: int = 
 
 def _refuse_kind(name: str, found: str, kind: str):
     how = {"preference": " such as preference-en-sample", "unpaired": " or preference pairs",
-           "instruction": " such as alpaca-en-sample"}.get(kind, "")
+           "instruction": " such as alpaca-en-sample",
+           "prompt_only": " such as prompts-en-sample, or a file whose rows have only a prompt column (answers would be "
+                          "ignored by a stage that writes its own)"}.get(kind, "")
     raise StudioError(f"Dataset {name!r} holds {KIND_OF_STAGE_DATA[found]}, but this stage needs "
                       f"{KIND_OF_STAGE_DATA[kind]}; pick or upload a dataset of that kind{how}.")
 
