@@ -188,11 +188,11 @@ STAGE_DATA_KIND = {"sft": "instruction", "reward": "preference", "dpo": "prefere
 # minutes (TRL's own defaults, such as DPO's learning rate of 1e-6, are meant for full fine-tunes of large
 # models and would change nothing here). A setting written in the config always wins.
 STAGE_DEFAULTS = {
-    "sft": {"dataset": "alpaca-en-sample", "train": {"learning_rate": 2.0e-4, "max_steps": 60}},
-    "reward": {"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40}},
-    "dpo": {"dataset": "preference-en-sample", "train": {"learning_rate": 5.0e-5, "max_steps": 40}},
-    "kto": {"dataset": "preference-en-sample", "train": {"learning_rate": 5.0e-5, "max_steps": 40}},
-    "orpo": {"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40}},
+    "sft": {"dataset": "alpaca-en-sample", "train": {"learning_rate": 2.0e-4, "max_steps": 60, "save_steps": 20}},
+    "reward": {"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40, "save_steps": 20}},
+    "dpo": {"dataset": "preference-en-sample", "train": {"learning_rate": 5.0e-5, "max_steps": 40, "save_steps": 20}},
+    "kto": {"dataset": "preference-en-sample", "train": {"learning_rate": 5.0e-5, "max_steps": 40, "save_steps": 20}},
+    "orpo": {"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40, "save_steps": 20}},
     "ppo": {"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
     "grpo": {"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
     "rloo": {"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},

@@ -57,7 +57,7 @@ def test_the_check_report_names_bad_rows_and_says_what_to_do():
 
 def test_choosing_a_stage_brings_its_defaults_and_its_own_settings_box():
     dataset, box, *rest = train.stage_changed("dpo")
-    groups, (learning_rate, max_steps) = rest[:-2], rest[-2:]
+    groups, (learning_rate, max_steps, save_steps) = rest[:-3], rest[-3:]
     assert dataset["value"] == "preference-en-sample" and box["visible"] is True
     assert [g["visible"] for g in groups] == [section == "dpo" for section in STAGE_SECTIONS]
     assert (learning_rate["value"], max_steps["value"]) == (5e-5, 40)

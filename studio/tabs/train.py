@@ -128,7 +128,7 @@ def section_fields_top():
     return [f for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS]
 
 
-STAGE_TRAIN_DEFAULTS = ("learning_rate", "max_steps")   # the train settings whose defaults differ by stage
+STAGE_TRAIN_DEFAULTS = ("learning_rate", "max_steps", "save_steps")   # the train settings whose defaults differ by stage
 
 
 def stage_changed(stage: str):
@@ -192,7 +192,8 @@ def run_view(workspace: Path, run_id: str | None, smooth: bool = True, log_scale
     no_samples = hidden
     metrics = api.run_metrics(workspace, run_id)
     samples = api.run_samples(workspace, run_id)[-SAMPLES_SHOWN:]
-    table = (gr.update(visible=True, value=[[s.get(c, "") for c in SAMPLE_COLUMNS] for s in reversed(samples)])
+    table = (gr.update(visible=True, value=[[round(s["score"], 3) if c == "score" else s.get(c, "") for c in SAMPLE_COLUMNS]
+                                            for s in reversed(samples)])
              if samples else no_samples)
     return (status_markdown(status), training_curves(metrics, run_id, smooth=smooth, log_scale=log_scale),
             api.run_log(workspace, run_id, LOG_LINES), table, gr.update(visible=bool(status.get("datasets"))))
