@@ -148,3 +148,21 @@ def test_rejection_sampling_keeps_each_prompts_best_answer_and_saves_datasets_a_
 
 def json_key(turns) -> str:
     return json.dumps(turns, sort_keys=True)
+
+
+def test_ppo_scores_with_a_reward_checkpoint_and_a_rule_file_added(tiny_model, prompts):
+    from tests.test_preference_stages import PAIRS, stage_config
+
+    write_jsonl(prompts / "pairs.jsonl", PAIRS)
+    reward_run = api.prepare_run(prompts, "name: rm\n" + stage_config(tiny_model, "reward", max_steps=4))
+    assert train_run(reward_run, echo=False) == "completed"
+    run_dir = api.prepare_run(prompts, ppo_config(tiny_model, "lora", steps=2, reward="rm/final + rules.py"))
+    assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
+    from pipelines.models import resolve_model
+    from pipelines.rl.rewards import RewardScorer, parse_reward
+    scorer = RewardScorer(parse_reward("rm/final + rules.py", prompts), prompts)
+    rm_only = RewardScorer(parse_reward("rm/final", prompts), prompts)
+    conversation, answer = [{"role": "user", "content": "Say hi"}], "hello there"
+    rule = sum(ch.islower() and ch.isascii() for ch in answer) / len(answer)
+    assert scorer([conversation], [answer])[0] == pytest.approx(rm_only([conversation], [answer])[0] + rule, abs=1e-5)
+    assert resolve_model(f"{run_dir.name}/final", prompts).adapters[-1] == run_dir / "final"
