@@ -1,0 +1,237 @@
+"""Compare checkpoints side by side, turn a person's votes into preference data, and evaluate checkpoints on a
+prompt set with a scorer.
+
+When the checkpoints are LoRA adapters of one base, all their answers come from ONE batched generate call with
+a different adapter per row (PEFT's mixed-adapter batches; the base answers as "__base__"), instead of one
+generation after another. Checkpoints of different bases (or full-weight ones) are generated group by group.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from pipelines.errors import StudioError
+
+MAX_PROMPT_CHARS = 8000
+MAX_COLUMNS = 8
+BASE_ADAPTER = "__base__"   # PEFT's name for "no adapter" in a mixed batch
+
+
+def _check_request(checkpoints: list[str], prompt: str) -> None:
+    if not checkpoints or not all(isinstance(c, str) and c.strip() for c in checkpoints):
+        raise StudioError("Pick at least one checkpoint to answer.")
+    if len(checkpoints) > MAX_COLUMNS:
+        raise StudioError(f"Compare at most {MAX_COLUMNS} checkpoints at once.")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise StudioError("The prompt is empty; type a question for the checkpoints to answer.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise StudioError(f"The prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}.")
+
+
+class _BatchStreamer:
+    """Receives each step's new tokens for every row of a batch (transformers' streamer protocol) and publishes the
+    decoded answers so far; the first `put` is the prompt, which is skipped."""
+
+    def __init__(self, tokenizer, rows: int, stop_ids: set[int]):
+        self.tokenizer, self.stop_ids = tokenizer, stop_ids
+        self.tokens: list[list[int]] = [[] for _ in range(rows)]
+        self.finished = [False] * rows
+        self.updates: queue.Queue = queue.Queue()
+        self.prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.finished[row]:
+                continue
+            if token in self.stop_ids:
+                self.finished[row] = True
+            else:
+                self.tokens[row].append(token)
+        self.updates.put(self.texts())
+
+    def end(self) -> None:
+        self.updates.put(None)
+
+    def texts(self) -> list[str]:
+        return [self.tokenizer.decode(t, skip_special_tokens=True) for t in self.tokens]
+
+
+def _group_by_base(workspace: Path, checkpoints: list[str]) -> dict[str, list[tuple[int, object]]]:
+    from pipelines.inference import _base_key
+    from pipelines.models import check_generative, resolve_model
+
+    groups: dict[str, list[tuple[int, object]]] = {}
+    for column, checkpoint in enumerate(checkpoints):
+        source = resolve_model(checkpoint, workspace)
+        check_generative(source)
+        groups.setdefault(_base_key(source)[0], []).append((column, source))
+    return groups
+
+
+def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, settings: dict | None = None,
+                   histories: list[list[dict]] | None = None) -> Iterator[list[str]]:
+    """Yield every column's answer as it grows. Columns of one base are one batched generation."""
+    import torch
+
+    from pipelines.inference import _generation_kwargs, _load, to_messages
+    from pipelines.rl.rollout import stop_token_ids
+
+    _check_request(checkpoints, prompt)
+    settings = settings or {}
+    kwargs = _generation_kwargs(settings)
+    histories = histories or [[] for _ in checkpoints]
+    answers = [""] * len(checkpoints)
+    for members in _group_by_base(workspace, checkpoints).values():
+        loaded = None
+        adapters = []
+        for _, source in members:
+            loaded, adapter = _load(source)
+            adapters.append(adapter)
+        tokenizer = loaded.tokenizer
+        if not tokenizer.chat_template:
+            raise StudioError(f"{members[0][1].spec!r} has no chat template, so it cannot answer a chat prompt.")
+        conversations = [to_messages(prompt, histories[column], settings.get("system_prompt", "")) for column, _ in members]
+        tokenizer.padding_side = "left"
+        texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        names = [loaded.adapters[a] if a else BASE_ADAPTER for a in adapters]
+        mixed = {"adapter_names": names} if loaded.adapters else {}
+        streamer = _BatchStreamer(tokenizer, len(members), stop_token_ids(loaded.model, tokenizer))
+        errors: list[BaseException] = []
+
+        def generate(loaded=loaded, encoded=encoded, mixed=mixed, streamer=streamer, errors=errors):
+            # The worker holds the model's lock, not the caller: a reader who stops listening cannot leave it held.
+            try:
+                with loaded.lock:
+                    if "seed" in settings:
+                        torch.manual_seed(int(settings["seed"]))
+                    device = next(loaded.model.parameters()).device
+                    with torch.inference_mode():
+                        loaded.model.generate(**{k: v.to(device) for k, v in encoded.items()}, streamer=streamer,
+                                              pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                                              **mixed, **kwargs)
+            except BaseException as exc:  # reported below, once the stream is closed
+                errors.append(exc)
+            finally:
+                streamer.end()
+
+        worker = threading.Thread(target=generate, daemon=True)
+        worker.start()
+        while (texts_so_far := streamer.updates.get()) is not None:
+            for (column, _), text in zip(members, texts_so_far):
+                answers[column] = text
+            yield list(answers)
+        worker.join()
+        if errors:
+            raise StudioError(f"Generation failed: {type(errors[0]).__name__}: {errors[0]}")
+    yield list(answers)
+
+
+def compare(workspace: Path, checkpoints: list[str], prompt: str, settings: dict | None = None,
+            histories: list[list[dict]] | None = None) -> list[str]:
+    answers: list[str] = []
+    for answers in compare_stream(workspace, checkpoints, prompt, settings, histories):
+        pass
+    return answers
+
+
+def pairs_from_ranking(ranking: list[int]) -> list[tuple[int, int]]:
+    """(better, worse) column pairs from ranks (1 = best; equal ranks are ties and make no pair; 0 = all bad)."""
+    return [(i, j) for i, a in enumerate(ranking) for j, b in enumerate(ranking)
+            if a and b and a < b]
+
+
+def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpoints: list[str], ranking: list[int],
+         settings: dict | None = None, system_prompt: str = "") -> dict:
+    """Append the preference rows a vote implies to a workspace dataset (created on the first vote)."""
+    from pipelines.data.store import check_new_name, datasets_root
+    from pipelines.paths import file_lock
+
+    _check_request(checkpoints, prompt)
+    if not (len(answers) == len(checkpoints) == len(ranking)):
+        raise StudioError("A vote needs one answer, one checkpoint and one rank per column.")
+    if not all(isinstance(r, int) and r >= 0 for r in ranking):
+        raise StudioError("Ranks are whole numbers: 1 = best, 2 = next, equal ranks for a tie, 0 for a bad answer.")
+    check_new_name(dataset, workspace, overwrite=True)
+    folder = datasets_root(workspace) / dataset
+    meta_path = folder / "meta.json"
+    if meta_path.is_file() and json.loads(meta_path.read_text(encoding="utf-8")).get("kind") != "preference":
+        raise StudioError(f"Dataset {dataset!r} is not a preference dataset; vote into a new name.")
+    turns = ([{"role": "system", "content": system_prompt}] if system_prompt.strip() else []) + [
+        {"role": "user", "content": prompt}]
+    now = time.time()
+    rows = [{"prompt": turns, "chosen": [{"role": "assistant", "content": answers[better]}],
+             "rejected": [{"role": "assistant", "content": answers[worse]}],
+             "chosen_checkpoint": checkpoints[better], "rejected_checkpoint": checkpoints[worse],
+             "settings": settings or {}, "time": now}
+            for better, worse in pairs_from_ranking(ranking) if answers[better].strip() != answers[worse].strip()]
+    with file_lock(folder.with_name(f".{dataset}.lock")):
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "data.jsonl", "a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            handle.flush()
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {
+            "kind": "preference", "format": "preference", "source": "votes in Compare", "rows": 0, "created": now}
+        meta["rows"] = meta.get("rows", 0) + len(rows)
+        meta["votes"] = meta.get("votes", 0) + 1
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        tmp.replace(meta_path)
+    return {"dataset": dataset, "added_rows": len(rows), "rows": meta["rows"], "votes": meta["votes"]}
+
+
+def win_rates(scores: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """rates[a][b] = share of prompts where a scored above b (a tie counts half)."""
+    names = list(scores)
+    rates: dict[str, dict[str, float]] = {}
+    for a in names:
+        rates[a] = {}
+        for b in names:
+            if a == b:
+                continue
+            pairs = list(zip(scores[a], scores[b]))
+            rates[a][b] = sum(1.0 if x > y else 0.5 if x == y else 0.0 for x, y in pairs) / max(len(pairs), 1)
+    return rates
+
+
+def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, scorer: str,
+             settings: dict | None = None) -> dict:
+    """Every prompt through every checkpoint (greedy unless settings say otherwise), every answer scored by a reward
+    checkpoint and/or a rule file; per-answer scores, mean per checkpoint, pairwise win rates."""
+    from pipelines.rl.rewards import RewardScorer, check_reward
+
+    prompt_list = _prompt_list(workspace, prompts)
+    scoring = RewardScorer(check_reward(scorer, workspace), workspace)
+    settings = {"temperature": 0, "max_new_tokens": 128, **(settings or {})}
+    rows = []
+    by_checkpoint: dict[str, list[float]] = {c: [] for c in checkpoints}
+    for prompt in prompt_list:
+        answers = compare(workspace, checkpoints, prompt, settings)
+        scores = scoring([[{"role": "user", "content": prompt}]] * len(answers), answers)
+        for checkpoint, answer, score in zip(checkpoints, answers, scores):
+            rows.append({"prompt": prompt, "checkpoint": checkpoint, "answer": answer, "score": score})
+            by_checkpoint[checkpoint].append(score)
+    means = {c: sum(v) / len(v) for c, v in by_checkpoint.items()}
+    return {"rows": rows, "means": means, "win_rates": win_rates(by_checkpoint), "prompts": len(prompt_list),
+            "scorer": scoring.source.describe()}
+
+
+def _prompt_list(workspace: Path, prompts: list[str] | str) -> list[str]:
+    """A list of prompts, or the name of a dataset whose rows' last user turns are the prompts."""
+    if isinstance(prompts, str):
+        from pipelines.data.store import load_dataset
+        kind, data = load_dataset(prompts, workspace)
+        turns = [r.get("messages") or r["prompt"] for r in data.rows]
+        prompts = [next(t["content"] for t in reversed(conversation) if t["role"] == "user") for conversation in turns]
+    prompts = [p for p in prompts if isinstance(p, str) and p.strip()]
+    if not prompts:
+        raise StudioError("There are no prompts to evaluate on; give a list of prompts or a dataset.")
+    return prompts
