@@ -247,3 +247,31 @@ def score_dataset(workspace: Path, checkpoint: str, dataset: str, limit: int = 1
 def run_samples(workspace: Path, run_id: str) -> list[dict]:
     """The generations an RL run recorded while it trained (step, prompt, response, score), oldest first."""
     return run_files.read_jsonl(runs.run_dir_of(workspace, run_id) / "samples.jsonl")
+
+
+def compare(workspace: Path, checkpoints: list[str], prompt: str, settings: dict | None = None) -> list[str]:
+    """One answer per checkpoint to the same prompt; LoRA checkpoints of one base in one batched pass."""
+    from pipelines.compare import compare as answers
+    return answers(workspace, list(checkpoints or []), prompt, settings or {})
+
+
+def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpoints: list[str],
+         ranking: list[int], settings: dict | None = None) -> dict:
+    """Append the preference rows a ranking of answers implies (1 = best, ties equal, 0 = bad) to a dataset."""
+    from pipelines.compare import vote as record
+    return record(workspace, dataset, prompt, list(answers or []), list(checkpoints or []),
+                  [int(r) for r in ranking or []], settings or {})
+
+
+def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, scorer: str,
+             settings: dict | None = None) -> dict:
+    """Every prompt (a list, or a dataset name) through every checkpoint, scored: rows, means, win rates."""
+    from pipelines.compare import evaluate as run_evaluation
+    return run_evaluation(workspace, list(checkpoints or []), prompts, scorer, settings or {})
+
+
+def free_models() -> int:
+    """Drop every cached chat and reward model; return how many were freed."""
+    from pipelines.inference import free_models as free_chat_models
+    from pipelines.scoring import free_reward_models
+    return free_chat_models() + free_reward_models()

@@ -77,19 +77,29 @@ def _group_by_base(workspace: Path, checkpoints: list[str]) -> dict[str, list[tu
 
 
 def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, settings: dict | None = None,
-                   histories: list[list[dict]] | None = None) -> Iterator[list[str]]:
-    """Yield every column's answer as it grows. Columns of one base are one batched generation."""
+                   histories: list[list[dict]] | None = None,
+                   column_settings: list[dict] | None = None) -> Iterator[list[str]]:
+    """Yield every column's answer as it grows. Columns of one base with the same settings are one batched
+    generation; `column_settings` override the shared `settings` per column (such a column is its own group)."""
     import torch
 
     from pipelines.inference import _generation_kwargs, _load, to_messages
     from pipelines.rl.rollout import stop_token_ids
 
     _check_request(checkpoints, prompt)
-    settings = settings or {}
-    kwargs = _generation_kwargs(settings)
+    shared = settings or {}
+    per_column = [{**shared, **(extra or {})} for extra in (column_settings or [{}] * len(checkpoints))]
+    for column_setting in per_column:
+        _generation_kwargs(column_setting)   # every column's settings are checked before anything generates
     histories = histories or [[] for _ in checkpoints]
     answers = [""] * len(checkpoints)
-    for members in _group_by_base(workspace, checkpoints).values():
+    groups: dict[tuple, list] = {}
+    for base, members in _group_by_base(workspace, checkpoints).items():
+        for column, source in members:
+            groups.setdefault((base, json.dumps(per_column[column], sort_keys=True)), []).append((column, source))
+    for members in groups.values():
+        settings = per_column[members[0][0]]
+        kwargs = _generation_kwargs(settings)
         loaded = None
         adapters = []
         for _, source in members:
@@ -136,9 +146,9 @@ def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, setting
 
 
 def compare(workspace: Path, checkpoints: list[str], prompt: str, settings: dict | None = None,
-            histories: list[list[dict]] | None = None) -> list[str]:
+            histories: list[list[dict]] | None = None, column_settings: list[dict] | None = None) -> list[str]:
     answers: list[str] = []
-    for answers in compare_stream(workspace, checkpoints, prompt, settings, histories):
+    for answers in compare_stream(workspace, checkpoints, prompt, settings, histories, column_settings):
         pass
     return answers
 

@@ -72,6 +72,13 @@ def _cached(workspace: Path, checkpoint: str):
         return _cache[key]
 
 
+def free_reward_models() -> int:
+    with _lock:
+        count = len(_cache)
+        _cache.clear()
+    return count
+
+
 def score_conversations(model, tokenizer, conversations: list[list[dict]], batch_size: int = 8) -> list[float]:
     """One reward per conversation (prompt turns + the answer turn), as the reward trainer rendered them."""
     import torch

@@ -1,4 +1,4 @@
-"""The Gradio app: five tabs (Model, Data, Train, Reward, Chat) and the public API endpoints.
+"""The Gradio app: six tabs (Model, Data, Train, Reward, Chat, Compare) and the public API endpoints.
 
 Layout first, wiring after. Every handler is a plain function of plain values bound to the workspace;
 per-visitor state lives in components, never in module globals.
@@ -17,7 +17,7 @@ from pipelines.inference import chat as chat_reply
 from studio.choices import refresh_checkpoint_choices, refresh_dataset_choices
 from studio.errors import shows_errors
 from studio.i18n import I18N, t
-from studio.tabs import chat, data, model, reward, train
+from studio.tabs import chat, compare, data, model, reward, train
 
 CSS = """
 .studio-header h1 { margin-bottom: 0; }
@@ -40,6 +40,7 @@ def build_app(workspace: Path) -> gr.Blocks:
             train_model, train_dataset, train_run, runs_table = train.build(workspace)
             reward.build(workspace)
             chat.build(workspace)
+            compare.build(workspace)
         gr.Markdown(t("language_hint"))
         # Choices made on the Model and Data tabs carry over to the training form.
         chosen_model.change(lambda value: value, [chosen_model], [train_model], api_visibility="private")
@@ -145,6 +146,18 @@ def register_api(workspace: Path) -> None:
         """Every answer of a dataset with its reward, best first."""
         return api.score_dataset(workspace, reward_checkpoint, dataset, limit)
 
+    def compare(checkpoints: list[str], prompt: str, settings: dict) -> list[str]:
+        """One answer per checkpoint to the same prompt (LoRA checkpoints of one base in one batched pass); settings as chat's."""
+        return api.compare(workspace, checkpoints, prompt, settings)
+
+    def vote(dataset: str, prompt: str, answers: list[str], checkpoints: list[str], ranking: list[int]) -> dict:
+        """Append the preference rows a ranking implies (rank per answer: 1 = best, equal = tie, 0 = bad) to a dataset."""
+        return api.vote(workspace, dataset, prompt, answers, checkpoints, ranking)
+
+    def evaluate(checkpoints: list[str], prompts: list[str], scorer: str) -> dict:
+        """Every prompt through every checkpoint, each answer scored (reward checkpoint and/or rule file): rows, means, win_rates."""
+        return api.evaluate(workspace, checkpoints, prompts, scorer)
+
     def chat(checkpoint: str, message: str, history: list[dict], settings: dict) -> str:
         """One chat reply from a checkpoint; history is a list of {role, content}; settings: max_new_tokens, temperature, top_p, system_prompt, seed."""
         return chat_reply(workspace, checkpoint, message, history, settings)
@@ -152,7 +165,7 @@ def register_api(workspace: Path) -> None:
     for endpoint in (start_run, run_status, run_metrics, stop_run, resume_run, list_runs, list_checkpoints,
                      list_datasets, describe_model, preview_dataset, upload_dataset, import_hub_dataset, dataset_stats,
                      dataset_table, save_table, deduplicate_dataset, filter_dataset, split_dataset, score,
-                     evaluate_reward, score_dataset, run_samples, chat):
+                     evaluate_reward, score_dataset, run_samples, compare, vote, evaluate, chat):
         gr.api(shows_errors(endpoint), api_name=endpoint.__name__)
 
 

@@ -100,3 +100,12 @@ def margin_histogram(margins: list[float], title: str = "") -> go.Figure:
     figure.update_layout(height=300, margin={"l": 50, "r": 20, "t": 40 if title else 24, "b": 40}, title=title or None,
                          xaxis_title="reward(chosen) − reward(rejected)", yaxis_title="pairs", template="plotly_white")
     return figure
+
+
+def mean_score_bars(means: dict[str, float]) -> go.Figure:
+    """Mean score per checkpoint, best first."""
+    ordered = sorted(means.items(), key=lambda kv: -kv[1])
+    figure = go.Figure(go.Bar(x=[c for c, _ in ordered], y=[m for _, m in ordered], marker={"color": "#6366f1"}))
+    figure.update_layout(height=300, margin={"l": 50, "r": 20, "t": 24, "b": 60}, yaxis_title="mean score",
+                         template="plotly_white")
+    return figure

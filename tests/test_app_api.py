@@ -6,7 +6,8 @@ import pytest
 
 from tests.conftest import tiny_config, wait_for
 
-CONTRACT = {"start_run", "run_status", "run_metrics", "stop_run", "list_runs", "list_checkpoints", "chat", "score"}
+CONTRACT = {"start_run", "run_status", "run_metrics", "stop_run", "list_runs", "list_checkpoints", "chat", "score",
+            "compare", "vote", "evaluate"}
 DATA_ENDPOINTS = {"upload_dataset", "import_hub_dataset", "list_datasets", "preview_dataset", "dataset_stats",
                   "dataset_table", "save_table", "deduplicate_dataset", "filter_dataset", "split_dataset"}
 

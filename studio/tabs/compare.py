@@ -1,0 +1,208 @@
+"""Compare tab: one prompt, 2–4 checkpoints answering side by side (streamed, one batched pass per base), votes that
+become preference data, blind mode, and an evaluation of checkpoints on a prompt set.
+
+Blind mode shuffles which checkpoint answers in which column; the mapping lives in a gr.State (kept on the server,
+never sent to the browser) until the vote reveals it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+
+from pipelines import api
+from pipelines.config import BUNDLED_MODEL_ID
+from pipelines.compare import compare_stream
+from studio.charts import mean_score_bars
+from studio.choices import dataset_names
+from studio.errors import shows_errors
+from studio.i18n import t
+
+MAX_COLUMNS = 4
+LETTERS = "ABCD"
+
+
+def build(workspace: Path) -> None:
+    checkpoints = api.list_checkpoints(workspace)
+    with gr.Tab(t("tab.compare"), id="compare") as tab:
+        with gr.Row():
+            count = gr.Slider(2, MAX_COLUMNS, value=2, step=1, label=t("compare.columns"), scale=2)
+            blind = gr.Checkbox(label=t("compare.blind"), value=False, scale=1)
+            free = gr.Button(t("compare.free"), scale=1, size="sm")
+        with gr.Accordion(t("chat.settings"), open=False):
+            with gr.Row():
+                max_new = gr.Slider(1, 1024, value=128, step=1, label=t("chat.max_new_tokens"))
+                temperature = gr.Slider(0, 2, value=0, step=0.05, label=t("chat.temperature"))
+                top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label=t("chat.top_p"))
+                seed = gr.Number(value=0, precision=0, label=t("train.seed"))
+            system = gr.Textbox(label=t("chat.system_prompt"), lines=1)
+        pickers, labels, chatbots, overrides, columns = [], [], [], [], []
+        with gr.Row():
+            for index in range(MAX_COLUMNS):
+                with gr.Column(visible=index < 2, min_width=240) as column:
+                    pickers.append(gr.Dropdown(choices=checkpoints, value=_default(checkpoints, index),
+                                               allow_custom_value=True, label=t("chat.checkpoint")))
+                    labels.append(gr.Textbox(value=LETTERS[index], label=t("compare.label"), max_lines=1))
+                    chatbots.append(gr.Chatbot(label=LETTERS[index], height=380))
+                    overrides.append(gr.Textbox(label=t("compare.override"), placeholder='{"temperature": 0.7}', max_lines=1))
+                columns.append(column)
+        with gr.Row():
+            prompt = gr.Textbox(label=t("chat.message"), placeholder=t("compare.placeholder"), scale=5, lines=2)
+            send = gr.Button(t("chat.send"), variant="primary", scale=1)
+            clear = gr.Button(t("chat.clear"), scale=1)
+        with gr.Row():
+            votes = gr.Textbox(value="my-votes", label=t("compare.vote_dataset"), scale=2)
+            a_better = gr.Button(t("compare.a_better"), scale=1)
+            b_better = gr.Button(t("compare.b_better"), scale=1)
+            tie = gr.Button(t("compare.tie"), scale=1)
+            both_bad = gr.Button(t("compare.both_bad"), scale=1)
+        with gr.Row():
+            ranking = gr.Textbox(label=t("compare.ranking"), placeholder="B > A > C", scale=3)
+            rank_vote = gr.Button(t("compare.rank_vote"), scale=1)
+        vote_report = gr.Markdown()
+        mapping = gr.State([])        # column → checkpoint of the last round (server-side only)
+        last_prompt = gr.State("")
+        with gr.Accordion(t("compare.evaluate"), open=False):
+            with gr.Row():
+                eval_dataset = gr.Dropdown(choices=[""] + dataset_names(workspace), value="", allow_custom_value=True,
+                                           label=t("compare.eval_dataset"), scale=2)
+                eval_prompts = gr.Textbox(label=t("compare.eval_prompts"), lines=3, scale=3)
+                scorer = gr.Textbox(label=t("compare.scorer"), placeholder="my-rm/final + rules.py", scale=2)
+            run_eval = gr.Button(t("compare.run_eval"), variant="primary")
+            eval_summary = gr.Markdown()
+            eval_chart = gr.Plot(show_label=False)
+            eval_table = gr.Dataframe(headers=["prompt", "checkpoint", "score", "answer"], interactive=False, wrap=True,
+                                      max_height=360)
+            eval_files = gr.File(label=t("compare.export"), file_count="multiple", interactive=False)
+
+    private = {"api_visibility": "private"}
+    tab.select(partial(refresh_pickers, workspace), pickers, pickers, **private)
+    count.change(lambda n: [gr.update(visible=i < n) for i in range(MAX_COLUMNS)], [count], columns, **private)
+    send.click(shows_errors(partial(ask, workspace)),
+               [prompt, count, blind, max_new, temperature, top_p, seed, system, *pickers, *overrides, *labels, *chatbots],
+               [*chatbots, mapping, last_prompt, vote_report], **private)
+    clear.click(lambda: [[] for _ in chatbots] + [[], ""], None, [*chatbots, mapping, last_prompt], **private)
+    vote_inputs = [votes, last_prompt, mapping, count, max_new, temperature, top_p, seed, *chatbots]
+    for button, ranks in ((a_better, "A>B"), (b_better, "B>A"), (tie, "A=B"), (both_bad, "bad")):
+        button.click(shows_errors(partial(cast_ranking, workspace, ranks)), vote_inputs, [vote_report, *chatbots], **private)
+    rank_vote.click(shows_errors(partial(cast_typed_ranking, workspace)), [ranking, *vote_inputs], [vote_report, *chatbots],
+                    **private)
+    free.click(shows_errors(lambda: f"{api.free_models()} cached model(s) freed."), None, [vote_report], **private)
+    run_eval.click(shows_errors(partial(evaluate_checkpoints, workspace)),
+                   [eval_dataset, eval_prompts, scorer, count, max_new, *pickers],
+                   [eval_summary, eval_chart, eval_table, eval_files], **private)
+
+
+def _default(checkpoints: list[str], index: int) -> str:
+    return checkpoints[index] if index < len(checkpoints) else BUNDLED_MODEL_ID
+
+
+def refresh_pickers(workspace: Path, *current):
+    choices = api.list_checkpoints(workspace)
+    return [gr.update(choices=choices, value=value) for value in current]
+
+
+def _settings(max_new, temperature, top_p, seed, system="") -> dict:
+    return {"max_new_tokens": int(max_new), "temperature": float(temperature), "top_p": float(top_p),
+            "seed": int(seed or 0), "system_prompt": system or ""}
+
+
+def _history(chatbot) -> list[dict]:
+    return [{"role": m["role"], "content": m["content"]} for m in chatbot or [] if isinstance(m, dict)]
+
+
+def ask(workspace: Path, prompt: str, count: int, blind: bool, max_new, temperature, top_p, seed, system, *rest):
+    """Stream every column's answer. In blind mode the checkpoints are dealt to the columns in a random order, and the
+    columns are labelled only A, B, …; which is which stays in the server-side state until a vote."""
+    count = int(count)
+    pickers, overrides = rest[:MAX_COLUMNS], rest[MAX_COLUMNS:2 * MAX_COLUMNS]
+    labels, chatbots = rest[2 * MAX_COLUMNS:3 * MAX_COLUMNS], rest[3 * MAX_COLUMNS:]
+    chosen = list(pickers[:count])
+    order = list(range(count))
+    if blind:
+        random.shuffle(order)
+    mapping = [chosen[i] for i in order]                       # column → checkpoint
+    column_settings = [_override(overrides[i]) for i in order]
+    histories = [_history(chatbots[c]) for c in range(count)]
+    shown = [list(chatbots[c] or []) + [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
+             for c in range(count)]
+    settings = _settings(max_new, temperature, top_p, seed, system)
+    for answers in compare_stream(workspace, mapping, prompt, settings, histories, column_settings):
+        for column, answer in enumerate(answers):
+            shown[column][-1] = {"role": "assistant", "content": answer}
+        yield (*[gr.update(value=shown[c], label=LETTERS[c] if blind else f"{labels[c] or LETTERS[c]} · {mapping[c]}")
+                 if c < count else gr.update() for c in range(MAX_COLUMNS)], mapping, prompt, "")
+
+
+def _override(text: str) -> dict:
+    if not (text or "").strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        from pipelines.errors import StudioError
+        raise StudioError('A column override is a JSON object such as {"temperature": 0.7}.')
+    return value
+
+
+def _ranks_from(spec: str, count: int) -> list[int]:
+    """'B > A > C' or 'A = B' → a rank per column (1 = best); 'bad' → all 0."""
+    from pipelines.errors import StudioError
+
+    spec = (spec or "").replace(" ", "").upper()
+    if spec == "BAD":
+        return [0] * count
+    ranks, rank = [0] * count, 0
+    for group in spec.split(">"):
+        rank += 1
+        for letter in group.split("="):
+            if len(letter) != 1 or letter not in LETTERS[:count]:
+                raise StudioError(f"Write the ranking with the column letters {', '.join(LETTERS[:count])}, e.g. B > A = C.")
+            ranks[LETTERS.index(letter)] = rank
+    return ranks
+
+
+def cast_typed_ranking(workspace: Path, spec: str, *vote_inputs):
+    return cast_ranking(workspace, spec, *vote_inputs)
+
+
+def cast_ranking(workspace: Path, spec: str, dataset, prompt, mapping, count, max_new, temperature, top_p, seed, *chatbots):
+    from pipelines.errors import StudioError
+
+    if not mapping or not prompt:
+        raise StudioError("Ask a question first; then vote on the answers.")
+    count = len(mapping)
+    answers = [(_history(chatbots[c])[-1]["content"] if chatbots[c] else "") for c in range(count)]
+    result = api.vote(workspace, (dataset or "").strip(), prompt, answers, mapping, _ranks_from(spec, count),
+                      _settings(max_new, temperature, top_p, seed))
+    reveal = " · ".join(f"{LETTERS[c]} = {mapping[c]}" for c in range(count))
+    text = f"🗳 {result['added_rows']} preference row(s) added to **{result['dataset']}** ({result['rows']} in all). {reveal}"
+    return (text, *[gr.update(label=mapping[c]) if c < count else gr.update() for c in range(MAX_COLUMNS)])
+
+
+def evaluate_checkpoints(workspace: Path, dataset: str, typed: str, scorer: str, count, max_new, *pickers):
+    prompts = dataset if dataset else [line for line in (typed or "").splitlines() if line.strip()]
+    report = api.evaluate(workspace, list(pickers[:int(count)]), prompts, scorer,
+                          {"max_new_tokens": int(max_new), "temperature": 0})
+    lines = [f"**{report['prompts']} prompts**, scored by {report['scorer']}", "", "| checkpoint | mean score |", "|---|---:|"]
+    lines += [f"| {c} | {m:+.3f} |" for c, m in sorted(report["means"].items(), key=lambda kv: -kv[1])]
+    lines += ["", "| wins over → | " + " | ".join(report["win_rates"]) + " |", "|---|" + "---:|" * len(report["win_rates"])]
+    for a, row in report["win_rates"].items():
+        lines.append(f"| {a} | " + " | ".join("—" if a == b else f"{row[b]:.0%}" for b in report["win_rates"]) + " |")
+    folder = Path(tempfile.mkdtemp(prefix="studio-eval-"))
+    with open(folder / "evaluation.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["prompt", "checkpoint", "score", "answer"])
+        writer.writeheader()
+        writer.writerows(report["rows"])
+    (folder / "evaluation.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in report["rows"]),
+                                             encoding="utf-8")
+    table = [[r["prompt"], r["checkpoint"], round(r["score"], 3), r["answer"]] for r in report["rows"]]
+    return "\n".join(lines), mean_score_bars(report["means"]), table, [str(folder / "evaluation.csv"), str(folder / "evaluation.jsonl")]
