@@ -246,7 +246,13 @@ def score_dataset(workspace: Path, checkpoint: str, dataset: str, limit: int = 1
 
 def run_samples(workspace: Path, run_id: str) -> list[dict]:
     """The generations an RL run recorded while it trained (step, prompt, response, score), oldest first."""
-    return run_files.read_jsonl(runs.run_dir_of(workspace, run_id) / "samples.jsonl")
+    samples: list[dict] = []
+    for record in run_files.read_jsonl(runs.run_dir_of(workspace, run_id) / "samples.jsonl"):
+        if "resumed_from" in record:   # a resume: what was sampled after its checkpoint was redone
+            samples = [s for s in samples if s["step"] <= record["resumed_from"]]
+        else:
+            samples.append(record)
+    return samples
 
 
 def compare(workspace: Path, checkpoints: list[str], prompt: str, settings: dict | None = None) -> list[str]:

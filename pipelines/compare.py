@@ -109,9 +109,8 @@ def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, setting
         if not tokenizer.chat_template:
             raise StudioError(f"{members[0][1].spec!r} has no chat template, so it cannot answer a chat prompt.")
         conversations = [to_messages(prompt, histories[column], settings.get("system_prompt", "")) for column, _ in members]
-        tokenizer.padding_side = "left"
         texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
         names = [loaded.adapters[a] if a else BASE_ADAPTER for a in adapters]
         mixed = {"adapter_names": names} if loaded.adapters else {}
         streamer = _BatchStreamer(tokenizer, len(members), stop_token_ids(loaded.model, tokenizer))

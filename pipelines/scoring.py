@@ -83,11 +83,11 @@ def score_conversations(model, tokenizer, conversations: list[list[dict]], batch
     """One reward per conversation (prompt turns + the answer turn), as the reward trainer rendered them."""
     import torch
 
-    tokenizer.padding_side = "right"
     scores: list[float] = []
     for start in range(0, len(conversations), batch_size):
         texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations[start:start + batch_size]]
-        batch = tokenizer(texts, padding=True, add_special_tokens=False, return_tensors="pt").to(model.device)
+        batch = tokenizer(texts, padding=True, padding_side="right", add_special_tokens=False,
+                          return_tensors="pt").to(model.device)
         with torch.no_grad():
             scores.extend(model(**batch).logits[:, 0].float().tolist())
     return scores

@@ -125,20 +125,24 @@ def test_grpo_and_rloo_train_on_the_same_reward_sources_and_record_samples(tiny_
 def test_rejection_sampling_keeps_each_prompts_best_answer_and_saves_datasets_a_stage_can_use(tiny_model, prompts):
     config = (f"stage: rejection_sampling\nmodel: {tiny_model}\ndataset: prompts.jsonl\n"
               "train: {batch_size: 4, max_steps: 3}\n"
-              "rejection_sampling: {reward: rules.py, num_samples: 4, response_length: 12}\n")
+              "rejection_sampling: {reward: rules.py, num_samples: 4, response_length: 32}\n")
     run_dir = api.prepare_run(prompts, config)
     assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
     assert not (run_dir / "final").exists(), "best-of-N makes data, not a model"
     kept = [row for batch in read_jsonl(run_dir / "kept.jsonl") for row in batch["rows"]]
     assert len(kept) == 12
-    for row in kept:
-        assert len(row["scores"]) == 4 and row["scores"][row["best"]] == max(row["scores"])
-        assert row["scores"][row["worst"]] == min(row["scores"])
+    for row in kept:   # the best is the highest-scored of the N answers that were not cut off
+        whole = [s for s, ended, answer in zip(row["scores"], row["ended"], row["answers"]) if ended and answer]
+        assert len(row["scores"]) == 4
+        if whole:
+            assert row["scores"][row["best"]] == max(whole) and row["scores"][row["worst"]] == min(whole)
+        else:
+            assert row["best"] is None
     status = api.run_status(prompts, run_dir.name)
     assert status["datasets"]["best"] == f"{run_dir.name}-best"
     best = {json_key(r["messages"][:-1]): r["messages"][-1]["content"] for r in load_rows(status["datasets"]["best"], prompts)}
     for row in kept:
-        if row["answers"][row["best"]]:
+        if row["best"] is not None:
             assert best[json_key(row["prompt"])] == row["answers"][row["best"]]
     sft = api.prepare_run(prompts, f"stage: sft\nmodel: {tiny_model}\ndataset: {status['datasets']['best']}\n")
     assert sft.is_dir(), "an SFT run accepts the kept answers"
@@ -166,3 +170,50 @@ def test_ppo_scores_with_a_reward_checkpoint_and_a_rule_file_added(tiny_model, p
     rule = sum(ch.islower() and ch.isascii() for ch in answer) / len(answer)
     assert scorer([conversation], [answer])[0] == pytest.approx(rm_only([conversation], [answer])[0] + rule, abs=1e-5)
     assert resolve_model(f"{run_dir.name}/final", prompts).adapters[-1] == run_dir / "final"
+
+
+def test_response_mask_keeps_the_first_stop_token_and_drops_what_follows():
+    import torch
+
+    from pipelines.rl.rollout import response_mask
+
+    responses = torch.tensor([[5, 6, 2, 7, 2], [5, 6, 7, 8, 9], [3, 2, 2, 2, 2]])   # 2 = end of turn = pad
+    mask, ended = response_mask(responses, {2, 3})
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+    assert ended.tolist() == [True, False, True]
+
+
+def test_rollout_log_probs_are_those_of_the_distribution_sampled_from(tiny_model, prompts):
+    """Temperature, and a repetition penalty saved in the model's generation config, must not make the stored
+    log-probs differ from the ones generate sampled with."""
+    import torch
+    from peft import get_peft_model
+
+    from pipelines.models import ModelSource, load_model, load_tokenizer
+    from pipelines.rl.rollout import generate_rollout, pure_sampling, stop_token_ids
+    from pipelines.stages.common import lora_config
+    from pipelines.config import parse_config_text
+
+    source = ModelSource(str(tiny_model), "local", str(tiny_model))
+    tokenizer = load_tokenizer(source)
+    model = get_peft_model(load_model(source, dtype=torch.float32), lora_config(parse_config_text(f"model: {tiny_model}")))
+    model.generation_config.repetition_penalty = 1.3
+    conversation = [[{"role": "user", "content": "Say hi"}]]
+    torch.manual_seed(0)
+    rollout = generate_rollout(model, None, tokenizer, conversation, max_new_tokens=8, temperature=0.7)
+    encoded = tokenizer(tokenizer.apply_chat_template(conversation[0], tokenize=False, add_generation_prompt=True),
+                        return_tensors="pt", add_special_tokens=False)
+    torch.manual_seed(0)
+    output = model.generate(**encoded, **pure_sampling(0.7, stop_token_ids(model, tokenizer)), max_new_tokens=8,
+                            pad_token_id=tokenizer.pad_token_id, output_scores=True, return_dict_in_generate=True)
+    sampled = model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)   # (1, T)
+    mask = rollout.response_mask.bool()
+    assert torch.allclose(rollout.logprobs[mask], sampled[:, :mask.shape[1]][mask], atol=1e-4)
+
+
+def test_a_reward_file_may_use_dataclasses_and_future_annotations(tiny_model, prompts):
+    (prompts / "rules.py").write_text(
+        "from __future__ import annotations\nfrom dataclasses import dataclass\n\n@dataclass\nclass Rule:\n"
+        "    word: str\n\ndef reward(prompts, completions):\n    return [float(Rule('hi').word in c) for c in completions]\n",
+        encoding="utf-8")
+    assert api.prepare_run(prompts, ppo_config(tiny_model, steps=1)).is_dir()

@@ -59,11 +59,12 @@ def load_reward_function(path: Path) -> Callable[[list[str], list[str]], list[fl
     name = f"studio_reward_{abs(hash(str(path)))}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module   # dataclasses, pickle and typing look a module up by name while it runs
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # the user's code: any error it raises is theirs to see, in one line
+    except BaseException as exc:  # the user's code: any error it raises (even SystemExit) is theirs to see, in one line
+        sys.modules.pop(name, None)
         raise StudioError(f"{path.name} does not import: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    sys.modules.pop(name, None)
     function = getattr(module, "reward", None)
     if not callable(function):
         raise StudioError(f"{path.name} has no function `reward(prompts, completions)` returning a list of floats.")

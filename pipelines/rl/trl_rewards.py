@@ -33,7 +33,7 @@ class StudioReward:
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
         conversations = [p if isinstance(p, list) else [{"role": "user", "content": p}] for p in prompts]
-        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        texts = [(c[-1]["content"] if isinstance(c, list) else c).strip() for c in completions]   # as PPO's
         scores = self.scorer(conversations, texts)
         if self.main_process:
             for prompt, text, score in list(zip(conversations, texts, scores))[:SAMPLES_PER_CALL]:

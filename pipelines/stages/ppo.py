@@ -73,7 +73,7 @@ class PPORunner:
         torch.nn.init.zeros_(self.value_head.weight)
         torch.nn.init.zeros_(self.value_head.bias)
         self.parameters = [p for p in self.model.parameters() if p.requires_grad] + list(self.value_head.parameters())
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=train.learning_rate)
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=train.learning_rate, weight_decay=0.0)   # as the Trainer stages
         self.max_steps = train.max_steps if train.max_steps > 0 else max(1, int(train.epochs * len(self.prompts) / train.batch_size))
         self.scheduler = get_scheduler(train.lr_scheduler, self.optimizer,
                                        num_warmup_steps=int(train.warmup_ratio * self.max_steps),
@@ -113,14 +113,16 @@ class PPORunner:
         return batch
 
     def train(self) -> None:
-        import torch
+        from transformers import set_seed
 
         start = self._resume() if self.context.resume_from else 0
+        if start:   # samples past the checkpoint belong to the abandoned branch (see run_samples)
+            run_files.append_jsonl(self.context.run_dir / "samples.jsonl", {"resumed_from": start})
         self.state.global_step = start
         for callback in self.context.callbacks:
             callback.on_train_begin(None, self.state, self.control)
         for update in range(start, self.max_steps):
-            torch.manual_seed(self.config.train.seed + update)       # sampling is reproducible across a resume
+            set_seed(self.config.train.seed + update)   # sampling (and a rule file's randomness) repeats after a resume
             logs, samples = self._update(update)
             self.state.global_step = update + 1
             self.state.epoch = (update + 1) * self.config.train.batch_size / len(self.prompts)
@@ -194,7 +196,8 @@ class PPORunner:
                 rows = order[start:start + minibatch]
                 mask = rollout.response_mask[rows]
                 logprobs, values, entropy = forward_scores(self.model, self.value_head, rollout.sequences[rows],
-                                                           rollout.attention_mask[rows], rollout.prompt_length, with_entropy=True)
+                                                           rollout.attention_mask[rows], rollout.prompt_length,
+                                                           settings.temperature, with_entropy=True)
                 pg_loss, pg_clip, approx_kl = policy_loss(logprobs, rollout.logprobs[rows], advantages[rows], mask,
                                                           settings.clip_range)
                 vf_loss, vf_clip = value_loss(values, rollout.values[rows], returns[rows], mask, settings.clip_range_value)
@@ -227,7 +230,9 @@ class PPORunner:
         folder = self.context.resume_from
         if self.ref_model is None:
             from peft import set_peft_model_state_dict
-            set_peft_model_state_dict(self.model, load_file(folder / "adapter_model.safetensors"))
+            loaded = set_peft_model_state_dict(self.model, load_file(folder / "adapter_model.safetensors"))
+            if getattr(loaded, "unexpected_keys", None):
+                raise StudioError(f"{folder.name} holds an adapter of another shape than this run's; it cannot resume it.")
         else:
             from transformers import AutoModelForCausalLM
             self.model.load_state_dict(AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).state_dict())

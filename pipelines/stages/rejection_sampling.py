@@ -72,10 +72,12 @@ class BestOfN:
             self.state.global_step = step + 1
             for callback in self.context.callbacks:
                 self.control = callback.on_step_end(None, self.state, self.control) or self.control
-            best = [r["scores"][r["best"]] for r in rows]
-            logs = {"best_score": sum(best) / len(best),
-                    "mean_score": sum(sum(r["scores"]) / len(r["scores"]) for r in rows) / len(rows),
-                    "worst_score": sum(r["scores"][r["worst"]] for r in rows) / len(rows)}
+            whole = [r for r in rows if r["best"] is not None] or rows[:0]
+            logs = {"mean_score": sum(sum(r["scores"]) / len(r["scores"]) for r in rows) / len(rows),
+                    "kept_prompts": len(whole)}
+            if whole:
+                logs["best_score"] = sum(r["scores"][r["best"]] for r in whole) / len(whole)
+                logs["worst_score"] = sum(r["scores"][r["worst"]] for r in whole) / len(whole)
             for callback in self.context.callbacks:
                 callback.on_log(None, self.state, self.control, logs=logs)
             if self.control.should_training_stop:
@@ -86,24 +88,31 @@ class BestOfN:
         """N answers per prompt, their scores, and which is best and worst."""
         import torch
 
+        from pipelines.rl.rollout import pure_sampling, response_mask, stop_token_ids
+
         settings = self.config.rejection_sampling
         n = settings.num_samples
-        self.tokenizer.padding_side = "left"
         texts = [self.tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left",
+                                 add_special_tokens=False).to(self.device)
+        stop_ids = stop_token_ids(self.model, self.tokenizer)
         with torch.no_grad():
-            output = self.model.generate(**encoded, do_sample=True, temperature=settings.temperature, top_k=0, top_p=1.0,
-                                         num_return_sequences=n, max_new_tokens=settings.response_length,
-                                         pad_token_id=self.tokenizer.pad_token_id)
-        answers = [a.strip() for a in self.tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1]:],
-                                                                  skip_special_tokens=True)]
+            output = self.model.generate(**encoded, **pure_sampling(settings.temperature, stop_ids), num_return_sequences=n,
+                                         max_new_tokens=settings.response_length, pad_token_id=self.tokenizer.pad_token_id)
+        responses = output[:, encoded["input_ids"].shape[1]:]
+        _, ended = response_mask(responses, stop_ids)
+        answers = [a.strip() for a in self.tokenizer.batch_decode(responses, skip_special_tokens=True)]
         repeated = [p for p in prompts for _ in range(n)]                 # generate returns a prompt's N answers together
         scores = self.scorer(repeated, answers)
         rows = []
         for index, prompt in enumerate(prompts):
             own = scores[index * n:(index + 1) * n]
+            # An answer cut off at the length cap is never kept: SFT on it would teach stopping mid-sentence.
+            whole = [i for i in range(n) if ended[index * n + i] and answers[index * n + i]]
             rows.append({"prompt": prompt, "answers": answers[index * n:(index + 1) * n], "scores": own,
-                         "best": max(range(n), key=own.__getitem__), "worst": min(range(n), key=own.__getitem__)})
+                         "ended": [bool(ended[index * n + i]) for i in range(n)],
+                         "best": max(whole, key=own.__getitem__) if whole else None,
+                         "worst": min(whole, key=own.__getitem__) if whole else None})
         return rows
 
     def _save_datasets(self, kept: list[dict]) -> None:
@@ -113,15 +122,17 @@ class BestOfN:
             raise StudioError("No prompt was finished, so there is nothing to save.")
         names = output_names(self.context.run_dir.name)
         source = f"rejection sampling run {self.context.run_dir.name}"
-        best = [{"messages": r["prompt"] + [{"role": "assistant", "content": r["answers"][r["best"]]}]}
-                for r in kept if r["answers"][r["best"]]]
+        kept = [r for r in kept if r["best"] is not None]   # prompts whose every answer was cut off give nothing
+        if not kept:
+            raise StudioError("Every answer was cut off at rejection_sampling.response_length; raise it and run again.")
+        best = [{"messages": r["prompt"] + [{"role": "assistant", "content": r["answers"][r["best"]]}]} for r in kept]
         write_dataset(names["best"], self.context.workspace, "instruction", "messages", best, source)
         saved = {"best": names["best"]}
         if self.config.rejection_sampling.keep == "best_and_pairs":
             pairs = [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["answers"][r["best"]]}],
                       "rejected": [{"role": "assistant", "content": r["answers"][r["worst"]]}]}
                      for r in kept if r["scores"][r["best"]] > r["scores"][r["worst"]]
-                     and r["answers"][r["best"]] and r["answers"][r["worst"]] and r["answers"][r["best"]] != r["answers"][r["worst"]]]
+                     and r["answers"][r["best"]] != r["answers"][r["worst"]]]
             if pairs:
                 write_dataset(names["pairs"], self.context.workspace, "preference", "preference", pairs, source)
                 saved["pairs"] = names["pairs"]
