@@ -281,3 +281,9 @@ def free_models() -> int:
     from pipelines.inference import free_models as free_chat_models
     from pipelines.scoring import free_reward_models
     return free_chat_models() + free_reward_models()
+
+
+def run_probes(workspace: Path, run_id: str) -> dict:
+    """The probe prompts' answers at each checkpoint save: {"steps": [...], "rows": [{"prompt", "answers": {step: answer}}]}."""
+    from pipelines.probes import probe_grid
+    return probe_grid(runs.run_dir_of(workspace, run_id))

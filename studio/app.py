@@ -130,6 +130,10 @@ def register_api(workspace: Path) -> None:
         """Save <new_name>-train and <new_name>-eval; rows sharing a prompt stay on one side."""
         return api.split_dataset(workspace, name, new_name, eval_fraction, seed)
 
+    def run_probes(run_id: str) -> dict:
+        """Probe prompts' greedy answers at each checkpoint save of a run: steps, and per prompt {step: answer}."""
+        return api.run_probes(workspace, run_id)
+
     def run_samples(run_id: str) -> list[dict]:
         """Generations an RL run recorded as it trained: step, prompt, response, score."""
         return api.run_samples(workspace, run_id)
@@ -165,7 +169,7 @@ def register_api(workspace: Path) -> None:
     for endpoint in (start_run, run_status, run_metrics, stop_run, resume_run, list_runs, list_checkpoints,
                      list_datasets, describe_model, preview_dataset, upload_dataset, import_hub_dataset, dataset_stats,
                      dataset_table, save_table, deduplicate_dataset, filter_dataset, split_dataset, score,
-                     evaluate_reward, score_dataset, run_samples, compare, vote, evaluate, chat):
+                     evaluate_reward, score_dataset, run_samples, run_probes, compare, vote, evaluate, chat):
         gr.api(shows_errors(endpoint), api_name=endpoint.__name__)
 
 

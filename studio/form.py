@@ -28,7 +28,7 @@ def field_component(section: str, spec: dataclasses.Field, default=None):
         return gr.Number(precision=0, minimum=meta.get("minimum"), maximum=meta.get("maximum"), **common)
     if kind == "float":
         return gr.Number(minimum=meta.get("minimum"), maximum=meta.get("maximum"), step=_step(value), **common)
-    return gr.Textbox(**common)
+    return gr.Textbox(lines=3 if spec.name.endswith("prompts") else 1, **common)   # one prompt per line
 
 
 def _step(value: float) -> float:

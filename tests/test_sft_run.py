@@ -48,3 +48,16 @@ def test_full_fine_tune_changes_the_model_weights(tiny_model, workspace):
     after = load_file(run_dir / "final" / "model.safetensors")
     changed = [name for name in before if name in after and not before[name].equal(after[name])]
     assert len(changed) >= len(before) // 2
+
+
+def test_probe_prompts_are_answered_at_every_checkpoint(tiny_model, workspace):
+    from pipelines.api import prepare_run, run_probes
+    from pipelines.train import train_run
+
+    config = tiny_config(tiny_model, max_steps=10, save_steps=5, probe_prompts='"Say hi\\nName a color"')
+    run_dir = prepare_run(workspace, config)
+    assert train_run(run_dir, echo=False) == "completed"
+    grid = run_probes(workspace, run_dir.name)
+    assert grid["steps"] == [5, 10]
+    assert [row["prompt"] for row in grid["rows"]] == ["Say hi", "Name a color"]
+    assert all(set(row["answers"]) == {5, 10} for row in grid["rows"])

@@ -219,8 +219,8 @@ class PPORunner:
         self.save_model(str(folder))
         torch.save({"optimizer": self.optimizer.state_dict(), "kl_coef": self.kl_coef, "step": self.state.global_step},
                    folder / OPTIMIZER_FILE)
-        for callback in self.context.callbacks:
-            callback.on_save(None, self.state, self.control)
+        for callback in self.context.callbacks:   # the recorder publishes the checkpoint; probes answer with the model
+            callback.on_save(None, self.state, self.control, model=self.model, processing_class=self.tokenizer)
 
     def _resume(self) -> int:
         """Load the adapter (or weights), value head, optimizer and KL coefficient of the checkpoint; return its step."""

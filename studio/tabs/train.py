@@ -97,6 +97,7 @@ def build(workspace: Path):
                 chart = gr.Plot(label=t("train.chart"))
                 samples = gr.Dataframe(headers=SAMPLE_COLUMNS, label=t("train.samples"), interactive=False, wrap=True,
                                        max_height=320, visible=False)
+                probes = gr.Dataframe(label=t("train.probes"), interactive=False, wrap=True, max_height=360, visible=False)
                 log = gr.Textbox(label=t("train.log"), lines=12, max_lines=12, autoscroll=True, interactive=False,
                                  elem_classes="run-log")
         gr.Markdown(f"### {t('train.runs')}")
@@ -118,8 +119,9 @@ def build(workspace: Path):
     resume.click(shows_errors(partial(resume_clicked, workspace)), [run], [status], **private)
     view = partial(run_view, workspace)
     for trigger in (run.change, smooth.change, log_scale.change):
-        trigger(view, [run, smooth, log_scale], [status, chart, log, samples, use_row], **private)
-    timer.tick(view, [run, smooth, log_scale], [status, chart, log, samples, use_row], **private, show_progress="hidden")
+        trigger(view, [run, smooth, log_scale], [status, chart, log, samples, use_row, probes], **private)
+    timer.tick(view, [run, smooth, log_scale], [status, chart, log, samples, use_row, probes], **private,
+               show_progress="hidden")
     list_timer.tick(partial(refresh_runs, workspace), [run], [run, runs_table], **private, show_progress="hidden")
     return model, dataset, run, runs_table
 
@@ -184,11 +186,11 @@ def refresh_runs(workspace: Path, selected: str | None):
 def run_view(workspace: Path, run_id: str | None, smooth: bool = True, log_scale: bool = False):
     hidden = gr.update(visible=False)
     if not run_id:
-        return "", None, "", hidden, hidden
+        return "", None, "", hidden, hidden, hidden
     try:
         status = api.run_status(workspace, run_id)
     except StudioError as exc:  # e.g. the run folder was deleted by hand
-        return str(exc), None, "", hidden, hidden
+        return str(exc), None, "", hidden, hidden, hidden
     no_samples = hidden
     metrics = api.run_metrics(workspace, run_id)
     samples = api.run_samples(workspace, run_id)[-SAMPLES_SHOWN:]
@@ -196,7 +198,17 @@ def run_view(workspace: Path, run_id: str | None, smooth: bool = True, log_scale
                                             for s in reversed(samples)])
              if samples else no_samples)
     return (status_markdown(status), training_curves(metrics, run_id, smooth=smooth, log_scale=log_scale),
-            api.run_log(workspace, run_id, LOG_LINES), table, gr.update(visible=bool(status.get("datasets"))))
+            api.run_log(workspace, run_id, LOG_LINES), table, gr.update(visible=bool(status.get("datasets"))),
+            probe_table(api.run_probes(workspace, run_id)))
+
+
+def probe_table(grid: dict):
+    """Probe prompts down, checkpoint steps across: how one answer changes as training goes on."""
+    if not grid["rows"]:
+        return gr.update(visible=False)
+    headers = ["prompt", *(f"step {step}" for step in grid["steps"])]
+    rows = [[row["prompt"], *(row["answers"].get(step, "") for step in grid["steps"])] for row in grid["rows"]]
+    return gr.update(visible=True, value={"headers": headers, "data": rows})
 
 
 def train_on_output(workspace: Path, stage: str, run_id: str | None):
