@@ -114,7 +114,15 @@ def _settings(max_new, temperature, top_p, seed, system="") -> dict:
 
 
 def _history(chatbot) -> list[dict]:
-    return [{"role": m["role"], "content": m["content"]} for m in chatbot or [] if isinstance(m, dict)]
+    """A column's conversation as plain turns (the browser sends content back as a list of parts)."""
+    turns = []
+    for message in chatbot or []:
+        if isinstance(message, dict):
+            content = message.get("content")
+            if isinstance(content, list):
+                content = "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+            turns.append({"role": message.get("role"), "content": content if isinstance(content, str) else ""})
+    return turns
 
 
 def ask(workspace: Path, prompt: str, count: int, blind: bool, max_new, temperature, top_p, seed, system, *rest):
