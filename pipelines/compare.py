@@ -2,7 +2,7 @@
 prompt set with a scorer.
 
 When the checkpoints are LoRA adapters of one base, all their answers come from ONE batched generate call with
-a different adapter per row (PEFT's mixed-adapter batches; the base answers as "__base__"), instead of one
+a different adapter per row (pipelines/lora_batch.py; the base answers as "__base__"), instead of one
 generation after another. Checkpoints of different bases (or full-weight ones) are generated group by group.
 """
 
@@ -19,7 +19,6 @@ from pipelines.errors import StudioError
 
 MAX_PROMPT_CHARS = 8000
 MAX_COLUMNS = 8
-BASE_ADAPTER = "__base__"   # PEFT's name for "no adapter" in a mixed batch
 
 
 def _check_request(checkpoints: list[str], prompt: str) -> None:
@@ -76,6 +75,14 @@ def _group_by_base(workspace: Path, checkpoints: list[str]) -> dict[str, list[tu
     return groups
 
 
+def compare_notice(workspace: Path, checkpoints: list[str]) -> str:
+    """One sentence when these checkpoints' bases do not fit in memory together, else ""."""
+    from pipelines.inference import fit_notice
+    from pipelines.models import resolve_model
+
+    return fit_notice([resolve_model(c, workspace) for c in checkpoints])
+
+
 def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, settings: dict | None = None,
                    histories: list[list[dict]] | None = None,
                    column_settings: list[dict] | None = None) -> Iterator[list[str]]:
@@ -83,7 +90,8 @@ def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, setting
     generation; `column_settings` override the shared `settings` per column (such a column is its own group)."""
     import torch
 
-    from pipelines.inference import _generation_kwargs, _load, to_messages
+    from pipelines.inference import _generation_kwargs, _load, encode_chat, left_padded, to_messages
+    from pipelines.lora_batch import BASE_ADAPTER, adapters_per_row
     from pipelines.rl.rollout import stop_token_ids
 
     _check_request(checkpoints, prompt)
@@ -109,17 +117,15 @@ def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, setting
         if not tokenizer.chat_template:
             raise StudioError(f"{members[0][1].spec!r} has no chat template, so it cannot answer a chat prompt.")
         conversations = [to_messages(prompt, histories[column], settings.get("system_prompt", "")) for column, _ in members]
-        texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        encoded = left_padded(tokenizer, [encode_chat(tokenizer, c) for c in conversations])
         names = [loaded.adapters[a] if a else BASE_ADAPTER for a in adapters]
-        mixed = {"adapter_names": names} if loaded.adapters else {}
         streamer = _BatchStreamer(tokenizer, len(members), stop_token_ids(loaded.model, tokenizer))
         errors: list[BaseException] = []
 
-        def generate(loaded=loaded, encoded=encoded, mixed=mixed, streamer=streamer, errors=errors):
+        def generate(loaded=loaded, encoded=encoded, names=names, streamer=streamer, errors=errors):
             # The worker holds the model's lock, not the caller: a reader who stops listening cannot leave it held.
             try:
-                with loaded.lock:
+                with loaded.lock, adapters_per_row(loaded.model, names) as mixed:
                     if "seed" in settings:
                         torch.manual_seed(int(settings["seed"]))
                     device = next(loaded.model.parameters()).device
