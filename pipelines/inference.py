@@ -1,12 +1,14 @@
 """Chat with any model or checkpoint, streaming, through its chat template.
 
-Loaded models are cached (least recently used first out). LoRA checkpoints of one base share that
-base in memory: they are loaded as named adapters on one PeftModel and switched per request, and the
-base itself answers with the adapters disabled.
+Loaded models are cached within a memory budget, least recently used first out. LoRA checkpoints of one
+base share that base in memory: they are loaded as named adapters on one PeftModel and switched per
+request, and the base itself answers with the adapters disabled.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -16,7 +18,9 @@ from typing import Iterator
 from pipelines.errors import StudioError
 
 MAX_NEW_TOKENS_CAP = 2048
-MAX_CACHED_BASES = 2
+# The share of the device's memory that cached models may hold; the rest is for generation, a training run and
+# everything else. ALIGNMENT_STUDIO_MODEL_MEMORY_GB sets the budget outright.
+BUDGET_SHARE = {"cuda": 0.8, "cpu": 0.5, "mps": 0.5}
 
 
 @dataclass
@@ -24,6 +28,7 @@ class LoadedBase:
     model: object                    # a causal LM, or a PeftModel holding every adapter loaded on it
     tokenizer: object
     adapters: dict[str, str] = field(default_factory=dict)   # adapter folder → PEFT adapter name
+    bytes: int = 0                   # weights and buffers as loaded, adapters included
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -37,8 +42,64 @@ def _base_key(source) -> tuple[str, str]:
     return "|".join([source.base, *merged]), str(source.adapters[-1]) if source.adapters else ""
 
 
-def _load(source) -> tuple[LoadedBase, str]:
+def memory_budget(device: str) -> int:
+    """Bytes the cached models may hold on `device`."""
+    configured = os.environ.get("ALIGNMENT_STUDIO_MODEL_MEMORY_GB")
+    if configured:
+        return int(float(configured) * 2**30)
+    if device == "cuda":
+        import torch
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    else:
+        import psutil
+        total = psutil.virtual_memory().total
+    return int(total * BUDGET_SHARE.get(device, 0.5))
+
+
+def _loaded_dtype(device: str):
     import torch
+    return torch.bfloat16 if device == "cuda" else torch.float32
+
+
+def estimate_bytes(source) -> int | None:
+    """What the base of `source` will take once loaded (its parameter count from the safetensors headers, at the
+    dtype the studio loads in); None when the weights are not in a local folder."""
+    from safetensors import safe_open
+
+    folder = Path(source.base)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not files:
+        return None
+    count = 0
+    for file in files:
+        with safe_open(str(file), framework="pt") as tensors:
+            for key in tensors.keys():
+                shape = tensors.get_slice(key).get_shape()
+                size = 1
+                for dim in shape:
+                    size *= dim
+                count += size
+    from pipelines.models import best_device
+    return count * _loaded_dtype(best_device()).itemsize
+
+
+def _model_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def _evict(budget: int, incoming: int, keep: str | None = None) -> None:
+    """Drop least recently used bases (never `keep`) until the cache plus `incoming` bytes fit the budget.
+    Called with _cache_lock held."""
+    for key in list(_cache):
+        if sum(loaded.bytes for loaded in _cache.values()) + incoming <= budget:
+            return
+        if key != keep:
+            del _cache[key]
+
+
+def _load(source) -> tuple[LoadedBase, str]:
+    import gc
+
     from transformers import AutoTokenizer
 
     from pipelines.models import ModelSource, best_device, load_model, trust_remote_code
@@ -48,14 +109,15 @@ def _load(source) -> tuple[LoadedBase, str]:
         loaded = _cache.get(key)
         if loaded is None:
             device = best_device()
-            dtype = torch.bfloat16 if device == "cuda" else torch.float32
+            budget = memory_budget(device)
+            _evict(budget, estimate_bytes(source) or 0)   # make room first: two bases at once may not fit
+            gc.collect()
             merged_only = ModelSource(source.spec, source.kind, source.base, source.adapters[:-1])
-            model = load_model(merged_only, dtype=dtype, merge_adapters=True).to(device).eval()
+            model = load_model(merged_only, dtype=_loaded_dtype(device), merge_adapters=True).to(device).eval()
             tokenizer = AutoTokenizer.from_pretrained(source.base, trust_remote_code=trust_remote_code())
-            loaded = LoadedBase(model, tokenizer)
+            loaded = LoadedBase(model, tokenizer, bytes=_model_bytes(model))
             _cache[key] = loaded
-            while len(_cache) > MAX_CACHED_BASES:
-                _cache.popitem(last=False)
+            _evict(budget, 0, keep=key)                     # the estimate may have been low, or unknown
         _cache.move_to_end(key)
     if adapter and adapter not in loaded.adapters:
         with loaded.lock:  # never change the model under a generation running on it
@@ -67,7 +129,23 @@ def _load(source) -> tuple[LoadedBase, str]:
                 else:
                     loaded.model.load_adapter(adapter, adapter_name=name)
                 loaded.adapters[adapter] = name
+                loaded.bytes = _model_bytes(loaded.model)
     return loaded, adapter
+
+
+def fit_notice(sources: list) -> str:
+    """One sentence when the bases of `sources` do not fit in the model memory budget together (they are then
+    answered one base after another, each loaded in turn), else ""."""
+    from pipelines.models import best_device
+
+    sizes = {_base_key(source)[0]: estimate_bytes(source) or 0 for source in sources}
+    needed, budget = sum(sizes.values()), memory_budget(best_device())
+    if len(sizes) < 2 or needed <= budget:
+        return ""
+    return (f"These checkpoints sit on {len(sizes)} different bases that need {needed / 2**30:.1f} GB together, over "
+            f"the {budget / 2**30:.1f} GB model memory budget, so they answer one base at a time, each loaded in turn "
+            f"(slower); set ALIGNMENT_STUDIO_MODEL_MEMORY_GB to change the budget.")
+
 
 
 def free_models() -> int:
@@ -91,6 +169,41 @@ def to_messages(message: str, history: list | None, system_prompt: str = "") -> 
             messages.append({"role": role, "content": content})
     messages.append({"role": "user", "content": message})
     return messages
+
+
+# Private-use characters that mark, inside the rendered template, the text a person typed.
+_TYPED_START, _TYPED_END = "\ue000", "\ue001"
+
+
+def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of `messages` through the chat template, with the generation prompt. What a person typed is
+    tokenised as text: a control token typed into a message ("<|im_end|>") stays those characters instead of
+    becoming the template's own token, so typing one cannot end a turn or forge a system prompt."""
+    specials = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special} | set(tokenizer.all_special_tokens)
+    typed = [any(s in m["content"] for s in specials) for m in messages]
+    if not any(typed):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    marked = [{**m, "content": f"{_TYPED_START}{m['content']}{_TYPED_END}"} if t else m for m, t in zip(messages, typed)]
+    text = tokenizer.apply_chat_template(marked, tokenize=False, add_generation_prompt=True)
+    parts = re.split(f"[{_TYPED_START}{_TYPED_END}]", text)
+    if len(parts) % 2 == 0 or text.count(_TYPED_START) != text.count(_TYPED_END):
+        raise StudioError("This model's chat template rewrites message text, so the control tokens typed into the "
+                          "message cannot be kept as plain text; remove them and send again.")
+    ids: list[int] = []
+    for index, part in enumerate(parts):   # even: the template's own text; odd: typed text
+        if part:
+            ids += tokenizer(part, add_special_tokens=False, split_special_tokens=index % 2 == 1)["input_ids"]
+    return ids
+
+
+def left_padded(tokenizer, rows: list[list[int]]) -> dict:
+    """A batch of token-id rows, padded on the left (generation continues from the right end of every row)."""
+    import torch
+
+    width, pad = max(map(len, rows)), tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return {"input_ids": torch.tensor([[pad] * (width - len(r)) + r for r in rows]),
+            "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])}
 
 
 def _generation_kwargs(settings: dict | None) -> dict:
@@ -125,7 +238,7 @@ def chat_stream(workspace: Path, checkpoint: str, message: str, history: list | 
     if not tokenizer.chat_template:
         raise StudioError(f"{checkpoint!r} has no chat template, so it cannot chat; pick an instruct model or a checkpoint trained with one.")
     messages = to_messages(message, history, settings.get("system_prompt", ""))
-    inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    inputs = left_padded(tokenizer, [encode_chat(tokenizer, messages)])
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     errors: list[BaseException] = []
 

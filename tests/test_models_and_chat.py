@@ -64,3 +64,28 @@ def test_lora_checkpoints_share_one_base_and_differ_from_it(tiny_model, workspac
         inference.chat(workspace, "share/final", "Hi", [], {"max_new_tokens": 10**6})
     with pytest.raises(StudioError, match="does not exist"):
         inference.chat(workspace, "share/checkpoint-999", "Hi", [], greedy)
+
+
+def test_cached_bases_stay_within_the_memory_budget(tiny_model, workspace, monkeypatch):
+    import shutil
+
+    copy = shutil.copytree(tiny_model, workspace / "tiny-copy")
+    sources = [resolve_model(str(tiny_model), workspace), resolve_model(str(copy), workspace)]
+    one = inference.estimate_bytes(sources[0])
+    greedy = {"max_new_tokens": 4, "temperature": 0}
+    inference.free_models()
+    monkeypatch.setenv("ALIGNMENT_STUDIO_MODEL_MEMORY_GB", str(100 * one / 2**30))
+    for spec in (tiny_model, copy):
+        inference.chat(workspace, str(spec), "Hi", [], greedy)
+    assert len(inference._cache) == 2 and inference.fit_notice(sources) == ""
+    loaded = next(iter(inference._cache.values()))
+    assert loaded.bytes == pytest.approx(one, rel=0.05), "the estimate from the safetensors headers is what loads"
+
+    monkeypatch.setenv("ALIGNMENT_STUDIO_MODEL_MEMORY_GB", str(1.5 * one / 2**30))
+    inference.free_models()
+    for spec in (tiny_model, copy):
+        inference.chat(workspace, str(spec), "Hi", [], greedy)
+    assert list(inference._cache) == [sources[1].base], "the least recently used base made room for the next"
+    notice = inference.fit_notice(sources)
+    assert "2 different bases" in notice and "one base at a time" in notice
+    inference.free_models()

@@ -18,7 +18,7 @@ import gradio as gr
 
 from pipelines import api
 from pipelines.config import BUNDLED_MODEL_ID
-from pipelines.compare import compare_stream
+from pipelines.compare import compare_notice, compare_stream
 from studio.charts import mean_score_bars
 from studio.choices import dataset_names
 from studio.errors import shows_errors
@@ -141,6 +141,9 @@ def ask(workspace: Path, prompt: str, count: int, blind: bool, max_new, temperat
     shown = [list(chatbots[c] or []) + [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
              for c in range(count)]
     settings = _settings(max_new, temperature, top_p, seed, system)
+    notice = compare_notice(workspace, mapping)
+    if notice:
+        gr.Warning(notice)
     for answers in compare_stream(workspace, mapping, prompt, settings, histories, column_settings):
         for column, answer in enumerate(answers):
             shown[column][-1] = {"role": "assistant", "content": answer}
