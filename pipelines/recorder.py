@@ -25,6 +25,7 @@ class RunRecorder(TrainerCallback):
         self.run_dir, self.staging_dir, self.stop, self.echo = run_dir, staging_dir, stop, echo
         self.first_log: tuple[int, float] | None = None   # (step, time) of the first step logged by this process
         self.diverged: str | None = None                   # why training was stopped for a NaN or infinite loss
+        self.last_record: dict | None = None               # the latest metrics line, for the status file
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.first_log = None
@@ -60,6 +61,10 @@ class RunRecorder(TrainerCallback):
                   "split": "eval" if any(k.startswith("eval_") for k in logs) else "train",
                   **{k: _clean(v) for k, v in logs.items()}}
         run_files.append_jsonl(self.run_dir / "metrics.jsonl", record)
+        # Several logs at one step (training, then eval, then a check at the save) add up on the status line.
+        if self.last_record and self.last_record["step"] == record["step"]:
+            record = {**self.last_record, **record}
+        self.last_record = record
         eta = self._eta(state, now)
         run_files.update_status(self.run_dir, step=state.global_step, max_steps=state.max_steps,
                                 last_metrics=record, eta_s=eta)

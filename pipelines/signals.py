@@ -21,6 +21,8 @@ def _mean(values: list[float]) -> float:
 
 def warning_signs(stage: str, metrics: list[dict]) -> list[str]:
     """Sentences for the run page; empty while nothing looks wrong."""
+    if stage == "reward":
+        return _length_signs(metrics)
     if stage not in ("dpo", "kto", "orpo"):
         return []
     signs = []
@@ -41,3 +43,15 @@ def warning_signs(stage: str, metrics: list[dict]) -> list[str]:
                          "the model makes every answer less likely, not just the rejected ones; a known DPO failure. "
                          "Raise beta, lower the learning rate, or add an SFT term.")
     return signs
+
+
+def _length_signs(metrics: list[dict]) -> list[str]:
+    """A reward model whose latest rewards follow answer length (pipelines/stages/reward.py logs it at each save)."""
+    from pipelines.scoring import LENGTH_CORRELATION_WARNING
+
+    readings = [m["length_correlation"] for m in metrics if isinstance(m.get("length_correlation"), (int, float))]
+    if not readings or abs(readings[-1]) < LENGTH_CORRELATION_WARNING:
+        return []
+    return [f"Rewards follow answer length (correlation {readings[-1]:+.2f} at the last save): the model may be "
+            "learning 'longer is better' rather than quality, a known reward-hacking path. Balance the lengths of "
+            "chosen and rejected answers in the data."]

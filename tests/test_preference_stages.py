@@ -59,7 +59,10 @@ def test_dpo_learns_a_separable_preference(tiny_model, pairs):
 
 def test_a_reward_model_learns_to_rank_chosen_first_and_scores_through_the_api(tiny_model, pairs):
     run_dir = trained(pairs, stage_config(tiny_model, "reward", max_steps=16))
-    metrics = read_metrics(run_dir)
+    readings = {m["step"]: m["length_correlation"] for m in read_metrics(run_dir) if "length_correlation" in m}
+    assert sorted(readings) == [4, 8, 12, 16], "reward vs answer length is checked at every save"
+    assert readings[16] > 0, "every chosen answer here is the longer one, and the model ranks chosen first"
+    metrics = [m for m in read_metrics(run_dir) if "accuracy" in m]
     assert sum(m["accuracy"] for m in metrics[-3:]) / 3 > sum(m["accuracy"] for m in metrics[:3]) / 3
     assert metrics[-1]["accuracy"] >= 0.75
     checkpoint = f"{run_dir.name}/final"
@@ -162,3 +165,6 @@ def test_warning_signs_name_margin_collapse_and_both_rewards_falling():
     falling = _records(rewards_chosen=[-0.1 * i for i in range(12)], rewards_rejected=[-0.2 * i for i in range(12)])
     assert "both falling" in warning_signs("kto", falling)[0]
     assert warning_signs("sft", falling) == []
+    lengthy = [{"step": 4, "split": "train", "length_correlation": 0.2}, {"step": 8, "split": "train", "length_correlation": 0.7}]
+    assert "follow answer length (correlation +0.70" in warning_signs("reward", lengthy)[0]
+    assert warning_signs("reward", lengthy[:1]) == []
