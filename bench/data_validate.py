@@ -50,7 +50,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.machine import busy_cpu_seconds, describe_machine, others_share, wait_for_quiet  # noqa: E402
+from bench.machine import describe_machine, measure_process, wait_for_quiet  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "data_validate.json"
 TARGET_RATIO = 2.0
@@ -183,22 +183,11 @@ def measure(command: list[str], log_path: Path, result_path: Path, env_extra: di
     """Run `command` to completion: wall time, CPU time and peak RSS (this child only, from wait4), plus
     what the child reported about its own work."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO_ROOT), **env_extra}
-    with open(log_path, "wb") as log:
-        busy_before, started = busy_cpu_seconds(), time.perf_counter()
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=REPO_ROOT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall, busy_after = time.perf_counter() - started, busy_cpu_seconds()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise SystemExit(f"{' '.join(command)} failed with exit code {code}:\n{tail}")
-    cpu = usage.ru_utime + usage.ru_stime
+    measured = measure_process(command, log_path, env, REPO_ROOT)
     child = json.loads(result_path.read_text(encoding="utf-8"))
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": usage.ru_maxrss / 1024,  # ru_maxrss is in KiB on Linux
-            "others_share": others_share(busy_before, busy_after, cpu, wall), **child,
+    return {**measured, **child,
             "rows_per_s": child["rows"] / child["work_s"], "cores_used": child["work_cpu_s"] / child["work_s"],
-            "work_rss_mb": usage.ru_maxrss / 1024 - child["rss_after_imports_mb"]}
+            "work_rss_mb": measured["peak_rss_mb"] - child["rss_after_imports_mb"]}
 
 
 def peer_name(threads: int) -> str:

@@ -30,16 +30,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))  # the driver reuses the studio's data loading, tiny model and bundled model
 
-from bench.machine import describe_machine, wait_for_quiet  # noqa: E402
+from bench.machine import wait_for_quiet  # noqa: E402
 from bench.sft_overhead import (adapter_differences, args_differences, checkpoint_names, measure,  # noqa: E402
-                                model_folder)
+                                model_folder, write_results)
 
 RESULTS = BENCH_DIR / "results" / "dpo_overhead.json"
 TARGET_OVERHEAD = 0.03
@@ -248,27 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for case, result in results.items():
         print(markdown(case, result) + "\n")
-    write_results(results)
+    write_results(results, RESULTS)
     return 0
-
-
-def write_results(results: dict) -> None:
-    """Merge these cases into bench/results/dpo_overhead.json, so `--models bundled` keeps the tiny numbers."""
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    document = {"machine": describe_machine(),
-                "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                             "trl": trl.__version__, "peft": peft.__version__},
-                "target_overhead": TARGET_OVERHEAD,
-                "cases": {**previous.get("cases", {}), **{case: {"date": now, **r} for case, r in results.items()}}}
-    RESULTS.write_text(json.dumps(document, indent=1, default=str), encoding="utf-8")
-    print(f"wrote {RESULTS.relative_to(REPO_ROOT)}")
 
 
 if __name__ == "__main__":

@@ -53,3 +53,26 @@ def describe_machine() -> dict:
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"cpus": CPUS, "cpu_model": model, "memory_gb": round(memory_gb, 1),
             "platform": platform.platform(), "python": platform.python_version()}
+
+
+def measure_process(command: list[str], log_path, env: dict, cwd) -> dict:
+    """Run `command` to completion, its output into `log_path`: wall time, CPU time and peak RSS of this child only
+    (from wait4), and the share of the cores other processes used meanwhile. A failure ends the benchmark with the
+    tail of the log."""
+    import subprocess
+    from pathlib import Path
+
+    log_path = Path(log_path)
+    with open(log_path, "wb") as log:
+        busy_before, started = busy_cpu_seconds(), time.perf_counter()
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   cwd=cwd, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall, busy_after = time.perf_counter() - started, busy_cpu_seconds()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"{' '.join(map(str, command))} failed with exit code {code}:\n{tail}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": usage.ru_maxrss / 1024,   # ru_maxrss is in KiB on Linux
+            "others_share": others_share(busy_before, busy_after, cpu, wall)}

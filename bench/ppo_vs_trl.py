@@ -61,7 +61,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))  # the driver uses the studio's data loading, scoring, tiny model and bundled model
 
-from bench.machine import busy_cpu_seconds, describe_machine, others_share, wait_for_quiet  # noqa: E402
+from bench.machine import describe_machine, measure_process, wait_for_quiet  # noqa: E402
 from bench.sft_overhead import adapter_differences  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "ppo_vs_trl.json"
@@ -259,23 +259,6 @@ def prepare_case(case: str, cache_dir: Path) -> dict:
 
 # --- one measured process --------------------------------------------------------------------------
 
-def measure(command: list[str], log_path: Path, env: dict) -> dict:
-    """Run `command` to completion; its wall time, CPU time and peak RSS (this child only, from wait4)."""
-    with open(log_path, "wb") as log:
-        busy_before, started = busy_cpu_seconds(), time.perf_counter()
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=REPO_ROOT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall, busy_after = time.perf_counter() - started, busy_cpu_seconds()
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise SystemExit(f"{' '.join(command)} failed with exit code {code}:\n{tail}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": usage.ru_maxrss / 1024,   # ru_maxrss is in KiB on Linux
-            "others_share": others_share(busy_before, busy_after, cpu, wall)}
-
-
 def per_update(times: list[float]) -> float:
     """Steady-state seconds per update: from the first update's log to the last's, over the updates between."""
     return (times[-1] - times[0]) / (len(times) - 1)
@@ -307,7 +290,7 @@ def run_ours(case: str, prepared: dict, folder: Path, name: str, profile: Path |
     command = ours_command(prepared, config_path)
     if profile:
         command = [command[0], "-m", "cProfile", "-o", str(profile), *command[1:]]
-    measured = measure(command, folder / "stdout.log", studio_env())
+    measured = measure_process(command, folder / "stdout.log", studio_env(), REPO_ROOT)
     status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
     if status.get("status") != "completed":
         raise SystemExit(f"our run ended {status.get('status')}: {status.get('error')}")
@@ -331,7 +314,7 @@ def run_peer(case: str, prepared: dict, folder: Path, venv: Path, profile: Path 
     command = [str(venv_python(venv)), str(BENCH_DIR / "trl112_ppo.py"), str(folder / "job.json")]
     if profile:
         command = [command[0], "-m", "cProfile", "-o", str(profile), *command[1:]]
-    measured = measure(command, folder / "stdout.log", peer_env())
+    measured = measure_process(command, folder / "stdout.log", peer_env(), REPO_ROOT)
     result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
     return {**measured, **summarise_updates(result["updates"], "objective/scores", "objective/kl"),
             "final": str(folder / "out" / "final"), "adapter": adapter_summary(folder / "out" / "final"),

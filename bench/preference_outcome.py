@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -37,7 +36,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.machine import busy_cpu_seconds, describe_machine, others_share  # noqa: E402
+from bench.machine import describe_machine, measure_process  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "preference_outcome.json"
 SIGN_OFF = "Hope this helps!"
@@ -165,19 +164,13 @@ def train(workspace: Path, config: dict, log_dir: Path) -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT)}
     command = [sys.executable, "-m", "pipelines", "--workspace", str(workspace), "train", str(config_path)]
     print(f"training {config['name']}: {' '.join(command)} (log {log_path})", flush=True)
-    with open(log_path, "wb") as log:
-        busy_before, started = busy_cpu_seconds(), time.perf_counter()
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=REPO_ROOT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall, busy_after = time.perf_counter() - started, busy_cpu_seconds()
+    measured = measure_process(command, log_path, env, REPO_ROOT)
     text = log_path.read_text(encoding="utf-8", errors="replace")
     found = re.search(r"^run (\S+) in ", text, re.M)
-    if os.waitstatus_to_exitcode(status) != 0 or not found:
+    if not found:
         raise SystemExit(f"{config['name']} failed:\n{text[-3000:]}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return {"run_id": found.group(1), "process_s": round(wall, 1), "cpu_s": round(cpu, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024), "others_share": round(others_share(busy_before, busy_after, cpu, wall), 3),
+    return {"run_id": found.group(1), "process_s": round(measured["wall_s"], 1), "cpu_s": round(measured["cpu_s"], 1),
+            "peak_rss_mb": round(measured["peak_rss_mb"]), "others_share": round(measured["others_share"], 3),
             "trained_here": True}
 
 

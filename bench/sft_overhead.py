@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,7 +43,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))  # the driver reuses the studio's normaliser, tiny model and bundled model
 
-from bench.machine import busy_cpu_seconds, describe_machine, others_share, wait_for_quiet  # noqa: E402
+from bench.machine import describe_machine, measure_process, wait_for_quiet  # noqa: E402
 RESULTS = BENCH_DIR / "results" / "sft_overhead.json"
 TARGET_OVERHEAD = 0.03
 METRICS = ("wall_s", "train_s", "setup_s", "cpu_s", "peak_rss_mb")
@@ -133,19 +132,7 @@ def measure(command: list[str], log_path: Path) -> dict:
     # CPU on both sides even where a GPU exists: the plain script is written for CPU (use_cpu, fp32).
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT),
            "CUDA_VISIBLE_DEVICES": ""}
-    with open(log_path, "wb") as log:
-        busy_before, started = busy_cpu_seconds(), time.perf_counter()
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=REPO_ROOT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall, busy_after = time.perf_counter() - started, busy_cpu_seconds()
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise SystemExit(f"{' '.join(command)} failed with exit code {process.returncode}:\n{tail}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": usage.ru_maxrss / 1024,  # ru_maxrss is in KiB on Linux
-            "others_share": others_share(busy_before, busy_after, cpu, wall)}
+    return measure_process(command, log_path, env, REPO_ROOT)
 
 
 def run_studio(prepared: dict, folder: Path) -> dict:
@@ -319,23 +306,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_results(results: dict) -> None:
-    """Merge these cases into bench/results/sft_overhead.json, so `--models bundled` keeps the tiny numbers."""
+def write_results(results: dict, path: Path = RESULTS) -> None:
+    """Merge these cases into `path` (bench/results/sft_overhead.json; dpo_overhead.py passes its own), so
+    `--models bundled` keeps the tiny numbers."""
     import peft
     import torch
     import transformers
     import trl
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     document = {"machine": describe_machine(),
                 "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                              "trl": trl.__version__, "peft": peft.__version__},
                 "target_overhead": TARGET_OVERHEAD,
                 "cases": {**previous.get("cases", {}), **{case: {"date": now, **r} for case, r in results.items()}}}
-    RESULTS.write_text(json.dumps(document, indent=1, default=str), encoding="utf-8")
-    print(f"wrote {RESULTS.relative_to(REPO_ROOT)}")
+    path.write_text(json.dumps(document, indent=1, default=str), encoding="utf-8")
+    print(f"wrote {path.relative_to(REPO_ROOT)}")
 
 
 if __name__ == "__main__":
