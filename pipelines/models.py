@@ -128,6 +128,8 @@ def load_model(source: ModelSource, dtype=None, device: str | None = None, merge
             model = PeftModel.from_pretrained(model, str(adapter))
             if merge_adapters or index < len(source.adapters) - 1:
                 model = model.merge_and_unload()
+        if merge_adapters:   # PEFT loaded the base frozen; merged, it is a plain model again, trainable in full
+            model.requires_grad_(True)
     return model
 
 

@@ -31,6 +31,7 @@ def load_reward_backbone(source: ModelSource, dtype=None):
         from peft import PeftModel
         for adapter in source.adapters:
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model.requires_grad_(True)   # PEFT loaded it frozen; a full fine-tune of the reward model trains it all
     return model
 
 

@@ -122,6 +122,34 @@ def test_grpo_and_rloo_train_on_the_same_reward_sources_and_record_samples(tiny_
         api.prepare_run(prompts, config.replace("batch_size: 8", "batch_size: 6"))
 
 
+def test_a_full_grpo_run_from_a_lora_checkpoint_keeps_that_checkpoint_as_its_kl_reference(tiny_model, prompts, monkeypatch):
+    import torch
+    from trl import GRPOTrainer
+
+    from pipelines.models import load_model, resolve_model
+    from tests.conftest import tiny_config
+
+    sft = api.prepare_run(prompts, "name: sft\n" + tiny_config(tiny_model, max_steps=4, learning_rate=5e-2))
+    assert train_run(sft, echo=False) == "completed"
+    references = []
+    original = GRPOTrainer.train
+    monkeypatch.setattr(GRPOTrainer, "train", lambda self, **kw: (references.append(self.ref_model), original(self, **kw))[1])
+    config = ("stage: grpo\nmodel: sft/final\ndataset: prompts.jsonl\npeft: {method: full}\n"
+              "train: {max_steps: 1, batch_size: 4, learning_rate: 1.0e-4, warmup_ratio: 0.0}\n"
+              "grpo: {reward: rules.py, num_generations: 4, response_length: 8, beta: 0.04}\n")
+    run_dir = api.prepare_run(prompts, config)
+    assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
+    start = dict(load_model(resolve_model("sft/final", prompts), dtype=torch.float32).named_parameters())
+    base = dict(load_model(resolve_model(str(tiny_model), prompts), dtype=torch.float32).named_parameters())
+    reference = dict(references[0].named_parameters())
+    name = next(n for n in start if "q_proj" in n)
+    assert not torch.equal(start[name], base[name]), "the SFT adapter moved this weight"
+    assert all(torch.equal(reference[n].float(), start[n]) for n in start), "the reference is the merged SFT model"
+    trained = dict(load_model(resolve_model(f"{run_dir.name}/final", prompts), dtype=torch.float32).named_parameters())
+    assert not torch.equal(trained[name], start[name]), "merged weights are trainable in a full fine-tune"
+    assert not (run_dir / ".staging").exists()
+
+
 def test_rejection_sampling_keeps_each_prompts_best_answer_and_saves_datasets_a_stage_can_use(tiny_model, prompts):
     config = (f"stage: rejection_sampling\nmodel: {tiny_model}\ndataset: prompts.jsonl\n"
               "train: {batch_size: 4, max_steps: 3}\n"
