@@ -95,6 +95,8 @@ class PPOSettings:
     reward: str = _field("", "Where rewards come from: a reward run's checkpoint (my-rm/final), a Python file in the workspace defining reward(prompts, completions) -> list of floats (rules.py), or both joined by '+'.")
     kl_coef: float = _field(0.05, "Weight of the per-token KL penalty to the reference (the SFT model): the guard against reward hacking.", minimum=0.0)
     kl_target: float = _field(0.0, "0 keeps kl_coef fixed; above 0 adapts it so the KL per response tracks this target (Ziegler et al. 2019).", minimum=0.0)
+    kl_horizon: int = _field(10000, "How fast the adaptive kl_coef moves: by at most 20% per this many rollouts. The paper's 10000 barely moves it in a short run; a few times train.batch_size moves it every update.",
+                             minimum=1)
     kl_estimator: str = _field("k1", "How per-token KL is estimated: k1 = log-ratio (unbiased), k2 = half its square, k3 = Schulman's non-negative estimator.",
                                choices=("k1", "k2", "k3"))
     ppo_epochs: int = _field(4, "Passes over each batch of rollouts.", minimum=1, maximum=32)
@@ -299,6 +301,10 @@ def validate(config: RunConfig) -> None:
     if config.stage == "ppo" and config.train.batch_size % config.ppo.minibatches:
         raise StudioError(f"train.batch_size {config.train.batch_size} does not split into ppo.minibatches "
                           f"{config.ppo.minibatches}; make the batch size a multiple of it.")
+    if config.stage == "ppo" and (config.train.batch_size // config.ppo.minibatches) % config.train.grad_accum:
+        raise StudioError(f"A PPO minibatch of {config.train.batch_size // config.ppo.minibatches} rollouts (train.batch_size "
+                          f"÷ ppo.minibatches) does not split into train.grad_accum {config.train.grad_accum} equal "
+                          "parts; pick a grad_accum that divides it.")
     if config.stage in ("grpo", "rloo"):
         group = getattr(config, config.stage).num_generations
         if config.train.batch_size % group:

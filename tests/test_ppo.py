@@ -50,7 +50,8 @@ def test_ppo_raises_a_rule_reward_while_kl_stays_finite(tiny_model, prompts):
     assert (run_dir / "final" / "value_head.safetensors").is_file()
 
 
-def test_a_lora_ppo_run_resumed_mid_way_continues_exactly(tiny_model, prompts, monkeypatch):
+def test_a_lora_ppo_run_resumed_mid_way_continues_exactly(tiny_model, prompts, monkeypatch, capsys):
+    """... even when the reward file was edited in between: the run scores with the copy it started with."""
     from pipelines.stages.ppo import PPORunner
 
     whole = api.prepare_run(prompts, "name: whole\n" + ppo_config(tiny_model, "lora", steps=6, lr=1e-2))
@@ -67,7 +68,10 @@ def test_a_lora_ppo_run_resumed_mid_way_continues_exactly(tiny_model, prompts, m
     halves = api.prepare_run(prompts, "name: halves\n" + ppo_config(tiny_model, "lora", steps=6, lr=1e-2))
     assert train_run(halves, echo=False) == "interrupted"
     assert checkpoint_steps(halves) == [3]
+    (prompts / "rules.py").write_text(LOWERCASE_RULE.replace("islower", "isupper"), encoding="utf-8")
     assert train_run(halves, resume=True, echo=False) == "completed"
+    assert (halves / "reward" / "rules.py").read_text(encoding="utf-8") == LOWERCASE_RULE, "the rules it started with"
+    assert "rules.py changed or went from the workspace" in capsys.readouterr().out
     resumed = {m["step"]: m for m in read_metrics(halves)}
     for step, reference in enumerate(read_metrics(whole), start=1):
         assert resumed[step]["objective/scores"] == pytest.approx(reference["objective/scores"], abs=1e-5), step
@@ -100,6 +104,27 @@ def test_bad_ppo_settings_are_one_sentence(tiny_model, prompts):
         api.prepare_run(prompts, ppo_config(tiny_model, minibatches=3))
     with pytest.raises(StudioError, match="There is no run 'missing-rm'"):
         api.prepare_run(prompts, ppo_config(tiny_model, reward="missing-rm/final"))
+    with pytest.raises(StudioError, match="minibatch of 4 rollouts .* does not split into train.grad_accum 3"):
+        api.prepare_run(prompts, ppo_config(tiny_model).replace("batch_size: 8", "batch_size: 8, grad_accum: 3"))
+
+
+def test_ppo_grad_accum_splits_minibatches_and_the_kl_horizon_sets_how_fast_beta_adapts(tiny_model, prompts, monkeypatch):
+    import torch
+
+    from pipelines.rl import rollout
+
+    forwards, steps, original = [], [], rollout.forward_scores
+    monkeypatch.setattr(rollout, "forward_scores", lambda model, head, sequences, *a, **kw:
+                        (forwards.append(len(sequences)), original(model, head, sequences, *a, **kw))[1])
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **kw: steps.append(1))
+    config = ppo_config(tiny_model, steps=2, kl_target=0.01, kl_horizon=8).replace("batch_size: 8", "batch_size: 8, grad_accum: 2")
+    run_dir = api.prepare_run(prompts, config)
+    assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
+    # Update 1 samples from the reference (KL 0, under the target): β falls by the full 20% in 8 rollouts.
+    assert [m["kl_coef"] for m in read_metrics(run_dir)] == pytest.approx([0.05, 0.04])
+    training_forwards = [rows for rows in forwards if rows != 8]    # rollouts score all 8 rows at once
+    assert training_forwards == [2] * (2 * 4 * 2 * 2), "2 updates × 4 epochs × 2 minibatches × 2 parts of 2 rows"
+    assert len(steps) == 2 * 4 * 2, "one optimizer step per minibatch"
 
 
 @pytest.mark.parametrize("stage", ["grpo", "rloo"])

@@ -33,7 +33,7 @@ class RewardSource:
         return " + ".join(p for p in (self.checkpoint, self.function_file and self.function_file.name) if p)
 
 
-def parse_reward(spec: str, workspace: Path) -> RewardSource:
+def parse_reward(spec: str, workspace: Path, file_must_exist: bool = True) -> RewardSource:
     """`checkpoint`, `file.py` or `checkpoint + file.py` → a RewardSource (paths checked, nothing loaded)."""
     parts = [p.strip() for p in (spec or "").split("+") if p.strip()]
     if not parts:
@@ -45,13 +45,39 @@ def parse_reward(spec: str, workspace: Path) -> RewardSource:
             if function_file:
                 raise StudioError("Give one reward-function file; put several rules in one `reward` function.")
             function_file = inside(Path(workspace), part, "reward-function file")
-            if not function_file.is_file():
+            if file_must_exist and not function_file.is_file():
                 raise StudioError(f"The reward-function file {part!r} does not exist in the workspace {workspace}.")
         elif checkpoint:
             raise StudioError("Give one reward checkpoint (and optionally one .py file), joined by '+'.")
         else:
             checkpoint = part
     return RewardSource(checkpoint, function_file)
+
+
+RUN_COPY_FOLDER = "reward"
+
+
+def reward_for_run(spec: str, workspace: Path, run_dir: Path) -> RewardSource:
+    """A run's reward source. Its function file is copied into the run folder when the run starts, and a resume
+    scores with that copy: editing the file in the workspace later does not change the reward half-way through a run,
+    and the run folder keeps the rules it was trained on."""
+    import os
+    import shutil
+
+    source = parse_reward(spec, workspace, file_must_exist=False)
+    if not source.function_file:
+        return source
+    copy = Path(run_dir) / RUN_COPY_FOLDER / source.function_file.name
+    if not copy.is_file():
+        parse_reward(spec, workspace)   # a run's start needs the file itself
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        staged = copy.with_name(f".{copy.name}.{os.getpid()}")   # every process of a multi-GPU run may get here
+        shutil.copy2(source.function_file, staged)
+        os.replace(staged, copy)
+    elif not source.function_file.is_file() or copy.read_bytes() != source.function_file.read_bytes():
+        print(f"reward: {source.function_file.name} changed or went from the workspace since this run started; the "
+              f"run goes on with the copy it started with ({copy.relative_to(run_dir)}).", flush=True)
+    return RewardSource(source.checkpoint, copy)
 
 
 def load_reward_function(path: Path) -> Callable[[list[str], list[str]], list[float]]:

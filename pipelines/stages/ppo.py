@@ -6,7 +6,8 @@ One update:
   3. per-token KL to the reference — the same weights with the LoRA adapter disabled, so no second copy —
      turned into rewards: −β·KL at every token plus the score at the last one;
   4. GAE advantages (whitened) and returns from the value head;
-  5. several epochs of minibatches of the clipped policy loss plus vf_coef × the clipped value loss.
+  5. several epochs of minibatches of the clipped policy loss plus vf_coef × the clipped value loss, each
+     minibatch one optimizer step (its gradient summed over train.grad_accum smaller forwards).
 
 The value head is a linear layer on the policy's own last hidden state (a shared backbone, as TRL's older
 PPO had), not a second model initialised from the reward model: one model in memory instead of two, which is
@@ -50,7 +51,7 @@ class PPORunner:
         from transformers import TrainerControl, TrainerState, get_scheduler
 
         from pipelines.rl.ppo_math import AdaptiveKLController
-        from pipelines.rl.rewards import RewardScorer, parse_reward
+        from pipelines.rl.rewards import RewardScorer, reward_for_run
 
         self.context, self.config = context, context.config
         settings, train = self.config.ppo, self.config.train
@@ -79,8 +80,8 @@ class PPORunner:
                                        num_warmup_steps=int(train.warmup_ratio * self.max_steps),
                                        num_training_steps=self.max_steps)
         self.kl_coef = settings.kl_coef
-        self.kl_controller = AdaptiveKLController(settings.kl_coef, settings.kl_target) if settings.kl_target > 0 else None
-        self.scorer = RewardScorer(parse_reward(settings.reward, context.workspace), context.workspace)
+        self.kl_controller = AdaptiveKLController(settings.kl_coef, settings.kl_target, settings.kl_horizon) if settings.kl_target > 0 else None
+        self.scorer = RewardScorer(reward_for_run(settings.reward, context.workspace, context.run_dir), context.workspace)
         self.state = TrainerState(max_steps=self.max_steps, logging_steps=train.logging_steps, save_steps=train.save_steps)
         self.state.is_world_process_zero = True
         self.control = TrainerControl()
@@ -186,30 +187,34 @@ class PPORunner:
         from pipelines.rl.ppo_math import masked_mean, policy_loss, value_loss
         from pipelines.rl.rollout import forward_scores
 
-        settings = self.config.ppo
+        settings, accumulate = self.config.ppo, self.config.train.grad_accum
         size = rollout.sequences.shape[0]
         minibatch = size // settings.minibatches
+        micro = minibatch // accumulate      # train.grad_accum: a minibatch's gradient from several smaller forwards
         totals: dict[str, list[float]] = {}
         for _ in range(settings.ppo_epochs):
             order = torch.randperm(size)                                    # new minibatches each pass
             for start in range(0, size, minibatch):
-                rows = order[start:start + minibatch]
-                mask = rollout.response_mask[rows]
-                logprobs, values, entropy = forward_scores(self.model, self.value_head, rollout.sequences[rows],
-                                                           rollout.attention_mask[rows], rollout.prompt_length,
-                                                           settings.temperature, with_entropy=True)
-                pg_loss, pg_clip, approx_kl = policy_loss(logprobs, rollout.logprobs[rows], advantages[rows], mask,
-                                                          settings.clip_range)
-                vf_loss, vf_clip = value_loss(values, rollout.values[rows], returns[rows], mask, settings.clip_range_value)
-                loss = pg_loss + settings.vf_coef * vf_loss
                 self.optimizer.zero_grad()
-                loss.backward()
+                for part in range(start, start + minibatch, micro):
+                    rows = order[part:part + micro]
+                    mask = rollout.response_mask[rows]
+                    logprobs, values, entropy = forward_scores(self.model, self.value_head, rollout.sequences[rows],
+                                                               rollout.attention_mask[rows], rollout.prompt_length,
+                                                               settings.temperature, with_entropy=True)
+                    pg_loss, pg_clip, approx_kl = policy_loss(logprobs, rollout.logprobs[rows], advantages[rows], mask,
+                                                              settings.clip_range)
+                    vf_loss, vf_clip = value_loss(values, rollout.values[rows], returns[rows], mask,
+                                                  settings.clip_range_value)
+                    loss = pg_loss + settings.vf_coef * vf_loss
+                    (loss / accumulate).backward()
+                    for key, value in (("loss", loss), ("policy", pg_loss), ("value", vf_loss),
+                                       ("policy_clip", pg_clip), ("value_clip", vf_clip), ("approx_kl", approx_kl),
+                                       ("entropy", masked_mean(entropy, mask))):
+                        totals.setdefault(key, []).append(float(value.detach()))
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
                 self.optimizer.step()
-                for key, value in (("loss", loss), ("policy", pg_loss), ("value", vf_loss), ("policy_clip", pg_clip),
-                                   ("value_clip", vf_clip), ("approx_kl", approx_kl), ("grad_norm", grad_norm),
-                                   ("entropy", masked_mean(entropy, mask))):
-                    totals.setdefault(key, []).append(float(value.detach()))
+                totals.setdefault("grad_norm", []).append(float(grad_norm))
         return {key: sum(values) / len(values) for key, values in totals.items()}
 
     def _save_checkpoint(self) -> None:

@@ -34,7 +34,7 @@ class BestOfN:
         from transformers import TrainerControl, TrainerState
 
         from pipelines.models import load_model
-        from pipelines.rl.rewards import RewardScorer, parse_reward
+        from pipelines.rl.rewards import RewardScorer, reward_for_run
 
         self.context, self.config = context, context.config
         settings = self.config.rejection_sampling
@@ -45,7 +45,7 @@ class BestOfN:
         batches = -(-len(self.prompts) // size)
         self.max_steps = min(self.config.train.max_steps, batches) if self.config.train.max_steps > 0 else batches
         self.model = load_model(inputs.source, dtype=torch.float32, device=self.device).eval()
-        self.scorer = RewardScorer(parse_reward(settings.reward, context.workspace), context.workspace)
+        self.scorer = RewardScorer(reward_for_run(settings.reward, context.workspace, context.run_dir), context.workspace)
         self.state = TrainerState(max_steps=self.max_steps)
         self.state.is_world_process_zero = True
         self.control = TrainerControl()
