@@ -278,9 +278,8 @@ def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, 
 
 def free_models() -> int:
     """Drop every cached chat and reward model; return how many were freed."""
-    from pipelines.inference import free_models as free_chat_models
-    from pipelines.scoring import free_reward_models
-    return free_chat_models() + free_reward_models()
+    from pipelines.inference import free_models as free_cached_models
+    return free_cached_models()
 
 
 def run_probes(workspace: Path, run_id: str) -> dict:

@@ -1,6 +1,7 @@
 """Chat with any model or checkpoint, streaming, through its chat template.
 
-Loaded models are cached within a memory budget, least recently used first out. LoRA checkpoints of one
+Loaded models are cached within one memory budget, least recently used first out; reward models join the same
+cache (pipelines/scoring.py). LoRA checkpoints of one
 base share that base in memory: they are loaded as named adapters on one PeftModel and switched per
 request, and the base itself answers with the adapters disabled.
 """
@@ -56,7 +57,7 @@ def memory_budget(device: str) -> int:
     return int(total * BUDGET_SHARE.get(device, 0.5))
 
 
-def _loaded_dtype(device: str):
+def loaded_dtype(device: str):
     import torch
     return torch.bfloat16 if device == "cuda" else torch.float32
 
@@ -80,7 +81,7 @@ def estimate_bytes(source) -> int | None:
                     size *= dim
                 count += size
     from pipelines.models import best_device
-    return count * _loaded_dtype(best_device()).itemsize
+    return count * loaded_dtype(best_device()).itemsize
 
 
 def _model_bytes(model) -> int:
@@ -97,28 +98,40 @@ def _evict(budget: int, incoming: int, keep: str | None = None) -> None:
             del _cache[key]
 
 
-def _load(source) -> tuple[LoadedBase, str]:
+def cached_model(key: str, load, estimate: int | None) -> LoadedBase:
+    """The cache entry `key`; on a miss, least recently used entries make room for `estimate` bytes, then
+    `load()` (→ LoadedBase) loads it. Chat bases and reward models share this cache and its one budget."""
     import gc
 
+    from pipelines.models import best_device
+
+    with _cache_lock:
+        loaded = _cache.get(key)
+        if loaded is None:
+            budget = memory_budget(best_device())
+            _evict(budget, estimate or 0)   # make room first: two models at once may not fit
+            gc.collect()
+            loaded = load()
+            loaded.bytes = _model_bytes(loaded.model)
+            _cache[key] = loaded
+            _evict(budget, 0, keep=key)     # the estimate may have been low, or unknown
+        _cache.move_to_end(key)
+    return loaded
+
+
+def _load(source) -> tuple[LoadedBase, str]:
     from transformers import AutoTokenizer
 
     from pipelines.models import ModelSource, best_device, load_model, trust_remote_code
 
+    def load() -> LoadedBase:
+        device = best_device()
+        merged_only = ModelSource(source.spec, source.kind, source.base, source.adapters[:-1])
+        model = load_model(merged_only, dtype=loaded_dtype(device), merge_adapters=True).to(device).eval()
+        return LoadedBase(model, AutoTokenizer.from_pretrained(source.base, trust_remote_code=trust_remote_code()))
+
     key, adapter = _base_key(source)
-    with _cache_lock:
-        loaded = _cache.get(key)
-        if loaded is None:
-            device = best_device()
-            budget = memory_budget(device)
-            _evict(budget, estimate_bytes(source) or 0)   # make room first: two bases at once may not fit
-            gc.collect()
-            merged_only = ModelSource(source.spec, source.kind, source.base, source.adapters[:-1])
-            model = load_model(merged_only, dtype=_loaded_dtype(device), merge_adapters=True).to(device).eval()
-            tokenizer = AutoTokenizer.from_pretrained(source.base, trust_remote_code=trust_remote_code())
-            loaded = LoadedBase(model, tokenizer, bytes=_model_bytes(model))
-            _cache[key] = loaded
-            _evict(budget, 0, keep=key)                     # the estimate may have been low, or unknown
-        _cache.move_to_end(key)
+    loaded = cached_model(key, load, estimate_bytes(source))
     if adapter and adapter not in loaded.adapters:
         with loaded.lock:  # never change the model under a generation running on it
             if adapter not in loaded.adapters:

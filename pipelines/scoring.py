@@ -8,16 +8,10 @@ template and tokenised by its own tokenizer, so any policy's answers can be scor
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 from pipelines.errors import StudioError
 from pipelines.models import ModelSource, trust_remote_code
-
-MAX_CACHED = 2
-_cache: OrderedDict[str, tuple] = OrderedDict()
-_lock = threading.Lock()
 
 
 def load_reward_backbone(source: ModelSource, dtype=None):
@@ -59,25 +53,29 @@ def load_reward_model(source: ModelSource):
     return model.eval(), tokenizer
 
 
+def reward_model_on_device(source: ModelSource):
+    """A reward checkpoint loaded where it scores fastest: on the GPU in bf16 when there is one, beside the policy."""
+    from pipelines.inference import loaded_dtype
+    from pipelines.models import best_device
+
+    model, tokenizer = load_reward_model(source)
+    device = best_device()
+    return model.to(device, loaded_dtype(device)), tokenizer
+
+
+def cached_reward_model(source: ModelSource):
+    """(model, tokenizer) of a reward checkpoint, from the cache that chat models share (one memory budget)."""
+    from pipelines.inference import LoadedBase, cached_model, estimate_bytes
+
+    key = "reward|" + "|".join([source.base, *map(str, source.adapters)])
+    loaded = cached_model(key, lambda: LoadedBase(*reward_model_on_device(source)), estimate_bytes(source))
+    return loaded.model, loaded.tokenizer
+
+
 def _cached(workspace: Path, checkpoint: str):
     from pipelines.models import resolve_model
 
-    source = resolve_model(checkpoint, workspace)
-    key = f"{source.base}|{'|'.join(map(str, source.adapters))}"
-    with _lock:
-        if key not in _cache:
-            _cache[key] = load_reward_model(source)
-            while len(_cache) > MAX_CACHED:
-                _cache.popitem(last=False)
-        _cache.move_to_end(key)
-        return _cache[key]
-
-
-def free_reward_models() -> int:
-    with _lock:
-        count = len(_cache)
-        _cache.clear()
-    return count
+    return cached_reward_model(resolve_model(checkpoint, workspace))
 
 
 def score_conversations(model, tokenizer, conversations: list[list[dict]], batch_size: int = 8) -> list[float]:

@@ -89,3 +89,24 @@ def test_cached_bases_stay_within_the_memory_budget(tiny_model, workspace, monke
     notice = inference.fit_notice(sources)
     assert "2 different bases" in notice and "one base at a time" in notice
     inference.free_models()
+
+
+def test_reward_models_share_the_chat_models_memory_budget(tiny_model, workspace, monkeypatch):
+    from pipelines import api
+    from pipelines.train import train_run
+    from tests.conftest import write_jsonl
+    from tests.test_preference_stages import PAIRS, stage_config
+
+    write_jsonl(workspace / "pairs.jsonl", PAIRS)
+    reward_run = api.prepare_run(workspace, "name: rm\n" + stage_config(tiny_model, "reward", max_steps=2))
+    assert train_run(reward_run, echo=False) == "completed"
+    one = inference.estimate_bytes(resolve_model(str(tiny_model), workspace))
+    monkeypatch.setenv("ALIGNMENT_STUDIO_MODEL_MEMORY_GB", str(1.5 * one / 2**30))
+    inference.free_models()
+    inference.chat(workspace, str(tiny_model), "Hi", [], {"max_new_tokens": 4, "temperature": 0})
+    first = api.score(workspace, "rm/final", "Say hi", ["Hello!"])
+    assert [key.split("|")[0] for key in inference._cache] == ["reward"], "the reward model made room, as a base would"
+    inference.chat(workspace, str(tiny_model), "Hi", [], {"max_new_tokens": 4, "temperature": 0})
+    assert list(inference._cache) == [str(tiny_model)]
+    assert api.score(workspace, "rm/final", "Say hi", ["Hello!"]) == first, "reloaded, it scores the same"
+    assert inference.free_models() == 1

@@ -123,13 +123,9 @@ class RewardScorer:
         self.function = load_reward_function(source.function_file) if source.function_file else None
         self.reward_model = None
         if source.checkpoint:
-            from pipelines.models import best_device, resolve_model
-            from pipelines.scoring import load_reward_model
-            model, tokenizer = load_reward_model(resolve_model(source.checkpoint, workspace))
-            if best_device() == "cuda":   # score beside the policy, in bf16 as the policy trains, not on the CPU
-                import torch
-                model = model.to("cuda", torch.bfloat16)
-            self.reward_model = (model, tokenizer)
+            from pipelines.models import resolve_model
+            from pipelines.scoring import cached_reward_model
+            self.reward_model = cached_reward_model(resolve_model(source.checkpoint, workspace))
 
     def __call__(self, prompts: list[list[dict]], completions: list[str]) -> list[float]:
         """prompts: conversations (lists of turns); completions: the generated answers as text."""
