@@ -22,9 +22,11 @@ def load_reward_backbone(source: ModelSource, dtype=None):
     model = AutoModelForSequenceClassification.from_pretrained(
         source.base, num_labels=1, dtype=dtype or "auto", trust_remote_code=trust_remote_code(), use_safetensors=True)
     if source.adapters:
-        from peft import PeftModel
+        from peft import PeftConfig, PeftModel
         for adapter in source.adapters:
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            config = PeftConfig.from_pretrained(str(adapter))
+            config.task_type = None   # a causal-LM adapter: its task's wrapper would want generate() of a classifier
+            model = PeftModel.from_pretrained(model, str(adapter), config=config).merge_and_unload()
         model.requires_grad_(True)   # PEFT loaded it frozen; a full fine-tune of the reward model trains it all
     return model
 

@@ -48,6 +48,30 @@ def test_each_preference_stage_trains_its_parameters(tiny_model, pairs, stage):
     assert steps == list(range(1, 9))
 
 
+@pytest.mark.parametrize("stage", ["sft", "reward"])
+def test_a_full_fine_tune_from_a_lora_checkpoint_trains_the_merged_weights(tiny_model, pairs, stage):
+    start = trained(pairs, "name: lora-sft\n" + tiny_config(tiny_model, max_steps=2))
+    dataset = "tiny.jsonl" if stage == "sft" else "pairs.jsonl"
+    config = stage_config(tiny_model, stage, dataset, max_steps=2, warmup_ratio=0.0).replace(f"model: {tiny_model}", "model: lora-sft/final")
+    run_dir = trained(pairs, config.replace("method: lora", "method: full"))
+    from pipelines.models import load_model, resolve_model
+    merged = dict(load_model(resolve_model(f"{start.name}/final", pairs)).named_parameters())
+    final = load_file(run_dir / "final" / "model.safetensors")
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not final[name].equal(merged[name].detach()), "PEFT leaves merged weights frozen; a full fine-tune trains them"
+
+
+def test_a_lora_reward_run_builds_on_a_lora_sft_checkpoint_and_scores(tiny_model, pairs):
+    from pipelines.models import resolve_model
+
+    trained(pairs, "name: lora-sft\n" + tiny_config(tiny_model, max_steps=2))
+    config = stage_config(tiny_model, "reward", max_steps=2).replace(f"model: {tiny_model}", "model: lora-sft/final")
+    reward = trained(pairs, "name: rm-on-sft\n" + config)
+    assert len(resolve_model(f"{reward.name}/final", pairs).adapters) == 2, "the SFT adapter, then the reward adapter"
+    scores = api.score(pairs, f"{reward.name}/final", "Say hi", ["Hi there. Hope this helps!", "Hi, whatever."])
+    assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+
+
 def test_dpo_learns_a_separable_preference(tiny_model, pairs):
     metrics = read_metrics(trained(pairs, stage_config(tiny_model, "dpo", max_steps=12)))
     assert metrics[0]["rewards/margins"] == 0.0, "step 1: the policy is still the reference"
