@@ -183,11 +183,15 @@ def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpo
     turns = ([{"role": "system", "content": system_prompt}] if system_prompt.strip() else []) + [
         {"role": "user", "content": prompt}]
     now = time.time()
+    # A pair with an empty answer teaches nothing a trainer can use (and a preference row must hold two answers).
+    pairs = [(better, worse) for better, worse in pairs_from_ranking(ranking)
+             if answers[better].strip() != answers[worse].strip()]
+    usable = [(better, worse) for better, worse in pairs if answers[better].strip() and answers[worse].strip()]
     rows = [{"prompt": turns, "chosen": [{"role": "assistant", "content": answers[better]}],
              "rejected": [{"role": "assistant", "content": answers[worse]}],
              "chosen_checkpoint": checkpoints[better], "rejected_checkpoint": checkpoints[worse],
              "settings": settings or {}, "time": now}
-            for better, worse in pairs_from_ranking(ranking) if answers[better].strip() != answers[worse].strip()]
+            for better, worse in usable]
     with file_lock(folder.with_name(f".{dataset}.lock")):
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "data.jsonl", "a", encoding="utf-8") as handle:
@@ -200,7 +204,8 @@ def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpo
         tmp = meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
         tmp.replace(meta_path)
-    return {"dataset": dataset, "added_rows": len(rows), "rows": meta["rows"], "votes": meta["votes"]}
+    return {"dataset": dataset, "added_rows": len(rows), "rows": meta["rows"], "votes": meta["votes"],
+            "skipped_empty": len(pairs) - len(usable)}
 
 
 def win_rates(scores: dict[str, list[float]]) -> dict[str, dict[str, float]]:

@@ -45,14 +45,16 @@ def test_each_column_keeps_its_own_conversation(trained, tiny_model):
 def test_votes_append_preference_rows_that_a_dpo_run_accepts(trained, tiny_model):
     answers = ["Hi there!", "Go away.", "Hello."]
     result = vote(trained, "my-votes", "Say hi", answers, ["a/final", "b/final", "c/final"], [1, 3, 2], GREEDY)
-    assert result == {"dataset": "my-votes", "added_rows": 3, "rows": 3, "votes": 1}
+    assert result == {"dataset": "my-votes", "added_rows": 3, "rows": 3, "votes": 1, "skipped_empty": 0}
     vote(trained, "my-votes", "Say bye", ["Bye!", "Bye!"], ["a/final", "b/final"], [1, 1])   # a tie adds nothing
+    empty = vote(trained, "my-votes", "Say bye", ["Bye!", "  "], ["a/final", "b/final"], [1, 2])
+    assert (empty["added_rows"], empty["skipped_empty"]) == (0, 1), "an empty answer cannot be a training row"
     rows = [json.loads(line) for line in (trained / "datasets" / "my-votes" / "data.jsonl").read_text().splitlines()]
     assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == \
         [("Hi there!", "Go away."), ("Hi there!", "Hello."), ("Hello.", "Go away.")]
     assert rows[0]["chosen_checkpoint"] == "a/final" and rows[0]["settings"] == GREEDY
     listed = {d["name"]: d for d in api.list_datasets(trained)}
-    assert listed["my-votes"]["kind"] == "preference" and listed["my-votes"]["votes"] == 2
+    assert listed["my-votes"]["kind"] == "preference" and listed["my-votes"]["votes"] == 3
     config = tiny_config(tiny_model, max_steps=1).replace("stage: sft", "stage: dpo").replace("dataset: tiny.jsonl", "dataset: my-votes")
     assert api.prepare_run(trained, config).is_dir()
 

@@ -195,7 +195,9 @@ def cast_ranking(workspace: Path, spec: str, dataset, prompt, mapping, count, ma
     result = api.vote(workspace, (dataset or "").strip(), prompt, answers, mapping, _ranks_from(spec, count),
                       _settings(max_new, temperature, top_p, seed))
     reveal = " · ".join(f"{LETTERS[c]} = {mapping[c]}" for c in range(count))
-    text = f"🗳 {result['added_rows']} preference row(s) added to **{result['dataset']}** ({result['rows']} in all). {reveal}"
+    skipped = (f" {result['skipped_empty']} pair(s) with an empty answer left out: a training row needs two answers."
+               if result["skipped_empty"] else "")
+    text = f"🗳 {result['added_rows']} preference row(s) added to **{result['dataset']}** ({result['rows']} in all).{skipped} {reveal}"
     return (text, *[gr.update(label=mapping[c]) if c < count else gr.update() for c in range(MAX_COLUMNS)])
 
 
