@@ -275,6 +275,8 @@ def _coerce(path: str, spec: dataclasses.Field, value: Any) -> Any:
                 raise ValueError
             return float(value)
         if kind == "str":
+            if isinstance(value, bool) and {"on", "off"} <= set(spec.metadata.get("choices", ())):
+                return "on" if value else "off"   # YAML 1.1 reads a bare on / off as true / false
             return "" if value is None else str(value)
     except (TypeError, ValueError):
         raise StudioError(f"`{path}` must be {'a whole number' if kind == 'int' else 'a number'}, not {value!r}.") from None

@@ -13,6 +13,8 @@ def test_yaml_scientific_notation_and_whole_floats_are_coerced():
     config = parse_config_text("train: {learning_rate: 2e-4, batch_size: 4.0}")
     assert config.train.learning_rate == pytest.approx(2e-4)
     assert config.train.batch_size == 4 and isinstance(config.train.batch_size, int)
+    for text, value in (("on", "on"), ("off", "off"), ("'on'", "on"), ("auto", "auto")):   # YAML reads bare on/off as booleans
+        assert parse_config_text(f"train: {{gradient_checkpointing: {text}}}").train.gradient_checkpointing == value
 
 
 @pytest.mark.parametrize("text, words", [

@@ -147,6 +147,36 @@ def test_grpo_and_rloo_train_on_the_same_reward_sources_and_record_samples(tiny_
         api.prepare_run(prompts, config.replace("batch_size: 8", "batch_size: 6"))
 
 
+def test_ppo_gradient_checkpointing_recomputes_layers_and_changes_no_value(tiny_model, prompts, monkeypatch):
+    from pipelines.stages.ppo import PPORunner
+
+    attention_calls = {}
+    original = PPORunner._optimise
+
+    def counting(self, *args):   # the first layer's attention runs again in the backward pass when checkpointed
+        calls = []
+        layer = next(m for name, m in self.model.named_modules() if name.endswith("layers.0.self_attn"))
+        handle = layer.register_forward_hook(lambda *_: calls.append(1))
+        try:
+            return original(self, *args)
+        finally:
+            handle.remove()
+            attention_calls[self.context.run_dir.name] = attention_calls.get(self.context.run_dir.name, 0) + len(calls)
+
+    monkeypatch.setattr(PPORunner, "_optimise", counting)
+    metrics = {}
+    for setting in ("off", "on"):
+        config = ppo_config(tiny_model, "lora", steps=2).replace("batch_size: 8", f"batch_size: 8, gradient_checkpointing: {setting}")
+        run_dir = api.prepare_run(prompts, f"name: gc-{setting}\n" + config)
+        assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
+        metrics[setting] = read_metrics(run_dir)
+    forwards = 2 * 4 * 2   # updates × epochs × minibatches
+    assert (attention_calls["gc-off"], attention_calls["gc-on"]) == (forwards, 2 * forwards)
+    for off, on in zip(metrics["off"], metrics["on"]):
+        for key in ("loss", "objective/scores", "objective/kl", "value/explained_variance"):
+            assert on[key] == pytest.approx(off[key], abs=1e-6), key
+
+
 def test_a_full_grpo_run_from_a_lora_checkpoint_keeps_that_checkpoint_as_its_kl_reference(tiny_model, prompts, monkeypatch):
     import torch
     from trl import GRPOTrainer

@@ -7,7 +7,8 @@ One update:
      turned into rewards: −β·KL at every token plus the score at the last one;
   4. GAE advantages (whitened) and returns from the value head;
   5. several epochs of minibatches of the clipped policy loss plus vf_coef × the clipped value loss, each
-     minibatch one optimizer step (its gradient summed over train.grad_accum smaller forwards).
+     minibatch one optimizer step (its gradient summed over train.grad_accum smaller forwards, with gradient
+     checkpointing when train.gradient_checkpointing turns it on).
 
 The value head is a linear layer on the policy's own last hidden state (a shared backbone, as TRL's older
 PPO had), not a second model initialised from the reward model: one model in memory instead of two, which is
@@ -24,11 +25,13 @@ from __future__ import annotations
 import os
 import random
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines import run_files
 from pipelines.errors import StudioError
-from pipelines.stages.common import RunContext, load_policy, lora_config, precision_args, stage_inputs
+from pipelines.stages.common import (RunContext, count_parameters, load_policy, lora_config, precision_args, stage_inputs,
+                                     use_gradient_checkpointing)
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 OPTIMIZER_FILE = "ppo_optimizer.pt"
@@ -41,6 +44,23 @@ def run(context: RunContext):
     runner = PPORunner(context)
     runner.train()
     return runner
+
+
+@contextmanager
+def checkpointed_layers(model, enabled: bool):
+    """Transformers recomputes a layer's activations (gradient checkpointing) only while that layer is in training
+    mode, and model.train() would also turn dropout on, which PPO keeps off (see above). So only the checkpointable
+    layers themselves are flagged as training, not the modules inside them; the values are unchanged (tested)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)] if enabled else []
+    for layer in layers:
+        layer.training = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.training = False
 
 
 class PPORunner:
@@ -65,7 +85,10 @@ class PPORunner:
         self.ref_model = None
         if self.config.peft.method == "full":   # no adapter to switch off: the reference is a frozen copy
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
-        else:
+        self.checkpointing = use_gradient_checkpointing(self.config, self.device, count_parameters(model))
+        if self.checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if self.config.peft.method != "full":
             from peft import get_peft_model
             model = get_peft_model(model, lora_config(self.config))
         self.model = model.to(self.device).eval()   # eval: dropout off (see the module docstring)
@@ -199,9 +222,10 @@ class PPORunner:
                 for part in range(start, start + minibatch, micro):
                     rows = order[part:part + micro]
                     mask = rollout.response_mask[rows]
-                    logprobs, values, entropy = forward_scores(self.model, self.value_head, rollout.sequences[rows],
-                                                               rollout.attention_mask[rows], rollout.prompt_length,
-                                                               settings.temperature, with_entropy=True)
+                    with checkpointed_layers(self.model, self.checkpointing):
+                        logprobs, values, entropy = forward_scores(self.model, self.value_head, rollout.sequences[rows],
+                                                                   rollout.attention_mask[rows], rollout.prompt_length,
+                                                                   settings.temperature, with_entropy=True)
                     pg_loss, pg_clip, approx_kl = policy_loss(logprobs, rollout.logprobs[rows], advantages[rows], mask,
                                                               settings.clip_range)
                     vf_loss, vf_clip = value_loss(values, rollout.values[rows], returns[rows], mask,
