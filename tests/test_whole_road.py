@@ -45,10 +45,10 @@ def test_each_stage_starts_from_the_one_before(tiny_model, workspace):
         assert resolve_model(f"{run}/final", workspace).adapters[0].parent.name == sft, "it built on the SFT model"
 
     best_of_n = trained(workspace, f"name: bon\nstage: rejection_sampling\nmodel: {sft}/final\ndataset: prompts.jsonl\n"
-                                   f"train: {{batch_size: 4, max_steps: 1}}\n"
+                                   "train: {batch_size: 4, max_steps: 1}\n"
                                    f"rejection_sampling: {{reward: {reward}, num_samples: 4, response_length: 48}}\n")
     best = api.run_status(workspace, best_of_n)["datasets"]["best"]
-    trained(workspace, f"name: sft-on-best\n" + tiny_config(tiny_model, max_steps=2).replace("dataset: tiny.jsonl", f"dataset: {best}"))
+    trained(workspace, "name: sft-on-best\n" + tiny_config(tiny_model, max_steps=2).replace("dataset: tiny.jsonl", f"dataset: {best}"))
 
     checkpoints = [str(tiny_model), f"{sft}/final", f"{ppo}/final"]
     answers = api.compare(workspace, checkpoints, "Say hi", GREEDY)
