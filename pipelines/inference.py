@@ -1,9 +1,9 @@
 """Chat with any model or checkpoint, streaming, through its chat template.
 
-Loaded models are cached within one memory budget, least recently used first out; reward models join the same
-cache (pipelines/scoring.py). LoRA checkpoints of one
-base share that base in memory: they are loaded as named adapters on one PeftModel and switched per
-request, and the base itself answers with the adapters disabled.
+Loaded models are cached within one memory budget, least recently used first out; reward models
+(pipelines/scoring.py) share the cache and the budget. LoRA checkpoints of one base share that base in
+memory: they are loaded as named adapters on one PeftModel and switched per request, and the base itself
+answers with the adapters disabled.
 """
 
 from __future__ import annotations
