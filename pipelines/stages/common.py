@@ -45,6 +45,15 @@ def check_hardware(config: RunConfig, device: str) -> None:
         raise StudioError("fp16 training needs a GPU; use precision 'auto' or 'fp32' on CPU.")
 
 
+def refuse_several_processes(stage: str) -> None:
+    """Our own loops (PPO, best-of-N) run in one process: under accelerate launch or torchrun every rank would
+    sample and write the same batches again."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise StudioError(f"{stage} runs in one process on one device; start it without accelerate launch or torchrun.")
+
+
 def use_gradient_checkpointing(config: RunConfig, device: str, n_params: int) -> bool:
     """On only when memory is the limit: big models on a GPU. It costs ~30% speed, and much more on CPU."""
     if config.train.gradient_checkpointing != "auto":

@@ -22,7 +22,6 @@ status, stop, checkpoints and resume work as for every stage.
 
 from __future__ import annotations
 
-import os
 import random
 import warnings
 from contextlib import contextmanager
@@ -30,8 +29,8 @@ from pathlib import Path
 
 from pipelines import run_files
 from pipelines.errors import StudioError
-from pipelines.stages.common import (RunContext, count_parameters, load_policy, lora_config, precision_args, stage_inputs,
-                                     use_gradient_checkpointing)
+from pipelines.stages.common import (RunContext, count_parameters, load_policy, lora_config, precision_args,
+                                     refuse_several_processes, stage_inputs, use_gradient_checkpointing)
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 OPTIMIZER_FILE = "ppo_optimizer.pt"
@@ -39,8 +38,7 @@ SAMPLES_PER_UPDATE = 4
 
 
 def run(context: RunContext):
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise StudioError("PPO runs on one device; start it without accelerate launch.")
+    refuse_several_processes("PPO")
     runner = PPORunner(context)
     runner.train()
     return runner

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from pipelines import run_files
 from pipelines.errors import StudioError
-from pipelines.stages.common import RunContext, stage_inputs
+from pipelines.stages.common import RunContext, refuse_several_processes, stage_inputs
 
 KEPT_FILE = run_files.PROGRESS_FILE
 
 
 def run(context: RunContext):
+    refuse_several_processes("Rejection sampling")
     sampler = BestOfN(context)
     sampler.run()
     return sampler
