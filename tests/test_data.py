@@ -136,6 +136,16 @@ def test_control_characters_in_a_dataset_name_are_refused(workspace, tmp_path):
         save_upload(write_jsonl(tmp_path / "up.jsonl", [ALPACA]), "bad\x00name", workspace)
 
 
+def test_a_dataset_name_that_would_hide_a_workspace_file_is_refused(workspace, tmp_path):
+    from pipelines.compare import vote
+
+    with pytest.raises(StudioError, match="looks like a file name.*without '.jsonl'"):
+        save_upload(write_jsonl(tmp_path / "up.jsonl", [ALPACA]), "tiny.jsonl", workspace)
+    with pytest.raises(StudioError, match="looks like a file name"):
+        vote(workspace, "votes.JSON", "Hi", ["a", "b"], ["x/final", "y/final"], [1, 2])
+    assert load_rows("tiny.jsonl", workspace)[0]["messages"][-1]["content"] == "Hi there! Hope this helps!"
+
+
 def _pair(prompt, chosen, rejected):
     return {"prompt": [{"role": "user", "content": prompt}], "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}]}

@@ -231,6 +231,9 @@ def save_upload(upload: Path, name: str, workspace: Path, drop_bad_rows: bool = 
 
 def check_new_name(name: str, workspace: Path, overwrite: bool) -> None:
     check_name(name, "dataset name")
+    if name.lower().endswith(SUFFIXES):   # `dataset: x.jsonl` in a config must mean one thing: the file
+        raise StudioError(f"The dataset name {name!r} looks like a file name, and a dataset named so would hide the "
+                          f"file {name!r} in the workspace; name it without {Path(name).suffix!r}.")
     if name in sample_files():
         raise StudioError(f"{name!r} is the name of a bundled sample; choose another name.")
     if not overwrite and (datasets_root(workspace) / name).exists():
