@@ -1,5 +1,5 @@
 """A run in two processes, as `accelerate launch` or `torchrun` start it on several GPUs (here two CPU processes
-talking through gloo): only the main process writes metrics and status, a Stop is agreed by both ranks and leaves a
+talking through gloo): only the main process writes metrics, status and probe answers, a Stop is agreed by both ranks and leaves a
 checkpoint, a resume in two processes finishes the run, and the stages with their own loop refuse in one sentence."""
 
 import os
@@ -24,7 +24,7 @@ def finished(process: subprocess.Popen) -> str:
 
 
 def test_two_processes_train_stop_together_and_resume(tiny_model, workspace):
-    run_dir = api.prepare_run(workspace, "name: two\n" + tiny_config(tiny_model, max_steps=600, save_steps=200))
+    run_dir = api.prepare_run(workspace, "name: two\n" + tiny_config(tiny_model, max_steps=600, save_steps=200, probe_prompts="Say hi"))
     process = launch(workspace, run_dir)
     wait_for(lambda: any(m.get("step", 0) >= 20 for m in read_metrics(run_dir)), timeout=120, what="step 20")
     api.stop_run(workspace, "two")
@@ -41,6 +41,7 @@ def test_two_processes_train_stop_together_and_resume(tiny_model, workspace):
     steps = [m["step"] for m in read_metrics(run_dir)]
     assert steps == list(range(1, 601)), "one metrics line per step: rank 1 writes none, and the resume goes on"
     assert checkpoint_steps(run_dir) == sorted({stopped_at, 200, 400, 600})
+    assert api.run_probes(workspace, "two")["steps"] == checkpoint_steps(run_dir), "probes answered once per save"
 
 
 def test_our_own_loops_refuse_two_processes_in_one_sentence(tiny_model, workspace):
