@@ -1,6 +1,7 @@
 """A run in two processes, as `accelerate launch` or `torchrun` start it on several GPUs (here two CPU processes
-talking through gloo): only the main process writes metrics, status and probe answers, a Stop is agreed by both ranks and leaves a
-checkpoint, a resume in two processes finishes the run, and the stages with their own loop refuse in one sentence."""
+talking through gloo): only the main process writes metrics, status and probe answers, a Stop is agreed by both
+ranks and leaves a checkpoint, a resume in two processes finishes the run, and the stages with their own loop
+refuse in one sentence."""
 
 import os
 import subprocess
