@@ -13,6 +13,9 @@ from pipelines.config import BUNDLED_MODEL_ID, RunConfig, parse_config_text
 from pipelines.errors import StudioError
 
 
+REWARDED_STAGES = ("ppo", "grpo", "rloo", "rejection_sampling")
+
+
 def prepare_run(workspace: Path, config_text: str) -> Path:
     """Validate a config against its model and data, then create the run directory (nothing is started).
     What is worth knowing but not wrong (duplicates, rows max_length would cut) goes into its status as warnings."""
@@ -20,7 +23,11 @@ def prepare_run(workspace: Path, config_text: str) -> Path:
     source, warnings = check_startable(workspace, config)
     if source.kind == "local":  # the training process runs elsewhere (cwd): pin the folder the user meant
         config.model = source.base
-    return runs.create_run(workspace, config, {"warnings": warnings})
+    run_dir = runs.create_run(workspace, config, {"warnings": warnings})
+    if config.stage in REWARDED_STAGES:   # the rules it was checked with are the rules it trains on
+        from pipelines.rl.rewards import keep_reward_file, parse_reward
+        keep_reward_file(parse_reward(getattr(config, config.stage).reward, workspace), run_dir)
+    return run_dir
 
 
 def check_startable(workspace: Path, config: RunConfig):
@@ -37,7 +44,7 @@ def check_startable(workspace: Path, config: RunConfig):
     stage_rows(config.dataset, kind, data.rows, config.stage)
     if config.eval_dataset:
         load_stage_rows(config.eval_dataset, workspace, config.stage)
-    if config.stage in ("ppo", "grpo", "rloo", "rejection_sampling"):
+    if config.stage in REWARDED_STAGES:
         from pipelines.rl.rewards import check_reward
         check_reward(getattr(config, config.stage).reward, workspace)   # a function file is imported and tried on a sample
         if config.eval_dataset:

@@ -48,7 +48,7 @@ class TrainSettings:
     lr_scheduler: str = _field("cosine", "How the learning rate changes after warm-up.", choices=("cosine", "linear", "constant"))
     warmup_ratio: float = _field(0.05, "Share of the steps spent warming the learning rate up from 0.", minimum=0.0, maximum=0.5)
     batch_size: int = _field(4, "Rows per device per forward pass.", minimum=1)
-    grad_accum: int = _field(1, "Forward passes accumulated into one optimizer step (effective batch = batch_size × grad_accum × GPUs).", minimum=1)
+    grad_accum: int = _field(1, "Forward passes accumulated into one optimizer step (effective batch = batch_size × grad_accum × GPUs). PPO instead splits each of its minibatches into this many forwards, for memory.", minimum=1)
     max_length: int = _field(512, "Longest tokenised row; longer rows are cut. Must not exceed the model's context.", minimum=8)
     logging_steps: int = _field(1, "Log metrics every this many steps.", minimum=1)
     save_steps: int = _field(20, "Save a checkpoint every this many steps (one is also saved at the end and on stop).", minimum=1)
@@ -95,7 +95,7 @@ class PPOSettings:
     reward: str = _field("", "Where rewards come from: a reward run's checkpoint (my-rm/final), a Python file in the workspace defining reward(prompts, completions) -> list of floats (rules.py), or both joined by '+'.")
     kl_coef: float = _field(0.05, "Weight of the per-token KL penalty to the reference (the SFT model): the guard against reward hacking.", minimum=0.0)
     kl_target: float = _field(0.0, "0 keeps kl_coef fixed; above 0 adapts it so the KL per response tracks this target (Ziegler et al. 2019).", minimum=0.0)
-    kl_horizon: int = _field(10000, "How fast the adaptive kl_coef moves: by at most 20% per this many rollouts. The paper's 10000 barely moves it in a short run; a few times train.batch_size moves it every update.",
+    kl_horizon: int = _field(10000, "How fast the adaptive kl_coef moves: each update by at most 20% × train.batch_size ÷ kl_horizon, so at least train.batch_size. The paper's 10000 barely moves it in a short run; a few times train.batch_size moves it every update.",
                              minimum=1)
     kl_estimator: str = _field("k1", "How per-token KL is estimated: k1 = log-ratio (unbiased), k2 = half its square, k3 = Schulman's non-negative estimator.",
                                choices=("k1", "k2", "k3"))
@@ -119,7 +119,7 @@ class SampledRLSettings:
                                   minimum=2)
     response_length: int = _field(48, "Longest generated answer, in tokens.", minimum=1, maximum=4096)
     temperature: float = _field(1.0, "Sampling temperature of the answers.", minimum=0, exclusive_minimum=True, maximum=4.0)
-    beta: float = _field(0.04, "Weight of the KL penalty to the reference (the adapter disabled); 0 drops the reference.", minimum=0.0)
+    beta: float = _field(0.04, "Weight of the KL penalty to the reference, the model the run starts from (with LoRA: the adapter disabled); 0 drops the reference.", minimum=0.0)
 
 
 @dataclass
@@ -275,7 +275,7 @@ def _coerce(path: str, spec: dataclasses.Field, value: Any) -> Any:
                 raise ValueError
             return float(value)
         if kind == "str":
-            if isinstance(value, bool) and {"on", "off"} <= set(spec.metadata.get("choices", ())):
+            if isinstance(value, bool) and {"on", "off"} <= set(spec.metadata.get("choices") or ()):
                 return "on" if value else "off"   # YAML 1.1 reads a bare on / off as true / false
             return "" if value is None else str(value)
     except (TypeError, ValueError):
@@ -307,6 +307,9 @@ def validate(config: RunConfig) -> None:
         raise StudioError(f"A PPO minibatch of {config.train.batch_size // config.ppo.minibatches} rollouts (train.batch_size "
                           f"÷ ppo.minibatches) does not split into train.grad_accum {config.train.grad_accum} equal "
                           "parts; pick a grad_accum that divides it.")
+    if config.stage == "ppo" and config.ppo.kl_target > 0 and config.ppo.kl_horizon < config.train.batch_size:
+        raise StudioError(f"ppo.kl_horizon {config.ppo.kl_horizon} is below train.batch_size {config.train.batch_size}: "
+                          "the adaptive β could then change by more than 20% in one update, even below 0; raise it.")
     if config.stage in ("grpo", "rloo"):
         group = getattr(config, config.stage).num_generations
         if config.train.batch_size % group:

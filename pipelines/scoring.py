@@ -8,6 +8,7 @@ template and tokenised by its own tokenizer, so any policy's answers can be scor
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pipelines.errors import StudioError
@@ -31,16 +32,20 @@ def load_reward_backbone(source: ModelSource, dtype=None):
     return model
 
 
+def check_reward_stage(source: ModelSource) -> None:
+    if source.stage != "reward":
+        made_by = f" (the {source.stage.upper()} stage trained it)" if source.stage else ""
+        raise StudioError(f"{source.spec!r} is not a reward model{made_by}; scoring needs the checkpoint or final "
+                          "model of a reward run.")
+
+
 def load_reward_model(source: ModelSource):
     """A trained reward checkpoint, ready to score, with its tokenizer."""
     from transformers import AutoModelForSequenceClassification
 
     from pipelines.models import load_tokenizer
 
-    if source.stage != "reward":
-        made_by = f" (the {source.stage.upper()} stage trained it)" if source.stage else ""
-        raise StudioError(f"{source.spec!r} is not a reward model{made_by}; scoring needs the checkpoint or final "
-                          "model of a reward run.")
+    check_reward_stage(source)
     tokenizer = load_tokenizer(source)
     if source.adapters:
         from peft import PeftModel
@@ -62,13 +67,19 @@ def reward_model_on_device(source: ModelSource):
 
     model, tokenizer = load_reward_model(source)
     device = best_device()
-    return model.to(device, loaded_dtype(device)), tokenizer
+    dtype = loaded_dtype(device)
+    if device == "cuda":   # each process of a multi-GPU run beside its own policy, not all on GPU 0
+        import torch
+        index = int(os.environ.get("LOCAL_RANK", "0"))
+        device = f"cuda:{index if index < torch.cuda.device_count() else 0}"   # one visible GPU per process: 0
+    return model.to(device, dtype), tokenizer
 
 
 def cached_reward_model(source: ModelSource):
     """(model, tokenizer) of a reward checkpoint, from the cache that chat models share (one memory budget)."""
     from pipelines.inference import LoadedBase, cached_model, estimate_bytes
 
+    check_reward_stage(source)   # before the cache makes room for it
     key = "reward|" + "|".join([source.base, *map(str, source.adapters)])
     loaded = cached_model(key, lambda: LoadedBase(*reward_model_on_device(source)), estimate_bytes(source))
     return loaded.model, loaded.tokenizer

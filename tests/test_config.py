@@ -15,6 +15,7 @@ def test_yaml_scientific_notation_and_whole_floats_are_coerced():
     assert config.train.batch_size == 4 and isinstance(config.train.batch_size, int)
     for text, value in (("on", "on"), ("off", "off"), ("'on'", "on"), ("auto", "auto")):   # YAML reads bare on/off as booleans
         assert parse_config_text(f"train: {{gradient_checkpointing: {text}}}").train.gradient_checkpointing == value
+    assert parse_config_text("dataset: yes").dataset == "True", "other text settings keep YAML's reading as text"
 
 
 @pytest.mark.parametrize("text, words", [

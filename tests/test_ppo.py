@@ -66,6 +66,7 @@ def test_a_lora_ppo_run_resumed_mid_way_continues_exactly(tiny_model, prompts, m
 
     monkeypatch.setattr(PPORunner, "_update", crash_at_update_5)
     halves = api.prepare_run(prompts, "name: halves\n" + ppo_config(tiny_model, "lora", steps=6, lr=1e-2))
+    assert (halves / "reward" / "rules.py").is_file(), "the run keeps the rules it was checked with from its creation"
     assert train_run(halves, echo=False) == "interrupted"
     assert checkpoint_steps(halves) == [3]
     (prompts / "rules.py").write_text(LOWERCASE_RULE.replace("islower", "isupper"), encoding="utf-8")
@@ -104,6 +105,8 @@ def test_bad_ppo_settings_are_one_sentence(tiny_model, prompts):
         api.prepare_run(prompts, ppo_config(tiny_model, minibatches=3))
     with pytest.raises(StudioError, match="There is no run 'missing-rm'"):
         api.prepare_run(prompts, ppo_config(tiny_model, reward="missing-rm/final"))
+    with pytest.raises(StudioError, match="ppo.kl_horizon 4 is below train.batch_size 8"):
+        api.prepare_run(prompts, ppo_config(tiny_model, kl_target=0.01, kl_horizon=4))
     with pytest.raises(StudioError, match="minibatch of 4 rollouts .* does not split into train.grad_accum 3"):
         api.prepare_run(prompts, ppo_config(tiny_model).replace("batch_size: 8", "batch_size: 8, grad_accum: 3"))
 

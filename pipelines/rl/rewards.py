@@ -57,26 +57,35 @@ def parse_reward(spec: str, workspace: Path, file_must_exist: bool = True) -> Re
 RUN_COPY_FOLDER = "reward"
 
 
-def reward_for_run(spec: str, workspace: Path, run_dir: Path) -> RewardSource:
-    """A run's reward source. Its function file is copied into the run folder when the run starts, and a resume
-    scores with that copy: editing the file in the workspace later does not change the reward half-way through a run,
-    and the run folder keeps the rules it was trained on."""
+def keep_reward_file(source: RewardSource, run_dir: Path) -> RewardSource:
+    """Copy the function file into the run folder (once) and point the source at the copy. Runs are created with
+    the copy, and the training process scores with it, so editing the file in the workspace does not change a
+    queued run or a run half-way (a resume included), and the run folder keeps the rules it was trained on."""
     import os
     import shutil
 
-    source = parse_reward(spec, workspace, file_must_exist=False)
     if not source.function_file:
         return source
     copy = Path(run_dir) / RUN_COPY_FOLDER / source.function_file.name
     if not copy.is_file():
-        parse_reward(spec, workspace)   # a run's start needs the file itself
         copy.parent.mkdir(parents=True, exist_ok=True)
         staged = copy.with_name(f".{copy.name}.{os.getpid()}")   # every process of a multi-GPU run may get here
         shutil.copy2(source.function_file, staged)
         os.replace(staged, copy)
-    elif not source.function_file.is_file() or copy.read_bytes() != source.function_file.read_bytes():
-        print(f"reward: {source.function_file.name} changed or went from the workspace since this run started; the "
-              f"run goes on with the copy it started with ({copy.relative_to(run_dir)}).", flush=True)
+    return RewardSource(source.checkpoint, copy)
+
+
+def reward_for_run(spec: str, workspace: Path, run_dir: Path) -> RewardSource:
+    """The reward source a training process scores with: the run's own copy of the function file."""
+    source = parse_reward(spec, workspace, file_must_exist=False)
+    if not source.function_file:
+        return source
+    copy = Path(run_dir) / RUN_COPY_FOLDER / source.function_file.name
+    if not copy.is_file():   # a run created before runs kept their copy
+        return keep_reward_file(parse_reward(spec, workspace), run_dir)
+    if not source.function_file.is_file() or copy.read_bytes() != source.function_file.read_bytes():
+        print(f"reward: {source.function_file.name} changed or went from the workspace since this run was created; "
+              f"the run scores with the copy it was created with ({copy.relative_to(run_dir)}).", flush=True)
     return RewardSource(source.checkpoint, copy)
 
 

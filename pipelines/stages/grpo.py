@@ -36,15 +36,16 @@ def point_reference_at_the_start(model, folder) -> None:
     import os
     import shutil
 
-    from pipelines.stop import barrier
-    from pipelines.train import is_main_process
+    from accelerate import PartialState
 
-    if is_main_process() and not (folder / "config.json").is_file():
-        staged = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(staged, ignore_errors=True)
-        model.save_pretrained(staged)
-        os.replace(staged, folder)
-    barrier()
+    # PartialState joins the process group now (the trainer would later), so the other ranks really wait here
+    # until the main process has written the folder they load the reference from.
+    with PartialState().main_process_first():
+        if not (folder / "config.json").is_file():
+            staged = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+            shutil.rmtree(staged, ignore_errors=True)
+            model.save_pretrained(staged)
+            os.replace(staged, folder)
     model.config._name_or_path = str(folder)
 
 

@@ -7,8 +7,9 @@ One update:
      turned into rewards: −β·KL at every token plus the score at the last one;
   4. GAE advantages (whitened) and returns from the value head;
   5. several epochs of minibatches of the clipped policy loss plus vf_coef × the clipped value loss, each
-     minibatch one optimizer step (its gradient summed over train.grad_accum smaller forwards, with gradient
-     checkpointing when train.gradient_checkpointing turns it on).
+     minibatch one optimizer step. With train.grad_accum a minibatch is split into that many forwards whose
+     losses are averaged, as TRL's PPO did (with answers of different lengths the tokens weigh slightly
+     differently than in one forward); gradient checkpointing when train.gradient_checkpointing turns it on.
 
 The value head is a linear layer on the policy's own last hidden state (a shared backbone, as TRL's older
 PPO had), not a second model initialised from the reward model: one model in memory instead of two, which is
@@ -48,7 +49,9 @@ def run(context: RunContext):
 def checkpointed_layers(model, enabled: bool):
     """Transformers recomputes a layer's activations (gradient checkpointing) only while that layer is in training
     mode, and model.train() would also turn dropout on, which PPO keeps off (see above). So only the checkpointable
-    layers themselves are flagged as training, not the modules inside them; the values are unchanged (tested)."""
+    layers themselves are flagged as training, not the modules inside them; the values are unchanged (tested on
+    Llama). A layer whose own forward reads self.training (Falcon's dropout_add) would drop out here; layers that
+    are not GradientCheckpointingLayers (old remote code) are simply not checkpointed."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)] if enabled else []
