@@ -48,8 +48,19 @@ def load_reward_model(source: ModelSource):
     check_reward_stage(source)
     tokenizer = load_tokenizer(source)
     if source.adapters:
+        import logging
+
         from peft import PeftModel
-        model = load_reward_backbone(ModelSource(source.spec, source.kind, source.base, source.adapters[:-1]))
+        # The backbone loads with a fresh score head, which the adapter then replaces with the trained one:
+        # transformers' report ("score.weight newly initialized ... consider training") would only alarm here.
+        report = logging.getLogger("transformers.modeling_utils")
+        def drop_report(record) -> bool:
+            return False
+        report.addFilter(drop_report)
+        try:
+            model = load_reward_backbone(ModelSource(source.spec, source.kind, source.base, source.adapters[:-1]))
+        finally:
+            report.removeFilter(drop_report)
         model = PeftModel.from_pretrained(model, str(source.adapters[-1])).merge_and_unload()
     else:
         model = AutoModelForSequenceClassification.from_pretrained(source.base, num_labels=1, use_safetensors=True,
