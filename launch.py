@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -30,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Library deprecation notices (PEFT and TRL calling renamed transformers APIs) would bury the app's own lines.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     from pipelines.errors import StudioError
     if not args.skip_model_prepare:
         from pipelines.bundled import bundled_model_dir
