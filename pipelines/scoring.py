@@ -53,9 +53,10 @@ def load_reward_model(source: ModelSource):
         from peft import PeftModel
         # The backbone loads with a fresh score head, which the adapter then replaces with the trained one:
         # transformers' report ("score.weight newly initialized ... consider training") would only alarm here.
-        report = logging.getLogger("transformers.modeling_utils")
         def drop_report(record) -> bool:
             return False
+
+        report = logging.getLogger("transformers.modeling_utils")
         report.addFilter(drop_report)
         try:
             model = load_reward_backbone(ModelSource(source.spec, source.kind, source.base, source.adapters[:-1]))
