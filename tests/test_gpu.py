@@ -64,12 +64,12 @@ def test_chat_compare_and_scoring_run_on_the_gpu_in_bf16(gpu_workspace, tiny_mod
     inference.free_models()
 
 
-@pytest.mark.parametrize("stage", ["ppo", "grpo"])
-def test_rl_stages_run_on_the_gpu_with_the_reward_model_beside_the_policy(gpu_workspace, stage):
+@pytest.mark.parametrize("stage, method", [("ppo", "lora"), ("ppo", "full"), ("grpo", "lora")])
+def test_rl_stages_run_on_the_gpu_with_the_reward_model_beside_the_policy(gpu_workspace, stage, method):
     settings = ("ppo: {reward: rm/final, response_length: 8, minibatches: 2, ppo_epochs: 1}" if stage == "ppo" else
                 "grpo: {reward: rm/final, num_generations: 4, response_length: 8}")
-    run = trained(gpu_workspace, f"name: gpu-{stage}\nstage: {stage}\nmodel: one/final\ndataset: prompts.jsonl\n"
-                                 "peft: {method: lora, r: 8, alpha: 16}\n"
+    run = trained(gpu_workspace, f"name: gpu-{stage}-{method}\nstage: {stage}\nmodel: one/final\ndataset: prompts.jsonl\n"
+                                 f"peft: {{method: {method}, r: 8, alpha: 16}}\n"
                                  "train: {max_steps: 2, batch_size: 8, learning_rate: 1.0e-3, save_steps: 2}\n" + settings + "\n")
     samples = api.run_samples(gpu_workspace, run)
     assert samples and all(math.isfinite(s["score"]) for s in samples)

@@ -180,6 +180,26 @@ def test_ppo_gradient_checkpointing_recomputes_layers_and_changes_no_value(tiny_
             assert on[key] == pytest.approx(off[key], abs=1e-6), key
 
 
+def test_ppo_in_bf16_computes_under_autocast_while_its_weights_stay_fp32(tiny_model, prompts, monkeypatch):
+    import torch
+
+    from pipelines.stages.ppo import PPORunner
+
+    dtypes = []
+    original = PPORunner._optimise
+    monkeypatch.setattr(PPORunner, "_optimise", lambda self, *args: (
+        dtypes.append({p.dtype for p in self.parameters}), original(self, *args))[1])
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        config = ppo_config(tiny_model, steps=2).replace("batch_size: 8", f"batch_size: 8, precision: {precision}")
+        run_dir = api.prepare_run(prompts, f"name: ppo-{precision}\n" + config)
+        assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
+        losses[precision] = [m["loss"] for m in read_metrics(run_dir)]
+    assert all(math.isfinite(loss) for loss in losses["bf16"])
+    assert losses["bf16"] != losses["fp32"], "bf16 autocast changed the arithmetic"
+    assert dtypes == [{torch.float32}] * 4, "the weights that train stay fp32"
+
+
 def test_a_full_grpo_run_from_a_lora_checkpoint_keeps_that_checkpoint_as_its_kl_reference(tiny_model, prompts, monkeypatch):
     import torch
     from trl import GRPOTrainer

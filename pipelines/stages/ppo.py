@@ -18,7 +18,9 @@ weights, which the small vf_coef keeps in check. Dropout is off throughout, so a
 same when it is generated and when it is trained on.
 
 The loop drives the run recorder with the same events a Trainer would (log, step end, save), so metrics,
-status, stop, checkpoints and resume work as for every stage.
+status, stop, checkpoints and resume work as for every stage. Where the run's precision is bf16 (a GPU, by
+default) rollouts and training forwards run under bf16 autocast, as the Trainer stages do; trained weights
+stay fp32.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ class PPORunner:
         self.tokenizer, self.device = inputs.tokenizer, inputs.device
         self.prompts = [row["prompt"] for row in inputs.train_dataset]
         bf16 = precision_args(self.config, self.device)["bf16"]
+        self.bf16_autocast = bf16 and self.device in ("cuda", "cpu")   # as the Trainer stages compute in bf16
         torch.manual_seed(train.seed)   # the new adapter's and value head's starting weights, as a Trainer seeds them
         model = load_policy(inputs.source, self.config, self.device, bf16=bf16)
         model.config.use_cache = True
@@ -113,6 +116,16 @@ class PPORunner:
               f"reward = {self.scorer.source.describe()}, reference = "
               f"{'a frozen copy' if self.ref_model else 'the same weights with the adapter disabled'}, "
               f"value head on the policy's backbone", flush=True)
+
+    def _precision(self):
+        """bf16 autocast where the run computes in bf16 (weights that train stay fp32), else nothing."""
+        import contextlib
+
+        import torch
+
+        if not self.bf16_autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device, dtype=torch.bfloat16)
 
     # What save_final (pipelines/stages/common.py) asks of a trainer.
     def is_world_process_zero(self) -> bool:
@@ -175,8 +188,9 @@ class PPORunner:
 
         settings = self.config.ppo
         prompts = self._batch_prompts(update)
-        rollout = generate_rollout(self.model, self.value_head, self.tokenizer, prompts, settings.response_length,
-                                   settings.temperature, self.ref_model)
+        with self._precision():
+            rollout = generate_rollout(self.model, self.value_head, self.tokenizer, prompts, settings.response_length,
+                                       settings.temperature, self.ref_model)
         scores = torch.tensor(self.scorer(prompts, rollout.completions), dtype=torch.float32, device=self.device)
         raw_scores = scores.clone()
         if settings.missing_eos_penalty:
@@ -223,7 +237,7 @@ class PPORunner:
                 for part in range(start, start + minibatch, micro):
                     rows = order[part:part + micro]
                     mask = rollout.response_mask[rows]
-                    with checkpointed_layers(self.model, self.checkpointing):
+                    with self._precision(), checkpointed_layers(self.model, self.checkpointing):
                         logprobs, values, entropy = forward_scores(self.model, self.value_head, rollout.sequences[rows],
                                                                    rollout.attention_mask[rows], rollout.prompt_length,
                                                                    settings.temperature, with_entropy=True)
