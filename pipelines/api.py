@@ -269,11 +269,13 @@ def compare(workspace: Path, checkpoints: list[str], prompt: str, settings: dict
 
 
 def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpoints: list[str],
-         ranking: list[int], settings: dict | None = None) -> dict:
-    """Append the preference rows a ranking of answers implies (1 = best, ties equal, 0 = bad) to a dataset."""
+         ranking: list[int], settings: dict | None = None, histories: list[list[dict]] | None = None,
+         column_settings: list[dict] | None = None) -> dict:
+    """Append the preference rows a ranking of answers implies (1 = best, ties equal, 0 = bad) to a dataset.
+    settings["system_prompt"], the columns' shared earlier turns and their overrides go into each row."""
     from pipelines.compare import vote as record
     return record(workspace, dataset, prompt, list(answers or []), list(checkpoints or []),
-                  [int(r) for r in ranking or []], settings or {})
+                  [int(r) for r in ranking or []], settings or {}, histories=histories, column_settings=column_settings)
 
 
 def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, scorer: str,

@@ -165,8 +165,13 @@ def pairs_from_ranking(ranking: list[int]) -> list[tuple[int, int]]:
 
 
 def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpoints: list[str], ranking: list[int],
-         settings: dict | None = None, system_prompt: str = "") -> dict:
-    """Append the preference rows a vote implies to a workspace dataset (created on the first vote)."""
+         settings: dict | None = None, system_prompt: str = "", histories: list[list[dict]] | None = None,
+         column_settings: list[dict] | None = None) -> dict:
+    """Append the preference rows a vote implies to a workspace dataset (created by the first vote that adds a row).
+
+    A row's prompt is what the answers were given: the system prompt (from `settings` unless given), the earlier
+    turns when every column shares them, and the question. `column_settings` are the columns' overrides, recorded
+    with each answer's checkpoint."""
     from pipelines.data.store import check_new_name, datasets_root
     from pipelines.paths import file_lock
 
@@ -178,34 +183,51 @@ def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpo
     check_new_name(dataset, workspace, overwrite=True)
     folder = datasets_root(workspace) / dataset
     meta_path = folder / "meta.json"
-    if meta_path.is_file() and json.loads(meta_path.read_text(encoding="utf-8")).get("kind") != "preference":
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else None
+    if meta and meta.get("kind") != "preference":
         raise StudioError(f"Dataset {dataset!r} is not a preference dataset; vote into a new name.")
-    turns = ([{"role": "system", "content": system_prompt}] if system_prompt.strip() else []) + [
-        {"role": "user", "content": prompt}]
-    now = time.time()
+    settings = dict(settings or {})
+    system_prompt = system_prompt or settings.get("system_prompt", "")
+    earlier = [list(h) for h in histories or []]
+    shared = earlier[0] if earlier and all(h == earlier[0] for h in earlier) else []
+    turns = (([{"role": "system", "content": system_prompt}] if system_prompt.strip() else []) + shared
+             + [{"role": "user", "content": prompt}])
+    overrides = column_settings or [{} for _ in checkpoints]
+    ranked = pairs_from_ranking(ranking)
     # A pair with an empty answer teaches nothing a trainer can use (and a preference row must hold two answers).
-    pairs = [(better, worse) for better, worse in pairs_from_ranking(ranking)
-             if answers[better].strip() != answers[worse].strip()]
+    pairs = [(better, worse) for better, worse in ranked if answers[better].strip() != answers[worse].strip()]
     usable = [(better, worse) for better, worse in pairs if answers[better].strip() and answers[worse].strip()]
-    rows = [{"prompt": turns, "chosen": [{"role": "assistant", "content": answers[better]}],
-             "rejected": [{"role": "assistant", "content": answers[worse]}],
-             "chosen_checkpoint": checkpoints[better], "rejected_checkpoint": checkpoints[worse],
-             "settings": settings or {}, "time": now}
-            for better, worse in usable]
-    with file_lock(folder.with_name(f".{dataset}.lock")):
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "data.jsonl", "a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-            handle.flush()
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {
-            "kind": "preference", "format": "preference", "source": "votes in Compare", "rows": 0, "created": now}
-        meta["rows"] = meta.get("rows", 0) + len(rows)
-        meta["votes"] = meta.get("votes", 0) + 1
-        tmp = meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        tmp.replace(meta_path)
-    return {"dataset": dataset, "added_rows": len(rows), "rows": meta["rows"], "votes": meta["votes"],
-            "skipped_empty": len(pairs) - len(usable)}
+    now = time.time()
+    rows = []
+    for better, worse in usable:
+        row = {"prompt": turns, "chosen": [{"role": "assistant", "content": answers[better]}],
+               "rejected": [{"role": "assistant", "content": answers[worse]}],
+               "chosen_checkpoint": checkpoints[better], "rejected_checkpoint": checkpoints[worse],
+               "settings": settings, "time": now}
+        if overrides[better] or overrides[worse]:
+            row["chosen_settings"] = {**settings, **overrides[better]}
+            row["rejected_settings"] = {**settings, **overrides[worse]}
+        rows.append(row)
+    why_none = ("" if rows else
+                "A tie or 'both bad' names no better answer, so there is nothing to learn from." if not ranked else
+                "The answers are identical, so there is nothing to prefer." if not pairs else
+                "A training row needs two answers, and one of them is empty.")
+    if rows:   # a vote that adds nothing leaves no empty dataset behind
+        with file_lock(folder.with_name(f".{dataset}.lock")):
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / "data.jsonl", "a", encoding="utf-8") as handle:
+                handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+                handle.flush()
+            meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {
+                "kind": "preference", "format": "preference", "source": "votes in Compare", "rows": 0, "created": now}
+            meta["rows"] = meta.get("rows", 0) + len(rows)
+            meta["votes"] = meta.get("votes", 0) + 1
+            tmp = meta_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            tmp.replace(meta_path)
+    return {"dataset": dataset, "added_rows": len(rows), "rows": (meta or {}).get("rows", 0),
+            "votes": (meta or {}).get("votes", 0), "skipped_empty": len(pairs) - len(usable),
+            "earlier_turns_differ": len(shared) < max((len(h) for h in earlier), default=0), "why_none": why_none}
 
 
 def win_rates(scores: dict[str, list[float]]) -> dict[str, dict[str, float]]:

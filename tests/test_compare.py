@@ -45,18 +45,40 @@ def test_each_column_keeps_its_own_conversation(trained, tiny_model):
 def test_votes_append_preference_rows_that_a_dpo_run_accepts(trained, tiny_model):
     answers = ["Hi there!", "Go away.", "Hello."]
     result = vote(trained, "my-votes", "Say hi", answers, ["a/final", "b/final", "c/final"], [1, 3, 2], GREEDY)
-    assert result == {"dataset": "my-votes", "added_rows": 3, "rows": 3, "votes": 1, "skipped_empty": 0}
+    assert result == {"dataset": "my-votes", "added_rows": 3, "rows": 3, "votes": 1, "skipped_empty": 0,
+                      "earlier_turns_differ": False, "why_none": ""}
     vote(trained, "my-votes", "Say bye", ["Bye!", "Bye!"], ["a/final", "b/final"], [1, 1])   # a tie adds nothing
     empty = vote(trained, "my-votes", "Say bye", ["Bye!", "  "], ["a/final", "b/final"], [1, 2])
     assert (empty["added_rows"], empty["skipped_empty"]) == (0, 1), "an empty answer cannot be a training row"
+    assert "one of them is empty" in empty["why_none"]
     rows = [json.loads(line) for line in (trained / "datasets" / "my-votes" / "data.jsonl").read_text().splitlines()]
     assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == \
         [("Hi there!", "Go away."), ("Hi there!", "Hello."), ("Hello.", "Go away.")]
     assert rows[0]["chosen_checkpoint"] == "a/final" and rows[0]["settings"] == GREEDY
     listed = {d["name"]: d for d in api.list_datasets(trained)}
-    assert listed["my-votes"]["kind"] == "preference" and listed["my-votes"]["votes"] == 3
+    assert listed["my-votes"]["kind"] == "preference" and listed["my-votes"]["votes"] == 1, "the votes that added rows"
     config = tiny_config(tiny_model, max_steps=1).replace("stage: sft", "stage: dpo").replace("dataset: tiny.jsonl", "dataset: my-votes")
     assert api.prepare_run(trained, config).is_dir()
+
+
+def test_a_vote_records_what_the_answers_were_asked_with_once_and_explains_a_vote_that_adds_nothing(trained):
+    from studio.tabs.compare import ask, cast_ranking
+    from pipelines.errors import StudioError
+
+    pickers = ["one/final", "two/final", "one/final", "one/final"]
+    overrides = ['{"temperature": 1.2, "seed": 7}', "", "", ""]
+    *_, mapping, asked, _ = list(ask(trained, "Say hi", 2, False, 12, 0, 0.9, 0, "Answer like a pirate",
+                                     *pickers, *overrides, *[""] * 4, *[[]] * 4))[-1]
+    text, tie_asked, *_ = cast_ranking(trained, "A=B", "context-votes", asked, mapping)
+    assert "0 preference row(s)" in text and "nothing to learn from" in text
+    assert not (trained / "datasets" / "context-votes").exists(), "a vote that adds nothing leaves no empty dataset"
+    text, voted, *_ = cast_ranking(trained, "A>B", "context-votes", asked, mapping)
+    row = json.loads((trained / "datasets" / "context-votes" / "data.jsonl").read_text().splitlines()[0])
+    assert row["prompt"] == [{"role": "system", "content": "Answer like a pirate"}, {"role": "user", "content": "Say hi"}]
+    assert row["chosen_settings"]["temperature"] == 1.2 and row["rejected_settings"]["temperature"] == 0
+    assert row["settings"]["system_prompt"] == "Answer like a pirate"
+    with pytest.raises(StudioError, match="already have your vote"):
+        cast_ranking(trained, "B>A", "context-votes", voted, mapping)
 
 
 def test_ranking_pairs_and_win_rates():
@@ -109,14 +131,13 @@ def test_blind_mode_sends_no_checkpoint_name_before_the_vote(trained):
 
     pickers = ["one/final", "two/final", "one/final", "one/final"]
     rounds = list(ask(trained, "Say hi", 2, True, 12, 0, 0.9, 0, "", *pickers, *[""] * 4, *[""] * 4, *[[]] * 4))
-    *chatbots, mapping, prompt, report = rounds[-1]
-    for update in rounds:   # everything but the server-side state (mapping) is what the browser receives
+    *chatbots, mapping, asked, report = rounds[-1]
+    for update in rounds:   # everything but the server-side state (mapping, asked) is what the browser receives
         sent = json.dumps([*update[:4], update[-1]], default=str)
         assert "one/final" not in sent and "two/final" not in sent
-    assert sorted(mapping) == ["one/final", "two/final"] and prompt == "Say hi"
+    assert sorted(mapping) == ["one/final", "two/final"] and asked["prompt"] == "Say hi"
     assert [c["label"] for c in chatbots[:2]] == ["A", "B"]
-    text, *revealed = cast_ranking(trained, "A>B", "blind-votes", prompt, mapping, 2, 12, 0, 0.9, 0,
-                                   *[c["value"] for c in chatbots[:2]], [], [])
-    assert f"A = {mapping[0]}" in text and revealed[0]["label"] == mapping[0]
+    text, asked, *revealed = cast_ranking(trained, "A>B", "blind-votes", asked, mapping)
+    assert f"A = {mapping[0]}" in text and revealed[0]["label"] == f"A · {mapping[0]}"
     row = json.loads((trained / "datasets" / "blind-votes" / "data.jsonl").read_text().splitlines()[0])
     assert row["chosen_checkpoint"] == mapping[0]

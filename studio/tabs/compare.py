@@ -67,7 +67,7 @@ def build(workspace: Path) -> None:
             rank_vote = gr.Button(t("compare.rank_vote"), scale=1)
         vote_report = gr.Markdown()
         mapping = gr.State([])        # column → checkpoint of the last round (server-side only)
-        last_prompt = gr.State("")
+        asked = gr.State({})          # what the last round was asked with and answered (server-side only)
         with gr.Accordion(t("compare.evaluate"), open=False):
             with gr.Row():
                 eval_dataset = gr.Dropdown(choices=[""] + dataset_names(workspace), value="", allow_custom_value=True,
@@ -86,13 +86,12 @@ def build(workspace: Path) -> None:
     count.change(lambda n: [gr.update(visible=i < n) for i in range(MAX_COLUMNS)], [count], columns, **private)
     send.click(shows_errors(partial(ask, workspace)),
                [prompt, count, blind, max_new, temperature, top_p, seed, system, *pickers, *overrides, *labels, *chatbots],
-               [*chatbots, mapping, last_prompt, vote_report], **private)
-    clear.click(lambda: [[] for _ in chatbots] + [[], ""], None, [*chatbots, mapping, last_prompt], **private)
-    vote_inputs = [votes, last_prompt, mapping, count, max_new, temperature, top_p, seed, *chatbots]
+               [*chatbots, mapping, asked, vote_report], **private)
+    clear.click(lambda: [[] for _ in chatbots] + [[], {}], None, [*chatbots, mapping, asked], **private)
+    vote_inputs, vote_outputs = [votes, asked, mapping], [vote_report, asked, *chatbots]
     for button, ranks in ((a_better, "A>B"), (b_better, "B>A"), (tie, "A=B"), (both_bad, "bad")):
-        button.click(shows_errors(partial(cast_ranking, workspace, ranks)), vote_inputs, [vote_report, *chatbots], **private)
-    rank_vote.click(shows_errors(partial(cast_typed_ranking, workspace)), [ranking, *vote_inputs], [vote_report, *chatbots],
-                    **private)
+        button.click(shows_errors(partial(cast_ranking, workspace, ranks)), vote_inputs, vote_outputs, **private)
+    rank_vote.click(shows_errors(partial(cast_typed_ranking, workspace)), [ranking, *vote_inputs], vote_outputs, **private)
     free.click(shows_errors(lambda: f"{api.free_models()} cached model(s) freed."), None, [vote_report], **private)
     run_eval.click(shows_errors(partial(evaluate_checkpoints, workspace)),
                    [eval_dataset, eval_prompts, scorer, count, max_new, *pickers],
@@ -147,8 +146,11 @@ def ask(workspace: Path, prompt: str, count: int, blind: bool, max_new, temperat
     for answers in compare_stream(workspace, mapping, prompt, settings, histories, column_settings):
         for column, answer in enumerate(answers):
             shown[column][-1] = {"role": "assistant", "content": answer}
+        # A vote records exactly what was asked and answered here, whatever the sliders say by then.
+        asked = {"prompt": prompt, "answers": list(answers), "settings": settings, "histories": histories,
+                 "column_settings": column_settings, "voted": False}
         yield (*[gr.update(value=shown[c], label=LETTERS[c] if blind else f"{labels[c] or LETTERS[c]} · {mapping[c]}")
-                 if c < count else gr.update() for c in range(MAX_COLUMNS)], mapping, prompt, "")
+                 if c < count else gr.update() for c in range(MAX_COLUMNS)], mapping, asked, "")
 
 
 def _override(text: str) -> dict:
@@ -181,24 +183,31 @@ def _ranks_from(spec: str, count: int) -> list[int]:
     return ranks
 
 
-def cast_typed_ranking(workspace: Path, spec: str, *vote_inputs):
-    return cast_ranking(workspace, spec, *vote_inputs)
+def cast_typed_ranking(workspace: Path, spec: str, dataset, asked: dict, mapping):
+    return cast_ranking(workspace, spec, dataset, asked, mapping)
 
 
-def cast_ranking(workspace: Path, spec: str, dataset, prompt, mapping, count, max_new, temperature, top_p, seed, *chatbots):
+def cast_ranking(workspace: Path, spec: str, dataset, asked: dict, mapping):
     from pipelines.errors import StudioError
 
-    if not mapping or not prompt:
+    if not mapping or not asked:
         raise StudioError("Ask a question first; then vote on the answers.")
+    if asked.get("voted"):
+        raise StudioError("These answers already have your vote; ask again to vote again.")
     count = len(mapping)
-    answers = [(_history(chatbots[c])[-1]["content"] if chatbots[c] else "") for c in range(count)]
-    result = api.vote(workspace, (dataset or "").strip(), prompt, answers, mapping, _ranks_from(spec, count),
-                      _settings(max_new, temperature, top_p, seed))
+    result = api.vote(workspace, (dataset or "").strip(), asked["prompt"], asked["answers"], mapping,
+                      _ranks_from(spec, count), asked["settings"], histories=asked["histories"],
+                      column_settings=asked["column_settings"])
     reveal = " · ".join(f"{LETTERS[c]} = {mapping[c]}" for c in range(count))
-    skipped = (f" {result['skipped_empty']} pair(s) with an empty answer left out: a training row needs two answers."
-               if result["skipped_empty"] else "")
-    text = f"🗳 {result['added_rows']} preference row(s) added to **{result['dataset']}** ({result['rows']} in all).{skipped} {reveal}"
-    return (text, *[gr.update(label=mapping[c]) if c < count else gr.update() for c in range(MAX_COLUMNS)])
+    notes = [result["why_none"]] if result["why_none"] else []
+    if result["skipped_empty"] and result["added_rows"]:
+        notes.append(f"{result['skipped_empty']} pair(s) with an empty answer left out: a training row needs two answers.")
+    if result["earlier_turns_differ"] and result["added_rows"]:
+        notes.append("The columns' earlier turns differ, so the rows hold the last question alone as their prompt.")
+    text = " ".join([f"🗳 {result['added_rows']} preference row(s) added to **{result['dataset']}** "
+                     f"({result['rows']} in all).", *notes, reveal])
+    return (text, {**asked, "voted": True},
+            *[gr.update(label=f"{LETTERS[c]} · {mapping[c]}") if c < count else gr.update() for c in range(MAX_COLUMNS)])
 
 
 def evaluate_checkpoints(workspace: Path, dataset: str, typed: str, scorer: str, count, max_new, *pickers):
