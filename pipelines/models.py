@@ -156,6 +156,7 @@ def describe_model(spec: str, workspace: Path) -> dict:
         raise StudioError(f"Could not read the config of {spec!r}: {str(exc).splitlines()[0]}") from None
     with init_empty_weights():  # count parameters without allocating them
         skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code())
+    skeleton.tie_weights()   # from_config leaves tied embeddings apart: SmolLM2-135M would count as 163M
     n_params = sum(p.numel() for p in skeleton.parameters())
     tokenizer = load_tokenizer(source)
     device = best_device()

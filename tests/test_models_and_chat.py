@@ -110,3 +110,27 @@ def test_reward_models_share_the_chat_models_memory_budget(tiny_model, workspace
     assert list(inference._cache) == [str(tiny_model)]
     assert api.score(workspace, "rm/final", "Say hi", ["Hello!"]) == first, "reloaded, it scores the same"
     assert inference.free_models() == 1
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_model_tab_counts_each_parameter_once(tiny_model, workspace, tied):
+    import json
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from pipelines.models import describe_model
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tiny_model
+    if tied:   # as the bundled SmolLM2: the output layer is the embedding matrix, stored once
+        folder = shutil.copytree(tiny_model, workspace / "tied")
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": True}))
+        weights = load_file(folder / "model.safetensors")
+        save_file({k: v for k, v in weights.items() if k != "lm_head.weight"}, folder / "model.safetensors",
+                  metadata={"format": "pt"})
+    loaded = AutoModelForCausalLM.from_pretrained(folder)
+    assert (loaded.lm_head.weight is loaded.model.embed_tokens.weight) == tied
+    assert describe_model(str(folder), workspace)["parameters"] == sum(p.numel() for p in loaded.parameters())
