@@ -95,7 +95,7 @@ class PPOSettings:
     reward: str = _field("", "Where rewards come from: a reward run's checkpoint (my-rm/final), a Python file in the workspace defining reward(prompts, completions) -> list of floats (rules.py), or both joined by '+'.")
     kl_coef: float = _field(0.05, "Weight of the per-token KL penalty to the reference (the SFT model): the guard against reward hacking.", minimum=0.0)
     kl_target: float = _field(0.0, "0 keeps kl_coef fixed; above 0 adapts it so the KL per response tracks this target (Ziegler et al. 2019).", minimum=0.0)
-    kl_horizon: int = _field(10000, "How fast the adaptive kl_coef moves: each update by at most 20% × train.batch_size ÷ kl_horizon, so at least train.batch_size. The paper's 10000 barely moves it in a short run; a few times train.batch_size moves it every update.",
+    kl_horizon: int = _field(10000, "How fast the adaptive kl_coef moves: by at most 20% × train.batch_size ÷ kl_horizon per update, so kl_horizon must be at least train.batch_size. The paper's 10000 barely moves β in a short run; a few times train.batch_size moves it every update.",
                              minimum=1)
     kl_estimator: str = _field("k1", "How per-token KL is estimated: k1 = log-ratio (unbiased), k2 = half its square, k3 = Schulman's non-negative estimator.",
                                choices=("k1", "k2", "k3"))

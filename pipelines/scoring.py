@@ -100,6 +100,8 @@ def cached_reward_model(source: ModelSource):
 def _cached(workspace: Path, checkpoint: str):
     from pipelines.models import resolve_model
 
+    if not isinstance(checkpoint, str) or not checkpoint.strip():
+        raise StudioError("Pick a reward model first: the checkpoint or final model of a reward run (my-rm/final).")
     return cached_reward_model(resolve_model(checkpoint, workspace))
 
 

@@ -120,6 +120,8 @@ def test_sft_then_dpo_builds_on_the_sft_adapter(tiny_model, pairs):
     assert isinstance(chat(pairs, "dpo-sft/final", "Say hi", settings={"max_new_tokens": 4, "temperature": 0}), str)
     with pytest.raises(StudioError, match="is not a reward model \\(the SFT stage trained it\\); scoring needs"):
         api.score(pairs, "sft/final", "Say hi", ["Hello"])
+    with pytest.raises(StudioError, match="Pick a reward model first"):
+        api.evaluate_reward(pairs, "", "pairs.jsonl")
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_checkpoints_before_it(tiny_model, pairs, monkeypatch):

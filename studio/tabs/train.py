@@ -157,7 +157,9 @@ def start_clicked(workspace: Path, keys, *values):
 def stop_clicked(workspace: Path, run_id: str | None) -> str:
     if not run_id:
         return ""
-    api.stop_run(workspace, run_id)
+    status = api.stop_run(workspace, run_id)["status"]
+    if status not in ("queued", "running", "stopping"):
+        gr.Info(f"{run_id} is {status}: only a queued or running run can be stopped.")
     return status_markdown(api.run_status(workspace, run_id))
 
 
