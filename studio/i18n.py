@@ -94,7 +94,7 @@ EN = {
 KO = {
     "title": "# 🧭 얼라인먼트 스튜디오",
     "subtitle": "베이스 모델을 정렬 파이프라인(지시 튜닝, 선호·강화학습 단계)에 태우고, 모든 체크포인트와 대화해 보세요.",
-    "language_hint": "언어: 브라우저 언어를 따르며, 하단 Settings → Language에서 바꿀 수 있습니다.",
+    "language_hint": "언어: 브라우저 언어를 따르며, 하단 설정(Settings) → 언어(Language)에서 바꿀 수 있습니다.",
     "tab.model": "모델", "tab.data": "데이터", "tab.train": "학습", "tab.chat": "채팅", "tab.reward": "보상 모델",
     "tab.compare": "비교", "compare.columns": "열 수", "compare.blind": "블라인드 모드 (투표 전까지 이름 숨김)",
     "compare.free": "캐시된 모델 비우기", "compare.label": "열 이름", "compare.override": "이 열만의 설정 (JSON, 선택)",
