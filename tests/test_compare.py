@@ -61,6 +61,25 @@ def test_votes_append_preference_rows_that_a_dpo_run_accepts(trained, tiny_model
     assert api.prepare_run(trained, config).is_dir()
 
 
+def test_a_blind_conversation_goes_on_with_the_checkpoint_that_began_it(trained, monkeypatch):
+    import random
+
+    from studio.tabs.compare import ask
+
+    pickers = ["one/final", "two/final", "one/final", "one/final"]
+    monkeypatch.setattr(random, "shuffle", lambda order: None)              # the first deal: as picked
+    *chatbots, first, _, _ = list(ask(trained, "Say hi", 2, True, 12, 0, 0.9, 0, "", *pickers, *[""] * 4, *[""] * 4,
+                                      *[[]] * 4, []))[-1]
+    assert first == ["one/final", "two/final"]
+    monkeypatch.setattr(random, "shuffle", lambda order: order.reverse())   # a fresh deal would swap the columns
+    history = [c["value"] for c in chatbots[:2]] + [[], []]
+    *chatbots, second, _, _ = list(ask(trained, "Name a color", 2, True, 12, 0, 0.9, 0, "", *pickers, *[""] * 4,
+                                       *[""] * 4, *history, first))[-1]
+    assert second == first, "the second turn is answered by the checkpoint that gave the first"
+    fresh = list(ask(trained, "Say hi", 2, True, 12, 0, 0.9, 0, "", *pickers, *[""] * 4, *[""] * 4, *[[]] * 4, first))
+    assert fresh[-1][-3] == ["two/final", "one/final"], "a new conversation is dealt afresh"
+
+
 def test_a_vote_records_what_the_answers_were_asked_with_once_and_explains_a_vote_that_adds_nothing(trained):
     from studio.tabs.compare import ask, cast_ranking
     from pipelines.errors import StudioError

@@ -85,7 +85,8 @@ def build(workspace: Path) -> None:
     tab.select(partial(refresh_pickers, workspace), pickers, pickers, **private)
     count.change(lambda n: [gr.update(visible=i < n) for i in range(MAX_COLUMNS)], [count], columns, **private)
     send.click(shows_errors(partial(ask, workspace)),
-               [prompt, count, blind, max_new, temperature, top_p, seed, system, *pickers, *overrides, *labels, *chatbots],
+               [prompt, count, blind, max_new, temperature, top_p, seed, system, *pickers, *overrides, *labels, *chatbots,
+                mapping],
                [*chatbots, mapping, asked, vote_report], **private)
     clear.click(lambda: [[] for _ in chatbots] + [[], {}], None, [*chatbots, mapping, asked], **private)
     vote_inputs, vote_outputs = [votes, asked, mapping], [vote_report, asked, *chatbots]
@@ -129,10 +130,13 @@ def ask(workspace: Path, prompt: str, count: int, blind: bool, max_new, temperat
     columns are labelled only A, B, …; which is which stays in the server-side state until a vote."""
     count = int(count)
     pickers, overrides = rest[:MAX_COLUMNS], rest[MAX_COLUMNS:2 * MAX_COLUMNS]
-    labels, chatbots = rest[2 * MAX_COLUMNS:3 * MAX_COLUMNS], rest[3 * MAX_COLUMNS:]
+    labels, chatbots = rest[2 * MAX_COLUMNS:3 * MAX_COLUMNS], rest[3 * MAX_COLUMNS:4 * MAX_COLUMNS]
+    previous = list(rest[4 * MAX_COLUMNS] or []) if len(rest) > 4 * MAX_COLUMNS else []
     chosen = list(pickers[:count])
     order = list(range(count))
-    if blind:
+    if blind and any(chatbots[c] for c in range(count)) and sorted(previous) == sorted(chosen):
+        order = _same_deal(chosen, previous)   # a conversation goes on with the checkpoint that began it
+    elif blind:
         random.shuffle(order)
     mapping = [chosen[i] for i in order]                       # column → checkpoint
     column_settings = [_override(overrides[i]) for i in order]
@@ -151,6 +155,16 @@ def ask(workspace: Path, prompt: str, count: int, blind: bool, max_new, temperat
                  "column_settings": column_settings, "voted": False}
         yield (*[gr.update(value=shown[c], label=LETTERS[c] if blind else f"{labels[c] or LETTERS[c]} · {mapping[c]}")
                  if c < count else gr.update() for c in range(MAX_COLUMNS)], mapping, asked, "")
+
+
+def _same_deal(chosen: list[str], previous: list[str]) -> list[int]:
+    """The picker index behind each column, dealt as in the previous round."""
+    unused, order = list(range(len(chosen))), []
+    for name in previous:
+        index = next(i for i in unused if chosen[i] == name)
+        unused.remove(index)
+        order.append(index)
+    return order
 
 
 def _override(text: str) -> dict:
