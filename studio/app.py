@@ -154,9 +154,10 @@ def register_api(workspace: Path) -> None:
         """One answer per checkpoint to the same prompt (LoRA checkpoints of one base in one batched pass); settings as chat's."""
         return api.compare(workspace, checkpoints, prompt, settings)
 
-    def vote(dataset: str, prompt: str, answers: list[str], checkpoints: list[str], ranking: list[int]) -> dict:
-        """Append the preference rows a ranking implies (rank per answer: 1 = best, equal = tie, 0 = bad) to a dataset."""
-        return api.vote(workspace, dataset, prompt, answers, checkpoints, ranking)
+    def vote(dataset: str, prompt: str, answers: list[str], checkpoints: list[str], ranking: list[int],
+             settings: dict | None = None) -> dict:
+        """Append the preference rows a ranking implies (rank per answer: 1 = best, equal = tie, 0 = bad) to a dataset; settings: those compare was given (their system_prompt goes into each row's prompt)."""
+        return api.vote(workspace, dataset, prompt, answers, checkpoints, ranking, settings or {})
 
     def evaluate(checkpoints: list[str], prompts: list[str], scorer: str) -> dict:
         """Every prompt through every checkpoint, each answer scored (reward checkpoint and/or rule file): rows, means, win_rates."""

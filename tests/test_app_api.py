@@ -128,3 +128,11 @@ def test_a_reward_run_started_and_scored_through_the_api(client, app_url, tiny_m
     good, bad = client.predict(f"{run_id}/final", PAIRS[1]["prompt"], [PAIRS[1]["chosen"], PAIRS[1]["rejected"]],
                                api_name="/score")
     assert good > bad
+    settings = {"max_new_tokens": 4, "system_prompt": "Be brief."}
+    answers = client.predict([str(tiny_model), str(tiny_model)], "Say hi", settings, api_name="/compare")
+    voted = client.predict("api-votes", "Say hi", ["Hi!", "Go away."], [str(tiny_model)] * 2, [1, 2], settings,
+                           api_name="/vote")
+    assert len(answers) == 2 and voted["added_rows"] == 1
+    from pipelines.data.store import load_rows
+    assert load_rows("api-votes", app_url[1], "preference")[0]["prompt"] == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}], "the row holds what was asked"
