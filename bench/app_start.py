@@ -38,7 +38,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.machine import busy_cpu_seconds, describe_machine, others_share, wait_for_quiet  # noqa: E402
+from bench.machine import add_quiet_arguments, busy_cpu_seconds, describe_machine, others_share, wait_for_quiet  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "app_start.json"
 TARGET_S = 5.0
@@ -199,8 +199,7 @@ def write_results(summary: dict, samples: dict, repeats: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="Starts per variant, in rotation.")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="Before each start, wait up to this many seconds for the machine to be idle (others' load).")
+    add_quiet_arguments(parser)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="app-start-") as scratch:
         samples = run(args.repeats, args.quiet_wait, Path(scratch))

@@ -58,7 +58,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench.machine import busy_cpu_seconds, describe_machine, others_share, wait_for_quiet  # noqa: E402
+from bench.machine import add_quiet_arguments, busy_cpu_seconds, describe_machine, others_share, wait_for_quiet  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "compare_speed.json"
 PROMPT = "Write a long story about a dragon."
@@ -444,11 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("bundled", "tiny"), default="bundled")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="Before each measurement, wait up to this many seconds for the cores to be idle.")
-    parser.add_argument("--max-noise", type=float, default=0.10,
-                        help="A measurement during which other processes used more than this share of the cores is run again.")
-    parser.add_argument("--retries", type=int, default=2, help="How many times a noisy measurement is run again (the last is kept).")
+    add_quiet_arguments(parser, noisy_reruns=True)
     parser.add_argument("--workspace", type=Path, default=None,
                         help="Keep the four setup runs here and reuse them next time (default: a temporary folder).")
     parser.add_argument("--profile", action="store_true", help="Also cProfile one batched, one single and one stream call.")

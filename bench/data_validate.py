@@ -50,7 +50,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.machine import describe_machine, measure_process, wait_for_quiet  # noqa: E402
+from bench.machine import add_quiet_arguments, describe_machine, measure_process, wait_for_quiet  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "data_validate.json"
 TARGET_RATIO = 2.0
@@ -318,8 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-threads", default="1,all",
                         help="Peer variants by pyarrow thread-pool size, comma-separated; 'all' = pyarrow's default "
                              "(every core). The first is the one the target is judged against.")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="Before each run, wait up to this many seconds for the machine to be idle (others' load).")
+    add_quiet_arguments(parser)
     parser.add_argument("--keep", action="store_true", help="Keep the scratch folder (the data file, logs).")
     args = parser.parse_args(argv)
     peer_threads = parse_threads(args.peer_threads)

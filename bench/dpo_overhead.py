@@ -36,7 +36,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))  # the driver reuses the studio's data loading, tiny model and bundled model
 
-from bench.machine import wait_for_quiet  # noqa: E402
+from bench.machine import add_quiet_arguments, chosen_cases, wait_for_quiet  # noqa: E402
 from bench.sft_overhead import (adapter_differences, args_differences, checkpoint_names, measure,  # noqa: E402
                                 model_folder, write_results)
 
@@ -219,21 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny,bundled", help="Comma-separated cases: tiny, bundled.")
     parser.add_argument("--repeats", type=int, default=3, help="Runs per side, alternating studio and plain.")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="Before each run, wait up to this many seconds for the machine to be idle (others' load).")
-    parser.add_argument("--max-noise", type=float, default=0.10,
-                        help="A run during which other processes used more than this share of the cores is run again.")
-    parser.add_argument("--retries", type=int, default=2, help="How many times a noisy run is run again (the last is kept).")
+    add_quiet_arguments(parser, noisy_reruns=True)
     parser.add_argument("--threads", type=int, default=0,
                         help="Torch threads for both sides (OMP_NUM_THREADS); 0 leaves torch's default (all cores).")
     parser.add_argument("--keep", action="store_true", help="Keep the scratch folder (runs, logs) for inspection.")
     args = parser.parse_args(argv)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
-    cases = [c.strip() for c in args.models.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in CASES]
-    if unknown:
-        parser.error(f"unknown model case {unknown[0]!r}; choose from {', '.join(CASES)}")
+    cases = chosen_cases(parser, args.models, CASES)
     scratch = Path(tempfile.mkdtemp(prefix="dpo-overhead-"))
     try:
         warm_up()

@@ -76,3 +76,24 @@ def measure_process(command: list[str], log_path, env: dict, cwd) -> dict:
     cpu = usage.ru_utime + usage.ru_stime
     return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": usage.ru_maxrss / 1024,   # ru_maxrss is in KiB on Linux
             "others_share": others_share(busy_before, busy_after, cpu, wall)}
+
+
+def add_quiet_arguments(parser, noisy_reruns: bool = False) -> None:
+    """The options every benchmark here shares for keeping other processes' load out of its figures."""
+    parser.add_argument("--quiet-wait", type=float, default=60.0,
+                        help="Before each measurement, wait up to this many seconds for the cores to be idle.")
+    if noisy_reruns:
+        parser.add_argument("--max-noise", type=float, default=0.10,
+                            help="A measurement during which other processes used more than this share of the cores "
+                                 "is run again.")
+        parser.add_argument("--retries", type=int, default=2,
+                            help="How many times a noisy measurement is run again (the last is kept).")
+
+
+def chosen_cases(parser, text: str, known) -> list[str]:
+    """`--models tiny,bundled` → the cases, or the parser's one-line error for an unknown one."""
+    cases = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in known]
+    if unknown:
+        parser.error(f"unknown model case {unknown[0]!r}; choose from {', '.join(known)}")
+    return cases

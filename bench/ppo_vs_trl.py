@@ -61,7 +61,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))  # the driver uses the studio's data loading, scoring, tiny model and bundled model
 
-from bench.machine import describe_machine, measure_process, wait_for_quiet  # noqa: E402
+from bench.machine import add_quiet_arguments, chosen_cases, describe_machine, measure_process, wait_for_quiet  # noqa: E402
 from bench.sft_overhead import adapter_differences  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "ppo_vs_trl.json"
@@ -532,18 +532,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="tiny,bundled", help="Comma-separated cases: tiny, bundled.")
     parser.add_argument("--repeats", type=int, default=3, help="Runs per side on the tiny model, alternating.")
     parser.add_argument("--bundled-repeats", type=int, default=1, help="Runs per side on the bundled model.")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="Before each run, wait up to this many seconds for the machine to be idle.")
+    add_quiet_arguments(parser)
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="The virtual environment holding TRL 1.12.")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
                         help="Where the shared setup (tiny model, reward runs, merged reward models) is kept and reused.")
     parser.add_argument("--profile", action="store_true", help="Also one cProfile run of each side per case (not timed).")
     parser.add_argument("--keep", action="store_true", help="Keep the scratch folder, our runs and the profiles.")
     args = parser.parse_args(argv)
-    cases = [c.strip() for c in args.models.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in CASES]
-    if unknown:
-        parser.error(f"unknown model case {unknown[0]!r}; choose from {', '.join(CASES)}")
+    cases = chosen_cases(parser, args.models, CASES)
     venv_versions = ensure_venv(args.venv)
     print(f"peer venv {args.venv}: TRL {venv_versions['trl']}, transformers {venv_versions['transformers']}, "
           f"peft {venv_versions['peft']}, torch {venv_versions['torch']}", flush=True)

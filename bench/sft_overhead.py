@@ -43,7 +43,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))  # the driver reuses the studio's normaliser, tiny model and bundled model
 
-from bench.machine import describe_machine, measure_process, wait_for_quiet  # noqa: E402
+from bench.machine import add_quiet_arguments, chosen_cases, describe_machine, measure_process, wait_for_quiet  # noqa: E402
 RESULTS = BENCH_DIR / "results" / "sft_overhead.json"
 TARGET_OVERHEAD = 0.03
 METRICS = ("wall_s", "train_s", "setup_s", "cpu_s", "peak_rss_mb")
@@ -281,14 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny,bundled", help="Comma-separated cases: tiny, bundled.")
     parser.add_argument("--repeats", type=int, default=2, help="Runs per side, alternating studio and plain.")
-    parser.add_argument("--quiet-wait", type=float, default=60.0,
-                        help="Before each run, wait up to this many seconds for the machine to be idle (others' load).")
+    add_quiet_arguments(parser)
     parser.add_argument("--keep", action="store_true", help="Keep the scratch folder (runs, logs) for inspection.")
     args = parser.parse_args(argv)
-    cases = [c.strip() for c in args.models.split(",") if c.strip()]
-    unknown = [c for c in cases if c not in CASES]
-    if unknown:
-        parser.error(f"unknown model case {unknown[0]!r}; choose from {', '.join(CASES)}")
+    cases = chosen_cases(parser, args.models, CASES)
     scratch = Path(tempfile.mkdtemp(prefix="sft-overhead-"))
     try:
         warm_up()
