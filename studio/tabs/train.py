@@ -17,6 +17,7 @@ import yaml
 from pipelines import api
 from pipelines.config import STAGES, SECTIONS, STAGE_SECTIONS, RunConfig, stage_defaults
 from pipelines.errors import StudioError
+from pipelines.run_files import ACTIVE_STATES
 from studio.charts import training_curves
 from studio.choices import dataset_names
 from studio.errors import shows_errors
@@ -158,7 +159,7 @@ def stop_clicked(workspace: Path, run_id: str | None) -> str:
     if not run_id:
         return ""
     status = api.stop_run(workspace, run_id)["status"]
-    if status not in ("queued", "running", "stopping"):
+    if status not in ACTIVE_STATES:
         gr.Info(f"{run_id} is {status}: only a queued or running run can be stopped.")
     return status_markdown(api.run_status(workspace, run_id))
 
