@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ sys.path.insert(0, str(REPO_ROOT))  # the driver reuses the studio's data loadin
 
 from bench.machine import add_quiet_arguments, chosen_cases, wait_for_quiet  # noqa: E402
 from bench.sft_overhead import (adapter_differences, args_differences, checkpoint_names, measure,  # noqa: E402
-                                model_folder, write_results)
+                                metric_table, model_folder, summarise, write_results)
 
 RESULTS = BENCH_DIR / "results" / "dpo_overhead.json"
 TARGET_OVERHEAD = 0.03
@@ -174,34 +173,19 @@ def bench_case(case: str, repeats: int, quiet_wait_s: float, scratch: Path, max_
                     continue
                 runs[side].append(result)
                 break
-    stats = {how: {side: {m: pick(r[m] for r in rows) for m in METRICS} for side, rows in runs.items()}
-             for how, pick in (("median", statistics.median), ("min", min))}
-    ratios = {how: {m: stats[how]["studio"][m] / stats[how]["plain"][m] for m in METRICS} for how in stats}
     settings = {k: prepared[k] for k in ("label", "model_spec", "model_dir", "dataset_source", "rows", "peft", "train", "dpo")}
-    samples = {side: [{k: r[k] for k in (*METRICS, "others_share", "waited_s", "busy_before")} for r in rows]
-               for side, rows in runs.items()}
     return {"repeats": repeats, "threads": os.environ.get("OMP_NUM_THREADS", "torch default"), "max_noise": max_noise,
-            "settings": settings, **stats, "ratios": ratios, "samples": samples, "discarded_noisy": discarded,
+            "settings": settings, **summarise(runs), "discarded_noisy": discarded,
             "fairness": fairness(runs["studio"], runs["plain"])}
 
 
 def markdown(case: str, result: dict) -> str:
-    median, fastest, ratios = result["median"], result["min"], result["ratios"]
-    labels = {"wall_s": "wall time, whole process (s)", "train_s": "inside trainer.train() (s)",
-              "setup_s": "outside train(): imports, load, save (s)", "cpu_s": "CPU time, user + system (s)",
-              "peak_rss_mb": "peak RSS (MB)"}
     s = result["settings"]
     lines = [f"### DPO {case} ({s['label']}): LoRA r={s['peft']['r']}, {s['train']['max_steps']} steps, "
              f"batch {s['train']['batch_size']} pairs, max_length {s['train']['max_length']}, lr {s['train']['learning_rate']:g}, "
              f"beta {s['dpo']['beta']}, {s['dpo']['loss_type']}, {result['repeats']} runs per side, "
              f"torch threads: {result['threads']}",
-             "", "| metric | studio median | plain median | ratio | studio min | plain min | ratio of mins |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    for m in METRICS:
-        fmt = "{:.0f}" if m == "peak_rss_mb" else "{:.2f}"
-        lines.append(f"| {labels[m]} | {fmt.format(median['studio'][m])} | {fmt.format(median['plain'][m])} "
-                     f"| {ratios['median'][m]:.3f} | {fmt.format(fastest['studio'][m])} | {fmt.format(fastest['plain'][m])} "
-                     f"| {ratios['min'][m]:.3f} |")
+             "", *metric_table(result)]
     f = result["fairness"]
     gaps = ", ".join(f"{k} {v:.3g}" for k, v in f["max_logged_gap"].items()) or "n/a"
     lines += ["", f"Target: ratio ≤ {1 + TARGET_OVERHEAD:.2f}. Same settings: training_args differences "

@@ -244,31 +244,41 @@ def bench_case(case: str, repeats: int, quiet_wait_s: float, scratch: Path) -> d
                   f"cpu {result['cpu_s']:.1f} s, peak {result['peak_rss_mb']:.0f} MB; other processes used "
                   f"{result['others_share']:.0%} of the cores meanwhile (waited {quiet['waited_s']:.0f} s for quiet)",
                   flush=True)
+    settings = {k: prepared[k] for k in ("label", "model_spec", "model_dir", "dataset_source", "rows", "peft", "train")}
+    return {"repeats": repeats, "settings": settings, **summarise(runs), "fairness": fairness(runs["studio"], runs["plain"])}
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict:
+    """Median and fastest of each metric per side, studio ÷ plain for both, and the kept samples."""
     stats = {how: {side: {m: pick(r[m] for r in rows) for m in METRICS} for side, rows in runs.items()}
              for how, pick in (("median", statistics.median), ("min", min))}
     ratios = {how: {m: stats[how]["studio"][m] / stats[how]["plain"][m] for m in METRICS} for how in stats}
-    settings = {k: prepared[k] for k in ("label", "model_spec", "model_dir", "dataset_source", "rows", "peft", "train")}
     samples = {side: [{k: r[k] for k in (*METRICS, "others_share", "waited_s", "busy_before")} for r in rows]
                for side, rows in runs.items()}
-    return {"repeats": repeats, "settings": settings, **stats, "ratios": ratios, "samples": samples,
-            "fairness": fairness(runs["studio"], runs["plain"])}
+    return {**stats, "ratios": ratios, "samples": samples}
 
 
-def markdown(case: str, result: dict) -> str:
+def metric_table(result: dict) -> list[str]:
+    """The markdown table of every metric: medians, fastest runs and their studio ÷ plain ratios."""
     median, fastest, ratios = result["median"], result["min"], result["ratios"]
     labels = {"wall_s": "wall time, whole process (s)", "train_s": "inside trainer.train() (s)",
               "setup_s": "outside train(): imports, load, save (s)", "cpu_s": "CPU time, user + system (s)",
               "peak_rss_mb": "peak RSS (MB)"}
-    s = result["settings"]
-    lines = [f"### {case} ({s['label']}): LoRA r={s['peft']['r']}, {s['train']['max_steps']} steps, "
-             f"batch {s['train']['batch_size']}, max_length {s['train']['max_length']}, {result['repeats']} runs per side",
-             "", "| metric | studio median | plain median | ratio | studio min | plain min | ratio of mins |",
+    lines = ["| metric | studio median | plain median | ratio | studio min | plain min | ratio of mins |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for m in METRICS:
         fmt = "{:.0f}" if m == "peak_rss_mb" else "{:.2f}"
         lines.append(f"| {labels[m]} | {fmt.format(median['studio'][m])} | {fmt.format(median['plain'][m])} "
                      f"| {ratios['median'][m]:.3f} | {fmt.format(fastest['studio'][m])} | {fmt.format(fastest['plain'][m])} "
                      f"| {ratios['min'][m]:.3f} |")
+    return lines
+
+
+def markdown(case: str, result: dict) -> str:
+    s = result["settings"]
+    lines = [f"### {case} ({s['label']}): LoRA r={s['peft']['r']}, {s['train']['max_steps']} steps, "
+             f"batch {s['train']['batch_size']}, max_length {s['train']['max_length']}, {result['repeats']} runs per side",
+             "", *metric_table(result)]
     f = result["fairness"]
     lines += ["", f"Target: ratio ≤ {1 + TARGET_OVERHEAD:.2f}. Same settings: training_args differences "
               f"{f['training_args_differences'] or 'none'}; adapter_config differences {f['adapter_config_differences'] or 'none'}; "
