@@ -80,6 +80,8 @@ class DPOSettings:
                             choices=DPO_LOSS_TYPES)
     label_smoothing: float = _field(0.0, "Assumed share of flipped preference labels (robust, exo_pair, aot); 0 trusts every label.",
                                     minimum=0.0, maximum=0.49)
+    sft_weight: float = _field(0.0, "Weight of an SFT term (the chosen answers' negative log-likelihood, as in RPO) beside the preference loss: it makes the chosen answers themselves likelier, so greedy answers change sooner; 0 turns it off.",
+                               minimum=0.0, maximum=10.0)
 
 
 @dataclass

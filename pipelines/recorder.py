@@ -21,14 +21,17 @@ SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_se
 
 
 class RunRecorder(TrainerCallback):
-    def __init__(self, run_dir: Path, staging_dir: Path, stop: StopSignal, echo: bool = True):
-        self.run_dir, self.staging_dir, self.stop, self.echo = run_dir, staging_dir, stop, echo
+    def __init__(self, run_dir: Path, staging_dir: Path, stop: StopSignal, echo: bool = True, stage: str = ""):
+        self.run_dir, self.staging_dir, self.stop, self.echo, self.stage = run_dir, staging_dir, stop, echo, stage
+        self.records: list[dict] = []                      # the run's metrics so far, for its warning signs
+        self.signs_told: set[str] = set()                  # kinds of warning already printed to the log
         self.first_log: tuple[int, float] | None = None   # (step, time) of the first step logged by this process
         self.diverged: str | None = None                   # why training was stopped for a NaN or infinite loss
         self.last_record: dict | None = None               # the latest metrics line, for the status file
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.first_log = None
+        self.records = run_files.read_metrics(self.run_dir)   # a resume continues the earlier records
         if state.is_world_process_zero:
             run_files.update_status(self.run_dir, status="running", step=state.global_step, max_steps=state.max_steps)
 
@@ -61,6 +64,7 @@ class RunRecorder(TrainerCallback):
                   "split": "eval" if any(k.startswith("eval_") for k in logs) else "train",
                   **{k: _clean(v) for k, v in logs.items()}}
         run_files.append_jsonl(self.run_dir / "metrics.jsonl", record)
+        self.records.append(record)
         # Several logs at one step (training, then eval, then a check at the save) add up on the status line.
         if self.last_record and self.last_record["step"] == record["step"]:
             record = {**self.last_record, **record}
@@ -71,6 +75,17 @@ class RunRecorder(TrainerCallback):
         if self.echo:
             shown = " ".join(f"{k}={_short(v)}" for k, v in logs.items() if k in ("loss", "learning_rate", "grad_norm", "eval_loss"))
             print(f"step {state.global_step}/{state.max_steps} {shown} eta {_duration(eta)}", flush=True)
+            self._tell_new_signs()
+
+    def _tell_new_signs(self) -> None:
+        """Print each kind of warning sign (pipelines/signals.py) to the log once, when it first shows; the run page
+        shows the current ones on its status line."""
+        from pipelines.signals import signs_by_kind
+
+        for kind, sentence in signs_by_kind(self.stage, self.records).items():
+            if kind not in self.signs_told:
+                self.signs_told.add(kind)
+                print(f"warning: {sentence}", flush=True)
 
     def on_save(self, args, state, control, **kwargs):
         barrier()  # every rank has written its part (shards, rng state) before the checkpoint is moved

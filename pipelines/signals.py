@@ -19,39 +19,121 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+# Preference stages: the policy's own preference between a pair's answers (pipelines/preference_check.py).
+RANKS_RIGHT = 0.75       # rewards/accuracies at which the run looks like a success by its own metrics
+# RL stages.
+KL_WARNING = 6.0         # nats per answer (the sum over its tokens): the policy makes its answers e^6 ≈ 400× likelier
+REPEAT_WARNING = 0.3     # share of an answer's 3-word phrases that repeat an earlier one
+LENGTH_GROWTH = 1.5      # answers this many times longer than at the start
+
+
 def warning_signs(stage: str, metrics: list[dict]) -> list[str]:
     """Sentences for the run page; empty while nothing looks wrong."""
+    return list(signs_by_kind(stage, metrics).values())
+
+
+def signs_by_kind(stage: str, metrics: list[dict]) -> dict[str, str]:
+    """{kind: sentence}: the kind stays the same while the sentence's numbers move (the run log prints each kind once)."""
     if stage == "reward":
         return _length_signs(metrics)
+    if stage in ("ppo", "grpo", "rloo"):
+        return {**_flat_score_signs(stage, metrics), **_reward_hacking_signs(stage, metrics)}
     if stage not in ("dpo", "kto", "orpo"):
-        return []
-    signs = []
+        return {}
+    signs = _greedy_signs(stage, metrics)
     margins = _series(metrics, "rewards/margins")
     if len(margins) >= MIN_STEPS:
         smoothed = [_mean(margins[i:i + WINDOW]) for i in range(len(margins) - WINDOW + 1)]
         peak, now = max(smoothed), smoothed[-1]
         if peak > MIN_PEAK_MARGIN and now < 0.25 * peak:
-            signs.append(f"Margin collapse: rewards/margins fell from {peak:.3g} to {now:.3g}; the model no longer "
-                         "separates chosen from rejected. Lower the learning rate or check the data.")
+            signs["margin_collapse"] = (
+                f"Margin collapse: rewards/margins fell from {peak:.3g} to {now:.3g}; the model no longer "
+                "separates chosen from rejected. Lower the learning rate or check the data.")
     chosen, rejected = _series(metrics, "rewards/chosen"), _series(metrics, "rewards/rejected")
     if stage != "orpo" and min(len(chosen), len(rejected)) >= MIN_STEPS:
         early_c, late_c = _mean(chosen[:WINDOW]), _mean(chosen[-WINDOW:])
         early_r, late_r = _mean(rejected[:WINDOW]), _mean(rejected[-WINDOW:])
         # Chosen drifting a little below zero while rejected falls much further is healthy; both falling alike is not.
         if late_c < 0 and late_r < early_r and early_c - late_c >= 0.5 * (early_r - late_r):
-            signs.append(f"Chosen and rejected rewards are both falling (chosen {late_c:.3g}, rejected {late_r:.3g}): "
-                         "the model makes every answer less likely, not just the rejected ones; a known DPO failure. "
-                         "Raise beta, lower the learning rate, or add an SFT term.")
+            signs["both_falling"] = (
+                f"Chosen and rejected rewards are both falling (chosen {late_c:.3g}, rejected {late_r:.3g}): "
+                "the model makes every answer less likely, not just the rejected ones; a known DPO failure. "
+                "Raise beta, lower the learning rate, or add an SFT term (dpo.sft_weight).")
     return signs
 
 
-def _length_signs(metrics: list[dict]) -> list[str]:
+def _greedy_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
+    """The run ranks the pairs right against the reference, but the policy itself still prefers the rejected answer
+    where the two first differ: greedy answers stay as they were."""
+    first_token = _series(metrics, "prefers_chosen/first_token")
+    accuracies = _series(metrics, "rewards/accuracies")
+    if not first_token or len(accuracies) < WINDOW or first_token[-1] >= 0.5:
+        return {}
+    if _mean(accuracies[-WINDOW:]) < RANKS_RIGHT:
+        return {}
+    rejected_share = round(100 * (1 - first_token[-1]))
+    sft_term = ", or add an SFT term on the chosen answers (dpo.sft_weight)" if stage == "dpo" else ""
+    return {"greedy_unchanged": (
+        f"The model ranks the pairs right, but still prefers the rejected answer in {rejected_share}% of them at the "
+        f"first token where the two differ: greedy answers will not change yet. Train longer, raise the learning "
+        f"rate{sft_term}.")}
+
+
+def _flat_score_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
+    """Every score of the latest update was the same: advantages carry no reward signal, so nothing is learned."""
+    key, flat_when = ("objective/scores_std", 0.0) if stage == "ppo" else ("frac_reward_zero_std", 1.0)
+    readings = _series(metrics, key)
+    if not readings or abs(readings[-1] - flat_when) > 1e-9:
+        return {}
+    flat = sum(abs(r - flat_when) <= 1e-9 for r in readings)
+    what = ("every sampled answer got the same score" if stage == "ppo"
+            else "every prompt's answers all got the same score")
+    more = "a larger train.batch_size" if stage == "ppo" else f"more {stage}.num_generations"
+    return {"flat_scores": (
+        f"Nothing to learn: in the latest update {what} ({flat} of {len(readings)} updates so far), so the reward gives "
+        f"no direction. Sample more answers ({more}), raise the temperature, use a reward model trained on the same "
+        "preferences instead of a 0/1 rule, or first train SFT on a few rows that show the behaviour.")}
+
+
+def _reward_hacking_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
+    """The policy drifting far from the reference, with answers that repeat themselves or grow: the score may rise
+    because the policy found what the reward over-values, not the behaviour."""
+    if stage == "ppo":
+        kl = _series(metrics, "objective/kl")
+        lengths = _series(metrics, "response_length")
+    else:   # TRL logs the mean KL per token; per answer it is that times the mean length
+        lengths = _series(metrics, "completions/mean_length")
+        kl = [k * n for k, n in zip(_series(metrics, "kl"), lengths)]
+    repeats = _series(metrics, "answers/repeated_3grams")
+    found = []
+    if len(kl) >= MIN_STEPS and _mean(kl[-WINDOW:]) > KL_WARNING and _mean(kl[-WINDOW:]) > _mean(kl[:WINDOW]):
+        found.append(f"KL to the reference {_mean(kl[-WINDOW:]):.3g} and rising")
+    if len(repeats) >= MIN_STEPS and _mean(repeats[-WINDOW:]) > REPEAT_WARNING and _mean(repeats[-WINDOW:]) > _mean(repeats[:WINDOW]):
+        found.append(f"answers repeat themselves ({100 * _mean(repeats[-WINDOW:]):.0f}% of their 3-word phrases are repeats)")
+    if not found:
+        return {}
+    if len(lengths) >= MIN_STEPS and _mean(lengths[-WINDOW:]) > LENGTH_GROWTH * _mean(lengths[:WINDOW]):
+        found.append(f"answers grew from {_mean(lengths[:WINDOW]):.0f} to {_mean(lengths[-WINDOW:]):.0f} tokens")
+    knob = "raise ppo.kl_coef (or set ppo.kl_target)" if stage == "ppo" else f"raise {stage}.beta"
+    return {"reward_hacking": (
+        f"Signs of reward hacking: {'; '.join(found)}. The policy may be exploiting the reward rather than learning "
+        f"the behaviour: {knob}, or stop and pick an earlier checkpoint.")}
+
+
+def repeated_ngram_share(text: str, n: int = 3) -> float:
+    """Share of the answer's word n-grams that already occurred earlier in it (0 for an answer without repeats)."""
+    words = text.split()
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def _length_signs(metrics: list[dict]) -> dict[str, str]:
     """A reward model whose latest rewards follow answer length (pipelines/stages/reward.py logs it at each save)."""
     from pipelines.scoring import LENGTH_CORRELATION_WARNING
 
     readings = [m["length_correlation"] for m in metrics if isinstance(m.get("length_correlation"), (int, float))]
     if not readings or abs(readings[-1]) < LENGTH_CORRELATION_WARNING:
-        return []
-    return [f"Rewards follow answer length (correlation {readings[-1]:+.2f} at the last save): the model may be "
+        return {}
+    return {"length_bias": f"Rewards follow answer length (correlation {readings[-1]:+.2f} at the last save): the model may be "
             "learning 'longer is better' rather than quality, a known reward-hacking path. Balance the lengths of "
-            "chosen and rejected answers in the data."]
+            "chosen and rejected answers in the data."}

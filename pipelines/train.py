@@ -67,7 +67,7 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
             if echo:
                 print(f"resuming from {resume_from.name}", flush=True)
         staging = run_dir / ".staging"
-        recorder = RunRecorder(run_dir, staging, stop, echo=echo and main)
+        recorder = RunRecorder(run_dir, staging, stop, echo=echo and main, stage=config.stage)
         callbacks = [recorder]
         if probe_list(config.train.probe_prompts):
             callbacks.append(ProbeCallback(run_dir, probe_list(config.train.probe_prompts)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from pipelines.errors import StudioError
+from pipelines.preference_check import with_preference_check
 from pipelines.stages.common import RunContext, eval_args, lora_config, policy_and_args, quiet, stage_inputs
 
 
@@ -30,7 +31,8 @@ def run(context: RunContext):
     print(f"ORPO (TRL experimental, beta {config.orpo.beta}): {config.model} on {inputs.device}, "
           f"{len(inputs.train_dataset)} pairs of {config.dataset}", flush=True)
     trainer = ORPOTrainer(model=model, args=args, train_dataset=inputs.train_dataset, eval_dataset=inputs.eval_dataset,
-                          processing_class=inputs.tokenizer, peft_config=lora_config(config), callbacks=context.callbacks)
+                          processing_class=inputs.tokenizer, peft_config=lora_config(config),
+                          callbacks=with_preference_check(context, inputs))
     quiet(trainer)
     trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
     return trainer

@@ -185,6 +185,7 @@ class PPORunner:
         from pipelines.rl.ppo_math import (advantages_and_returns, explained_variance, kl_per_token, masked_whiten,
                                            per_token_rewards)
         from pipelines.rl.rollout import generate_rollout
+        from pipelines.signals import repeated_ngram_share
 
         settings = self.config.ppo
         prompts = self._batch_prompts(update)
@@ -209,6 +210,8 @@ class PPORunner:
             "loss/policy": stats["policy"], "loss/value": stats["value"], "policy/clipfrac": stats["policy_clip"],
             "value/clipfrac": stats["value_clip"], "policy/approx_kl": stats["approx_kl"], "policy/entropy": stats["entropy"],
             "value/explained_variance": explained_variance(rollout.values, returns, mask).item(),
+            "objective/scores_std": raw_scores.std(unbiased=False).item(),   # 0: every answer scored alike, nothing to learn
+            "answers/repeated_3grams": sum(map(repeated_ngram_share, rollout.completions)) / len(rollout.completions),
             "response_length": mask.sum(dim=1).mean().item(), "eos_rate": rollout.ended.float().mean().item(),
             "kl_coef": self.kl_coef, "grad_norm": stats["grad_norm"], "learning_rate": self.scheduler.get_last_lr()[0],
         }

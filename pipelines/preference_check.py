@@ -1,0 +1,128 @@
+"""Will greedy answers change? The policy's own preference between each pair's answers, measured while it trains.
+
+DPO's logged metrics (rewards/accuracies, rewards/margins) are relative to the reference: they say the policy
+moved toward the chosen answer, not that it now likes the chosen answer more than the rejected one. A run can
+reach accuracy 1.0 while the rejected answer stays likelier, and then a user asking the same question sees the
+same answer. So on a fixed sample of the training pairs this callback measures, with the policy alone:
+
+  prefers_chosen/total       share of pairs with  Σ log p(chosen tokens) > Σ log p(rejected tokens)
+  prefers_chosen/per_token   the same with each sum divided by its answer's length
+  prefers_chosen/first_token share of pairs whose first differing token is likelier on the chosen side:
+                             the two answers share every token before it, so this is the choice greedy
+                             decoding makes there (a chosen answer that only adds a sign-off differs from the
+                             rejected one at the end-of-turn token)
+
+The readings are added to the step's logged metrics (so they reach metrics.jsonl, the charts and the status
+line) at the first logged step, every CHECK_EVERY steps and at the last step.
+"""
+
+from __future__ import annotations
+
+import random
+
+from transformers import TrainerCallback
+
+CHECK_PAIRS = 16        # pairs measured at each reading: enough for a share in steps of 1/16, cheap on a CPU
+CHECK_EVERY = 5         # optimizer steps between readings
+KEYS = ("prefers_chosen/total", "prefers_chosen/per_token", "prefers_chosen/first_token")
+
+
+def pair_preference(chosen_ids: list[int], chosen_logps: list[float],
+                    rejected_ids: list[int], rejected_logps: list[float]) -> dict | None:
+    """The policy's preference on one pair, from each answer's token ids and their log-probs under the policy
+    (both after the same prompt). None when the two answers are the same tokens: there is nothing to prefer."""
+    if chosen_ids == rejected_ids or not chosen_ids or not rejected_ids:
+        return None
+    first = next((i for i, (c, r) in enumerate(zip(chosen_ids, rejected_ids)) if c != r), None)
+    if first is None:   # one answer is the other cut short (max_length): no token where greedy decoding chooses
+        return None
+    total_c, total_r = sum(chosen_logps), sum(rejected_logps)
+    return {"total": total_c > total_r,
+            "per_token": total_c / len(chosen_logps) > total_r / len(rejected_logps),
+            "first_token": chosen_logps[first] > rejected_logps[first]}
+
+
+def preference_shares(preferences: list[dict | None]) -> dict:
+    """{key: share of pairs} over the pairs that differ; empty when none does."""
+    counted = [p for p in preferences if p is not None]
+    if not counted:
+        return {}
+    return {f"prefers_chosen/{kind}": sum(p[kind] for p in counted) / len(counted)
+            for kind in ("total", "per_token", "first_token")}
+
+
+def encode_pair(tokenizer, pair: dict, max_length: int) -> tuple[list[int], list[int], list[int]]:
+    """(prompt ids, chosen answer ids, rejected answer ids) as the chat template renders them (TRL's DPO does the
+    same: the answer starts where prompt and prompt+answer diverge), cut to max_length as training cuts them."""
+    def ids(messages, **kwargs) -> list[int]:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    prompt = ids(pair["prompt"], add_generation_prompt=True)
+    chosen, rejected = ids(pair["prompt"] + pair["chosen"]), ids(pair["prompt"] + pair["rejected"])
+    start = min(_common_prefix(prompt, chosen), _common_prefix(prompt, rejected))
+    return prompt[:start], chosen[start:max_length], rejected[start:max_length]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def answer_logps(model, prompt_ids: list[int], answers: list[list[int]]) -> list[list[float]]:
+    """Log-prob of each token of each answer after the prompt, under `model` as it is (no gradient)."""
+    import torch
+
+    sequences = [prompt_ids + answer for answer in answers]
+    width = max(len(s) for s in sequences)
+    device = next(model.parameters()).device
+    input_ids = torch.zeros(len(sequences), width, dtype=torch.long, device=device)        # (N, T), right-padded
+    attention = torch.zeros_like(input_ids)
+    for row, sequence in enumerate(sequences):
+        input_ids[row, :len(sequence)] = torch.tensor(sequence)
+        attention[row, :len(sequence)] = 1
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention).logits.float()       # (N, T, V)
+    logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)   # (N, T-1)
+    start = len(prompt_ids) - 1   # the logit at position t predicts token t + 1
+    return [logps[row, start:start + len(answer)].tolist() for row, answer in enumerate(answers)]
+
+
+def measure(model, encoded_pairs: list[tuple[list[int], list[int], list[int]]]) -> dict:
+    was_training = model.training
+    model.eval()   # dropout off: the preference of the model as it would answer
+    try:
+        preferences = []
+        for prompt, chosen, rejected in encoded_pairs:
+            chosen_logps, rejected_logps = answer_logps(model, prompt, [chosen, rejected])
+            preferences.append(pair_preference(chosen, chosen_logps, rejected, rejected_logps))
+    finally:
+        model.train(was_training)
+    return preference_shares(preferences)
+
+
+def with_preference_check(context, inputs) -> list:
+    """The run's callbacks with the preference check in front (see PreferenceCheckCallback)."""
+    config = context.config
+    check = PreferenceCheckCallback(list(inputs.train_dataset), inputs.tokenizer, config.train.max_length, config.train.seed)
+    return [check, *context.callbacks]
+
+
+class PreferenceCheckCallback(TrainerCallback):
+    """Adds the prefers_chosen/* readings to the logs of the steps it measures at. It must come before the run
+    recorder in the callback list, so that the recorder writes the readings with the step's other metrics.
+    Every rank measures (the same pairs, the same result), so a sharded model's forward has all its ranks."""
+
+    def __init__(self, pairs: list[dict], tokenizer, max_length: int, seed: int):
+        chosen = random.Random(seed).sample(range(len(pairs)), min(CHECK_PAIRS, len(pairs)))
+        self.encoded = [encode_pair(tokenizer, pairs[i], max_length) for i in sorted(chosen)]
+        self.measured_step = -1
+
+    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+        if logs is None or model is None or any(k.startswith("eval_") for k in logs):
+            return
+        step, last = state.global_step, state.global_step >= state.max_steps
+        due = self.measured_step < 0 or step - self.measured_step >= CHECK_EVERY or last
+        if not due or step == self.measured_step or any(k in logs for k in ("train_runtime", "train_loss")):
+            return
+        self.measured_step = step
+        logs.update(measure(model, self.encoded))
