@@ -192,8 +192,16 @@ def describe_run(workspace: Path, run_id: str) -> dict:
             "dpo": {"beta": config.dpo.beta, "loss_type": config.dpo.loss_type} if config.stage == "dpo" else None,
             "train_runtime_s": (status.get("summary") or {}).get("train_runtime"),
             "first_step": keep(steps[0]) if steps else None, "last_step": keep(steps[-1]) if steps else None,
-            "last_5_mean": {k: sum(m[k] for m in steps[-5:]) / len(steps[-5:]) for k in steps[-1]
-                            if isinstance(steps[-1][k], (int, float)) and k not in ("step", "time", "epoch")} if steps else None}
+            "last_5_mean": _last_5_mean(steps)}
+
+
+def _last_5_mean(steps: list[dict]) -> dict | None:
+    """Each number of the last step, averaged over those of the last 5 steps that logged it (some are logged sparsely)."""
+    if not steps:
+        return None
+    keys = [k for k, v in steps[-1].items() if isinstance(v, (int, float)) and k not in ("step", "time", "epoch")]
+    return {k: sum(values) / len(values) for k in keys
+            for values in [[m[k] for m in steps[-5:] if isinstance(m.get(k), (int, float))]]}
 
 
 def ensure_run(workspace: Path, config: dict, reuse: bool, log_dir: Path, earlier: dict) -> dict:

@@ -58,7 +58,7 @@ class TrainSettings:
     gradient_checkpointing: str = _field("auto", "Recompute activations to save memory: auto = on only for models of 1B+ parameters on a GPU (it costs ~30% speed).",
                                          choices=("auto", "on", "off"))
     eval_steps: int = _field(10, "Evaluate on the eval dataset (when one is set) every this many steps.", minimum=1)
-    probe_prompts: str = _field("", "Prompts answered greedily at every checkpoint save, one per line: a prompt × step grid on the run page shows how answers change.")
+    probe_prompts: str = _field("", "Prompts answered greedily at every checkpoint save, one per line: a prompt × step grid on the run page shows how answers change. Preference and RL runs that name none probe 4 prompts of their own dataset.")
 
 
 # TRL 1.16's DPO losses (DPOConfig.loss_type), but for 'sft', which is not a preference loss on its own.

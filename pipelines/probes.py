@@ -15,8 +15,30 @@ MAX_PROBES = 8
 PROBE_TOKENS = 64
 
 
+DEFAULT_PROBES = 4
+# Stages whose run page probes a few of the run's own prompts when the config names none: there the question is
+# whether answers change at all, which the curves of these stages do not tell (see pipelines/signals.py).
+PROBED_BY_DEFAULT = ("dpo", "kto", "orpo", "ppo", "grpo", "rloo")
+
+
 def probe_list(text: str) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()][:MAX_PROBES]
+
+
+def run_probe_prompts(config, workspace: Path) -> list[str]:
+    """The config's probe prompts; for a preference or RL stage that names none, DEFAULT_PROBES prompts of its own
+    dataset (the last user turn, drawn with the run's seed)."""
+    import random
+
+    from pipelines.data.store import load_stage_rows
+
+    named = probe_list(config.train.probe_prompts)
+    if named or config.stage not in PROBED_BY_DEFAULT:
+        return named
+    rows = load_stage_rows(config.dataset, workspace, config.stage, config.train.seed)
+    prompts = list(dict.fromkeys(row["prompt"][-1]["content"] if isinstance(row["prompt"], list) else str(row["prompt"])
+                                 for row in rows))
+    return random.Random(config.train.seed).sample(prompts, min(DEFAULT_PROBES, len(prompts)))
 
 
 class ProbeCallback(TrainerCallback):

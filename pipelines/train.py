@@ -50,7 +50,7 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
         run_files.update_status(run_dir, status="running", pid=os.getpid(), pid_started=process_start_time(os.getpid()),
                                 error=None, started_at=time.time())
     try:
-        from pipelines.probes import ProbeCallback, probe_list
+        from pipelines.probes import ProbeCallback, run_probe_prompts
         from pipelines.recorder import RunRecorder
         from pipelines.runs import load_config
         from pipelines.stages import stage_runner
@@ -69,8 +69,9 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
         staging = run_dir / ".staging"
         recorder = RunRecorder(run_dir, staging, stop, echo=echo and main, stage=config.stage)
         callbacks = [recorder]
-        if probe_list(config.train.probe_prompts):
-            callbacks.append(ProbeCallback(run_dir, probe_list(config.train.probe_prompts)))
+        probes = run_probe_prompts(config, workspace)
+        if probes:
+            callbacks.append(ProbeCallback(run_dir, probes))
         context = RunContext(config, run_dir, workspace, staging, resume_from, callbacks=callbacks)
         trainer = stage_runner(config.stage)(context)
         if recorder.diverged:

@@ -148,3 +148,14 @@ def test_a_ppo_run_whose_rule_never_fires_says_so_in_the_log_and_on_the_status_l
     warnings = api.run_status(workspace, run_dir.name)["warnings"]
     assert any("(2 of 2 updates so far)" in w for w in warnings)
     assert all(m["objective/scores_std"] == 0.0 and 0.0 <= m["answers/repeated_3grams"] <= 1.0 for m in read_metrics(run_dir))
+
+
+def test_a_preference_run_without_probe_prompts_probes_prompts_of_its_own_dataset(tiny_model, pairs):
+    run_dir = api.prepare_run(pairs, stage_config(tiny_model, "dpo", max_steps=4, save_steps=2))
+    assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
+    grid = api.run_probes(pairs, run_dir.name)
+    assert grid["steps"] == [2, 4] and len(grid["rows"]) == 4
+    assert {row["prompt"] for row in grid["rows"]} <= {p["prompt"] for p in PAIRS}
+    sft_dir = api.prepare_run(pairs, stage_config(tiny_model, "sft", "tiny.jsonl", max_steps=2, save_steps=2))
+    assert train_run(sft_dir, echo=False) == "completed"
+    assert api.run_probes(pairs, sft_dir.name)["steps"] == [], "SFT probes only what the config names"

@@ -1,0 +1,188 @@
+"""Does preference learning with the default settings teach a behaviour that only the preference data carries?
+
+preference_outcome.py measures the bundled samples, whose SFT answers already carry the house style; there DPO
+only sharpens what SFT taught. Here SFT sees plain answers ("10 plus 14 is 24.") and each behaviour lives in the
+chosen answers of the preference pairs alone, the rejected answer being the plain one:
+
+    sign_off   "10 plus 14 is 24. Hope this helps!"   the answer ends with a sign-off
+    opener     "Sure! 10 plus 14 is 24."              the answer begins with a fixed phrase
+    bullet     "- 10 plus 14 is 24."                  the answer is a "- " bullet
+
+Roads, each run a fresh `python -m pipelines --workspace WS train config.yaml` with every default but the data:
+
+    SFT on 200 plain rows  →  DPO on 200 pairs of the behaviour       (dpo.sft_weight as the defaults have it)
+                           →  DPO with dpo.sft_weight 0 / 1            (--sft-weights, to see what the term does)
+
+Then 30 held-out questions (sums and capitals in neither file) are asked greedily of the base, the SFT model and
+every DPO model: the share of answers with the behaviour, the share still right (the sum, the capital), the
+share that repeat a phrase, and the minutes of training. Also the run's last prefers_chosen/first_token reading
+and the warnings its log printed, to see whether the app said why when nothing changed.
+
+    python bench/preference_behaviours.py --workspace /tmp/behaviours-ws
+    python bench/preference_behaviours.py --workspace /tmp/behaviours-ws --reuse --sft-weights 0,1
+
+Prints a markdown table and writes bench/results/preference_behaviours.json (every answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent))
+
+from bench.machine import describe_machine  # noqa: E402
+from bench.preference_outcome import ensure_run  # noqa: E402
+from pipelines.signals import repeated_ngram_share  # noqa: E402
+
+RESULTS = BENCH_DIR / "results" / "preference_behaviours.json"
+CAPITALS = {
+    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
+    "Poland": "Warsaw", "Austria": "Vienna", "Greece": "Athens", "Sweden": "Stockholm", "Norway": "Oslo",
+    "Finland": "Helsinki", "Denmark": "Copenhagen", "Ireland": "Dublin", "Hungary": "Budapest", "Egypt": "Cairo",
+    "Kenya": "Nairobi", "Japan": "Tokyo", "China": "Beijing", "Thailand": "Bangkok", "Vietnam": "Hanoi",
+    "Peru": "Lima", "Chile": "Santiago", "Cuba": "Havana", "Canada": "Ottawa", "Russia": "Moscow",
+    "Turkey": "Ankara", "Iran": "Tehran", "Iraq": "Baghdad", "Belgium": "Brussels", "Romania": "Bucharest",
+    # held out
+    "South Korea": "Seoul", "Argentina": "Buenos Aires", "Czechia": "Prague", "Mexico": "Mexico City",
+    "Indonesia": "Jakarta", "Netherlands": "Amsterdam", "Ukraine": "Kyiv", "Colombia": "Bogotá",
+    "Philippines": "Manila", "Morocco": "Rabat",
+}
+HELD_OUT_COUNTRIES = list(CAPITALS)[30:]
+SUM_QUESTIONS = ("What is {a} plus {b}?", "Add {a} and {b}.", "How much is {a} + {b}?")
+BEHAVIOURS = {
+    "sign_off": (lambda plain: f"{plain} Hope this helps!", lambda answer: answer.rstrip().endswith("Hope this helps!")),
+    "opener": (lambda plain: f"Sure! {plain}", lambda answer: answer.lstrip().startswith("Sure!")),
+    "bullet": (lambda plain: f"- {plain}", lambda answer: answer.lstrip().startswith("- ")),
+}
+
+
+def questions(seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(200 training questions, 30 held-out ones), each {"prompt", "plain", "right"}: sums and capitals, with no
+    pair of numbers and no country in both."""
+    rng = random.Random(seed)
+    sums = rng.sample([(a, b) for a in range(2, 60) for b in range(2, 60) if a < b], 190)
+    def sum_row(a, b, i):
+        return {"prompt": SUM_QUESTIONS[i % 3].format(a=a, b=b), "plain": f"{a} plus {b} is {a + b}.", "right": str(a + b)}
+    def capital_row(country):
+        return {"prompt": f"What is the capital of {country}?", "plain": f"The capital of {country} is {CAPITALS[country]}.",
+                "right": CAPITALS[country]}
+    train = [sum_row(a, b, i) for i, (a, b) in enumerate(sums[:170])] + [capital_row(c) for c in list(CAPITALS)[:30]]
+    held_out = [sum_row(a, b, i) for i, (a, b) in enumerate(sums[170:])] + [capital_row(c) for c in HELD_OUT_COUNTRIES]
+    rng.shuffle(train)
+    return train, held_out
+
+
+def write_data(workspace: Path, train: list[dict]) -> None:
+    def write(name, rows):
+        (workspace / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    write("plain-answers.jsonl", [{"instruction": q["prompt"], "input": "", "output": q["plain"]} for q in train])
+    for behaviour, (make, _) in BEHAVIOURS.items():
+        write(f"pairs-{behaviour}.jsonl", [{"prompt": q["prompt"], "chosen": make(q["plain"]), "rejected": q["plain"]}
+                                           for q in train])
+
+
+def evaluate(workspace: Path, checkpoint: str, held_out: list[dict], max_new_tokens: int) -> dict:
+    from pipelines.inference import chat
+
+    started = time.perf_counter()
+    answers = [{"prompt": q["prompt"], "answer": chat(workspace, checkpoint, q["prompt"], [],
+                                                      {"max_new_tokens": max_new_tokens, "temperature": 0}),
+                "right": q["right"]} for q in held_out]
+    for a in answers:
+        a.update({behaviour: check(a["answer"]) for behaviour, (_, check) in BEHAVIOURS.items()})
+        a["is_right"] = a["right"] in a["answer"]
+        a["repeats"] = repeated_ngram_share(a["answer"]) > 0.2
+    share = lambda key: sum(a[key] for a in answers) / len(answers)  # noqa: E731
+    return {"checkpoint": checkpoint, **{b: share(b) for b in BEHAVIOURS}, "right": share("is_right"),
+            "repeats": share("repeats"), "seconds": round(time.perf_counter() - started, 1), "answers": answers}
+
+
+def run_reading(workspace: Path, run_id: str) -> dict:
+    """The last preference reading and the warnings the run printed."""
+    from pipelines import run_files, runs
+
+    run_dir = runs.run_dir_of(workspace, run_id)
+    readings = [m for m in run_files.read_metrics(run_dir) if "prefers_chosen/first_token" in m]
+    log = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace") if (run_dir / "train.log").is_file() else ""
+    return {"prefers_chosen": {k.split("/")[1]: v for k, v in (readings[-1] if readings else {}).items()
+                               if k.startswith("prefers_chosen/")},
+            "warnings": re.findall(r"^warning: (.*)$", log, re.M)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", default="/tmp/behaviours-ws")
+    parser.add_argument("--reuse", action="store_true", help="Reuse completed runs of the same names in the workspace.")
+    parser.add_argument("--behaviours", default=",".join(BEHAVIOURS))
+    parser.add_argument("--sft-weights", default="", help="Comma-separated dpo.sft_weight values to run beside the default.")
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--log-dir", default="/tmp/preference-behaviours-logs")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    workspace, log_dir = Path(args.workspace).resolve(), Path(args.log_dir)
+    workspace.mkdir(parents=True, exist_ok=True)
+    train, held_out = questions()
+    write_data(workspace, train)
+
+    from pipelines.config import BUNDLED_MODEL_ID, DPOSettings
+
+    default_weight = DPOSettings().sft_weight
+    runs = {"sft": ensure_run(workspace, {"name": "plain-sft", "stage": "sft", "dataset": "plain-answers.jsonl"},
+                              args.reuse, log_dir, {})}
+    sft_final = f"{runs['sft']['run_id']}/final"
+    weights = [default_weight] + [float(w) for w in args.sft_weights.split(",") if w.strip() and float(w) != default_weight]
+    for behaviour in args.behaviours.split(","):
+        for weight in weights:
+            name = f"dpo-{behaviour}-sft{weight:g}".replace(".", "p")
+            config = {"name": name, "stage": "dpo", "model": sft_final, "dataset": f"pairs-{behaviour}.jsonl",
+                      "dpo": {"sft_weight": weight}}
+            runs[name] = {**ensure_run(workspace, config, args.reuse, log_dir, {}), "behaviour": behaviour,
+                          "sft_weight": weight, "default": weight == default_weight}
+            runs[name].update(run_reading(workspace, runs[name]["run_id"]))
+
+    evaluated = {"base": evaluate(workspace, BUNDLED_MODEL_ID, held_out, args.max_new_tokens)}
+    for key, run in runs.items():
+        evaluated[key] = evaluate(workspace, f"{run['run_id']}/final", held_out, args.max_new_tokens)
+        print(f"  {key}: " + ", ".join(f"{b} {evaluated[key][b]:.0%}" for b in BEHAVIOURS) +
+              f", right {evaluated[key]['right']:.0%}", flush=True)
+
+    sft_minutes = (runs["sft"].get("process_s") or 0) / 60
+    lines = ["| behaviour | checkpoint | has the behaviour | still right | repeats | prefers chosen at the first differing token "
+             "| minutes (SFT + DPO processes) | warning printed |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for behaviour in args.behaviours.split(","):
+        lines.append(f"| {behaviour} | base | {evaluated['base'][behaviour]:.0%} | {evaluated['base']['right']:.0%} "
+                     f"| {evaluated['base']['repeats']:.0%} | | | |")
+        lines.append(f"| {behaviour} | SFT on plain answers | {evaluated['sft'][behaviour]:.0%} | {evaluated['sft']['right']:.0%} "
+                     f"| {evaluated['sft']['repeats']:.0%} | | {sft_minutes:.1f} | |")
+        for key, run in runs.items():
+            if run.get("behaviour") != behaviour:
+                continue
+            label = f"→ DPO, sft_weight {run['sft_weight']:g}{' (default)' if run['default'] else ''}"
+            first = run["prefers_chosen"].get("first_token")
+            told = "; ".join(w.split(":")[0] for w in run["warnings"]) or "none"
+            lines.append(f"| {behaviour} | {label} | {evaluated[key][behaviour]:.0%} | {evaluated[key]['right']:.0%} "
+                         f"| {evaluated[key]['repeats']:.0%} | {'' if first is None else f'{first:.0%}'} "
+                         f"| {sft_minutes + (run.get('process_s') or 0) / 60:.1f} | {told} |")
+    table = "\n".join(lines)
+    print("\n" + table + "\n")
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                   "machine": describe_machine(), "max_new_tokens": args.max_new_tokens,
+                                   "runs": runs, "table": table, "results": evaluated},
+                                  indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+    print(f"wrote {RESULTS.relative_to(BENCH_DIR.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
