@@ -68,36 +68,44 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def answer_logps(model, prompt_ids: list[int], answers: list[list[int]]) -> list[list[float]]:
-    """Log-prob of each token of each answer after the prompt, under `model` as it is (no gradient)."""
+SEQUENCES_PER_FORWARD = 8   # 4 pairs at a time: a batch costs little more than one row on a CPU, and this bounds the logits' memory
+
+
+def answer_logps(model, sequences: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+    """Log-prob of each token of each (prompt, answer) after its prompt, under `model` as it is (no gradient)."""
     import torch
 
-    sequences = [prompt_ids + answer for answer in answers]
-    width = max(len(s) for s in sequences)
     device = next(model.parameters()).device
-    input_ids = torch.zeros(len(sequences), width, dtype=torch.long, device=device)        # (N, T), right-padded
-    attention = torch.zeros_like(input_ids)
-    for row, sequence in enumerate(sequences):
-        input_ids[row, :len(sequence)] = torch.tensor(sequence)
-        attention[row, :len(sequence)] = 1
-    with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=attention).logits.float()       # (N, T, V)
-    logps = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)   # (N, T-1)
-    start = len(prompt_ids) - 1   # the logit at position t predicts token t + 1
-    return [logps[row, start:start + len(answer)].tolist() for row, answer in enumerate(answers)]
+    # A LoRA base held in bf16 beside fp32 adapters computes as training does: under bf16 autocast.
+    bf16 = device.type in ("cuda", "cpu") and any(p.dtype == torch.bfloat16 for p in model.parameters())
+    result = []
+    for first in range(0, len(sequences), SEQUENCES_PER_FORWARD):
+        chunk = sequences[first:first + SEQUENCES_PER_FORWARD]
+        width = max(len(prompt) + len(answer) for prompt, answer in chunk)
+        input_ids = torch.zeros(len(chunk), width, dtype=torch.long, device=device)       # (N, T), right-padded
+        attention = torch.zeros_like(input_ids)
+        for row, (prompt, answer) in enumerate(chunk):
+            input_ids[row, :len(prompt) + len(answer)] = torch.tensor(prompt + answer)
+            attention[row, :len(prompt) + len(answer)] = 1
+        with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids=input_ids, attention_mask=attention).logits            # (N, T, V)
+        for row, (prompt, answer) in enumerate(chunk):
+            start = len(prompt) - 1   # the logit at position t predicts token t + 1
+            rows = logits[row, start:start + len(answer)].float().log_softmax(dim=-1)      # (len(answer), V)
+            result.append(rows.gather(-1, torch.tensor(answer, device=device)[:, None]).squeeze(-1).tolist())
+    return result
 
 
 def measure(model, encoded_pairs: list[tuple[list[int], list[int], list[int]]]) -> dict:
     was_training = model.training
     model.eval()   # dropout off: the preference of the model as it would answer
     try:
-        preferences = []
-        for prompt, chosen, rejected in encoded_pairs:
-            chosen_logps, rejected_logps = answer_logps(model, prompt, [chosen, rejected])
-            preferences.append(pair_preference(chosen, chosen_logps, rejected, rejected_logps))
+        logps = answer_logps(model, [(prompt, answer) for prompt, chosen, rejected in encoded_pairs
+                                     for answer in (chosen, rejected)])
     finally:
         model.train(was_training)
-    return preference_shares(preferences)
+    return preference_shares([pair_preference(chosen, logps[2 * i], rejected, logps[2 * i + 1])
+                              for i, (_, chosen, rejected) in enumerate(encoded_pairs)])
 
 
 def with_preference_check(context, inputs) -> list:

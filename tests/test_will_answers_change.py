@@ -5,7 +5,8 @@ to learn, and when RL drifts into reward hacking; and the SFT term that makes th
 import pytest
 
 from pipelines import api
-from pipelines.preference_check import CHECK_EVERY, encode_pair, measure, pair_preference, preference_shares
+from pipelines.preference_check import (CHECK_EVERY, answer_logps, encode_pair, measure, pair_preference,
+                                       preference_shares)
 from pipelines.run_files import read_metrics, read_status
 from pipelines.signals import repeated_ngram_share, warning_signs
 from pipelines.train import train_run
@@ -41,7 +42,7 @@ def test_measured_shares_equal_a_hand_computation_on_the_tiny_model(tiny_model):
     pairs = [{"prompt": [{"role": "user", "content": p["prompt"]}], "chosen": [{"role": "assistant", "content": p["chosen"]}],
               "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in PAIRS]
     encoded = [encode_pair(tokenizer, pair, 128) for pair in pairs]
-    expected = {"total": [], "per_token": [], "first_token": []}
+    expected, by_hand = {"total": [], "per_token": [], "first_token": []}, []
     for pair, (prompt, chosen, rejected) in zip(pairs, encoded):
         # By hand: the whole text through the template, one sequence at a time, no padding.
         full = tokenizer(tokenizer.apply_chat_template(pair["prompt"] + pair["chosen"], tokenize=False),
@@ -55,10 +56,14 @@ def test_measured_shares_equal_a_hand_computation_on_the_tiny_model(tiny_model):
             return [logps[len(prompt) - 1 + i, token].item() for i, token in enumerate(answer)]
 
         c, r = token_logps(chosen), token_logps(rejected)
+        by_hand += [c, r]
         first = next(i for i, (x, y) in enumerate(zip(chosen, rejected)) if x != y)
         expected["total"].append(sum(c) > sum(r))
         expected["per_token"].append(sum(c) / len(c) > sum(r) / len(r))
         expected["first_token"].append(c[first] > r[first])
+    batched = answer_logps(model, [(prompt, answer) for prompt, chosen, rejected in encoded for answer in (chosen, rejected)])
+    assert [v for row in batched for v in row] == pytest.approx([v for row in by_hand for v in row], abs=1e-4), \
+        "padding and batching change no log-prob"
     measured = measure(model, encoded)
     for kind, values in expected.items():
         assert measured[f"prefers_chosen/{kind}"] == pytest.approx(sum(values) / len(values))

@@ -210,11 +210,12 @@ class PPORunner:
             "loss/policy": stats["policy"], "loss/value": stats["value"], "policy/clipfrac": stats["policy_clip"],
             "value/clipfrac": stats["value_clip"], "policy/approx_kl": stats["approx_kl"], "policy/entropy": stats["entropy"],
             "value/explained_variance": explained_variance(rollout.values, returns, mask).item(),
-            "objective/scores_std": raw_scores.std(unbiased=False).item(),   # 0: every answer scored alike, nothing to learn
             "answers/repeated_3grams": sum(map(repeated_ngram_share, rollout.completions)) / len(rollout.completions),
             "response_length": mask.sum(dim=1).mean().item(), "eos_rate": rollout.ended.float().mean().item(),
             "kl_coef": self.kl_coef, "grad_norm": stats["grad_norm"], "learning_rate": self.scheduler.get_last_lr()[0],
         }
+        if len(raw_scores) > 1:   # 0: every answer scored alike, so the reward gives no direction (pipelines/signals.py)
+            logs["objective/scores_std"] = raw_scores.std(unbiased=False).item()
         self.scheduler.step()
         if self.kl_controller:
             self.kl_coef = self.kl_controller.update(mean_kl, self.config.train.batch_size)
