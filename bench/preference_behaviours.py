@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse", action="store_true", help="Reuse completed runs of the same names in the workspace.")
     parser.add_argument("--behaviours", default=",".join(BEHAVIOURS))
     parser.add_argument("--sft-weights", default="", help="Comma-separated dpo.sft_weight values to run beside the default.")
+    parser.add_argument("--dpo-lrs", default="", help="Comma-separated DPO learning rates to run beside the default "
+                        "(with the largest --sft-weights value).")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--log-dir", default="/tmp/preference-behaviours-logs")
     args = parser.parse_args(argv)
@@ -133,21 +135,25 @@ def main(argv: list[str] | None = None) -> int:
     train, held_out = questions()
     write_data(workspace, train)
 
-    from pipelines.config import BUNDLED_MODEL_ID, DPOSettings
+    from pipelines.config import BUNDLED_MODEL_ID, DPOSettings, stage_defaults
 
-    default_weight = DPOSettings().sft_weight
+    default_weight, default_lr = DPOSettings().sft_weight, stage_defaults("dpo")["train"]["learning_rate"]
     runs = {"sft": ensure_run(workspace, {"name": "plain-sft", "stage": "sft", "dataset": "plain-answers.jsonl"},
                               args.reuse, log_dir, {})}
     sft_final = f"{runs['sft']['run_id']}/final"
     weights = [default_weight] + [float(w) for w in args.sft_weights.split(",") if w.strip() and float(w) != default_weight]
+    rates = [default_lr] + [float(r) for r in args.dpo_lrs.split(",") if r.strip() and float(r) != default_lr]
     for behaviour in args.behaviours.split(","):
-        for weight in weights:
-            name = f"dpo-{behaviour}-sft{weight:g}".replace(".", "p")
-            config = {"name": name, "stage": "dpo", "model": sft_final, "dataset": f"pairs-{behaviour}.jsonl",
-                      "dpo": {"sft_weight": weight}}
-            runs[name] = {**ensure_run(workspace, config, args.reuse, log_dir, {}), "behaviour": behaviour,
-                          "sft_weight": weight, "default": weight == default_weight}
-            runs[name].update(run_reading(workspace, runs[name]["run_id"]))
+        for lr in rates:
+            for weight in weights if lr == default_lr else [max(weights)]:
+                name = f"dpo-{behaviour}-sft{weight:g}" + ("" if lr == default_lr else f"-lr{lr:g}")
+                config = {"name": name.replace(".", "p"), "stage": "dpo", "model": sft_final,
+                          "dataset": f"pairs-{behaviour}.jsonl", "dpo": {"sft_weight": weight},
+                          "train": {"learning_rate": lr}}
+                runs[name] = {**ensure_run(workspace, config, args.reuse, log_dir, {}), "behaviour": behaviour,
+                              "sft_weight": weight, "learning_rate": lr,
+                              "default": weight == default_weight and lr == default_lr}
+                runs[name].update(run_reading(workspace, runs[name]["run_id"]))
 
     evaluated = {"base": evaluate(workspace, BUNDLED_MODEL_ID, held_out, args.max_new_tokens)}
     for key, run in runs.items():
@@ -166,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         for key, run in runs.items():
             if run.get("behaviour") != behaviour:
                 continue
-            label = f"→ DPO, sft_weight {run['sft_weight']:g}{' (default)' if run['default'] else ''}"
+            label = (f"→ DPO, lr {run['learning_rate']:g}, sft_weight {run['sft_weight']:g}"
+                     f"{' (default)' if run['default'] else ''}")
             first = run["prefers_chosen"].get("first_token")
             told = "; ".join(w.split(":")[0] for w in run["warnings"]) or "none"
             lines.append(f"| {behaviour} | {label} | {evaluated[key][behaviour]:.0%} | {evaluated[key]['right']:.0%} "

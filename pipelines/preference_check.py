@@ -13,7 +13,8 @@ same answer. So on a fixed sample of the training pairs this callback measures, 
                              rejected one at the end-of-turn token)
 
 The readings are added to the step's logged metrics (so they reach metrics.jsonl, the charts and the status
-line) at the first logged step, every CHECK_EVERY steps and at the last step.
+line) at the first logged step, every CHECK_EVERY steps and at the last step. A reading of 8 pairs costs about
+half a DPO step (2 s against 4 s on the bundled model on the 2-core CPU), so every 10 steps it adds about 5%.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import random
 
 from transformers import TrainerCallback
 
-CHECK_PAIRS = 16        # pairs measured at each reading: enough for a share in steps of 1/16, cheap on a CPU
-CHECK_EVERY = 5         # optimizer steps between readings
+CHECK_PAIRS = 8         # pairs measured at each reading: a share in steps of 1/8
+CHECK_EVERY = 10        # optimizer steps between readings (fixed in steps, so that every rank measures alike)
 KEYS = ("prefers_chosen/total", "prefers_chosen/per_token", "prefers_chosen/first_token")
 
 

@@ -69,11 +69,11 @@ def test_measured_shares_equal_a_hand_computation_on_the_tiny_model(tiny_model):
         assert measured[f"prefers_chosen/{kind}"] == pytest.approx(sum(values) / len(values))
 
 
-def test_a_dpo_run_logs_the_policys_own_preference_at_its_first_every_fifth_and_last_step(tiny_model, pairs):
-    run_dir = api.prepare_run(pairs, stage_config(tiny_model, "dpo", max_steps=8))
+def test_a_dpo_run_logs_the_policys_own_preference_at_its_first_every_tenth_and_last_step(tiny_model, pairs):
+    run_dir = api.prepare_run(pairs, stage_config(tiny_model, "dpo", max_steps=12))
     assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
     measured = [m["step"] for m in read_metrics(run_dir) if "prefers_chosen/first_token" in m]
-    assert measured == [1, 1 + CHECK_EVERY, 8]
+    assert measured == [1, 1 + CHECK_EVERY, 12]
     last = read_metrics(run_dir)[-1]
     assert all(0.0 <= last[f"prefers_chosen/{kind}"] <= 1.0 for kind in ("total", "per_token", "first_token"))
 
