@@ -46,10 +46,11 @@ DATASET = "preference-en-sample"
 # Logged values compared step by step between the two sides.
 COMPARED = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 
-# Settings both sides share (the DPO stage defaults: lr 5e-5, beta 0.1, sigmoid); each case adds its own.
+# Settings both sides share (lr 5e-5 as the DPO default was until 2026-12; beta 0.1, sigmoid plus the SFT term
+# at weight 1 as the defaults are now); each case adds its own.
 COMMON_TRAIN = {"epochs": 1.0, "learning_rate": 5.0e-5, "lr_scheduler": "cosine", "warmup_ratio": 0.05,
                 "grad_accum": 1, "logging_steps": 1, "seed": 42, "precision": "fp32", "gradient_checkpointing": "off"}
-DPO = {"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0}
+DPO = {"beta": 0.1, "loss_type": "sigmoid", "label_smoothing": 0.0, "sft_weight": 1.0}
 CASES = {
     "tiny": {
         "label": "tests/tiny_model.py Llama",

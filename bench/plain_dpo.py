@@ -59,7 +59,8 @@ def main(job_path: str) -> int:
         bf16=False,                               # TRL's default is bf16 where available, much slower on CPU
         fp16=False,
         beta=dpo["beta"],
-        loss_type=[dpo["loss_type"]],
+        loss_type=[dpo["loss_type"]] + (["sft"] if dpo.get("sft_weight") else []),   # the SFT term on chosen
+        loss_weights=[1.0, dpo["sft_weight"]] if dpo.get("sft_weight") else None,
         label_smoothing=dpo["label_smoothing"],
         max_length=train["max_length"],
         precompute_ref_log_probs=False,           # LoRA: the reference is the base with the adapter disabled

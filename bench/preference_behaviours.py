@@ -11,7 +11,7 @@ chosen answers of the preference pairs alone, the rejected answer being the plai
 Roads, each run a fresh `python -m pipelines --workspace WS train config.yaml` with every default but the data:
 
     SFT on 200 plain rows  →  DPO on 200 pairs of the behaviour       (dpo.sft_weight as the defaults have it)
-                           →  DPO with dpo.sft_weight 0 / 1            (--sft-weights, to see what the term does)
+                           →  DPO with other learning rates and dpo.sft_weight   (--runs lr:sft_weight,…)
 
 Then 30 held-out questions (sums and capitals in neither file) are asked greedily of the base, the SFT model and
 every DPO model: the share of answers with the behaviour, the share still right (the sum, the capital), the
@@ -19,7 +19,7 @@ share that repeat a phrase, and the minutes of training. Also the run's last pre
 and the warnings its log printed, to see whether the app said why when nothing changed.
 
     python bench/preference_behaviours.py --workspace /tmp/behaviours-ws
-    python bench/preference_behaviours.py --workspace /tmp/behaviours-ws --reuse --sft-weights 0,1
+    python bench/preference_behaviours.py --workspace /tmp/behaviours-ws --reuse --runs 5e-5:0,5e-5:1
 
 Prints a markdown table and writes bench/results/preference_behaviours.json (every answer).
 """
@@ -40,10 +40,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
 from bench.machine import describe_machine  # noqa: E402
-from bench.preference_outcome import ensure_run  # noqa: E402
+from bench.preference_outcome import HELD_OUT as GENERAL_QUESTIONS, ensure_run  # noqa: E402
 from pipelines.signals import repeated_ngram_share  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "preference_behaviours.json"
+GENERAL = GENERAL_QUESTIONS[:5]   # questions outside the data: do their answers stay fluent?
 CAPITALS = {
     "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
     "Poland": "Warsaw", "Austria": "Vienna", "Greece": "Athens", "Sweden": "Stockholm", "Norway": "Oslo",
@@ -102,8 +103,14 @@ def evaluate(workspace: Path, checkpoint: str, held_out: list[dict], max_new_tok
         a["is_right"] = a["right"] in a["answer"]
         a["repeats"] = repeated_ngram_share(a["answer"]) > 0.2
     share = lambda key: sum(a[key] for a in answers) / len(answers)  # noqa: E731
+    general = [{"prompt": q, "answer": chat(workspace, checkpoint, q, [], {"max_new_tokens": 80, "temperature": 0})}
+               for q in GENERAL]
+    for a in general:
+        a["repeats"] = repeated_ngram_share(a["answer"]) > 0.2
     return {"checkpoint": checkpoint, **{b: share(b) for b in BEHAVIOURS}, "right": share("is_right"),
-            "repeats": share("repeats"), "seconds": round(time.perf_counter() - started, 1), "answers": answers}
+            "repeats": share("repeats"), "general_repeats": sum(a["repeats"] for a in general) / len(general),
+            "general_words": sum(len(a["answer"].split()) for a in general) / len(general),
+            "seconds": round(time.perf_counter() - started, 1), "answers": answers, "general": general}
 
 
 def run_reading(workspace: Path, run_id: str) -> dict:
@@ -123,9 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", default="/tmp/behaviours-ws")
     parser.add_argument("--reuse", action="store_true", help="Reuse completed runs of the same names in the workspace.")
     parser.add_argument("--behaviours", default=",".join(BEHAVIOURS))
-    parser.add_argument("--sft-weights", default="", help="Comma-separated dpo.sft_weight values to run beside the default.")
-    parser.add_argument("--dpo-lrs", default="", help="Comma-separated DPO learning rates to run beside the default "
-                        "(with the largest --sft-weights value).")
+    parser.add_argument("--runs", default="", help="Comma-separated lr:sft_weight DPO settings to run beside the "
+                        "defaults, e.g. 5e-5:0,5e-5:1.")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--log-dir", default="/tmp/preference-behaviours-logs")
     args = parser.parse_args(argv)
@@ -141,19 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"sft": ensure_run(workspace, {"name": "plain-sft", "stage": "sft", "dataset": "plain-answers.jsonl"},
                               args.reuse, log_dir, {})}
     sft_final = f"{runs['sft']['run_id']}/final"
-    weights = [default_weight] + [float(w) for w in args.sft_weights.split(",") if w.strip() and float(w) != default_weight]
-    rates = [default_lr] + [float(r) for r in args.dpo_lrs.split(",") if r.strip() and float(r) != default_lr]
+    combos = [(default_lr, default_weight)] + [
+        (float(lr), float(weight)) for lr, weight in (item.split(":") for item in args.runs.split(",") if item.strip())
+        if (float(lr), float(weight)) != (default_lr, default_weight)]
     for behaviour in args.behaviours.split(","):
-        for lr in rates:
-            for weight in weights if lr == default_lr else [max(weights)]:
-                name = f"dpo-{behaviour}-sft{weight:g}" + ("" if lr == default_lr else f"-lr{lr:g}")
-                config = {"name": name.replace(".", "p"), "stage": "dpo", "model": sft_final,
-                          "dataset": f"pairs-{behaviour}.jsonl", "dpo": {"sft_weight": weight},
-                          "train": {"learning_rate": lr}}
-                runs[name] = {**ensure_run(workspace, config, args.reuse, log_dir, {}), "behaviour": behaviour,
-                              "sft_weight": weight, "learning_rate": lr,
-                              "default": weight == default_weight and lr == default_lr}
-                runs[name].update(run_reading(workspace, runs[name]["run_id"]))
+        for lr, weight in combos:
+            name = f"dpo-{behaviour}-lr{lr:g}-sft{weight:g}".replace(".", "p")
+            config = {"name": name, "stage": "dpo", "model": sft_final, "dataset": f"pairs-{behaviour}.jsonl",
+                      "dpo": {"sft_weight": weight}, "train": {"learning_rate": lr}}
+            runs[name] = {**ensure_run(workspace, config, args.reuse, log_dir, {}), "behaviour": behaviour,
+                          "sft_weight": weight, "learning_rate": lr,
+                          "default": (lr, weight) == (default_lr, default_weight)}
+            runs[name].update(run_reading(workspace, runs[name]["run_id"]))
 
     evaluated = {"base": evaluate(workspace, BUNDLED_MODEL_ID, held_out, args.max_new_tokens)}
     for key, run in runs.items():
@@ -162,13 +167,15 @@ def main(argv: list[str] | None = None) -> int:
               f", right {evaluated[key]['right']:.0%}", flush=True)
 
     sft_minutes = (runs["sft"].get("process_s") or 0) / 60
+    general = lambda result: f"{result['general_words']:.0f}, {result['general_repeats']:.0%}"  # noqa: E731
     lines = ["| behaviour | checkpoint | has the behaviour | still right | repeats | prefers chosen at the first differing token "
-             "| minutes (SFT + DPO processes) | warning printed |", "|---|---|---:|---:|---:|---:|---:|---|"]
+             "| general questions: words, repeats | minutes (SFT + DPO processes) | warning printed |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for behaviour in args.behaviours.split(","):
         lines.append(f"| {behaviour} | base | {evaluated['base'][behaviour]:.0%} | {evaluated['base']['right']:.0%} "
-                     f"| {evaluated['base']['repeats']:.0%} | | | |")
+                     f"| {evaluated['base']['repeats']:.0%} | | {general(evaluated['base'])} | | |")
         lines.append(f"| {behaviour} | SFT on plain answers | {evaluated['sft'][behaviour]:.0%} | {evaluated['sft']['right']:.0%} "
-                     f"| {evaluated['sft']['repeats']:.0%} | | {sft_minutes:.1f} | |")
+                     f"| {evaluated['sft']['repeats']:.0%} | | {general(evaluated['sft'])} | {sft_minutes:.1f} | |")
         for key, run in runs.items():
             if run.get("behaviour") != behaviour:
                 continue
@@ -177,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             first = run["prefers_chosen"].get("first_token")
             told = "; ".join(w.split(":")[0] for w in run["warnings"]) or "none"
             lines.append(f"| {behaviour} | {label} | {evaluated[key][behaviour]:.0%} | {evaluated[key]['right']:.0%} "
-                         f"| {evaluated[key]['repeats']:.0%} | {'' if first is None else f'{first:.0%}'} "
+                         f"| {evaluated[key]['repeats']:.0%} | {'' if first is None else f'{first:.0%}'} | {general(evaluated[key])} "
                          f"| {sft_minutes + (run.get('process_s') or 0) / 60:.1f} | {told} |")
     table = "\n".join(lines)
     print("\n" + table + "\n")

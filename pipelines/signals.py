@@ -58,7 +58,7 @@ def signs_by_kind(stage: str, metrics: list[dict]) -> dict[str, str]:
             signs["both_falling"] = (
                 f"Chosen and rejected rewards are both falling (chosen {late_c:.3g}, rejected {late_r:.3g}): "
                 "the model makes every answer less likely, not just the rejected ones; a known DPO failure. "
-                "Raise beta, lower the learning rate, or add an SFT term (dpo.sft_weight).")
+                "Raise beta, lower the learning rate, or raise the SFT term (dpo.sft_weight).")
     return signs
 
 
@@ -72,7 +72,7 @@ def _greedy_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
     if _mean(accuracies[-WINDOW:]) < RANKS_RIGHT:
         return {}
     rejected_share = round(100 * (1 - first_token[-1]))
-    sft_term = ", or add an SFT term on the chosen answers (dpo.sft_weight)" if stage == "dpo" else ""
+    sft_term = ", or raise the SFT term on the chosen answers (dpo.sft_weight)" if stage == "dpo" else ""
     return {"greedy_unchanged": (
         f"The model ranks the pairs right, but still prefers the rejected answer in {rejected_share}% of them at the "
         f"first token where the two differ: greedy answers will not change yet. Train longer, raise the learning "

@@ -42,7 +42,7 @@ def test_bad_configs_get_one_clear_sentence(text, words):
 
 def test_each_stage_brings_its_own_defaults_and_only_its_own_section():
     dpo = parse_config_text("stage: dpo")
-    assert (dpo.dataset, dpo.train.learning_rate, dpo.train.max_steps) == ("preference-en-sample", 5e-5, 40)
+    assert (dpo.dataset, dpo.train.learning_rate, dpo.train.max_steps) == ("preference-en-sample", 2e-4, 40)
     assert parse_config_text("stage: dpo\ntrain: {learning_rate: 1.0e-6}").train.learning_rate == 1e-6, "written wins"
     assert "dpo:" in dpo.to_yaml() and "kto:" not in dpo.to_yaml() and "dpo:" not in RunConfig().to_yaml()
     assert parse_config_text(dpo.to_yaml()) == dpo

@@ -60,7 +60,7 @@ def test_choosing_a_stage_brings_its_defaults_and_its_own_settings_box():
     groups, (learning_rate, max_steps, save_steps) = rest[:-3], rest[-3:]
     assert dataset["value"] == "preference-en-sample" and box["visible"] is True
     assert [g["visible"] for g in groups] == [section == "dpo" for section in STAGE_SECTIONS]
-    assert (learning_rate["value"], max_steps["value"], save_steps["value"]) == (5e-5, 40, 20)
+    assert (learning_rate["value"], max_steps["value"], save_steps["value"]) == (2e-4, 40, 20)
     assert train.stage_changed("ppo")[-1]["value"] == 10, "each stage brings its own save interval"
     assert train.stage_changed("sft")[1]["visible"] is False
 
