@@ -28,6 +28,8 @@ PANELS = (
     ("learning rate", ("learning_rate",)),
     ("grad norm", ("grad_norm",)),
 )
+# Panels of shares between 0 and 1: a fixed axis, so a share stuck at 0 reads as 0, not as a line in the middle.
+SHARE_KEYS = {"rewards/accuracies", "accuracy", "prefers_chosen/first_token", "answers/repeated_3grams"}
 COLORS = ("#4f46e5", "#dc2626", "#059669", "#d97706")
 MAX_POINTS = 2000  # per series
 SMOOTH_FROM = 10   # points of a train series before a smoothed line is drawn over the raw one
@@ -56,6 +58,8 @@ def training_curves(metrics: list[dict], title: str = "", smooth: bool = True, l
     figure = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.2 / len(panels),
                            row_heights=[h / sum(heights) for h in heights], subplot_titles=[name for name, _ in panels])
     for row, (_, keys) in enumerate(panels, start=1):
+        if SHARE_KEYS & set(keys):
+            figure.update_yaxes(range=[-0.05, 1.05], row=row, col=1)
         for index, key in enumerate(keys):
             color = COLORS[index % len(COLORS)]   # one colour per quantity: raw, smoothed and eval lines share it
             train = _points(metrics, key)
