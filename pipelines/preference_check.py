@@ -25,17 +25,15 @@ from transformers import TrainerCallback
 
 CHECK_PAIRS = 8         # pairs measured at each reading: a share in steps of 1/8
 CHECK_EVERY = 10        # optimizer steps between readings (fixed in steps, so that every rank measures alike)
-KEYS = ("prefers_chosen/total", "prefers_chosen/per_token", "prefers_chosen/first_token")
 
 
 def pair_preference(chosen_ids: list[int], chosen_logps: list[float],
                     rejected_ids: list[int], rejected_logps: list[float]) -> dict | None:
     """The policy's preference on one pair, from each answer's token ids and their log-probs under the policy
-    (both after the same prompt). None when the two answers are the same tokens: there is nothing to prefer."""
-    if chosen_ids == rejected_ids or not chosen_ids or not rejected_ids:
-        return None
+    (both after the same prompt). None when no token tells them apart (the same answer, or one cut short to the
+    other by max_length): there greedy decoding has nothing to choose."""
     first = next((i for i, (c, r) in enumerate(zip(chosen_ids, rejected_ids)) if c != r), None)
-    if first is None:   # one answer is the other cut short (max_length): no token where greedy decoding chooses
+    if first is None:
         return None
     total_c, total_r = sum(chosen_logps), sum(rejected_logps)
     return {"total": total_c > total_r,
