@@ -37,51 +37,17 @@ REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.machine import describe_machine, measure_process  # noqa: E402
+from pipelines.road import HELD_OUT_PROMPTS, closest_sample_rows  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "preference_outcome.json"
 SIGN_OFF = "Hope this helps!"
 SAMPLES = REPO_ROOT / "assets" / "datasets"
 
-# Prompts on topics that neither alpaca-en-sample nor preference-en-sample covers (check_held_out verifies:
-# no exact match, and no sample prompt sharing more than half of a held-out prompt's content words).
-# sft_visible_change.py's list does not qualify: "How do I prepare for a job interview?" is an Alpaca row
-# word for word, and its virus/bacterium, salty sea, refrigerator and compound-interest questions are
-# rephrasings of Alpaca rows.
-HELD_OUT = [
-    "Explain what a mortgage is.",
-    "How do I grow tomatoes on a balcony?",
-    "Suggest a weekend project for learning Python.",
-    "How do I teach my dog to sit?",
-    "What is a solar eclipse?",
-    "How does a bicycle stay upright?",
-    "How do I sharpen a kitchen knife?",
-    "What is the difference between a hurricane and a tornado?",
-    "How can I get better at chess?",
-    "What causes rust on metal?",
-    "How do I choose a ripe watermelon?",
-    "How do I patch a small hole in a wall?",
-    "Why do we have time zones?",
-    "How do I start birdwatching?",
-    "How can I make a small flat feel bigger?",
-    "Explain how a thermostat works.",
-    "How can I learn to draw?",
-    "How do I keep an indoor cat entertained?",
-    "Why do some people snore?",
-    "How do I fix a dripping tap?",
-    "How do I start composting at home?",
-    "What does a project manager do?",
-    "How do I learn to juggle?",
-    "How do I make pizza dough at home?",
-    "How can I take better photos with my phone?",
-    "Why do we dream?",
-    "What is the difference between a violin and a viola?",
-    "How do I plan a birthday party for a ten-year-old?",
-    "What is a pension, and why should I have one?",
-    "How do I clean my laptop keyboard?",
-]
-STOP_WORDS = set("a an and are at be can do does for from how i in is it me my of on or should so some the this to "
-                 "we what when which who why with you your give explain tell make get have has there that "
-                 "start learn better good best way keep home difference between".split())
+# Prompts on topics that neither alpaca-en-sample nor preference-en-sample covers (pipelines/road.py keeps them,
+# tests/test_road.py checks them). sft_visible_change.py's list does not qualify: "How do I prepare for a job
+# interview?" is an Alpaca row word for word, and its virus/bacterium, salty sea, refrigerator and
+# compound-interest questions are rephrasings of Alpaca rows.
+HELD_OUT = HELD_OUT_PROMPTS["en"]
 
 
 # --- the rule ----------------------------------------------------------------------------------------
@@ -116,22 +82,10 @@ def check_rule_on_data() -> dict:
     return summary
 
 
-def content_words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower())) - STOP_WORDS
-
-
 def check_held_out() -> dict:
     """Refuse a held-out prompt that a sample holds, word for word or nearly (over half its content words)."""
-    alpaca = json.loads((SAMPLES / "alpaca-en-sample.json").read_text(encoding="utf-8"))
-    pairs = json.loads((SAMPLES / "preference-en-sample.json").read_text(encoding="utf-8"))
-    seen = [r["instruction"] + " " + r.get("input", "") for r in alpaca] + [p["prompt"] for p in pairs]
-    normalised = {" ".join(s.lower().split()) for s in seen}
     closest = {}
-    for prompt in HELD_OUT:
-        if " ".join(prompt.lower().split()) in normalised:
-            raise SystemExit(f"held-out prompt {prompt!r} is in the sample data")
-        words = content_words(prompt)
-        overlap, match = max((len(words & content_words(s)) / len(words), s) for s in seen)
+    for prompt, (overlap, match) in closest_sample_rows("en").items():
         if overlap > 0.5:
             raise SystemExit(f"held-out prompt {prompt!r} is close to the sample row {match!r}")
         closest[prompt] = {"overlap": round(overlap, 2), "closest_sample_prompt": match}

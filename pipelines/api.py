@@ -295,3 +295,36 @@ def run_probes(workspace: Path, run_id: str) -> dict:
     """The probe prompts' answers at each checkpoint save: {"steps": [...], "rows": [{"prompt", "answers": {step: answer}}]}."""
     from pipelines.probes import probe_grid
     return probe_grid(runs.run_dir_of(workspace, run_id))
+
+
+def start_road(workspace: Path, language: str = "en", model: str = BUNDLED_MODEL_ID, max_steps: int = 0) -> str:
+    """Try the road: SFT → DPO and SFT → reward model → PPO from `model` on the bundled sample of `language`, with
+    defaults (max_steps 0) or a shorter look, in its own process; return the road id."""
+    from pipelines import road
+    road_dir = road.create_road(workspace, language, model, max_steps)
+    road.launch_road(road_dir)
+    return road_dir.name
+
+
+def road_status(workspace: Path, road_id: str) -> dict:
+    """The road's status, each step's run (status, step, max_steps, ETA) and, as steps complete, the checkpoints to compare."""
+    from pipelines import road
+    return road.road_status(workspace, road_id)
+
+
+def stop_road(workspace: Path, road_id: str) -> dict:
+    """Stop a road: its current run saves a checkpoint and stops, and no later step starts."""
+    from pipelines import road
+    return road.stop_road(workspace, road_id)
+
+
+def continue_road(workspace: Path, road_id: str) -> dict:
+    """Walk a stopped, failed or interrupted road again, keeping the steps that completed."""
+    from pipelines import road
+    return road.continue_road(workspace, road_id)
+
+
+def list_roads(workspace: Path) -> list[dict]:
+    """Every road in the workspace, newest first."""
+    from pipelines import road
+    return road.list_roads(workspace)

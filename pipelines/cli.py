@@ -8,6 +8,8 @@
     python -m pipelines runs                         list runs
     python -m pipelines stop <run_id>                ask a running run to save a checkpoint and stop
     python -m pipelines prepare-model                fetch and convert the bundled model once
+    python -m pipelines road [--language ko]         try the road: SFT → DPO and SFT → reward model → PPO on a
+                                                     bundled sample with defaults, then the answers side by side
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from pipelines.config import BUNDLED_MODEL_ID
 from pipelines.errors import StudioError
 
 
@@ -43,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     stop = add_command("stop", help="Ask a run to save a checkpoint and stop.")
     stop.add_argument("run_id")
     add_command("prepare-model", help="Download and convert the bundled model.")
+    road = add_command("road", help="Try the road: SFT → DPO and SFT → reward model → PPO on a bundled sample, "
+                       "with defaults; then the base, SFT, DPO and PPO answers side by side.")
+    road.add_argument("target", nargs="?", help="A road directory to walk (what the app launches); omit it to start a new road.")
+    road.add_argument("--language", choices=("en", "ko"), default="en", help="Which bundled samples (default en).")
+    road.add_argument("--model", default=BUNDLED_MODEL_ID, help="The model the road starts from (default the bundled one).")
+    road.add_argument("--max-steps", type=int, default=0, help="At most this many steps per stage, for a quick look; "
+                      "0 (default) keeps each stage's own.")
     args = parser.parse_args(argv)
     workspace = Path(args.workspace).resolve()
     try:
@@ -85,6 +95,8 @@ def _dispatch(args, workspace: Path) -> int:
     if args.command == "stop":
         print(json.dumps(api.stop_run(workspace, args.run_id)))
         return 0
+    if args.command == "road":
+        return _road(workspace, args.target, args.language, args.model, args.max_steps)
     if args.command == "prepare-model":
         from pipelines.bundled import bundled_model_dir
         print(bundled_model_dir())
@@ -101,6 +113,28 @@ def _train(run_dir: Path, resume: bool) -> int:
     with _also_logged_to(Path(run_dir) / "train.log"):
         status = train_run(run_dir, resume=resume)
     return 0 if status in ("completed", "stopped") else 1
+
+
+def _road(workspace: Path, target: str | None, language: str, model: str, max_steps: int) -> int:
+    from pipelines import road
+
+    if target:   # the app launched this road: its stdout already is road.log
+        road_dir = Path(target).resolve()
+        road.road_dir_of(road_dir.parent.parent, road_dir.name)   # refuses a folder that is not a road
+        return 0 if road.walk(road_dir) in ("completed", "stopped") else 1
+    road_dir = road.create_road(workspace, language, model, max_steps)
+    print(f"road {road_dir.name} in {road_dir}", flush=True)
+    with _also_logged_to(road_dir / "road.log"):
+        status = road.walk(road_dir)
+    if status != "completed":
+        report = road.road_status(workspace, road_dir.name)
+        print(f"road {status}{': ' + report['error'] if report.get('error') else ''}", flush=True)
+        return 0 if status == "stopped" else 1
+    for row in road.compare_road(workspace, road_dir.name):
+        print(f"\n### {row['prompt']}")
+        for name, answer in row["answers"].items():
+            print(f"\n[{name}] {answer}")
+    return 0
 
 
 @contextlib.contextmanager

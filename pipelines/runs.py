@@ -79,9 +79,13 @@ def launch(run_dir: Path, resume: bool = False) -> int:
     run_files.update_status(run_dir, only_if=lambda now: (now.get("started_at") or 0) < launched_at,
                             status="queued", pid=process.pid, pid_started=process_start_time(process.pid),
                             error=None, launched_at=launched_at)
-    # Reap the child when it ends so it never lingers as a zombie that looks alive.
-    threading.Thread(target=process.wait, daemon=True, name=f"reap-{process.pid}").start()
+    reap_later(process)
     return process.pid
+
+
+def reap_later(process: subprocess.Popen) -> None:
+    """Reap the child when it ends so it never lingers as a zombie that looks alive."""
+    threading.Thread(target=process.wait, daemon=True, name=f"reap-{process.pid}").start()
 
 
 def process_start_time(pid: int) -> float | None:

@@ -1,4 +1,4 @@
-"""The Gradio app: six tabs (Model, Data, Train, Reward, Chat, Compare) and the public API endpoints.
+"""The Gradio app: seven tabs (Road, Model, Data, Train, Reward, Chat, Compare) and the public API endpoints.
 
 Layout first, wiring after. Every handler is a plain function of plain values bound to the workspace;
 per-visitor state lives in components, never in module globals.
@@ -13,11 +13,12 @@ import gradio as gr
 from gradio import FileData
 
 from pipelines import api
+from pipelines.config import BUNDLED_MODEL_ID
 from pipelines.inference import chat as chat_reply
 from studio.choices import refresh_checkpoint_choices, refresh_dataset_choices
 from studio.errors import shows_errors
 from studio.i18n import I18N, t
-from studio.tabs import chat, compare, data, model, reward, train
+from studio.tabs import chat, compare, data, model, reward, road, train
 
 CSS = """
 .studio-header h1 { margin-bottom: 0; }
@@ -34,13 +35,16 @@ def build_app(workspace: Path) -> gr.Blocks:
         with gr.Column(elem_classes="studio-header"):
             gr.Markdown(t("title"))
             gr.Markdown(t("subtitle"))
-        with gr.Tabs(selected="train"):
+        with gr.Tabs(selected="train") as tabs:
+            road_tab = road.build(workspace)
             chosen_model = model.build(workspace)
             chosen_dataset = data.build(workspace)
             train_model, train_dataset, train_run, runs_table = train.build(workspace)
             reward.build(workspace)
             chat.build(workspace)
-            compare.build(workspace)
+            compare_tab = compare.build(workspace)
+        road_tab.compare.click(shows_errors(partial(road.compare_clicked, workspace, tabs, compare_tab)), [road_tab.road],
+                               road.compare_outputs(tabs, compare_tab), api_visibility="private")
         gr.Markdown(t("language_hint"))
         # Choices made on the Model and Data tabs carry over to the training form.
         chosen_model.change(lambda value: value, [chosen_model], [train_model], api_visibility="private")
@@ -163,6 +167,26 @@ def register_api(workspace: Path) -> None:
         """Every prompt through every checkpoint, each answer scored (reward checkpoint and/or rule file): rows, means, win_rates."""
         return api.evaluate(workspace, checkpoints, prompts, scorer)
 
+    def start_road(language: str = "en", model: str = BUNDLED_MODEL_ID, max_steps: int = 0) -> str:
+        """Try the road: SFT → DPO and SFT → reward model → PPO from model on the bundled sample of language (en or ko), each stage with its defaults (max_steps 0) or at most max_steps steps, in its own process; returns the road id."""
+        return api.start_road(workspace, language, model, max_steps)
+
+    def road_status(road_id: str) -> dict:
+        """A road's status, error, each step's run (step, stage, run_id, status, progress, max_steps, eta_s), its held-out prompts and the checkpoints to compare (base, sft, dpo, ppo as they complete)."""
+        return api.road_status(workspace, road_id)
+
+    def stop_road(road_id: str) -> dict:
+        """Stop a road: its current run saves a checkpoint and stops, and no later step starts."""
+        return api.stop_road(workspace, road_id)
+
+    def continue_road(road_id: str) -> dict:
+        """Walk a stopped, failed or interrupted road again, keeping the steps that completed."""
+        return api.continue_road(workspace, road_id)
+
+    def list_roads() -> list[dict]:
+        """Every road in the workspace, newest first: road_id, language, status, created_at."""
+        return api.list_roads(workspace)
+
     def chat(checkpoint: str, message: str, history: list[dict], settings: dict) -> str:
         """One chat reply from a checkpoint; history is a list of {role, content}; settings: max_new_tokens, temperature, top_p, system_prompt, seed."""
         return chat_reply(workspace, checkpoint, message, history, settings)
@@ -170,7 +194,8 @@ def register_api(workspace: Path) -> None:
     for endpoint in (start_run, run_status, run_metrics, stop_run, resume_run, list_runs, list_checkpoints,
                      list_datasets, describe_model, preview_dataset, upload_dataset, import_hub_dataset, dataset_stats,
                      dataset_table, save_table, deduplicate_dataset, filter_dataset, split_dataset, score,
-                     evaluate_reward, score_dataset, run_samples, run_probes, compare, vote, evaluate, chat):
+                     evaluate_reward, score_dataset, run_samples, run_probes, compare, vote, evaluate, chat,
+                     start_road, road_status, stop_road, continue_road, list_roads):
         gr.api(shows_errors(endpoint), api_name=endpoint.__name__)
 
 

@@ -24,6 +24,20 @@ EN = {
     "reward.prompt": "Prompt", "reward.answers": "Answers to score, separated by a line with ---",
     "reward.score": "Score the answers", "reward.evaluate": "Measure on the dataset's pairs (accuracy, margins)",
     "reward.rank": "Rank every answer of the dataset by reward",
+    # road tab
+    "tab.road": "Road",
+    "road.intro": ("### 🛣️ Try the road\n"
+                   "From a base model to an assistant in four runs, each with its defaults, on a bundled sample:\n\n"
+                   "1. **SFT** (instruction tuning) on 200 instruction rows: the model learns to answer the way they do.\n"
+                   "2. **DPO** on 200 preference pairs, from the SFT model: the shortcut, learning from the pairs directly.\n"
+                   "3. **A reward model** on the same pairs: it learns to score answers as the pairs rank them.\n"
+                   "4. **PPO** against that reward model, from the SFT model: InstructGPT's road. It samples answers, "
+                   "is scored, and moves toward higher scores while a KL penalty keeps it near the SFT model.\n\n"
+                   "Then **Compare** shows base, SFT, DPO and PPO answering questions none of them was trained on. "
+                   "Each step is an ordinary run: its curves are in the Train tab. About 15 minutes on a 2-core CPU."),
+    "road.language": "Samples", "road.english": "English", "road.korean": "Korean",
+    "road.start": "Try the road", "road.continue": "Continue", "road.pick": "Road",
+    "road.compare": "Compare base, SFT, DPO and PPO",
     # model tab
     "model.pick": "Model", "model.pick_info": "The bundled model, a Hub id (org/name), a local folder, or a run checkpoint.",
     "model.inspect": "Inspect", "model.card": "Model details",
@@ -108,6 +122,20 @@ KO = {
     "reward.prompt": "프롬프트", "reward.answers": "점수를 매길 답변들 (--- 한 줄로 구분)",
     "reward.score": "답변 점수 매기기", "reward.evaluate": "데이터셋의 쌍으로 측정 (정확도, 마진)",
     "reward.rank": "데이터셋의 모든 답변을 보상 순으로 정렬",
+    # road tab
+    "tab.road": "로드맵",
+    "road.intro": ("### 🛣️ 정렬의 길을 따라가 보기\n"
+                   "베이스 모델에서 어시스턴트까지, 번들 샘플과 기본 설정으로 네 번의 실행을 거칩니다:\n\n"
+                   "1. **SFT**(지시 튜닝) — 지시 데이터 200행: 모델이 그 답변처럼 답하는 법을 배웁니다.\n"
+                   "2. **DPO** — SFT 모델에서 선호 쌍 200개로: 보상 모델 없이 쌍에서 바로 배우는 지름길입니다.\n"
+                   "3. **보상 모델** — 같은 쌍으로: 쌍이 매긴 순서대로 답변에 점수를 주는 법을 배웁니다.\n"
+                   "4. **PPO** — SFT 모델에서, 그 보상 모델을 상대로: InstructGPT의 길입니다. 답변을 샘플링하고 "
+                   "점수를 받아 더 높은 점수 쪽으로 움직이되, KL 페널티가 SFT 모델 가까이에 붙잡아 둡니다.\n\n"
+                   "그다음 **비교** 탭에서 베이스, SFT, DPO, PPO가 어느 모델도 학습하지 않은 질문에 나란히 답합니다. "
+                   "각 단계는 평범한 실행이라 학습 탭에서 곡선을 볼 수 있습니다. 2코어 CPU에서 약 15분 걸립니다."),
+    "road.language": "샘플", "road.english": "영어", "road.korean": "한국어",
+    "road.start": "길 따라가기", "road.continue": "이어서 하기", "road.pick": "로드맵 실행",
+    "road.compare": "베이스, SFT, DPO, PPO 비교하기",
     "model.pick": "모델", "model.pick_info": "내장 모델, 허브 ID(org/name), 로컬 폴더, 또는 실행의 체크포인트.",
     "model.inspect": "살펴보기", "model.card": "모델 정보",
     "data.pick": "데이터셋", "data.preview_rows": "미리 볼 행 수", "data.preview": "모델이 보는 그대로 미리 보기",

@@ -11,6 +11,7 @@ import csv
 import json
 import random
 import tempfile
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -28,7 +29,17 @@ MAX_COLUMNS = 4
 LETTERS = "ABCD"
 
 
-def build(workspace: Path) -> None:
+@dataclass
+class CompareTab:
+    """What other tabs fill in: the Road tab opens Compare with its checkpoints and held-out prompts."""
+    count: gr.Slider
+    pickers: list
+    labels: list
+    prompt: gr.Textbox
+    eval_prompts: gr.Textbox
+
+
+def build(workspace: Path) -> CompareTab:
     checkpoints = api.list_checkpoints(workspace)
     with gr.Tab(t("tab.compare"), id="compare") as tab:
         with gr.Row():
@@ -97,6 +108,7 @@ def build(workspace: Path) -> None:
     run_eval.click(shows_errors(partial(evaluate_checkpoints, workspace)),
                    [eval_dataset, eval_prompts, scorer, count, max_new, *pickers],
                    [eval_summary, eval_chart, eval_table, eval_files], **private)
+    return CompareTab(count=count, pickers=pickers, labels=labels, prompt=prompt, eval_prompts=eval_prompts)
 
 
 def _default(checkpoints: list[str], index: int) -> str:
