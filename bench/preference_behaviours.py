@@ -59,10 +59,17 @@ CAPITALS = {
 }
 HELD_OUT_COUNTRIES = list(CAPITALS)[30:]
 SUM_QUESTIONS = ("What is {a} plus {b}?", "Add {a} and {b}.", "How much is {a} + {b}?")
+# Each behaviour: how a plain answer shows it, and the test of an answer as Python source (an RL run's 0/1 rule
+# file is written from the same text: bench/rl_behaviours.py).
+RULES = {
+    "sign_off": 'answer.rstrip().endswith("Hope this helps!")',
+    "opener": 'answer.lstrip().startswith("Sure!")',
+    "bullet": 'answer.lstrip().startswith("- ")',
+}
 BEHAVIOURS = {
-    "sign_off": (lambda plain: f"{plain} Hope this helps!", lambda answer: answer.rstrip().endswith("Hope this helps!")),
-    "opener": (lambda plain: f"Sure! {plain}", lambda answer: answer.lstrip().startswith("Sure!")),
-    "bullet": (lambda plain: f"- {plain}", lambda answer: answer.lstrip().startswith("- ")),
+    "sign_off": (lambda plain: f"{plain} Hope this helps!", eval(f"lambda answer: {RULES['sign_off']}")),
+    "opener": (lambda plain: f"Sure! {plain}", eval(f"lambda answer: {RULES['opener']}")),
+    "bullet": (lambda plain: f"- {plain}", eval(f"lambda answer: {RULES['bullet']}")),
 }
 
 
