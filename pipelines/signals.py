@@ -25,6 +25,10 @@ RANKS_RIGHT = 0.75       # rewards/accuracies at which the run looks like a succ
 KL_WARNING = 6.0         # nats per answer (the sum over its tokens): the policy makes its answers e^6 ≈ 400× likelier
 REPEAT_WARNING = 0.3     # share of an answer's 3-word phrases that repeat an earlier one
 LENGTH_GROWTH = 1.5      # answers this many times longer than at the start
+# A spread of scores this small a share of the reward model's margin on its own pairs, while the score has not
+# risen by SCORE_RISE of that margin: the policy never samples what the reward model prefers.
+NEAR_FLAT_SHARE = 0.05
+SCORE_RISE = 0.25
 
 
 def warning_signs(stage: str, metrics: list[dict]) -> list[str]:
@@ -83,8 +87,10 @@ def _flat_score_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
     """Every score of the latest update was the same: advantages carry no reward signal, so nothing is learned."""
     key, flat_when = ("objective/scores_std", 0.0) if stage == "ppo" else ("frac_reward_zero_std", 1.0)
     readings = _series(metrics, key)
-    if not readings or abs(readings[-1] - flat_when) > 1e-9:
+    if not readings:
         return {}
+    if abs(readings[-1] - flat_when) > 1e-9:
+        return _little_to_learn_signs(metrics) if stage == "ppo" else {}
     flat = sum(abs(r - flat_when) <= 1e-9 for r in readings)
     what = ("every sampled answer got the same score" if stage == "ppo"
             else "every prompt's answers all got the same score")
@@ -93,6 +99,25 @@ def _flat_score_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
         f"Nothing to learn: in the latest update {what} ({flat} of {len(readings)} updates so far), so the reward gives "
         f"no direction. Sample more answers ({more}), raise the temperature, use a reward model trained on the same "
         "preferences instead of a 0/1 rule, or first train SFT on a few rows that show the behaviour.")}
+
+
+def _little_to_learn_signs(metrics: list[dict]) -> dict[str, str]:
+    """PPO against a reward model whose scores of the sampled answers barely differ, measured against how far apart
+    it scores its own training pairs, while the score does not rise: the policy never samples what the reward model
+    prefers (an SFT model that always stops before a sign-off), so there is nothing better to move toward."""
+    spread, scores = _series(metrics, "objective/scores_std"), _series(metrics, "objective/scores")
+    margins = _series(metrics, "reward_model/margin")
+    if len(spread) < WINDOW or len(scores) < WINDOW or not margins or margins[-1] <= 0:
+        return {}
+    margin, now = margins[-1], _mean(spread[-WINDOW:])
+    if now >= NEAR_FLAT_SHARE * margin or _mean(scores[-WINDOW:]) - _mean(scores[:WINDOW]) >= SCORE_RISE * margin:
+        return {}
+    return {"little_to_learn": (
+        f"Little to learn: the answers the policy samples differ in score by {now:.2g} (the last {WINDOW} updates), "
+        f"while the reward model tells its training pairs apart by {margin:.2g}. The policy does not sample what the "
+        "reward model prefers, so PPO has nothing better to move toward. Raise ppo.temperature or train.batch_size, "
+        "first train SFT on a few rows that show the behaviour, or use DPO, which learns from the chosen answers "
+        "themselves.")}
 
 
 def _reward_hacking_signs(stage: str, metrics: list[dict]) -> dict[str, str]:

@@ -122,6 +122,32 @@ def test_rl_whose_scores_are_all_equal_says_there_is_nothing_to_learn():
     assert warning_signs("rloo", _records(frac_reward_zero_std=[1.0, 0.75])) == []
 
 
+def test_ppo_whose_samples_score_alike_against_a_wide_reward_margin_says_there_is_little_to_learn(workspace):
+    # As measured (bench/rl_behaviours.py): PPO from an SFT model that never samples the sign-off the reward model
+    # prefers scores -3.4 ± 0.05 while the reward model's margin on its pairs is 6.7; from one that sometimes samples
+    # it, the score climbs to +3.4 and then its spread is small again because every answer has the sign-off.
+    stuck = _records(objective__scores=[-3.39, -3.25, -3.38, -3.44, -3.3, -3.35], reward_model__margin=[6.7] * 6,
+                     objective__scores_std=[0.03, 0.05, 0.07, 0.12, 0.04, 0.06])
+    signs = warning_signs("ppo", stuck)
+    assert len(signs) == 1 and signs[0].startswith("Little to learn: the answers the policy samples differ in score by "
+                                                   "0.068 (the last 5 updates), while the reward model tells its "
+                                                   "training pairs apart by 6.7.")
+    learned = _records(objective__scores=[-3.39, -3.25, -1.7, 1.8, 3.46, 3.41, 3.43, 3.34, 3.42],
+                       objective__scores_std=[0.03, 0.05, 2.9, 2.9, 0.06, 0.07, 0.15, 0.13, 0.1],
+                       reward_model__margin=[6.7] * 9)
+    assert warning_signs("ppo", learned) == [], "a small spread after the score rose means it learned"
+    rule_only = _records(objective__scores=[0.0] * 6, objective__scores_std=[0.01] * 6)
+    assert warning_signs("ppo", rule_only) == [], "without a reward model there is no scale to judge the spread by"
+
+    from pipelines.rl.rewards import RewardSource, reward_model_margin
+    run = workspace / "runs" / "my-rm"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(f'{{"step": {i}, "split": "train", "margin": {m}}}\n'
+                                               for i, m in enumerate([0.3, 1.0, 5.0, 6.0, 7.0, 8.0, 9.0])))
+    assert reward_model_margin(RewardSource("my-rm/final", None), workspace) == 7.0   # its last 5 steps
+    assert reward_model_margin(RewardSource(None, workspace / "rules.py"), workspace) is None
+
+
 def test_rl_whose_kl_and_repetition_grow_warns_of_reward_hacking():
     steps = range(12)
     hacking = _records(objective__kl=[1.2 * i for i in steps], answers__repeated_3grams=[0.05 * i for i in steps],

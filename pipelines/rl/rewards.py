@@ -152,6 +152,20 @@ class RewardScorer:
         return totals
 
 
+def reward_model_margin(source: RewardSource, workspace: Path) -> float | None:
+    """How far apart the reward model scored the chosen and rejected answers of its own training pairs (the mean
+    `margin` of its last logged steps): the scale against which a policy's score spread is small or large."""
+    from pipelines import run_files
+    from pipelines.models import CHECKPOINT_ID
+
+    match = CHECKPOINT_ID.match(source.checkpoint or "")
+    if not match:   # no reward model, or one from outside the workspace: no training record to read
+        return None
+    margins = [m["margin"] for m in run_files.read_metrics(Path(workspace) / "runs" / match["run"])
+               if m.get("split") == "train" and isinstance(m.get("margin"), (int, float))][-5:]
+    return sum(margins) / len(margins) if margins else None
+
+
 def check_reward(spec: str, workspace: Path) -> RewardSource:
     """Everything about a reward setting that can be checked before a run starts."""
     from pipelines.models import resolve_model

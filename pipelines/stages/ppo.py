@@ -74,7 +74,7 @@ class PPORunner:
         from transformers import TrainerControl, TrainerState, get_scheduler
 
         from pipelines.rl.ppo_math import AdaptiveKLController
-        from pipelines.rl.rewards import RewardScorer, reward_for_run
+        from pipelines.rl.rewards import RewardScorer, reward_for_run, reward_model_margin
 
         self.context, self.config = context, context.config
         settings, train = self.config.ppo, self.config.train
@@ -109,6 +109,7 @@ class PPORunner:
         self.kl_coef = settings.kl_coef
         self.kl_controller = AdaptiveKLController(settings.kl_coef, settings.kl_target, settings.kl_horizon) if settings.kl_target > 0 else None
         self.scorer = RewardScorer(reward_for_run(settings.reward, context.workspace, context.run_dir), context.workspace)
+        self.reward_margin = reward_model_margin(self.scorer.source, context.workspace)   # see pipelines/signals.py
         self.state = TrainerState(max_steps=self.max_steps, logging_steps=train.logging_steps, save_steps=train.save_steps)
         self.state.is_world_process_zero = True
         self.control = TrainerControl()
@@ -216,6 +217,8 @@ class PPORunner:
         }
         if len(raw_scores) > 1:   # 0: every answer scored alike, so the reward gives no direction (pipelines/signals.py)
             logs["objective/scores_std"] = raw_scores.std(unbiased=False).item()
+        if self.reward_margin is not None:
+            logs["reward_model/margin"] = self.reward_margin
         self.scheduler.step()
         if self.kl_controller:
             self.kl_coef = self.kl_controller.update(mean_kl, self.config.train.batch_size)
