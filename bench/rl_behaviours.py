@@ -9,7 +9,7 @@ file that tests the behaviour, with every default but the data. Two starting poi
                 though its greedy answers still do not show it
 
 PPO can only reinforce what its samples contain, so the two starts tell apart "RL cannot find it" from "RL
-amplifies it". Before each PPO run the script measures how likely the starting model is to sample the
+amplifies it". GRPO and RLOO (roads mixed-rm-grpo, mixed-rm-rloo) take the same reward model from the mixed start. Before each PPO run the script measures how likely the starting model is to sample the
 behaviour's first token where it would go (at temperature 1). Then the same 30 held-out questions as
 preference_behaviours.py, greedy: share with the behaviour, still right, repeats, general questions; and each
 PPO run's last KL, score spread and the warnings its log printed.
@@ -39,8 +39,9 @@ from bench.preference_outcome import ensure_run  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "rl_behaviours.json"
 SHOWN = 20   # of the 200 SFT rows, how many show the behaviour in the mixed SFT data
-# road: (which SFT model PPO starts from, where its reward comes from)
-ROADS = {"plain-rm": ("plain", "rm"), "mixed-rm": ("mixed", "rm"), "mixed-rule": ("mixed", "rule")}
+# road: (which SFT model the RL stage starts from, where its reward comes from, the stage)
+ROADS = {"plain-rm": ("plain", "rm", "ppo"), "mixed-rm": ("mixed", "rm", "ppo"), "mixed-rule": ("mixed", "rule", "ppo"),
+         "mixed-rm-grpo": ("mixed", "rm", "grpo"), "mixed-rm-rloo": ("mixed", "rm", "rloo")}
 # Where the behaviour's first token goes: after the whole plain answer, or before it.
 FIRST_TOKEN = {"sign_off": ("after", " Hope"), "opener": ("before", "Sure"), "bullet": ("before", "-")}
 
@@ -91,17 +92,34 @@ def earlier_timings() -> dict:
     return {"runs": found}
 
 
-def ppo_reading(workspace: Path, run_id: str) -> dict:
+def earlier_evaluations(max_new_tokens: int) -> dict:
+    """{checkpoint: evaluation} from the last results file: greedy answers of a reused checkpoint do not change."""
+    if not RESULTS.is_file():
+        return {}
+    document = json.loads(RESULTS.read_text(encoding="utf-8"))
+    if document.get("max_new_tokens") != max_new_tokens:
+        return {}
+    return {result["checkpoint"]: result for result in document["results"].values()}
+
+
+def rl_reading(workspace: Path, run_id: str, stage: str) -> dict:
+    """The last 5 updates' KL to the reference (per answer) and spread of scores, the score before and after, and
+    the warnings the run printed. GRPO and RLOO log TRL's names: KL per token, reward std within each prompt's group."""
     from pipelines import run_files, runs
 
     run_dir = runs.run_dir_of(workspace, run_id)
     metrics = [m for m in run_files.read_metrics(run_dir) if m.get("split") == "train"]
     log = (run_dir / "train.log").read_text(encoding="utf-8", errors="replace")
     last = metrics[-5:]
-    mean = lambda key: sum(m.get(key, 0) for m in last) / max(1, len(last))  # noqa: E731
-    return {"kl_last5": round(mean("objective/kl"), 2), "scores_std_last5": round(mean("objective/scores_std"), 3),
-            "score_first": round(metrics[0]["objective/scores"], 3) if metrics else None,
-            "score_last5": round(mean("objective/scores"), 3),
+    mean = lambda key, rows=last: sum(m.get(key, 0) for m in rows) / max(1, len(rows))  # noqa: E731
+    if stage == "ppo":
+        kl, spread, score = mean("objective/kl"), mean("objective/scores_std"), "objective/scores"
+    else:
+        kl = sum(m.get("kl", 0) * m.get("completions/mean_length", 0) for m in last) / max(1, len(last))
+        spread, score = mean("reward_std"), "reward"
+    return {"kl_last5": round(kl, 2), "scores_std_last5": round(spread, 3),
+            "score_first": round(metrics[0].get(score, 0), 3) if metrics else None,
+            "score_last5": round(mean(score), 3),
             "warnings": sorted(set(re.findall(r"^warning: ([^:]*)", log, re.M)))}
 
 
@@ -139,20 +157,23 @@ def main(argv: list[str] | None = None) -> int:
                                               "model": f"{runs['sft-plain']['run_id']}/final",
                                               "dataset": f"pairs-{behaviour}.jsonl"})
         for road in roads:
-            start, reward = ROADS[road]
+            start, reward, stage = ROADS[road]
             spec = f"{runs[f'rm-{behaviour}']['run_id']}/final" if reward == "rm" else f"rule_{behaviour}.py"
-            name = f"ppo-{behaviour}-{road}"
-            runs[name] = {**ensure({"name": name, "stage": "ppo", "model": f"{sft[start]['run_id']}/final",
-                                    "dataset": "prompts-plain.jsonl", "ppo": {"reward": spec}}),
-                          "behaviour": behaviour, "road": road, "start": start}
-            runs[name].update(ppo_reading(workspace, runs[name]["run_id"]))
+            name = f"ppo-{behaviour}-{road}" if stage == "ppo" else f"{stage}-{behaviour}-{road.rsplit('-', 1)[0]}"
+            runs[name] = {**ensure({"name": name, "stage": stage, "model": f"{sft[start]['run_id']}/final",
+                                    "dataset": "prompts-plain.jsonl", stage: {"reward": spec}}),
+                          "behaviour": behaviour, "road": road, "start": start, "stage": stage}
+            runs[name].update(rl_reading(workspace, runs[name]["run_id"], stage))
 
-    evaluated = {"base": evaluate(workspace, BUNDLED_MODEL_ID, held_out, args.max_new_tokens)}
+    known = earlier_evaluations(args.max_new_tokens)
+    answered = lambda checkpoint, trained_here: (known.get(checkpoint) if not trained_here else None) or \
+        evaluate(workspace, checkpoint, held_out, args.max_new_tokens)  # noqa: E731
+    evaluated = {"base": answered(BUNDLED_MODEL_ID, False)}
     samples_first = {}
     for key, run in runs.items():
         if key.startswith("rm-"):
             continue
-        evaluated[key] = evaluate(workspace, f"{run['run_id']}/final", held_out, args.max_new_tokens)
+        evaluated[key] = answered(f"{run['run_id']}/final", run.get("trained_here", True))
         print(f"  {key}: " + ", ".join(f"{b} {evaluated[key][b]:.0%}" for b in BEHAVIOURS) +
               f", right {evaluated[key]['right']:.0%}", flush=True)
     for behaviour in behaviours:
@@ -165,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = lambda key: (runs[key].get("process_s") or 0) / 60  # noqa: E731
     general = lambda result: f"{result['general_words']:.0f}, {result['general_repeats']:.0%}"  # noqa: E731
     lines = ["| behaviour | checkpoint | P(first token of the behaviour), T 1 | has the behaviour | still right | repeats "
-             "| general questions: words, repeats | KL, score spread (last 5 updates) | minutes (SFT + RM + PPO) | warning printed |",
+             "| general questions: words, repeats | KL, score spread (last 5 updates) | minutes (SFT + RM + RL) | warning printed |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for behaviour in behaviours:
         for start in ("plain", "mixed"):
@@ -181,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             sft_key = "sft-plain" if run["start"] == "plain" else f"sft-mixed-{behaviour}"
             reward = "its reward model" if ROADS[run["road"]][1] == "rm" else "a 0/1 rule"
+            stage = run["stage"].upper()
             total = minutes(sft_key) + (minutes(f"rm-{behaviour}") if ROADS[run["road"]][1] == "rm" else 0) + minutes(key)
-            lines.append(f"| {behaviour} | → PPO with {reward} (from {run['start']} SFT) | | {evaluated[key][behaviour]:.0%} "
+            lines.append(f"| {behaviour} | → {stage} with {reward} (from {run['start']} SFT) | | {evaluated[key][behaviour]:.0%} "
                          f"| {evaluated[key]['right']:.0%} | {evaluated[key]['repeats']:.0%} | {general(evaluated[key])} "
                          f"| {run['kl_last5']}, {run['scores_std_last5']} | {total:.1f} | {'; '.join(run['warnings']) or 'none'} |")
     table = "\n".join(lines)
