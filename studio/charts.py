@@ -5,6 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from pipelines.signals import KL_WARNING, REPEAT_WARNING
+
 # Panels, top to bottom; a panel is drawn when the run logged any of its keys. Each key's eval_ twin is drawn
 # in the same panel, dashed, so train and held-out curves are read together.
 PANELS = (
@@ -31,6 +33,10 @@ PANELS = (
 # Panels of shares between 0 and 1: a fixed axis, so a share stuck at 0 reads as 0, not as a line in the middle.
 SHARE_KEYS = {"rewards/accuracies", "accuracy", "prefers_chosen/first_token", "answers/repeated_3grams"}
 COLORS = ("#4f46e5", "#dc2626", "#059669", "#d97706")
+# Where a run's warning signs begin (pipelines/signals.py), drawn across their panels: a curve that crosses the line
+# is what the status line's "signs of reward hacking" refers to.
+WARNING_LINES = {"objective/kl": (KL_WARNING, "reward-hacking warning above (when rising)"),
+                 "answers/repeated_3grams": (REPEAT_WARNING, "reward-hacking warning above (when rising)")}
 MAX_POINTS = 2000  # per series
 SMOOTH_FROM = 10   # points of a train series before a smoothed line is drawn over the raw one
 
@@ -73,6 +79,11 @@ def training_curves(metrics: list[dict], title: str = "", smooth: bool = True, l
                 if noisy:  # per-step values of a small batch are noisy; the trend is what a person reads
                     figure.add_trace(go.Scatter(x=steps, y=ema(values), name=key, legendgroup=key, mode="lines",
                                                 line={"width": 2.5, "color": color}), row=row, col=1)
+            if train and key in WARNING_LINES:
+                level, text = WARNING_LINES[key]
+                figure.add_hline(y=level, row=row, col=1, line={"dash": "dot", "color": "#dc2626", "width": 1},
+                                 annotation={"text": text, "font": {"color": "#dc2626", "size": 10}},
+                                 annotation_position="top left")
             held_out = _points(metrics, f"eval_{key}")
             if held_out:
                 steps, values = zip(*held_out)

@@ -122,6 +122,20 @@ def test_rl_whose_scores_are_all_equal_says_there_is_nothing_to_learn():
     assert warning_signs("rloo", _records(frac_reward_zero_std=[1.0, 0.75])) == []
 
 
+def test_the_charts_mark_where_the_reward_hacking_warning_begins():
+    from studio.charts import training_curves
+
+    steps = range(12)
+    ppo = _records(objective__kl=[1.2 * i for i in steps], answers__repeated_3grams=[0.05 * i for i in steps],
+                   loss=[1.0] * 12)
+    lines = [shape for shape in training_curves(ppo).layout.shapes if shape.type == "line"]
+    assert sorted(round(line.y0, 2) for line in lines) == [0.3, 6.0]
+    assert all("reward-hacking warning" in a.text for a in training_curves(ppo).layout.annotations
+               if a.text.startswith("reward"))
+    dpo = _records(loss=[1.0] * 12, rewards__margins=[0.1 * i for i in steps])
+    assert not [shape for shape in training_curves(dpo).layout.shapes if shape.type == "line"]
+
+
 def test_ppo_whose_samples_score_alike_against_a_wide_reward_margin_says_there_is_little_to_learn(workspace):
     # As measured (bench/rl_behaviours.py): PPO from an SFT model that never samples the sign-off the reward model
     # prefers scores -3.4 ± 0.05 while the reward model's margin on its pairs is 6.7; from one that sometimes samples
