@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--behaviours", default=",".join(BEHAVIOURS))
     parser.add_argument("--runs", default="", help="Comma-separated lr:sft_weight DPO settings to run beside the "
                         "defaults, e.g. 5e-5:0,5e-5:1.")
+    parser.add_argument("--results", default=str(RESULTS), help="Where the results go (and reused runs' minutes come from).")
+    parser.add_argument("--stages", default="dpo", help="Comma-separated, of dpo, kto, orpo: KTO and ORPO run "
+                        "with every default beside DPO's runs.")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--log-dir", default="/tmp/preference-behaviours-logs")
     args = parser.parse_args(argv)
@@ -151,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.config import BUNDLED_MODEL_ID, DPOSettings, stage_defaults
 
     default_weight, default_lr = DPOSettings().sft_weight, stage_defaults("dpo")["train"]["learning_rate"]
+    results = Path(args.results)
+    earlier = json.loads(results.read_text(encoding="utf-8")) if results.is_file() else {}   # minutes of reused runs
     runs = {"sft": ensure_run(workspace, {"name": "plain-sft", "stage": "sft", "dataset": "plain-answers.jsonl"},
-                              args.reuse, log_dir, {})}
+                              args.reuse, log_dir, earlier)}
     sft_final = f"{runs['sft']['run_id']}/final"
     combos = [(default_lr, default_weight)] + [
         (float(lr), float(weight)) for lr, weight in (item.split(":") for item in args.runs.split(",") if item.strip())
@@ -162,21 +167,31 @@ def main(argv: list[str] | None = None) -> int:
             name = f"dpo-{behaviour}-lr{lr:g}-sft{weight:g}".replace(".", "p")
             config = {"name": name, "stage": "dpo", "model": sft_final, "dataset": f"pairs-{behaviour}.jsonl",
                       "dpo": {"sft_weight": weight}, "train": {"learning_rate": lr}}
-            runs[name] = {**ensure_run(workspace, config, args.reuse, log_dir, {}), "behaviour": behaviour,
-                          "sft_weight": weight, "learning_rate": lr,
+            runs[name] = {**ensure_run(workspace, config, args.reuse, log_dir, earlier), "behaviour": behaviour,
+                          "stage": "dpo", "sft_weight": weight, "learning_rate": lr,
                           "default": (lr, weight) == (default_lr, default_weight)}
             runs[name].update(run_reading(workspace, runs[name]["run_id"]))
+        for stage in (s for s in args.stages.split(",") if s != "dpo"):   # KTO and ORPO with every default
+            config = {"name": f"{stage}-{behaviour}", "stage": stage, "model": sft_final, "dataset": f"pairs-{behaviour}.jsonl"}
+            runs[config["name"]] = {**ensure_run(workspace, config, args.reuse, log_dir, earlier), "behaviour": behaviour,
+                                    "stage": stage, "default": True}
+            runs[config["name"]].update(run_reading(workspace, runs[config["name"]]["run_id"]))
 
-    evaluated = {"base": evaluate(workspace, BUNDLED_MODEL_ID, held_out, args.max_new_tokens)}
+    # Greedy answers of a checkpoint reused as it was do not change: take them from the last results.
+    known = {r["checkpoint"]: r for r in earlier.get("results", {}).values() if "general" in r} \
+        if earlier.get("max_new_tokens") == args.max_new_tokens else {}
+    answered = lambda checkpoint, trained_here: (None if trained_here else known.get(checkpoint)) or \
+        evaluate(workspace, checkpoint, held_out, args.max_new_tokens)  # noqa: E731
+    evaluated = {"base": answered(BUNDLED_MODEL_ID, False)}
     for key, run in runs.items():
-        evaluated[key] = evaluate(workspace, f"{run['run_id']}/final", held_out, args.max_new_tokens)
+        evaluated[key] = answered(f"{run['run_id']}/final", run.get("trained_here", True))
         print(f"  {key}: " + ", ".join(f"{b} {evaluated[key][b]:.0%}" for b in BEHAVIOURS) +
               f", right {evaluated[key]['right']:.0%}", flush=True)
 
     sft_minutes = (runs["sft"].get("process_s") or 0) / 60
     general = lambda result: f"{result['general_words']:.0f}, {result['general_repeats']:.0%}"  # noqa: E731
     lines = ["| behaviour | checkpoint | has the behaviour | still right | repeats | prefers chosen at the first differing token "
-             "| general questions: words, repeats | minutes (SFT + DPO processes) | warning printed |",
+             "| general questions: words, repeats | minutes (SFT + preference processes) | warning printed |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for behaviour in args.behaviours.split(","):
         lines.append(f"| {behaviour} | base | {evaluated['base'][behaviour]:.0%} | {evaluated['base']['right']:.0%} "
@@ -187,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             if run.get("behaviour") != behaviour:
                 continue
             label = (f"→ DPO, lr {run['learning_rate']:g}, sft_weight {run['sft_weight']:g}"
-                     f"{' (default)' if run['default'] else ''}")
+                     f"{' (default)' if run['default'] else ''}") if run["stage"] == "dpo" else \
+                f"→ {run['stage'].upper()} (defaults)"
             first = run["prefers_chosen"].get("first_token")
             told = "; ".join(w.split(":")[0] for w in run["warnings"]) or "none"
             lines.append(f"| {behaviour} | {label} | {evaluated[key][behaviour]:.0%} | {evaluated[key]['right']:.0%} "
@@ -196,12 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     print("\n" + table + "\n")
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                    "machine": describe_machine(), "max_new_tokens": args.max_new_tokens,
                                    "runs": runs, "table": table, "results": evaluated},
                                   indent=1, ensure_ascii=False, default=str), encoding="utf-8")
-    print(f"wrote {RESULTS.relative_to(BENCH_DIR.parent)}")
+    print(f"wrote {results}")
     return 0
 
 
