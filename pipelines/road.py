@@ -154,7 +154,8 @@ def create_road(workspace: Path, language: str = "en", model: str = BUNDLED_MODE
             road_id = f"{base}-{n}"
     road_dir = root / road_id
     run_files.write_json_atomic(road_dir / "status.json", {
-        "road_id": road_id, "language": language, "model": model, "max_steps": max_steps, "status": "queued", "pid": None, "error": None,
+        "road_id": road_id, "language": language, "model": model, "max_steps": max_steps, "status": "queued",
+        "pid": None, "error": None,
         "steps": {step: None for step, *_ in STEPS}, "prompts": HELD_OUT_PROMPTS[language][:COMPARE_PROMPTS],
         "created_at": time.time(), "updated_at": time.time()})
     return road_dir
@@ -187,10 +188,18 @@ def walk(road_dir: Path) -> str:
 
 
 def _walk_locked(road_dir: Path) -> str:
-    workspace = road_dir.parent.parent
     road = run_files.update_status(road_dir, status="running", pid=os.getpid(),
                                    pid_started=runs.process_start_time(os.getpid()), error=None)
-    run_ids = dict(road["steps"])
+    try:
+        return _walk_steps(road_dir, road)
+    except StudioError as exc:   # a step that cannot start (its model or data went missing): the road says why
+        print(f"error: {exc}", flush=True)
+        return _finish(road_dir, "failed", error=str(exc))
+
+
+def _walk_steps(road_dir: Path, road: dict) -> str:
+    workspace = road_dir.parent.parent
+    run_ids = dict(road.get("steps") or {})
     for step, *_ in STEPS:
         if (road_dir / run_files.STOP_REQUEST_FILE).exists():
             return _finish(road_dir, "stopped")
@@ -268,7 +277,7 @@ def road_status(workspace: Path, road_id: str) -> dict:
     road = refresh_road(road_dir)
     steps = []
     for step, stage, *_ in STEPS:
-        run_id = road["steps"].get(step)
+        run_id = (road.get("steps") or {}).get(step)
         run_dir = runs.runs_root(workspace) / run_id if run_id else None
         run = runs.refresh_status(run_dir) if run_dir and (run_dir / "config.yaml").is_file() else {}
         steps.append({"step": step, "stage": stage, "run_id": run_id, "status": run.get("status", "waiting"),
@@ -289,7 +298,7 @@ def stop_road(workspace: Path, road_id: str) -> dict:
         (road_dir / run_files.STOP_REQUEST_FILE).touch()
         run_files.update_status(road_dir, only_if=lambda now: now.get("status") in run_files.ACTIVE_STATES,
                                 status="stopping")
-        for run_id in road["steps"].values():
+        for run_id in (road.get("steps") or {}).values():
             if run_id and (runs.runs_root(workspace) / run_id / "config.yaml").is_file():
                 runs.request_stop(runs.runs_root(workspace) / run_id)
     return road_status(workspace, road_id)

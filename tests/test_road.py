@@ -85,3 +85,15 @@ def test_no_road_id_leaves_the_roads_folder(workspace):
     for bad in ("../runs", "/etc", "road/../../x"):
         with pytest.raises(StudioError):
             api.road_status(workspace, bad)
+
+
+def test_a_step_that_cannot_start_fails_the_road_with_its_reason(workspace, tiny_model, tmp_path):
+    import shutil
+
+    model = shutil.copytree(tiny_model, tmp_path / "gone-model")
+    road_dir = road.create_road(workspace, "en", str(model))
+    shutil.rmtree(model)   # the model went missing after the road was created
+    assert road.walk(road_dir) == "failed"
+    report = api.road_status(workspace, road_dir.name)
+    assert report["status"] == "failed" and "gone-model" in report["error"]
+    assert "Traceback" not in report["error"] and all(s["run_id"] is None for s in report["steps"])
