@@ -53,6 +53,7 @@ def build_app(workspace: Path) -> gr.Blocks:
         app.load(partial(refresh_checkpoint_choices, workspace), [train_model], [train_model], api_visibility="private")
         app.load(partial(refresh_dataset_choices, workspace), [train_dataset], [train_dataset], api_visibility="private")
         app.load(partial(train.refresh_runs, workspace), [train_run], [train_run, runs_table], api_visibility="private")
+        app.load(partial(road.refresh_roads, workspace), [road_tab.road], [road_tab.road], api_visibility="private")
         register_api(workspace)
     return app
 

@@ -72,9 +72,25 @@ def test_a_road_walks_every_step_stops_between_them_and_continues(workspace, tin
     with pytest.raises(StudioError, match="already completed"):
         api.continue_road(workspace, road_id)
 
+    # The Road tab's button fills Compare: four columns, labelled, the first held-out prompt typed in.
+    from types import SimpleNamespace
+
+    from studio.tabs import road as road_tab
+    columns = SimpleNamespace(count="count", pickers=["p0", "p1", "p2", "p3"], labels=["l0", "l1", "l2", "l3"],
+                              prompt="prompt", eval_prompts="eval")
+    filled = road_tab.compare_clicked(workspace, "tabs", columns, road_id)
+    assert filled["count"] == 4 and [filled[f"l{i}"] for i in range(4)] == ["base", "SFT", "DPO", "PPO"]
+    assert filled["p3"]["value"] == f"{by_step['ppo']}/final" and filled["prompt"] == road.HELD_OUT_PROMPTS["en"][0]
+    line, rows, button = road_tab.view(workspace, road_id)
+    assert "completed" in line and [r[3] for r in rows] == ["completed"] * 4 and button["interactive"]
+
 
 def test_a_road_whose_process_died_reads_interrupted(workspace, tiny_model):
+    from studio.tabs import road as road_tab
+
     road_dir = road.create_road(workspace, "en", str(tiny_model))
+    line, rows, button = road_tab.view(workspace, road_dir.name)
+    assert "queued" in line and [r[3] for r in rows] == ["waiting"] * 4 and not button["interactive"]
     run_files.update_status(road_dir, status="running", pid=2 ** 22 + 7, pid_started=1.0)
     report = api.road_status(workspace, road_dir.name)
     assert report["status"] == "interrupted" and "start it again" in report["error"]

@@ -55,6 +55,12 @@ def build(workspace: Path) -> RoadTab:
     return RoadTab(road=road, compare=compare)
 
 
+def refresh_roads(workspace: Path, selected: str | None):
+    """The road picker as the disk has it: a new visitor sees every road, the newest picked."""
+    roads = [row["road_id"] for row in api.list_roads(workspace)]
+    return gr.update(choices=roads, value=selected if selected in roads else (roads[0] if roads else None))
+
+
 def start_clicked(workspace: Path, language: str):
     return _picked(workspace, api.start_road(workspace, language))
 
