@@ -92,11 +92,11 @@ def earlier_timings() -> dict:
     return {"runs": found}
 
 
-def earlier_evaluations(max_new_tokens: int) -> dict:
+def earlier_evaluations(results: Path, max_new_tokens: int) -> dict:
     """{checkpoint: evaluation} from the last results file: greedy answers of a reused checkpoint do not change."""
-    if not RESULTS.is_file():
+    if not results.is_file():
         return {}
-    document = json.loads(RESULTS.read_text(encoding="utf-8"))
+    document = json.loads(results.read_text(encoding="utf-8"))
     if document.get("max_new_tokens") != max_new_tokens:
         return {}
     return {result["checkpoint"]: result for result in document["results"].values()}
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--behaviours", default=",".join(BEHAVIOURS))
     parser.add_argument("--roads", default="plain-rm,mixed-rm,mixed-rule",
                         help=f"Comma-separated, of {', '.join(ROADS)}.")
+    parser.add_argument("--results", default=str(RESULTS), help="Where the results go (and reused answers come from).")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--log-dir", default="/tmp/rl-behaviours-logs")
     args = parser.parse_args(argv)
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                           "behaviour": behaviour, "road": road, "start": start, "stage": stage}
             runs[name].update(rl_reading(workspace, runs[name]["run_id"], stage))
 
-    known = earlier_evaluations(args.max_new_tokens)
+    results = Path(args.results)
+    known = earlier_evaluations(results, args.max_new_tokens)
     answered = lambda checkpoint, trained_here: (known.get(checkpoint) if not trained_here else None) or \
         evaluate(workspace, checkpoint, held_out, args.max_new_tokens)  # noqa: E731
     evaluated = {"base": answered(BUNDLED_MODEL_ID, False)}
@@ -209,12 +211,12 @@ def main(argv: list[str] | None = None) -> int:
                          f"| {run['kl_last5']}, {run['scores_std_last5']} | {total:.1f} | {'; '.join(run['warnings']) or 'none'} |")
     table = "\n".join(lines)
     print("\n" + table + "\n")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                    "machine": describe_machine(), "max_new_tokens": args.max_new_tokens,
                                    "first_token_probability": samples_first, "runs": runs, "table": table,
                                    "results": evaluated}, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
-    print(f"wrote {RESULTS.relative_to(BENCH_DIR.parent)}")
+    print(f"wrote {results}")
     return 0
 
 
