@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -142,17 +140,8 @@ def create_road(workspace: Path, language: str = "en", model: str = BUNDLED_MODE
     source = resolve_model(model.strip(), workspace)
     check_generative(source)
     model = source.base if source.kind == "local" else model.strip()   # each step's process has its own cwd
-    root = roads_root(workspace)
-    base, n = f"road-{language}-{datetime.now().strftime('%Y%m%d-%H%M%S')}", 1
-    road_id = base
-    while True:
-        try:
-            (root / road_id).mkdir()   # atomic: two clicks at once get two roads
-            break
-        except FileExistsError:
-            n += 1
-            road_id = f"{base}-{n}"
-    road_dir = root / road_id
+    road_dir = runs.new_folder(roads_root(workspace), f"road-{language}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    road_id = road_dir.name
     run_files.write_json_atomic(road_dir / "status.json", {
         "road_id": road_id, "language": language, "model": model, "max_steps": max_steps, "status": "queued",
         "pid": None, "error": None,
@@ -164,16 +153,11 @@ def create_road(workspace: Path, language: str = "en", model: str = BUNDLED_MODE
 def launch_road(road_dir: Path) -> int:
     """Walk the road in its own process (an argument list, never a shell string); return its pid."""
     (road_dir / run_files.STOP_REQUEST_FILE).unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
-        p for p in (str(runs.REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    with open(road_dir / "road.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "pipelines", "road", str(road_dir)], stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=runs.REPO_ROOT, env=env,
-                                   start_new_session=True)
+    process = runs.spawn(["road", str(road_dir)], road_dir / "road.log")
+    # Unless the child already reported itself running, the road is queued.
     run_files.update_status(road_dir, only_if=lambda now: now.get("status") not in run_files.ACTIVE_STATES or
                             now.get("pid") is None, status="queued", pid=process.pid,
                             pid_started=runs.process_start_time(process.pid), error=None)
-    runs.reap_later(process)
     return process.pid
 
 
@@ -261,14 +245,7 @@ def _finish(road_dir: Path, status: str, error: str | None = None) -> str:
 
 def refresh_road(road_dir: Path) -> dict:
     """The road's status, with a road whose process died marked `interrupted` (never 'running' forever)."""
-    status = run_files.read_status(road_dir)
-    if status.get("status") in run_files.ACTIVE_STATES and status.get("pid") and \
-            not runs.process_alive(status.get("pid"), status.get("pid_started")):
-        pid = status.get("pid")
-        status = run_files.update_status(
-            road_dir, only_if=lambda now: now.get("status") in run_files.ACTIVE_STATES and now.get("pid") == pid,
-            status="interrupted", error=ROAD_INTERRUPTED)
-    return status
+    return runs.refresh_status(road_dir, ROAD_INTERRUPTED)
 
 
 def road_status(workspace: Path, road_id: str) -> dict:

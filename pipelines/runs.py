@@ -42,23 +42,26 @@ def run_dir_of(workspace: Path, run_id: str) -> Path:
 
 def create_run(workspace: Path, config: RunConfig, extra_status: dict | None = None) -> Path:
     """Make the run directory with config.yaml and a `queued` status; return it."""
-    root = runs_root(workspace)
-    base = config.name or f"{config.stage}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    run_id, n = base, 1
-    while True:
-        try:
-            (root / run_id).mkdir()  # mkdir is atomic: two starts at once get two ids
-            break
-        except FileExistsError:
-            n += 1
-            run_id = f"{base}-{n}"
-    run_dir = root / run_id
+    run_dir = new_folder(runs_root(workspace), config.name or f"{config.stage}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    run_id = run_dir.name
     (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     run_files.write_json_atomic(run_dir / "status.json", {
         "run_id": run_id, "status": "queued", "pid": None, "error": None, "step": 0, "max_steps": config.train.max_steps,
         "created_at": time.time(), "updated_at": time.time(), **(extra_status or {}),
     })
     return run_dir
+
+
+def new_folder(root: Path, base: str) -> Path:
+    """root/base, or root/base-2, -3, … if taken: mkdir is atomic, so two starts at once get two folders."""
+    name, n = base, 1
+    while True:
+        try:
+            (root / name).mkdir()
+            return root / name
+        except FileExistsError:
+            n += 1
+            name = f"{base}-{n}"
 
 
 def load_config(run_dir: Path) -> RunConfig:
@@ -68,24 +71,26 @@ def load_config(run_dir: Path) -> RunConfig:
 def launch(run_dir: Path, resume: bool = False) -> int:
     """Start the training process for `run_dir`; return its pid."""
     (run_dir / run_files.STOP_REQUEST_FILE).unlink(missing_ok=True)
-    command = [sys.executable, "-m", "pipelines", "train", str(run_dir)] + (["--resume"] if resume else [])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     launched_at = time.time()
-    with open(run_dir / "train.log", "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=REPO_ROOT, env=env, start_new_session=True)
+    process = spawn(["train", str(run_dir)] + (["--resume"] if resume else []), run_dir / "train.log")
     # Unless the child already reported itself running (it writes started_at), it is queued.
     run_files.update_status(run_dir, only_if=lambda now: (now.get("started_at") or 0) < launched_at,
                             status="queued", pid=process.pid, pid_started=process_start_time(process.pid),
                             error=None, launched_at=launched_at)
-    reap_later(process)
     return process.pid
 
 
-def reap_later(process: subprocess.Popen) -> None:
-    """Reap the child when it ends so it never lingers as a zombie that looks alive."""
+def spawn(arguments: list[str], log_path: Path) -> subprocess.Popen:
+    """`python -m pipelines <arguments>` in its own session, output appended to log_path, reaped when it ends.
+    An argument list, never a shell string."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "pipelines", *arguments], stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=env, start_new_session=True)
+    # Reap the child when it ends so it never lingers as a zombie that looks alive.
     threading.Thread(target=process.wait, daemon=True, name=f"reap-{process.pid}").start()
+    return process
 
 
 def process_start_time(pid: int) -> float | None:
@@ -113,8 +118,9 @@ INTERRUPTED = ("The training process ended without finishing (killed, crashed or
                "resume it from its last checkpoint.")
 
 
-def refresh_status(run_dir: Path) -> dict:
-    """The run's status, with a run whose process died marked `interrupted` (never 'running' forever)."""
+def refresh_status(run_dir: Path, interrupted: str = INTERRUPTED) -> dict:
+    """The status of a run (or of a road: any folder whose status.json names the process that works on it), with
+    one whose process died marked `interrupted` (never 'running' forever)."""
     status = run_files.read_status(run_dir)
     if status.get("status") in run_files.ACTIVE_STATES and status.get("pid") and \
             not process_alive(status.get("pid"), status.get("pid_started")):
@@ -122,7 +128,7 @@ def refresh_status(run_dir: Path) -> dict:
         # Only if nothing changed meanwhile: the trainer may have just written its final status.
         status = run_files.update_status(
             run_dir, only_if=lambda now: now.get("status") in run_files.ACTIVE_STATES and now.get("pid") == pid,
-            status="interrupted", error=status.get("error") or INTERRUPTED)
+            status="interrupted", error=status.get("error") or interrupted)
     return status
 
 
