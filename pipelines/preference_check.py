@@ -107,11 +107,28 @@ def measure(model, encoded_pairs: list[tuple[list[int], list[int], list[int]]]) 
                               for i, (_, chosen, rejected) in enumerate(encoded_pairs)])
 
 
-def with_preference_check(context, inputs) -> list:
-    """The run's callbacks with the preference check in front (see PreferenceCheckCallback)."""
+def with_preference_check(context, inputs, pairs: list[dict] | None = None) -> list:
+    """The run's callbacks with the preference check in front (see PreferenceCheckCallback), measured on `pairs`
+    (by default the run's own training pairs); without any pair, the callbacks as they were."""
     config = context.config
-    check = PreferenceCheckCallback(list(inputs.train_dataset), inputs.tokenizer, config.train.max_length, config.train.seed)
+    pairs = list(inputs.train_dataset) if pairs is None else pairs
+    if not pairs:
+        return list(context.callbacks)
+    check = PreferenceCheckCallback(pairs, inputs.tokenizer, config.train.max_length, config.train.seed)
     return [check, *context.callbacks]
+
+
+def pairs_from_unpaired(rows: list[dict]) -> list[dict]:
+    """KTO's rows (prompt, completion, label) as pairs: for each prompt with a desirable and an undesirable answer,
+    the first of each. Preference pairs given to KTO were split into exactly such rows (pipelines/data/store.py)."""
+    import json
+
+    desirable, undesirable = {}, {}
+    for row in rows:
+        key = json.dumps(row["prompt"], sort_keys=True, ensure_ascii=False)
+        (desirable if row["label"] else undesirable).setdefault(key, row)
+    return [{"prompt": row["prompt"], "chosen": row["completion"], "rejected": undesirable[key]["completion"]}
+            for key, row in desirable.items() if key in undesirable]
 
 
 class PreferenceCheckCallback(TrainerCallback):

@@ -70,10 +70,15 @@ def _greedy_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
     """The run ranks the pairs right against the reference, but the policy itself still prefers the rejected answer
     where the two first differ: greedy answers stay as they were."""
     first_token = _series(metrics, "prefers_chosen/first_token")
-    accuracies = _series(metrics, "rewards/accuracies")
-    if not first_token or len(accuracies) < WINDOW or first_token[-1] >= 0.5:
+    if not first_token or first_token[-1] >= 0.5:
         return {}
-    if _mean(accuracies[-WINDOW:]) < RANKS_RIGHT:
+    if stage == "kto":   # KTO logs no accuracy: its success is the desirable answers' reward staying above the others'
+        margins = _series(metrics, "rewards/margins")
+        ranks_right = len(margins) >= WINDOW and min(margins[-WINDOW:]) > 0
+    else:
+        accuracies = _series(metrics, "rewards/accuracies")
+        ranks_right = len(accuracies) >= WINDOW and _mean(accuracies[-WINDOW:]) >= RANKS_RIGHT
+    if not ranks_right:
         return {}
     rejected_share = round(100 * (1 - first_token[-1]))
     sft_term = ", or raise the SFT term on the chosen answers (dpo.sft_weight)" if stage == "dpo" else ""

@@ -78,6 +78,22 @@ def test_a_dpo_run_logs_the_policys_own_preference_at_its_first_every_tenth_and_
     assert all(0.0 <= last[f"prefers_chosen/{kind}"] <= 1.0 for kind in ("total", "per_token", "first_token"))
 
 
+def test_a_kto_run_on_pairs_measures_the_policys_own_preference_on_them(tiny_model, pairs):
+    from pipelines.preference_check import pairs_from_unpaired
+
+    rows = [{"prompt": [{"role": "user", "content": "q1"}], "completion": [{"role": "assistant", "content": "good"}], "label": True},
+            {"prompt": [{"role": "user", "content": "q2"}], "completion": [{"role": "assistant", "content": "bad"}], "label": False},
+            {"prompt": [{"role": "user", "content": "q1"}], "completion": [{"role": "assistant", "content": "worse"}], "label": False}]
+    assert pairs_from_unpaired(rows) == [{"prompt": rows[0]["prompt"], "chosen": rows[0]["completion"],
+                                          "rejected": rows[2]["completion"]}], "q2 has no desirable answer to pair"
+    run_dir = api.prepare_run(pairs, stage_config(tiny_model, "kto", max_steps=3))
+    assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
+    assert [m["step"] for m in read_metrics(run_dir) if "prefers_chosen/first_token" in m] == [1, 3]
+    stuck = _records(rewards__margins=[0.3 * (i + 1) for i in range(6)], prefers_chosen__first_token=[0.25] * 6)
+    signs = warning_signs("kto", stuck)
+    assert len(signs) == 1 and "still prefers the rejected answer in 75%" in signs[0]
+
+
 def test_the_sft_term_raises_the_chosen_answers_log_probability_faster_than_dpo_alone(tiny_model, pairs):
     def chosen_logps(sft_weight):
         config = stage_config(tiny_model, "dpo", max_steps=6, learning_rate=2e-3) + f"dpo: {{sft_weight: {sft_weight}}}\n"

@@ -1,12 +1,14 @@
 """KTO with TRL's KTOTrainer: learns from answers labelled desirable or undesirable, no pairs needed.
 
 Preference pairs are accepted too (each gives one desirable and one undesirable row, shuffled; see
-pipelines/data/store.py). The reference is handled as in DPO: adapter disabled under LoRA, precomputed
+pipelines/data/store.py). Where a prompt has both a desirable and an undesirable answer, those pairs get DPO's
+check of the policy's own preference (pipelines/preference_check.py). The reference is handled as in DPO: adapter disabled under LoRA, precomputed
 log-probs for a full fine-tune.
 """
 
 from __future__ import annotations
 
+from pipelines.preference_check import pairs_from_unpaired, with_preference_check
 from pipelines.stages.common import RunContext, eval_args, lora_config, policy_and_args, quiet, stage_inputs
 
 
@@ -25,7 +27,8 @@ def run(context: RunContext):
           f"{len(labels) - sum(labels)} undesirable answers of {config.dataset}", flush=True)
     trainer = KTOTrainer(model=model, ref_model=None, args=args, train_dataset=inputs.train_dataset,
                          eval_dataset=inputs.eval_dataset, processing_class=inputs.tokenizer,
-                         peft_config=lora_config(config), callbacks=context.callbacks)
+                         peft_config=lora_config(config),
+                         callbacks=with_preference_check(context, inputs, pairs_from_unpaired(list(inputs.train_dataset))))
     quiet(trainer)
     trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
     return trainer
