@@ -96,6 +96,9 @@ def _flat_score_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
         return {}
     if abs(readings[-1] - flat_when) > 1e-9:
         return _little_to_learn_signs(metrics) if stage == "ppo" else {}
+    scores = _series(metrics, "objective/scores" if stage == "ppo" else "reward")
+    if len(scores) > 1 and scores[-1] > scores[0] + 1e-9:   # all alike because all now earn more: it learned
+        return {}
     flat = sum(abs(r - flat_when) <= 1e-9 for r in readings)
     what = ("every sampled answer got the same score" if stage == "ppo"
             else "every prompt's answers all got the same score")

@@ -134,6 +134,8 @@ def test_rl_whose_scores_are_all_equal_says_there_is_nothing_to_learn():
     assert warning_signs("ppo", flat)[0].startswith("Nothing to learn: in the latest update every sampled answer got "
                                                     "the same score (3 of 3 updates so far)")
     assert warning_signs("ppo", _records(objective__scores_std=[0.0, 0.0, 0.3])) == []
+    learned = _records(objective__scores_std=[0.0, 0.43, 0.0], objective__scores=[0.0, 0.25, 1.0])
+    assert warning_signs("ppo", learned) == [], "every answer earning the rule's 1 is success, not a flat reward"
     assert "more grpo.num_generations" in warning_signs("grpo", _records(frac_reward_zero_std=[0.5, 1.0]))[0]
     assert warning_signs("rloo", _records(frac_reward_zero_std=[1.0, 0.75])) == []
 
