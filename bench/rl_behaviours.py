@@ -93,13 +93,13 @@ def earlier_timings() -> dict:
 
 
 def earlier_evaluations(results: Path, max_new_tokens: int) -> dict:
-    """{checkpoint: evaluation} from the last results file: greedy answers of a reused checkpoint do not change."""
-    if not results.is_file():
-        return {}
-    document = json.loads(results.read_text(encoding="utf-8"))
-    if document.get("max_new_tokens") != max_new_tokens:
-        return {}
-    return {result["checkpoint"]: result for result in document["results"].values()}
+    """{checkpoint: evaluation} from this script's results files: greedy answers of a reused checkpoint do not change."""
+    known = {}
+    for path in sorted(results.parent.glob("rl_behaviours*.json")):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("max_new_tokens") == max_new_tokens:
+            known.update({result["checkpoint"]: result for result in document["results"].values()})
+    return known
 
 
 def rl_reading(workspace: Path, run_id: str, stage: str) -> dict:

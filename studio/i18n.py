@@ -34,7 +34,7 @@ EN = {
                    "4. **PPO** against that reward model, from the SFT model: InstructGPT's road. It samples answers, "
                    "is scored, and moves toward higher scores while a KL penalty keeps it near the SFT model.\n\n"
                    "Then **Compare** shows base, SFT, DPO and PPO answering questions none of them was trained on. "
-                   "Each step is an ordinary run: its curves are in the Train tab. About 15 minutes on a 2-core CPU."),
+                   "Each step is an ordinary run: its curves are in the Train tab. About half an hour on a 2-core CPU."),
     "road.language": "Samples", "road.english": "English", "road.korean": "Korean",
     "road.start": "Try the road", "road.continue": "Continue", "road.pick": "Road",
     "road.compare": "Compare base, SFT, DPO and PPO",
@@ -132,7 +132,7 @@ KO = {
                    "4. **PPO** — SFT 모델에서, 그 보상 모델을 상대로: InstructGPT의 길입니다. 답변을 샘플링하고 "
                    "점수를 받아 더 높은 점수 쪽으로 움직이되, KL 페널티가 SFT 모델 가까이에 붙잡아 둡니다.\n\n"
                    "그다음 **비교** 탭에서 베이스, SFT, DPO, PPO가 어느 모델도 학습하지 않은 질문에 나란히 답합니다. "
-                   "각 단계는 평범한 실행이라 학습 탭에서 곡선을 볼 수 있습니다. 2코어 CPU에서 약 15분 걸립니다."),
+                   "각 단계는 평범한 실행이라 학습 탭에서 곡선을 볼 수 있습니다. 2코어 CPU에서 약 30분 걸립니다."),
     "road.language": "샘플", "road.english": "영어", "road.korean": "한국어",
     "road.start": "길 따라가기", "road.continue": "이어서 하기", "road.pick": "로드맵 실행",
     "road.compare": "베이스, SFT, DPO, PPO 비교하기",
