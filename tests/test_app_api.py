@@ -10,6 +10,7 @@ CONTRACT = {"start_run", "run_status", "run_metrics", "stop_run", "list_runs", "
             "compare", "vote", "evaluate"}
 DATA_ENDPOINTS = {"upload_dataset", "import_hub_dataset", "list_datasets", "preview_dataset", "dataset_stats",
                   "dataset_table", "save_table", "deduplicate_dataset", "filter_dataset", "split_dataset"}
+ROAD_ENDPOINTS = {"start_road", "road_status", "stop_road", "continue_road", "list_roads"}
 
 
 def _free_port() -> int:
@@ -45,7 +46,7 @@ def test_only_the_contract_endpoints_are_public(client):
     endpoints = {name.lstrip("/") for name in client.view_api(print_info=False, return_format="dict")["named_endpoints"]}
     assert CONTRACT <= endpoints
     assert not [e for e in endpoints if "lambda" in e or e.startswith("_")], endpoints
-    assert endpoints <= CONTRACT | DATA_ENDPOINTS | {"resume_run", "describe_model", "evaluate_reward", "score_dataset", "run_samples", "run_probes"}, endpoints - CONTRACT
+    assert endpoints <= CONTRACT | DATA_ENDPOINTS | ROAD_ENDPOINTS | {"resume_run", "describe_model", "evaluate_reward", "score_dataset", "run_samples", "run_probes"}, endpoints - CONTRACT
 
 
 def test_start_watch_and_chat_through_the_api(client, app_url, tiny_model):
@@ -79,6 +80,11 @@ def test_bad_input_through_the_api_is_one_sentence(client, tiny_model):
         client.predict("missing-run", api_name="/run_status")
     with pytest.raises(AppError, match="empty"):
         client.predict("smollm2-135m-instruct", "   ", [], {}, api_name="/chat")
+    with pytest.raises(AppError, match="language must be one of en, ko"):
+        client.predict("fr", api_name="/start_road")
+    with pytest.raises(AppError, match="no road"):
+        client.predict("missing-road", api_name="/road_status")
+    assert client.predict(api_name="/list_roads") == []
 
 
 def test_data_round_trip_through_the_api(client, tiny_model, tmp_path):
