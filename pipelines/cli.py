@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pipelines.config import BUNDLED_MODEL_ID
 from pipelines.errors import StudioError
+from pipelines.road import LANGUAGES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     road = add_command("road", help="Try the road: SFT → DPO and SFT → reward model → PPO on a bundled sample, "
                        "with defaults; then the base, SFT, DPO and PPO answers side by side.")
     road.add_argument("target", nargs="?", help="A road directory to walk (what the app launches); omit it to start a new road.")
-    road.add_argument("--language", choices=("en", "ko"), default="en", help="Which bundled samples (default en).")
+    road.add_argument("--language", choices=LANGUAGES, default="en", help="Which bundled samples (default en).")
     road.add_argument("--model", default=BUNDLED_MODEL_ID, help="The model the road starts from (default the bundled one).")
     road.add_argument("--max-steps", type=int, default=0, help="At most this many steps per stage, for a quick look; "
                       "0 (default) keeps each stage's own.")
