@@ -2,8 +2,8 @@
 
 Preference pairs are accepted too (each gives one desirable and one undesirable row, shuffled; see
 pipelines/data/store.py). Where a prompt has both a desirable and an undesirable answer, those pairs get DPO's
-check of the policy's own preference (pipelines/preference_check.py). The reference is handled as in DPO: adapter disabled under LoRA, precomputed
-log-probs for a full fine-tune.
+check of the policy's own preference (pipelines/preference_check.py). The reference is handled as in DPO:
+adapter disabled under LoRA, precomputed log-probs for a full fine-tune.
 """
 
 from __future__ import annotations
