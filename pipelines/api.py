@@ -102,12 +102,13 @@ def run_status(workspace: Path, run_id: str) -> dict:
 
 
 def _live_warnings(run_dir: Path) -> list[str]:
+    from pipelines.rl.rewards import rule_only
     from pipelines.signals import warning_signs
     try:
-        stage = runs.load_config(run_dir).stage
+        config = runs.load_config(run_dir)
     except StudioError:
         return []
-    return warning_signs(stage, run_files.read_metrics(run_dir))
+    return warning_signs(config.stage, run_files.read_metrics(run_dir), rule_only(config))
 
 
 def run_metrics(workspace: Path, run_id: str) -> list[dict]:

@@ -21,8 +21,10 @@ SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_se
 
 
 class RunRecorder(TrainerCallback):
-    def __init__(self, run_dir: Path, staging_dir: Path, stop: StopSignal, echo: bool = True, stage: str = ""):
+    def __init__(self, run_dir: Path, staging_dir: Path, stop: StopSignal, echo: bool = True, stage: str = "",
+                 rule_reward: bool = False):
         self.run_dir, self.staging_dir, self.stop, self.echo, self.stage = run_dir, staging_dir, stop, echo, stage
+        self.rule_reward = rule_reward   # the warning signs' hints differ (pipelines/signals.py)
         self.records: list[dict] = []                      # the run's metrics so far, for its warning signs
         self.signs_told: set[str] = set()                  # kinds of warning already printed to the log
         self.first_log: tuple[int, float] | None = None   # (step, time) of the first step logged by this process
@@ -82,7 +84,7 @@ class RunRecorder(TrainerCallback):
         shows the current ones on its status line."""
         from pipelines.signals import signs_by_kind
 
-        for kind, sentence in signs_by_kind(self.stage, self.records).items():
+        for kind, sentence in signs_by_kind(self.stage, self.records, self.rule_reward).items():
             if kind not in self.signs_told:
                 self.signs_told.add(kind)
                 print(f"warning: {sentence}", flush=True)

@@ -31,17 +31,18 @@ NEAR_FLAT_SHARE = 0.05
 SCORE_RISE = 0.25
 
 
-def warning_signs(stage: str, metrics: list[dict]) -> list[str]:
-    """Sentences for the run page; empty while nothing looks wrong."""
-    return list(signs_by_kind(stage, metrics).values())
+def warning_signs(stage: str, metrics: list[dict], rule_reward: bool = False) -> list[str]:
+    """Sentences for the run page; empty while nothing looks wrong. rule_reward: an RL run scored by rule files
+    alone, no reward model (pipelines/rl/rewards.rule_only)."""
+    return list(signs_by_kind(stage, metrics, rule_reward).values())
 
 
-def signs_by_kind(stage: str, metrics: list[dict]) -> dict[str, str]:
+def signs_by_kind(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, str]:
     """{kind: sentence}: the kind stays the same while the sentence's numbers move (the run log prints each kind once)."""
     if stage == "reward":
         return _length_signs(metrics)
     if stage in ("ppo", "grpo", "rloo"):
-        return {**_flat_score_signs(stage, metrics), **_reward_hacking_signs(stage, metrics)}
+        return {**_flat_score_signs(stage, metrics, rule_reward), **_reward_hacking_signs(stage, metrics)}
     if stage not in ("dpo", "kto", "orpo"):
         return {}
     signs = _greedy_signs(stage, metrics)
@@ -88,7 +89,7 @@ def _greedy_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
         f"rate{sft_term}.")}
 
 
-def _flat_score_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
+def _flat_score_signs(stage: str, metrics: list[dict], rule_reward: bool) -> dict[str, str]:
     """Every score of the latest update was the same: advantages carry no reward signal, so nothing is learned."""
     key, flat_when = ("objective/scores_std", 0.0) if stage == "ppo" else ("frac_reward_zero_std", 1.0)
     readings = _series(metrics, key)
@@ -103,10 +104,14 @@ def _flat_score_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
     what = ("every sampled answer got the same score" if stage == "ppo"
             else "every prompt's answers all got the same score")
     more = "a larger train.batch_size" if stage == "ppo" else f"more {stage}.num_generations"
+    # A rule that never fires gains from a reward model's graded scores; a reward model that scores everything
+    # alike has not learned what tells these answers apart.
+    source = ("use a reward model trained on the same preferences instead of a 0/1 rule" if rule_reward else
+              "check that the reward model tells such answers apart (a reward run's accuracy on held-out pairs)")
     return {"flat_scores": (
         f"Nothing to learn: in the latest update {what} ({flat} of {len(readings)} updates so far), so the reward gives "
-        f"no direction. Sample more answers ({more}), raise the temperature, use a reward model trained on the same "
-        "preferences instead of a 0/1 rule, or first train SFT on a few rows that show the behaviour.")}
+        f"no direction. Sample more answers ({more}), raise the temperature, {source}, or first train SFT on a few "
+        "rows that show the behaviour.")}
 
 
 def _little_to_learn_signs(metrics: list[dict]) -> dict[str, str]:

@@ -52,6 +52,7 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
     try:
         from pipelines.probes import ProbeCallback, run_probe_prompts
         from pipelines.recorder import RunRecorder
+        from pipelines.rl.rewards import rule_only
         from pipelines.runs import load_config
         from pipelines.stages import stage_runner
         from pipelines.stages.common import RunContext, save_final
@@ -67,7 +68,8 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
             if echo:
                 print(f"resuming from {resume_from.name}", flush=True)
         staging = run_dir / ".staging"
-        recorder = RunRecorder(run_dir, staging, stop, echo=echo and main, stage=config.stage)
+        recorder = RunRecorder(run_dir, staging, stop, echo=echo and main, stage=config.stage,
+                               rule_reward=rule_only(config))
         callbacks = [recorder]
         probes = run_probe_prompts(config, workspace)
         if probes:

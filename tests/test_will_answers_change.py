@@ -137,6 +137,10 @@ def test_rl_whose_scores_are_all_equal_says_there_is_nothing_to_learn():
     learned = _records(objective__scores_std=[0.0, 0.43, 0.0], objective__scores=[0.0, 0.25, 1.0])
     assert warning_signs("ppo", learned) == [], "every answer earning the rule's 1 is success, not a flat reward"
     assert "more grpo.num_generations" in warning_signs("grpo", _records(frac_reward_zero_std=[0.5, 1.0]))[0]
+    # A rule that never fires wants graded scores; a reward model that scores all alike needs checking instead.
+    assert "instead of a 0/1 rule" in warning_signs("ppo", flat, rule_reward=True)[0]
+    assert "instead of a 0/1 rule" not in warning_signs("grpo", _records(frac_reward_zero_std=[1.0]))[0]
+    assert "check that the reward model tells such answers apart" in warning_signs("rloo", _records(frac_reward_zero_std=[1.0]))[0]
     assert warning_signs("rloo", _records(frac_reward_zero_std=[1.0, 0.75])) == []
 
 
@@ -209,7 +213,7 @@ def test_a_ppo_run_whose_rule_never_fires_says_so_in_the_log_and_on_the_status_l
     assert train_run(run_dir, echo=True) == "completed", read_status(run_dir)
     assert capsys.readouterr().out.count("warning: Nothing to learn") == 1, "told once in the log, when it shows"
     warnings = api.run_status(workspace, run_dir.name)["warnings"]
-    assert any("(2 of 2 updates so far)" in w for w in warnings)
+    assert any("(2 of 2 updates so far)" in w and "instead of a 0/1 rule" in w for w in warnings)
     assert all(m["objective/scores_std"] == 0.0 and 0.0 <= m["answers/repeated_3grams"] <= 1.0 for m in read_metrics(run_dir))
 
 

@@ -35,7 +35,7 @@ class RewardSource:
 
 def parse_reward(spec: str, workspace: Path, file_must_exist: bool = True) -> RewardSource:
     """`checkpoint`, `file.py` or `checkpoint + file.py` → a RewardSource (paths checked, nothing loaded)."""
-    parts = [p.strip() for p in (spec or "").split("+") if p.strip()]
+    parts = _parts(spec)
     if not parts:
         raise StudioError("This stage needs a reward: a reward run's checkpoint (for example my-rm/final), a Python "
                           "reward-function file in the workspace (rules.py), or both joined by '+'.")
@@ -52,6 +52,16 @@ def parse_reward(spec: str, workspace: Path, file_must_exist: bool = True) -> Re
         else:
             checkpoint = part
     return RewardSource(checkpoint, function_file)
+
+
+def _parts(spec: str | None) -> list[str]:
+    return [p.strip() for p in (spec or "").split("+") if p.strip()]
+
+
+def rule_only(config) -> bool:
+    """Whether an RL run scores with rule files alone, no reward model (pipelines/signals.py hints differ)."""
+    parts = _parts(getattr(getattr(config, config.stage, None), "reward", None))
+    return bool(parts) and all(p.endswith(".py") for p in parts)
 
 
 RUN_COPY_FOLDER = "reward"
