@@ -50,10 +50,33 @@ def test_hub_import_with_no_network_says_so_without_hanging(workspace, monkeypat
     assert saved_names(workspace) == set()
 
 
-@pytest.mark.parametrize("repo_id", ["https://evil.example/x", "../etc", "a/b/c", ""])
+@pytest.mark.parametrize("repo_id", ["https://evil.example/x", "../etc", "a/b/c", "", "secretdir", "json",
+                                     "org/na\nme", "buckets/x"])
 def test_hub_ids_that_are_not_ids_are_refused(workspace, repo_id):
     with pytest.raises(StudioError, match="not a Hub dataset id"):
         api.import_hub_dataset(workspace, repo_id, None, "train", "x")
+
+
+def test_a_hub_id_is_never_read_as_a_folder_beside_the_app(workspace, tmp_path, monkeypatch):
+    # Found: with the Hub off, "secretdir" was handed to datasets.load_dataset, which read the folder of that name
+    # relative to the app's working directory, and its rows came back through dataset_table.
+    import datasets
+
+    for folder in ("secretdir", "secret/dir"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "passwords.txt").write_text("db_password=hunter2\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("ALIGNMENT_STUDIO_CACHE", str(tmp_path / "app-cache"))
+    with pytest.raises(StudioError, match="not a Hub dataset id"):
+        api.import_hub_dataset(workspace, "secretdir", None, "train", "leak")
+    asked = {}
+    real = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, *a, **kw: asked.update(path=path, **kw) or real(path, *a, **kw))
+    with pytest.raises(StudioError) as error:
+        api.import_hub_dataset(workspace, "secret/dir", None, "train", "leak")
+    assert "hunter2" not in str(error.value) and saved_names(workspace) == set()
+    assert asked["path"] == "hf://datasets/secret/dir" and asked["cache_dir"] == str(tmp_path / "app-cache" / "datasets")
 
 
 def test_hub_rows_go_through_the_same_checks_as_an_upload(workspace, monkeypatch):

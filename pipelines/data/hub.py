@@ -2,7 +2,8 @@
 
 Rows are streamed, so a huge dataset costs only the rows taken (`max_rows`), and go through the same
 checks as an upload. With no network, or with the Hub turned off (HF_HUB_OFFLINE=1), the user gets one
-sentence within seconds, never a hang; offline, a dataset already in the local cache still imports.
+sentence within seconds, never a hang; offline, a dataset already in the app's cache (`<cache>/datasets`) still
+imports. An id is only ever looked up on the Hub, never as a folder on this machine.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from pipelines.data.files import check_field_sizes
 from pipelines.data.store import check_new_name, save_records
 from pipelines.errors import StudioError
 
-DATASET_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-SPLIT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# org/name only: a bare name is what `datasets` would also try as a folder beside the app, or as a packaged
+# loader ("json", "csv"); "buckets/…" is its route to storage buckets.
+DATASET_ID = re.compile(r"(?!buckets/)[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+SPLIT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 HUB_TIMEOUT_S = 10
 MAX_ROWS = 10_000   # rows taken unless asked for more (at most a hundred times this)
 
@@ -27,9 +30,10 @@ def import_hub_dataset(repo_id: str, config: str | None, split: str, name: str, 
                        replace: bool = False) -> dict:
     """Fetch up to `max_rows` rows of `repo_id` (config, split), check them and save them as dataset `name`."""
     repo_id, config, split = (repo_id or "").strip(), (config or "").strip() or None, (split or "train").strip()
-    if "://" in repo_id or ".." in repo_id or not DATASET_ID.match(repo_id):
-        raise StudioError(f"{repo_id!r} is not a Hub dataset id: write it as 'org/name' (for example Anthropic/hh-rlhf).")
-    if not SPLIT.match(split) or (config and not SPLIT.match(config)):
+    if ".." in repo_id or not DATASET_ID.fullmatch(repo_id):
+        raise StudioError(f"{repo_id[:80]!r} is not a Hub dataset id: write it as 'org/name' (for example "
+                          "Anthropic/hh-rlhf).")
+    if not SPLIT.fullmatch(split) or (config and not SPLIT.fullmatch(config)):
         raise StudioError("The config and split are plain names such as 'default' and 'train'.")
     if not 1 <= int(max_rows) <= 100 * MAX_ROWS:
         raise StudioError(f"max_rows must be between 1 and {100 * MAX_ROWS}.")
@@ -50,13 +54,18 @@ def fetch_rows(repo_id: str, config: str | None, split: str, max_rows: int) -> l
     """The first `max_rows` rows as plain dicts; every failure becomes one sentence."""
     import datasets
 
+    from pipelines.paths import cache_dir
+
     where = f"{repo_id}" + (f" (config {config!r})" if config else "")
+    # hf://datasets/ makes `datasets` look on the Hub only: a plain "org/name" that is also a folder relative to the
+    # app's working directory would be read from that folder.
+    hub_only, cache = f"hf://datasets/{repo_id}", str(cache_dir() / "datasets")
     try:
         if hub_offline():  # only the local cache can answer; load_dataset knows the Hub is off and fails fast
-            dataset = datasets.load_dataset(repo_id, config, split=split)
+            dataset = datasets.load_dataset(hub_only, config, split=split, cache_dir=cache)
             return [dict(row) for row in islice(dataset, max_rows)]
         _check_reachable(repo_id)
-        stream = datasets.load_dataset(repo_id, config, split=split, streaming=True)
+        stream = datasets.load_dataset(hub_only, config, split=split, streaming=True, cache_dir=cache)
         return [dict(row) for row in islice(stream, max_rows)]
     except StudioError:
         raise
