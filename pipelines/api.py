@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines import run_files, runs
+from pipelines import run_files, run_queue, runs
 from pipelines.config import BUNDLED_MODEL_ID, RunConfig, parse_config_text
 from pipelines.errors import StudioError
 
@@ -82,17 +82,20 @@ def _context_length(source) -> int | None:
 
 
 def start_run(workspace: Path, config_text: str) -> str:
-    """Validate, create and launch a run in its own process; return the run id."""
+    """Validate and create a run, and queue it: it trains in its own process as soon as a place is free
+    (pipelines/run_queue.py); return the run id."""
     run_dir = prepare_run(workspace, config_text)
-    runs.launch(run_dir)
+    run_queue.start(run_dir)
     return run_dir.name
 
 
 def run_status(workspace: Path, run_id: str) -> dict:
     run_dir = runs.run_dir_of(workspace, run_id)
+    run_queue.dispatch(workspace)   # a place freed by a run that died is taken as soon as anyone looks
     status = runs.refresh_status(run_dir)
     return {
-        "run_id": run_id, "status": status.get("status"), "step": status.get("step", 0),
+        "run_id": run_id, "status": status.get("status"), "queue_position": run_queue.queue_position(run_dir, status),
+        "step": status.get("step", 0),
         "max_steps": status.get("max_steps", 0), "eta_s": status.get("eta_s"),
         "last_metrics": status.get("last_metrics") or {}, "error": status.get("error"),
         "checkpoints": run_files.checkpoint_steps(run_dir), "has_final": (run_dir / "final").is_dir(),
@@ -120,16 +123,26 @@ def run_log(workspace: Path, run_id: str, lines: int = 40) -> str:
 
 
 def stop_run(workspace: Path, run_id: str) -> dict:
-    status = runs.request_stop(runs.run_dir_of(workspace, run_id))
-    return {"run_id": run_id, "status": status.get("status")}
+    """Cancel a queued run, or ask a training one to save a checkpoint and stop; `message` says which happened."""
+    run_dir = runs.run_dir_of(workspace, run_id)
+    was = runs.refresh_status(run_dir).get("status")
+    status = run_queue.stop(run_dir).get("status")
+    if was not in run_files.ACTIVE_STATES:
+        message = f"Run {run_id} is {was}, not training: there is nothing to stop."
+    elif was == "queued" and status == "stopped":
+        message = f"Run {run_id} was cancelled before it started."
+    else:
+        message = f"Run {run_id} will save a checkpoint and stop."
+    return {"run_id": run_id, "status": status, "message": message}
 
 
 def resume_run(workspace: Path, run_id: str) -> dict:
-    runs.resume(runs.run_dir_of(workspace, run_id))
-    return {"run_id": run_id, "status": "queued"}
+    status = run_queue.resume(runs.run_dir_of(workspace, run_id))
+    return {"run_id": run_id, "status": status.get("status")}
 
 
 def list_runs(workspace: Path) -> list[dict]:
+    run_queue.dispatch(workspace)
     return [runs.summary(run_dir) for run_dir in runs.list_run_dirs(workspace)]
 
 

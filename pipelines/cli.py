@@ -107,12 +107,17 @@ def _dispatch(args, workspace: Path) -> int:
 
 def _train(run_dir: Path, resume: bool) -> int:
     from pipelines import run_files
-    from pipelines.train import train_run
+    from pipelines.train import is_main_process, train_run
 
     if resume:  # resuming by hand answers any stop request a killed process left behind
         (Path(run_dir) / run_files.STOP_REQUEST_FILE).unlink(missing_ok=True)
     with _also_logged_to(Path(run_dir) / "train.log"):
-        status = train_run(run_dir, resume=resume)
+        try:
+            status = train_run(run_dir, resume=resume)
+        finally:
+            if is_main_process():   # this run's place is free: the next queued run may start
+                from pipelines.run_queue import dispatch
+                dispatch(Path(run_dir).resolve().parent.parent)
     return 0 if status in ("completed", "stopped") else 1
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines import run_files, runs
+from pipelines import run_files, run_queue, runs
 from pipelines.config import BUNDLED_MODEL_ID
 from pipelines.errors import StudioError
 from pipelines.paths import check_name, file_lock
@@ -207,7 +207,8 @@ def _wait_for(run_dir: Path, road_dir: Path) -> None:
     printed = time.monotonic()
     while (status := runs.refresh_status(run_dir)).get("status") in run_files.ACTIVE_STATES:
         if (road_dir / run_files.STOP_REQUEST_FILE).exists() and status.get("status") != "stopping":
-            runs.request_stop(run_dir)
+            run_queue.stop(run_dir)
+        run_queue.dispatch(run_dir.parent.parent)   # the step may wait in the queue behind a run that died
         if time.monotonic() - printed > PROGRESS_EVERY_S:
             eta = status.get("eta_s")
             print(f"road: {run_dir.name} step {status.get('step', 0)}/{status.get('max_steps', 0)}"
@@ -228,13 +229,13 @@ def _step_run(workspace: Path, road_dir: Path, road: dict, step: str, run_ids: d
         if status in run_files.ACTIVE_STATES:   # still training from an earlier walk: wait for it
             return run_dir
         if status and run_files.can_resume(run_dir):
-            runs.resume(run_dir)
+            run_queue.resume(run_dir)
             return run_dir
     config = step_config(road, step, run_ids)
     run_dir = prepare_run(workspace, yaml.safe_dump(config, allow_unicode=True))
     run_ids[step] = run_dir.name
     run_files.update_status(road_dir, steps=dict(run_ids))
-    runs.launch(run_dir)
+    run_queue.start(run_dir)
     return run_dir
 
 
@@ -277,7 +278,7 @@ def stop_road(workspace: Path, road_id: str) -> dict:
                                 status="stopping")
         for run_id in (road.get("steps") or {}).values():
             if run_id and (runs.runs_root(workspace) / run_id / "config.yaml").is_file():
-                runs.request_stop(runs.runs_root(workspace) / run_id)
+                run_queue.stop(runs.runs_root(workspace) / run_id)
     return road_status(workspace, road_id)
 
 

@@ -21,7 +21,7 @@ import psutil
 from pipelines import run_files
 from pipelines.config import RunConfig, parse_config_text
 from pipelines.errors import StudioError
-from pipelines.paths import check_name, file_lock
+from pipelines.paths import check_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,13 +160,6 @@ def check_resumable(run_dir: Path) -> None:
         raise StudioError(f"Run {run_dir.name!r} already completed; start a new run to train further.")
     if not run_files.can_resume(run_dir):
         raise StudioError(f"Run {run_dir.name!r} has no complete checkpoint to resume from; start it again instead.")
-
-
-def resume(run_dir: Path) -> int:
-    # Under the lock, two Resume clicks cannot both pass the check: the first leaves the run `queued`.
-    with file_lock(run_dir / ".launch.lock"):
-        check_resumable(run_dir)
-        return launch(run_dir, resume=True)
 
 
 def list_run_dirs(workspace: Path) -> list[Path]:

@@ -218,7 +218,10 @@ def uploaded_path(file) -> str:
 def launch_app(workspace: Path, host: str = "127.0.0.1", port: int = 7860, auth: tuple[str, str] | None = None,
                share: bool = False, prevent_thread_lock: bool = False) -> gr.Blocks:
     """Serve the app; returns the Blocks (its `local_url` says where) once the server is up."""
+    from pipelines.run_queue import dispatch
+
     app = build_app(workspace)
+    dispatch(workspace)   # runs that were waiting when the app last stopped start again, in their order
     app.queue(default_concurrency_limit=4)
     app.launch(server_name=host, server_port=port, auth=auth, share=share, i18n=I18N,
                       theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, prevent_thread_lock=prevent_thread_lock,

@@ -40,3 +40,19 @@ def test_the_app_is_not_opened_to_other_machines_without_a_password():
         with pytest.raises(SystemExit):
             parse_args(argv)
     assert parse_args(["--host", "0.0.0.0", "--auth", "me:secret"]).host == "0.0.0.0"
+
+
+def test_the_password_can_stay_out_of_ps_and_the_queue_size_is_bounded(tmp_path, monkeypatch):
+    import pytest
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from launch import parse_args
+    secret = tmp_path / "login"
+    secret.write_text("me:from-a-file\n", encoding="utf-8")
+    assert parse_args(["--host", "0.0.0.0", "--auth-file", str(secret)]).auth == "me:from-a-file"
+    monkeypatch.setenv("ALIGNMENT_STUDIO_AUTH", "me:from-the-environment")
+    assert parse_args(["--host", "0.0.0.0"]).auth == "me:from-the-environment"
+    assert parse_args([]).max_parallel_runs == 1
+    for argv in (["--max-parallel-runs", "0"], ["--auth-file", str(tmp_path / "missing")]):
+        with pytest.raises(SystemExit):
+            parse_args(argv)

@@ -17,7 +17,6 @@ import yaml
 from pipelines import api
 from pipelines.config import STAGES, SECTIONS, STAGE_SECTIONS, RunConfig, stage_defaults
 from pipelines.errors import StudioError
-from pipelines.run_files import ACTIVE_STATES
 from studio.charts import training_curves
 from studio.choices import dataset_names
 from studio.errors import shows_errors
@@ -158,9 +157,7 @@ def start_clicked(workspace: Path, keys, *values):
 def stop_clicked(workspace: Path, run_id: str | None) -> str:
     if not run_id:
         return ""
-    status = api.stop_run(workspace, run_id)["status"]
-    if status not in ACTIVE_STATES:
-        gr.Info(f"{run_id} is {status}: only a queued or running run can be stopped.")
+    gr.Info(api.stop_run(workspace, run_id)["message"])
     return status_markdown(api.run_status(workspace, run_id))
 
 
@@ -232,8 +229,10 @@ def status_markdown(status: dict) -> str:
     can carry one i18n marker), the rest is numbers and symbols that read the same in both languages."""
     state = status.get("status") or "unknown"
     step, total = status.get("step") or 0, status.get("max_steps") or 0
-    parts = [f"**{STATUS_ICONS.get(state, '')} {t('status.' + state) if state in STATUS_ICONS else state}**",
-             f"{step} / {total or '?'}"]
+    parts = [f"**{STATUS_ICONS.get(state, '')} {t('status.' + state) if state in STATUS_ICONS else state}**"]
+    if status.get("queue_position"):   # the place in the run queue: 1 starts next
+        parts[0] += f" #{status['queue_position']}"
+    parts.append(f"{step} / {total or '?'}")
     if total:
         parts.append(f"{100 * step / total:.0f}%")
     if state == "running" and status.get("eta_s") is not None:
