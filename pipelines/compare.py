@@ -251,16 +251,16 @@ def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, 
     from pipelines.rl.rewards import RewardScorer, check_reward
 
     prompt_list = _prompt_list(workspace, prompts)
-    scoring = RewardScorer(check_reward(scorer, workspace), workspace)
     settings = {"temperature": 0, "max_new_tokens": 128, **(settings or {})}
     rows = []
     by_checkpoint: dict[str, list[float]] = {c: [] for c in checkpoints}
-    for prompt in prompt_list:
-        answers = compare(workspace, checkpoints, prompt, settings)
-        scores = scoring([[{"role": "user", "content": prompt}]] * len(answers), answers)
-        for checkpoint, answer, score in zip(checkpoints, answers, scores):
-            rows.append({"prompt": prompt, "checkpoint": checkpoint, "answer": answer, "score": score})
-            by_checkpoint[checkpoint].append(score)
+    with RewardScorer(check_reward(scorer, workspace), workspace) as scoring:   # a rule file: one process, stopped after
+        for prompt in prompt_list:
+            answers = compare(workspace, checkpoints, prompt, settings)
+            scores = scoring([[{"role": "user", "content": prompt}]] * len(answers), answers)
+            for checkpoint, answer, score in zip(checkpoints, answers, scores):
+                rows.append({"prompt": prompt, "checkpoint": checkpoint, "answer": answer, "score": score})
+                by_checkpoint[checkpoint].append(score)
     means = {c: sum(v) / len(v) for c, v in by_checkpoint.items()}
     return {"rows": rows, "means": means, "win_rates": win_rates(by_checkpoint), "prompts": len(prompt_list),
             "scorer": scoring.source.describe()}

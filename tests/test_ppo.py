@@ -81,10 +81,10 @@ def test_a_lora_ppo_run_resumed_mid_way_continues_exactly(tiny_model, prompts, m
 
 
 @pytest.mark.parametrize("source, words", [
-    ("def reward(prompts, completions):\n    import nonexistent_module_xyz\n", "raised ModuleNotFoundError on a sample"),
+    ("def reward(prompts, completions):\n    import nonexistent_module_xyz\n", "reward raised ModuleNotFoundError"),
     ("import nonexistent_module_xyz\n", "does not import: ModuleNotFoundError"),
     ("def reward(prompts, completions):\n    return 1.0\n", "returned float, not a list of numbers"),
-    ("def reward(prompts, completions):\n    return [1.0, 2.0]\n", "returned 2 scores for 1 completions"),
+    ("def reward(prompts, completions):\n    return [1.0]\n", "returned 1 scores for 2 completions"),
     ("def score(prompts, completions):\n    return [1.0]\n", "has no function `reward"),
 ])
 def test_a_bad_reward_function_is_refused_before_the_run_starts(tiny_model, prompts, source, words):

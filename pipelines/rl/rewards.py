@@ -5,23 +5,22 @@ lies inside the workspace and defines
 
     def reward(prompts: list[str], completions: list[str]) -> list[float]
 
-It is called once on one sample before a run starts, so an import error, a wrong type or a wrong length is one
-sentence at Start instead of a crash minutes later.
+It runs in a process of its own (pipelines/rl/rule_worker.py), never in the app's server, and is called on two
+samples before a run starts, so an import error, a crash, a hang, a wrong type or a wrong length is one sentence at
+Start instead of a crash minutes later.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from pipelines.errors import StudioError
 from pipelines.paths import inside
+from pipelines.rl.rule_worker import RuleWorker
 
-PROBE = (["Say hi"], ["Hi there! Hope this helps!"])
+# Two samples, not one: a function that returns one score whatever it is given passes a one-sample check.
+PROBE = (["Say hi", "Add 2 and 3"], ["Hi there! Hope this helps!", "2 + 3 = 5."])
 
 
 @dataclass
@@ -99,39 +98,15 @@ def reward_for_run(spec: str, workspace: Path, run_dir: Path) -> RewardSource:
     return RewardSource(source.checkpoint, copy)
 
 
-def load_reward_function(path: Path) -> Callable[[list[str], list[str]], list[float]]:
-    """Import `reward` from the file (a fresh module each time) and check it on one sample."""
-    name = f"studio_reward_{abs(hash(str(path)))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module   # dataclasses, pickle and typing look a module up by name while it runs
+def load_reward_function(path: Path) -> RuleWorker:
+    """Start the file's `reward` in a process of its own and check it on the PROBE samples."""
+    function = RuleWorker(path)
     try:
-        spec.loader.exec_module(module)
-    except BaseException as exc:  # the user's code: any error it raises (even SystemExit) is theirs to see, in one line
-        sys.modules.pop(name, None)
-        raise StudioError(f"{path.name} does not import: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    function = getattr(module, "reward", None)
-    if not callable(function):
-        raise StudioError(f"{path.name} has no function `reward(prompts, completions)` returning a list of floats.")
-    try:
-        scores = function(*PROBE)
-    except Exception as exc:  # the user's code again
-        raise StudioError(f"{path.name}'s reward raised {type(exc).__name__} on a sample "
-                          f"(prompts={PROBE[0]!r}, completions={PROBE[1]!r}): {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    check_scores(scores, len(PROBE[0]), path.name)
+        function(*PROBE)
+    except StudioError:
+        function.close()
+        raise
     return function
-
-
-def check_scores(scores, expected: int, where: str) -> list[float]:
-    try:
-        values = [float(s) for s in scores]
-    except (TypeError, ValueError):
-        raise StudioError(f"{where}'s reward returned {type(scores).__name__}, not a list of numbers.") from None
-    if len(values) != expected:
-        raise StudioError(f"{where}'s reward returned {len(values)} scores for {expected} completions; return one each.")
-    if not all(math.isfinite(v) for v in values):
-        raise StudioError(f"{where}'s reward returned a NaN or infinite score.")
-    return values
 
 
 class RewardScorer:
@@ -157,9 +132,19 @@ class RewardScorer:
             totals = [t + s for t, s in zip(totals, scores)]
         if self.function:
             last_user = [next((t["content"] for t in reversed(p) if t["role"] == "user"), "") for p in prompts]
-            scores = check_scores(self.function(last_user, completions), len(completions), self.source.function_file.name)
-            totals = [t + s for t, s in zip(totals, scores)]
+            totals = [t + s for t, s in zip(totals, self.function(last_user, completions))]
         return totals
+
+    def close(self) -> None:
+        """Stop the rule's process (it also stops when the scorer is collected, or at exit)."""
+        if self.function:
+            self.function.close()
+
+    def __enter__(self) -> RewardScorer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def reward_model_margin(source: RewardSource, workspace: Path) -> float | None:
@@ -182,7 +167,7 @@ def check_reward(spec: str, workspace: Path) -> RewardSource:
 
     source = parse_reward(spec, workspace)
     if source.function_file:
-        load_reward_function(source.function_file)
+        load_reward_function(source.function_file).close()
     if source.checkpoint:
         from pipelines.models import CHECKPOINT_ID
         match = CHECKPOINT_ID.match(source.checkpoint)
