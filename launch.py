@@ -41,6 +41,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--host {args.host} lets other machines in: it needs --auth user:password.")
     if args.auth and (":" not in args.auth or not all(args.auth.split(":", 1))):
         parser.error("--auth must look like user:password.")
+    from pipelines.errors import StudioError
+    from pipelines.paths import check_apart_from_uploads
+    try:   # before minutes of model preparation (build_app checks again, for any other way in)
+        check_apart_from_uploads(Path(args.workspace))
+    except StudioError as exc:
+        parser.error(str(exc))
     return args
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,6 +41,22 @@ def inside(root: Path, relative: str, what: str = "path") -> Path:
     if resolved != root.resolve() and root.resolve() not in resolved.parents:
         raise StudioError(f"The {what} {relative!r} points outside the workspace {root}; use a path inside it.")
     return resolved
+
+
+def upload_folder() -> Path:
+    """Where the Gradio app keeps the files visitors upload, found as gradio.utils.get_upload_folder finds it
+    (pipelines never imports gradio; a test checks that the two agree)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio").resolve()
+
+
+def check_apart_from_uploads(workspace: Path) -> None:
+    """Any visitor can upload a file; one that lands inside the workspace could then be named as a reward rule and
+    run. So the workspace and the upload folder must not hold one another."""
+    root, uploads = Path(workspace).resolve(), upload_folder()
+    if uploads.is_relative_to(root) or root.is_relative_to(uploads):
+        raise StudioError(f"The workspace {root} and the folder uploads go to ({uploads}) lie one inside the other, "
+                          "so an uploaded file could be run as a reward rule; choose a --workspace apart from it, or "
+                          "set GRADIO_TEMP_DIR to a folder outside the workspace.")
 
 
 @contextmanager

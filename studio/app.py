@@ -15,6 +15,7 @@ from gradio import FileData
 from pipelines import api
 from pipelines.config import BUNDLED_MODEL_ID
 from pipelines.inference import chat as chat_reply
+from pipelines.paths import check_apart_from_uploads
 from studio.choices import refresh_checkpoint_choices, refresh_dataset_choices
 from studio.errors import shows_errors
 from studio.i18n import I18N, t
@@ -30,6 +31,7 @@ footer { opacity: .8; }
 
 def build_app(workspace: Path) -> gr.Blocks:
     workspace = Path(workspace).resolve()
+    check_apart_from_uploads(workspace)
     workspace.mkdir(parents=True, exist_ok=True)
     with gr.Blocks(title="Alignment Studio") as app:
         with gr.Column(elem_classes="studio-header"):

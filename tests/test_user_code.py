@@ -1,7 +1,9 @@
 """User-written Python (reward rules, scorers) runs in a worker process with a time limit, never in the caller: a
-file that exits, hangs or raises is one sentence naming it and the caller lives on."""
+file that exits, hangs or raises is one sentence naming it and the caller lives on; nor may an upload be run."""
 
 import gc
+import tempfile
+from pathlib import Path
 
 import psutil
 import pytest
@@ -98,3 +100,38 @@ def test_a_rule_file_that_crashes_quotes_at_most_80_characters_of_its_output(wor
         RuleWorker(rule(workspace, source))
     assert f"'{'x' * 80}'" in str(error.value) and "x" * 81 not in str(error.value)
     assert "exited with code 3" in str(error.value)
+
+
+def test_the_upload_folder_is_gradios(tmp_path, monkeypatch):
+    from gradio.utils import get_upload_folder
+
+    from pipelines.paths import upload_folder
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    assert upload_folder() == Path(get_upload_folder()).resolve()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    assert upload_folder() == Path(get_upload_folder()).resolve()
+
+
+def test_an_uploaded_file_is_never_a_reward_rule(workspace, monkeypatch):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(workspace / "uploads"))
+    (workspace / "uploads").mkdir()
+    rule(workspace, LENGTHS, "uploads/evil.py")
+    with pytest.raises(StudioError, match="lies in the folder uploads go to"):
+        parse_reward("uploads/evil.py", workspace)
+    assert parse_reward("rules.py", workspace, file_must_exist=False).function_file == workspace / "rules.py"
+
+
+def test_the_app_refuses_a_workspace_that_holds_the_upload_folder_or_lies_in_it(tmp_path, monkeypatch, capsys):
+    import launch
+    from studio.app import build_app
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "workspace" / "uploads"))
+    with pytest.raises(StudioError, match="lie one inside the other"):
+        build_app(tmp_path / "workspace")
+    monkeypatch.delenv("GRADIO_TEMP_DIR")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # as `--workspace /tmp`, beside gradio's /tmp/gradio
+    with pytest.raises(SystemExit) as exit_code:
+        launch.parse_args(["--workspace", str(tmp_path)])
+    assert exit_code.value.code == 2 and "lie one inside the other" in capsys.readouterr().err
+    assert launch.parse_args(["--workspace", str(tmp_path.parent / "apart")]).workspace, "a workspace beside it is fine"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.errors import StudioError
-from pipelines.paths import inside
+from pipelines.paths import inside, upload_folder
 from pipelines.rl.rule_worker import RuleWorker
 
 # Two samples, not one: a function that returns one score whatever it is given passes a one-sample check.
@@ -44,6 +44,9 @@ def parse_reward(spec: str, workspace: Path, file_must_exist: bool = True) -> Re
             if function_file:
                 raise StudioError("Give one reward-function file; put several rules in one `reward` function.")
             function_file = inside(Path(workspace), part, "reward-function file")
+            if function_file.is_relative_to(upload_folder()):   # anyone could have put it there (paths.py)
+                raise StudioError(f"The reward-function file {part!r} lies in the folder uploads go to; a rule must "
+                                  "be a file you wrote in the workspace, not an upload.")
             if file_must_exist and not function_file.is_file():
                 raise StudioError(f"The reward-function file {part!r} does not exist in the workspace {workspace}.")
         elif checkpoint:
