@@ -3,6 +3,7 @@ file that exits, hangs or raises is one sentence naming it and the caller lives 
 
 import gc
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -68,6 +69,21 @@ def test_a_rule_that_hangs_is_stopped_after_the_limit(workspace, monkeypatch, so
     with pytest.raises(StudioError, match=r"^rules.py did not answer within 1 s; the scorer process was stopped"):
         load_reward_function(rule(workspace, source))
     assert not workers(), "killed and reaped"
+
+
+def test_processes_a_rule_started_end_with_its_worker(workspace, tmp_path, monkeypatch):
+    marker = tmp_path / "grandchild.pid"
+    monkeypatch.setattr(rule_worker, "CALL_SECONDS", 1)
+    rule(workspace, f"import subprocess, time\n\ndef reward(prompts, completions):\n"
+                    f"    child = subprocess.Popen(['sleep', '300'])\n    open({str(marker)!r}, 'w').write(str(child.pid))\n"
+                    f"    time.sleep(3600)\n")
+    with pytest.raises(StudioError, match="did not answer within 1 s"):
+        load_reward_function(workspace / "rules.py")
+    grandchild = int(marker.read_text())
+    deadline = time.time() + 5
+    while psutil.pid_exists(grandchild) and psutil.Process(grandchild).status() != psutil.STATUS_ZOMBIE:
+        assert time.time() < deadline, "the rule's own child outlived its worker"
+        time.sleep(0.1)
 
 
 def test_a_rule_that_raises_is_its_exception_in_one_line_and_its_process_serves_on(workspace):

@@ -45,7 +45,7 @@ class RuleWorker:
         # An argument list, no shell; the same working folder as a training process, so a rule behaves alike in both.
         self.process = subprocess.Popen([sys.executable, "-m", "pipelines.rl.rule_worker", str(Path(path).resolve())],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        cwd=REPO_ROOT)
+                                        cwd=REPO_ROOT, start_new_session=True)   # its own group: see _stop
         # Neither the reader nor the finalizer holds `self`, so an object nobody closed still stops its process
         # when it is collected or when the interpreter exits.
         self._reader = threading.Thread(target=_keep_output, args=(self.process.stderr, self.output), daemon=True)
@@ -108,9 +108,10 @@ class RuleWorker:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """Kill and reap (a worker holds nothing worth a graceful end), so it never lingers as a zombie."""
-    if process.poll() is None:
-        process.kill()
+    """Kill the worker's whole process group (processes the user's code started too) and reap it, so nothing
+    lingers; a worker holds nothing worth a graceful end."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     with contextlib.suppress(BrokenPipeError):   # a request it died reading may still sit in our buffer
         process.stdin.close()
