@@ -52,10 +52,16 @@ def check_startable(workspace: Path, config: RunConfig):
                               "trains; clear eval_dataset.")
     if config.stage == "kto" and config.kto.loss_type == "kto" and config.train.batch_size < 2:
         raise StudioError("KTO needs train.batch_size of at least 2: its KL estimate pairs each answer with another prompt's.")
-    limit = _context_length(source)
+    from pipelines.models import context_length, hidden_size
+    model_config = _model_config(source)
+    limit = context_length(model_config)
     if limit and config.train.max_length > limit:
         raise StudioError(f"max_length {config.train.max_length} is beyond the model's context of {limit} tokens; "
                           "lower train.max_length.")
+    width = hidden_size(model_config)
+    if config.peft.method != "full" and width and config.peft.r > width:
+        raise StudioError(f"peft.r {config.peft.r} is above the model's hidden size of {width}: an update that wide "
+                          "is no longer low-rank; lower peft.r.")
     return source, data.warnings + _length_warnings(source, kind, data, config.train.max_length)
 
 
@@ -71,12 +77,12 @@ def _length_warnings(source, kind: str, data, max_length: int) -> list[str]:
     return length_stats(kind, data.format, data.rows, tokenizer, max_length)["warnings"]
 
 
-def _context_length(source) -> int | None:
+def _model_config(source):
     from transformers import AutoConfig
 
-    from pipelines.models import context_length, trust_remote_code
+    from pipelines.models import trust_remote_code
     try:
-        return context_length(AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code()))
+        return AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code())
     except OSError as exc:
         raise StudioError(f"Could not read the model config of {source.spec!r}: {str(exc).splitlines()[0]}") from None
 
@@ -279,6 +285,8 @@ def run_samples(workspace: Path, run_id: str) -> list[dict]:
 def compare(workspace: Path, checkpoints: list[str], prompt: str, settings: dict | None = None) -> list[str]:
     """One answer per checkpoint to the same prompt; LoRA checkpoints of one base in one batched pass."""
     from pipelines.compare import compare as answers
+    from pipelines.inference import check_settings
+    check_settings(settings)   # before compare merges them into each column's
     return answers(workspace, list(checkpoints or []), prompt, settings or {})
 
 

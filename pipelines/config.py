@@ -1,6 +1,6 @@
 """The run config: one dataclass tree, saved as config.yaml, shared by the UI form, the CLI and the API.
 
-Every field carries its help text (and, where it has them, its choices and lower bound) once, in
+Every field carries its help text (and, where it has them, its choices and bounds) once, in
 `metadata`; the UI builds its form from these fields and the CLI documents them from here.
 Nothing in this module imports torch.
 """
@@ -8,12 +8,13 @@ Nothing in this module imports torch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, quote, shorten
 from pipelines.paths import check_name
 
 # Every stage of the pipeline, in the order a user meets them; the names are part of the config format.
@@ -21,6 +22,12 @@ STAGES = ("sft", "reward", "dpo", "kto", "orpo", "ppo", "grpo", "rloo", "rejecti
 
 BUNDLED_MODEL_ID = "smollm2-135m-instruct"
 MAX_RUN_NAME = 72
+# Refused before parsing: a 50 MB config once took 49 s to parse and came back as a 50 MB message.
+MAX_CONFIG_CHARS = 64 * 1024
+MAX_CONFIG_DEPTH = 8        # a config is two levels deep (section: {setting: value}); YAML's composer recurses
+MAX_STEPS = 1_000_000       # steps (and step intervals) beyond any run this app is for
+MAX_SEED = 2**32 - 1        # the seeds numpy and torch both accept
+MAX_TEMPERATURE = 4.0       # sampling hotter than this is noise, in training and in chat alike
 
 
 def _field(default: Any, help: str, choices: tuple | None = None, minimum: float | None = None,
@@ -34,30 +41,30 @@ def _field(default: Any, help: str, choices: tuple | None = None, minimum: float
 class PeftSettings:
     method: str = _field("lora", "Full fine-tune, LoRA adapters, or QLoRA (LoRA on a 4-bit base; needs a CUDA GPU and bitsandbytes).",
                          choices=("lora", "qlora", "full"))
-    r: int = _field(16, "LoRA rank: the width of the low-rank update. 8–64 is typical.", minimum=1)
-    alpha: int = _field(32, "LoRA alpha: the update is scaled by alpha / r. Twice the rank is a common choice.", minimum=1)
+    r: int = _field(16, "LoRA rank: the width of the low-rank update. 8–64 is typical.", minimum=1, maximum=1024)
+    alpha: int = _field(32, "LoRA alpha: the update is scaled by alpha / r. Twice the rank is a common choice.", minimum=1, maximum=4096)
     dropout: float = _field(0.05, "Dropout on the LoRA branch.", minimum=0.0, maximum=0.99)
     target_modules: str = _field("all-linear", "Which layers get adapters: 'all-linear', or a comma-separated list such as 'q_proj,v_proj'.")
 
 
 @dataclass
 class TrainSettings:
-    max_steps: int = _field(60, "Optimizer steps to run; 0 means run for `epochs` instead.", minimum=0)
-    epochs: float = _field(3.0, "Passes over the dataset, used when max_steps is 0.", minimum=0, exclusive_minimum=True)
-    learning_rate: float = _field(2.0e-4, "Peak learning rate. LoRA: 1e-4–5e-4; full fine-tune: 1e-5–5e-5.", minimum=0, exclusive_minimum=True)
+    max_steps: int = _field(60, "Optimizer steps to run; 0 means run for `epochs` instead.", minimum=0, maximum=MAX_STEPS)
+    epochs: float = _field(3.0, "Passes over the dataset, used when max_steps is 0.", minimum=0, exclusive_minimum=True, maximum=1000)
+    learning_rate: float = _field(2.0e-4, "Peak learning rate. LoRA: 1e-4–5e-4; full fine-tune: 1e-5–5e-5.", minimum=0, exclusive_minimum=True, maximum=1.0)
     lr_scheduler: str = _field("cosine", "How the learning rate changes after warm-up.", choices=("cosine", "linear", "constant"))
     warmup_ratio: float = _field(0.05, "Share of the steps spent warming the learning rate up from 0.", minimum=0.0, maximum=0.5)
-    batch_size: int = _field(4, "Rows per device per forward pass.", minimum=1)
-    grad_accum: int = _field(1, "Forward passes accumulated into one optimizer step (effective batch = batch_size × grad_accum × GPUs). PPO instead splits each of its minibatches into this many forwards, for memory.", minimum=1)
-    max_length: int = _field(512, "Longest tokenised row; longer rows are cut. Must not exceed the model's context.", minimum=8)
-    logging_steps: int = _field(1, "Log metrics every this many steps.", minimum=1)
-    save_steps: int = _field(20, "Save a checkpoint every this many steps (one is also saved at the end and on stop).", minimum=1)
-    seed: int = _field(42, "Random seed for data order and initialisation.", minimum=0)
+    batch_size: int = _field(4, "Rows per device per forward pass.", minimum=1, maximum=4096)
+    grad_accum: int = _field(1, "Forward passes accumulated into one optimizer step (effective batch = batch_size × grad_accum × GPUs). PPO instead splits each of its minibatches into this many forwards, for memory.", minimum=1, maximum=1024)
+    max_length: int = _field(512, "Longest tokenised row; longer rows are cut. Must not exceed the model's context.", minimum=8, maximum=1_048_576)
+    logging_steps: int = _field(1, "Log metrics every this many steps.", minimum=1, maximum=MAX_STEPS)
+    save_steps: int = _field(20, "Save a checkpoint every this many steps (one is also saved at the end and on stop).", minimum=1, maximum=MAX_STEPS)
+    seed: int = _field(42, "Random seed for data order and initialisation.", minimum=0, maximum=MAX_SEED)
     precision: str = _field("auto", "Numeric precision: auto = bf16 on a GPU that supports it, fp32 on CPU (bf16 on CPU is 2.5–5× slower).",
                             choices=("auto", "fp32", "bf16", "fp16"))
     gradient_checkpointing: str = _field("auto", "Recompute activations to save memory: auto = on only for models of 1B+ parameters on a GPU (it costs ~30% speed).",
                                          choices=("auto", "on", "off"))
-    eval_steps: int = _field(10, "Evaluate on the eval dataset (when one is set) every this many steps.", minimum=1)
+    eval_steps: int = _field(10, "Evaluate on the eval dataset (when one is set) every this many steps.", minimum=1, maximum=MAX_STEPS)
     probe_prompts: str = _field("", "Prompts answered greedily at every checkpoint save, one per line: a prompt × step grid on the run page shows how answers change. Preference and RL runs that name none probe 4 prompts of their own dataset.")
 
 
@@ -69,13 +76,13 @@ DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "
 @dataclass
 class RewardSettings:
     center_rewards: float = _field(0.01, "Pulls rewards toward a mean of 0 (TRL's center_rewards_coefficient), so scores stay comparable across prompts; 0 turns it off.",
-                                   minimum=0.0)
+                                   minimum=0.0, maximum=10.0)
 
 
 @dataclass
 class DPOSettings:
     beta: float = _field(0.1, "How far the policy may move from the reference: lower lets it drift further, higher keeps it close (0.01–0.5).",
-                         minimum=0, exclusive_minimum=True)
+                         minimum=0, exclusive_minimum=True, maximum=100.0)
     loss_type: str = _field("sigmoid", "The DPO loss: sigmoid (the paper's), ipo, hinge, robust (noisy labels), and the other variants TRL offers.",
                             choices=DPO_LOSS_TYPES)
     label_smoothing: float = _field(0.0, "Assumed share of flipped preference labels (robust, exo_pair, aot); 0 trusts every label.",
@@ -86,31 +93,31 @@ class DPOSettings:
 
 @dataclass
 class KTOSettings:
-    beta: float = _field(0.1, "How far the policy may move from the reference (as DPO's beta).", minimum=0, exclusive_minimum=True)
+    beta: float = _field(0.1, "How far the policy may move from the reference (as DPO's beta).", minimum=0, exclusive_minimum=True, maximum=100.0)
     loss_type: str = _field("kto", "kto (the paper's) or apo_zero_unpaired.", choices=("kto", "apo_zero_unpaired"))
-    desirable_weight: float = _field(1.0, "Weight of the loss on desirable (label true) answers.", minimum=0, exclusive_minimum=True)
-    undesirable_weight: float = _field(1.0, "Weight of the loss on undesirable (label false) answers.", minimum=0, exclusive_minimum=True)
+    desirable_weight: float = _field(1.0, "Weight of the loss on desirable (label true) answers.", minimum=0, exclusive_minimum=True, maximum=100.0)
+    undesirable_weight: float = _field(1.0, "Weight of the loss on undesirable (label false) answers.", minimum=0, exclusive_minimum=True, maximum=100.0)
 
 
 @dataclass
 class PPOSettings:
     reward: str = _field("", "Where rewards come from: a reward run's checkpoint (my-rm/final), a Python file in the workspace defining reward(prompts, completions) -> list of floats (rules.py), or both joined by '+'.")
-    kl_coef: float = _field(0.05, "Weight of the per-token KL penalty to the reference (the SFT model): the guard against reward hacking.", minimum=0.0)
-    kl_target: float = _field(0.0, "0 keeps kl_coef fixed; above 0 adapts it so the KL per response tracks this target (Ziegler et al. 2019).", minimum=0.0)
+    kl_coef: float = _field(0.05, "Weight of the per-token KL penalty to the reference (the SFT model): the guard against reward hacking.", minimum=0.0, maximum=100.0)
+    kl_target: float = _field(0.0, "0 keeps kl_coef fixed; above 0 adapts it so the KL per response tracks this target (Ziegler et al. 2019).", minimum=0.0, maximum=1000.0)
     kl_horizon: int = _field(10000, "How fast the adaptive kl_coef moves: by at most 20% × train.batch_size ÷ kl_horizon per update, so kl_horizon must be at least train.batch_size. The paper's 10000 barely moves β in a short run; a few times train.batch_size moves it every update.",
-                             minimum=1)
+                             minimum=1, maximum=10 * MAX_STEPS)
     kl_estimator: str = _field("k1", "How per-token KL is estimated: k1 = log-ratio (unbiased), k2 = half its square, k3 = Schulman's non-negative estimator.",
                                choices=("k1", "k2", "k3"))
     ppo_epochs: int = _field(4, "Passes over each batch of rollouts.", minimum=1, maximum=32)
-    minibatches: int = _field(2, "Minibatches per pass (train.batch_size must divide evenly).", minimum=1)
+    minibatches: int = _field(2, "Minibatches per pass (train.batch_size must divide evenly).", minimum=1, maximum=4096)
     response_length: int = _field(48, "Longest generated answer, in tokens.", minimum=1, maximum=2048)
-    temperature: float = _field(0.8, "Sampling temperature of the rollouts.", minimum=0, exclusive_minimum=True, maximum=4.0)
+    temperature: float = _field(0.8, "Sampling temperature of the rollouts.", minimum=0, exclusive_minimum=True, maximum=MAX_TEMPERATURE)
     clip_range: float = _field(0.2, "PPO's ε: how far the probability ratio may move per update.", minimum=0, exclusive_minimum=True, maximum=1.0)
-    clip_range_value: float = _field(0.2, "The same clip for the value head's predictions.", minimum=0, exclusive_minimum=True)
-    vf_coef: float = _field(0.1, "Weight of the value loss beside the policy loss (they share the backbone).", minimum=0.0)
+    clip_range_value: float = _field(0.2, "The same clip for the value head's predictions.", minimum=0, exclusive_minimum=True, maximum=100.0)
+    vf_coef: float = _field(0.1, "Weight of the value loss beside the policy loss (they share the backbone).", minimum=0.0, maximum=100.0)
     gamma: float = _field(1.0, "Discount over response tokens.", minimum=0.0, maximum=1.0)
     lam: float = _field(0.95, "GAE's λ: bias (0) against variance (1) of the advantages.", minimum=0.0, maximum=1.0)
-    missing_eos_penalty: float = _field(0.0, "Subtracted from the score of an answer cut off before its end-of-turn token; 0 turns it off.", minimum=0.0)
+    missing_eos_penalty: float = _field(0.0, "Subtracted from the score of an answer cut off before its end-of-turn token; 0 turns it off.", minimum=0.0, maximum=100.0)
 
 
 @dataclass
@@ -118,10 +125,10 @@ class SampledRLSettings:
     """What GRPO and RLOO share: several answers per prompt, each judged against the others of its group."""
     reward: str = _field("", "Where rewards come from: a reward run's checkpoint (my-rm/final), a Python file in the workspace defining reward(prompts, completions) -> list of floats (rules.py), or both joined by '+'.")
     num_generations: int = _field(4, "Answers sampled per prompt; each is compared with the others of its prompt (train.batch_size must be a multiple).",
-                                  minimum=2)
+                                  minimum=2, maximum=64)
     response_length: int = _field(48, "Longest generated answer, in tokens.", minimum=1, maximum=4096)
-    temperature: float = _field(1.0, "Sampling temperature of the answers.", minimum=0, exclusive_minimum=True, maximum=4.0)
-    beta: float = _field(0.04, "Weight of the KL penalty to the reference, the model the run starts from (with LoRA: the adapter disabled); 0 drops the reference.", minimum=0.0)
+    temperature: float = _field(1.0, "Sampling temperature of the answers.", minimum=0, exclusive_minimum=True, maximum=MAX_TEMPERATURE)
+    beta: float = _field(0.04, "Weight of the KL penalty to the reference, the model the run starts from (with LoRA: the adapter disabled); 0 drops the reference.", minimum=0.0, maximum=100.0)
 
 
 @dataclass
@@ -140,7 +147,7 @@ class RejectionSamplingSettings:
     reward: str = _field("", "Where scores come from: a reward run's checkpoint (my-rm/final), a Python file in the workspace defining reward(prompts, completions) -> list of floats (rules.py), or both joined by '+'.")
     num_samples: int = _field(4, "Answers generated per prompt (the N of best-of-N).", minimum=2, maximum=64)
     response_length: int = _field(96, "Longest generated answer, in tokens.", minimum=1, maximum=4096)
-    temperature: float = _field(0.8, "Sampling temperature: high enough that the N answers differ.", minimum=0, exclusive_minimum=True, maximum=4.0)
+    temperature: float = _field(0.8, "Sampling temperature: high enough that the N answers differ.", minimum=0, exclusive_minimum=True, maximum=MAX_TEMPERATURE)
     keep: str = _field("best_and_pairs", "best: an SFT dataset of each prompt's best answer; best_and_pairs: also a preference dataset of best over worst.",
                        choices=("best", "best_and_pairs"))
 
@@ -148,7 +155,7 @@ class RejectionSamplingSettings:
 @dataclass
 class ORPOSettings:
     beta: float = _field(0.1, "Weight of the odds-ratio preference term beside the SFT loss (the paper's lambda).",
-                         minimum=0, exclusive_minimum=True)
+                         minimum=0, exclusive_minimum=True, maximum=100.0)
 
 
 @dataclass
@@ -214,14 +221,41 @@ def stage_defaults(stage: str) -> dict:
     return STAGE_DEFAULTS.get(stage, STAGE_DEFAULTS["sft"])
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases, which a config never needs (337 bytes of nested aliases expand to
+    gigabytes), and without deep nesting. Both are refused before anything is expanded."""
+    depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise StudioError("The config uses a YAML anchor or alias (& or *); write each setting out instead.")
+        self.depth += 1
+        try:
+            if self.depth > MAX_CONFIG_DEPTH:
+                raise StudioError(f"The config nests values more than {MAX_CONFIG_DEPTH} levels deep; a config is "
+                                  "settings, and sections of settings (`train: {max_steps: 30}`).")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def parse_config_text(text: str) -> RunConfig:
     """Parse YAML (or JSON, which is YAML) text into a validated RunConfig."""
+    if text is not None and not isinstance(text, str):
+        raise StudioError("The config must be YAML or JSON text, for example `stage: sft`.")
+    if text and len(text) > MAX_CONFIG_CHARS:
+        raise StudioError(f"The config is {len(text)} characters long; a config has at most {MAX_CONFIG_CHARS}.")
     try:
-        data = yaml.safe_load(text) if text and text.strip() else {}
+        data = yaml.load(text, Loader=_ConfigLoader) if text and text.strip() else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise StudioError(f"The config is not valid YAML or JSON{where}: {getattr(exc, 'problem', exc)}.") from None
+        problem = shorten(str(getattr(exc, "problem", None) or exc))   # a tag or character it quotes is input
+        raise StudioError(f"The config is not valid YAML or JSON{where}: {problem}.") from None
+    except ValueError:   # a value YAML parses but Python cannot build: an integer of 5000 digits, a 13th month
+        raise StudioError("The config holds a value that cannot be read (a number thousands of digits long, or a "
+                          "date that does not exist); correct it.") from None
     if not isinstance(data, dict):
         raise StudioError("The config must be a mapping of settings (for example `stage: sft`), not a list or a single value.")
     return config_from_dict(data)
@@ -232,7 +266,7 @@ def config_from_dict(data: dict) -> RunConfig:
     top = {f.name: f for f in dataclasses.fields(RunConfig)}
     unknown = [k for k in data if k not in top]
     if unknown:
-        raise StudioError(f"Unknown setting {unknown[0]!r}; known settings are: {', '.join(top)}.")
+        raise StudioError(f"Unknown setting {quote(unknown[0])}; known settings are: {', '.join(top)}.")
     data = _with_stage_defaults(data)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -263,7 +297,7 @@ def _section_from_dict(section: str, cls: type, data: Any):
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in known]
     if unknown:
-        raise StudioError(f"Unknown setting '{section}.{unknown[0]}'; known {section} settings are: {', '.join(known)}.")
+        raise StudioError(f"Unknown setting {quote(f'{section}.{unknown[0]}')}; known {section} settings are: {', '.join(known)}.")
     return cls(**{k: _coerce(f"{section}.{k}", known[k], v) for k, v in data.items()})
 
 
@@ -271,27 +305,28 @@ def _coerce(path: str, spec: dataclasses.Field, value: Any) -> Any:
     """Turn YAML/JSON/UI values into the field's type (YAML reads `2e-4` as a string; the UI sends 4.0 for 4)."""
     kind = spec.type if isinstance(spec.type, str) else spec.type.__name__
     try:
-        if kind == "int":
+        if kind == "int":   # int(float("1e400")) and float(10**400) raise OverflowError
             if isinstance(value, bool) or float(value) != int(float(value)):
                 raise ValueError
             return int(float(value))
         if kind == "float":
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise ValueError
             return float(value)
         if kind == "str":
             if isinstance(value, bool) and {"on", "off"} <= set(spec.metadata.get("choices") or ()):
                 return "on" if value else "off"   # YAML 1.1 reads a bare on / off as true / false
             return "" if value is None else str(value)
-    except (TypeError, ValueError):
-        raise StudioError(f"`{path}` must be {'a whole number' if kind == 'int' else 'a number'}, not {value!r}.") from None
+    except (TypeError, ValueError, OverflowError):
+        raise StudioError(f"`{path}` must be {'a whole number' if kind == 'int' else 'a finite number'}, "
+                          f"not {quote(value)}.") from None
     return value
 
 
 def validate(config: RunConfig) -> None:
     """Check everything that can be checked without the model or the data; raise StudioError on the first problem."""
     if config.stage not in STAGES:
-        raise StudioError(f"Unknown stage {config.stage!r}; choose one of: {', '.join(STAGES)}.")
+        raise StudioError(f"Unknown stage {quote(config.stage)}; choose one of: {', '.join(STAGES)}.")
     if config.name:
         check_name(config.name, "run name")
         if len(config.name) > MAX_RUN_NAME:  # room for the "-2" suffix a repeated name gets
@@ -332,12 +367,14 @@ def validate(config: RunConfig) -> None:
 def _check_bounds(path: str, spec: dataclasses.Field, value: Any) -> None:
     meta = spec.metadata
     if meta.get("choices") and value not in meta["choices"]:
-        raise StudioError(f"`{path}` must be one of {', '.join(map(str, meta['choices']))}, not {value!r}.")
+        raise StudioError(f"`{path}` must be one of {', '.join(map(str, meta['choices']))}, not {quote(value)}.")
+    if isinstance(value, float) and not math.isfinite(value):   # inf passes `> 0`, NaN passes `<= maximum`
+        raise StudioError(f"`{path}` must be a finite number, not {value}.")
     minimum, maximum = meta.get("minimum"), meta.get("maximum")
     if minimum is not None:
         if meta.get("exclusive_minimum") and not value > minimum:
-            raise StudioError(f"`{path}` must be greater than {minimum}, not {value}.")
+            raise StudioError(f"`{path}` must be greater than {minimum}, not {quote(value)}.")
         if not value >= minimum:
-            raise StudioError(f"`{path}` must be at least {minimum}, not {value}.")
+            raise StudioError(f"`{path}` must be at least {minimum}, not {quote(value)}.")
     if maximum is not None and value > maximum:
-        raise StudioError(f"`{path}` must be at most {maximum}, not {value}.")
+        raise StudioError(f"`{path}` must be at most {maximum}, not {quote(value)}.")

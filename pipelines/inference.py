@@ -8,6 +8,7 @@ answers with the adapters disabled.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -16,9 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from pipelines.errors import StudioError
+from pipelines.compare import MAX_PROMPT_CHARS
+from pipelines.config import MAX_SEED, MAX_TEMPERATURE
+from pipelines.errors import StudioError, quote
 
 MAX_NEW_TOKENS_CAP = 2048
+# A conversation (system prompt, earlier turns, message) holds at most a few prompts' worth of text: a reply to more
+# takes minutes and holds the model's lock against everyone else.
+MAX_CONVERSATION_CHARS = 4 * MAX_PROMPT_CHARS
+# The numeric chat and compare settings: name → (default, lowest, highest, whole number). A seed is optional.
+NUMBER_SETTINGS = {"max_new_tokens": (256, 1, MAX_NEW_TOKENS_CAP, True), "temperature": (0.7, 0.0, MAX_TEMPERATURE, False),
+                   "top_p": (0.9, 0.01, 1.0, False), "seed": (None, 0, MAX_SEED, True)}
 # The share of the device's memory that cached models may hold; the rest is for generation, a training run and
 # everything else. ALIGNMENT_STUDIO_MODEL_MEMORY_GB sets the budget outright.
 BUDGET_SHARE = {"cuda": 0.8, "cpu": 0.5, "mps": 0.5}
@@ -172,7 +181,10 @@ def free_models() -> int:
 
 
 def to_messages(message: str, history: list | None, system_prompt: str = "") -> list[dict]:
-    """History in Gradio's messages shape (content may be a list of parts) plus the new user message."""
+    """History in Gradio's messages shape (content may be a list of parts) plus the new user message; turns of
+    other roles are left out. Raises StudioError when history is not such a list or the whole is too long."""
+    if not isinstance(history, (list, type(None))) or not all(isinstance(turn, dict) for turn in history or []):
+        raise StudioError('The history is a list of turns such as {"role": "user", "content": "Hi"}.')
     messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
     for turn in history or []:
         role, content = turn.get("role"), turn.get("content")
@@ -181,6 +193,10 @@ def to_messages(message: str, history: list | None, system_prompt: str = "") -> 
         if role in ("user", "assistant") and isinstance(content, str):
             messages.append({"role": role, "content": content})
     messages.append({"role": "user", "content": message})
+    length = sum(len(m["content"]) for m in messages)
+    if length > MAX_CONVERSATION_CHARS:
+        raise StudioError(f"The conversation is {length} characters long; the limit is {MAX_CONVERSATION_CHARS}. "
+                          "Clear the chat, or shorten the system prompt, to go on.")
     return messages
 
 
@@ -219,18 +235,37 @@ def left_padded(tokenizer, rows: list[list[int]]) -> dict:
             "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])}
 
 
-def _generation_kwargs(settings: dict | None) -> dict:
+def check_settings(settings: dict | None) -> dict:
+    """Chat and compare settings checked for type, finiteness and range, with defaults filled in: max_new_tokens,
+    temperature, top_p, seed (None: unseeded) and system_prompt. Raises StudioError in one sentence."""
+    if not isinstance(settings, (dict, type(None))):
+        raise StudioError(f'Settings are a mapping such as {{"max_new_tokens": 64, "temperature": 0}}, not {quote(settings)}.')
     settings = settings or {}
-    max_new = int(settings.get("max_new_tokens", 256))
-    if not 1 <= max_new <= MAX_NEW_TOKENS_CAP:
-        raise StudioError(f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_CAP}, not {max_new}.")
-    temperature = float(settings.get("temperature", 0.7))
-    top_p = float(settings.get("top_p", 0.9))
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise StudioError("temperature must be ≥ 0 and top_p in (0, 1].")
-    sampling = temperature > 0
-    return {"max_new_tokens": max_new, "do_sample": sampling,
-            **({"temperature": temperature, "top_p": top_p} if sampling else {})}
+    unknown = [name for name in settings if name not in (*NUMBER_SETTINGS, "system_prompt")]
+    if unknown:
+        raise StudioError(f"Unknown setting {quote(unknown[0])}; the settings are {', '.join(NUMBER_SETTINGS)} and system_prompt.")
+    checked = {}
+    for name, (default, lowest, highest, whole) in NUMBER_SETTINGS.items():
+        value = settings.get(name)
+        if value is None:   # not given (or null): the default, which for a seed is None, unseeded
+            checked[name] = default
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not (number and lowest <= value <= highest and (not whole or value == int(value))):
+            raise StudioError(f"{name} must be between {lowest} and {highest}{' (a whole number)' if whole else ''}, "
+                              f"not {quote(value)}.")
+        checked[name] = int(value) if whole else float(value)
+    system_prompt = settings.get("system_prompt") or ""
+    if not isinstance(system_prompt, str) or len(system_prompt) > MAX_PROMPT_CHARS:
+        raise StudioError(f"system_prompt must be text of at most {MAX_PROMPT_CHARS} characters.")
+    return {**checked, "system_prompt": system_prompt}
+
+
+def _generation_kwargs(settings: dict | None) -> dict:
+    settings = check_settings(settings)
+    sampling = settings["temperature"] > 0
+    return {"max_new_tokens": settings["max_new_tokens"], "do_sample": sampling,
+            **({"temperature": settings["temperature"], "top_p": settings["top_p"]} if sampling else {})}
 
 
 def chat_stream(workspace: Path, checkpoint: str, message: str, history: list | None = None,
@@ -242,15 +277,17 @@ def chat_stream(workspace: Path, checkpoint: str, message: str, history: list | 
 
     if not isinstance(message, str) or not message.strip():
         raise StudioError("The message is empty; type something to send.")
-    settings = settings or {}
+    if len(message) > MAX_PROMPT_CHARS:
+        raise StudioError(f"The message is {len(message)} characters; the limit is {MAX_PROMPT_CHARS}.")
+    settings = check_settings(settings)
     kwargs = _generation_kwargs(settings)
+    messages = to_messages(message, history, settings["system_prompt"])   # refused before any model is loaded
     source = resolve_model(checkpoint, workspace)
     check_generative(source)
     loaded, adapter = _load(source)
     tokenizer = loaded.tokenizer
     if not tokenizer.chat_template:
-        raise StudioError(f"{checkpoint!r} has no chat template, so it cannot chat; pick an instruct model or a checkpoint trained with one.")
-    messages = to_messages(message, history, settings.get("system_prompt", ""))
+        raise StudioError(f"{quote(checkpoint)} has no chat template, so it cannot chat; pick an instruct model or a checkpoint trained with one.")
     inputs = left_padded(tokenizer, [encode_chat(tokenizer, messages)])
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     errors: list[BaseException] = []
@@ -269,8 +306,8 @@ def chat_stream(workspace: Path, checkpoint: str, message: str, history: list | 
             else:
                 context = contextlib.nullcontext()
             try:
-                if "seed" in settings:
-                    torch.manual_seed(int(settings["seed"]))
+                if settings["seed"] is not None:
+                    torch.manual_seed(settings["seed"])
                 with context, torch.inference_mode():
                     model.generate(**{k: v.to(device) for k, v in inputs.items()}, streamer=streamer,
                                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **kwargs)

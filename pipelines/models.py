@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.config import BUNDLED_MODEL_ID
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, quote
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 CHECKPOINT_ID = re.compile(r"^(?P<run>[A-Za-z0-9][A-Za-z0-9._-]{0,79})/(?P<ckpt>checkpoint-\d+|final)$")
 HUB_TIMEOUT_S = 10
+MAX_MODEL_CHARS = 1024   # far beyond any Hub id (193) or sensible folder; bounds what is quoted and looked up
 
 
 @dataclass
@@ -40,27 +41,39 @@ def trust_remote_code() -> bool:
 
 def resolve_model(spec: str, workspace: Path, check_hub: bool = True) -> ModelSource:
     """Say which weights `spec` names, or raise StudioError in one sentence if it names none."""
+    if spec is not None and not isinstance(spec, str):
+        raise StudioError(f"A model is named by text (an id, a Hub id or a folder), not {quote(spec)}.")
     spec = (spec or "").strip()
+    if len(spec) > MAX_MODEL_CHARS:
+        raise StudioError(f"The model name is {len(spec)} characters long; a model id or folder has at most "
+                          f"{MAX_MODEL_CHARS}.")
     if spec == BUNDLED_MODEL_ID:
         from pipelines.bundled import bundled_model_dir
         return ModelSource(spec, "bundled", str(bundled_model_dir()))
-    if match := CHECKPOINT_ID.match(spec):
+    if match := CHECKPOINT_ID.fullmatch(spec):   # fullmatch: `$` alone lets a trailing newline through
         run_dir = Path(workspace) / "runs" / match["run"]
         if (run_dir / "config.yaml").is_file():
             return _resolve_checkpoint(spec, run_dir / ("checkpoints/" + match["ckpt"] if match["ckpt"] != "final" else "final"), workspace)
     path = Path(spec).expanduser()
-    if spec.startswith((".", "/", "~")) or path.is_dir():
-        if not (path / "config.json").is_file():
-            raise StudioError(f"{spec!r} is not a model directory: it has no config.json. Point to a folder saved with save_pretrained.")
+    if spec.startswith((".", "/", "~")) or _is_folder(path):
+        if not _is_folder(path) or not (path / "config.json").is_file():
+            raise StudioError(f"{quote(spec)} is not a model directory: it has no config.json. Point to a folder saved with save_pretrained.")
         if (path / "adapter_config.json").is_file():
-            raise StudioError(f"{spec!r} is a LoRA adapter, not a model; pick the run's checkpoint id instead.")
+            raise StudioError(f"{quote(spec)} is a LoRA adapter, not a model; pick the run's checkpoint id instead.")
         return ModelSource(spec, "local", str(path.resolve()))
-    if "://" in spec or ".." in spec or not HUB_ID.match(spec):
-        raise StudioError(f"{spec!r} is not a model id: use the bundled model, a Hub id like 'org/name' "
+    if "://" in spec or ".." in spec or not HUB_ID.fullmatch(spec):
+        raise StudioError(f"{quote(spec)} is not a model id: use the bundled model, a Hub id like 'org/name' "
                           "(no URLs, no '..'), a local folder, or a checkpoint id like 'my-run/final'.")
     if check_hub:
         _check_hub_model(spec)
     return ModelSource(spec, "hub", spec)
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:   # a name longer than the file system allows ([Errno 36]) names no folder
+        return False
 
 
 def _resolve_checkpoint(spec: str, path: Path, workspace: Path) -> ModelSource:
@@ -173,6 +186,13 @@ def describe_model(spec: str, workspace: Path) -> dict:
         "context_length": context_length(config), "chat_template": bool(tokenizer.chat_template),
         "memory_gb": estimate,
     }
+
+
+def hidden_size(config) -> int | None:
+    """The width of the model's hidden states: the most a LoRA rank can usefully be."""
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    width = getattr(text_config, "hidden_size", None)
+    return width if isinstance(width, int) else None
 
 
 def context_length(config) -> int | None:

@@ -9,12 +9,13 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, quote
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
-# A name a user picks (run name, dataset name): letters, digits, - _ . ; no slashes, no "..".
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+# A name a user picks (run name, dataset name): letters, digits, - _ . ; no slashes, no "..". Matched with
+# fullmatch: `$` would also accept a trailing newline, and "abc\n" would become a folder.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
 
 def cache_dir() -> Path:
@@ -25,9 +26,9 @@ def cache_dir() -> Path:
 
 def check_name(name: str, what: str = "name") -> str:
     """Return `name` if it is safe to use as a single directory name, else raise StudioError."""
-    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
         raise StudioError(
-            f"The {what} {name!r} is not allowed: use 1–80 letters, digits, '-', '_' or '.', "
+            f"The {what} {quote(name)} is not allowed: use 1–80 letters, digits, '-', '_' or '.', "
             "starting with a letter or digit, with no '/' or '..'."
         )
     return name
@@ -35,11 +36,13 @@ def check_name(name: str, what: str = "name") -> str:
 
 def inside(root: Path, relative: str, what: str = "path") -> Path:
     """Resolve `relative` under `root`; refuse absolute paths and anything that escapes `root`."""
+    if not isinstance(relative, str) or "\0" in relative:   # a NUL byte makes the file system raise, not answer
+        raise StudioError(f"The {what} {quote(relative)} is not a path.")
     if not relative or os.path.isabs(relative) or relative.startswith("~"):
-        raise StudioError(f"The {what} {relative!r} must be a relative path inside the workspace {root}.")
+        raise StudioError(f"The {what} {quote(relative)} must be a relative path inside the workspace {root}.")
     resolved = (root / relative).resolve()
     if resolved != root.resolve() and root.resolve() not in resolved.parents:
-        raise StudioError(f"The {what} {relative!r} points outside the workspace {root}; use a path inside it.")
+        raise StudioError(f"The {what} {quote(relative)} points outside the workspace {root}; use a path inside it.")
     return resolved
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from pipelines.data.files import SUFFIXES, paused_gc, read_records
 from pipelines.data.formats import Normalised, normalise_instruction
 from pipelines.data.preference import detect_kind, normalise_preference, normalise_prompt_only, normalise_unpaired
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, quote
 from pipelines.paths import ASSETS_DIR, check_name, inside
 
 SAMPLES_DIR = ASSETS_DIR / "datasets"
@@ -57,7 +57,7 @@ def locate(name: str, workspace: Path) -> Path:
         path = inside(Path(workspace), name, "dataset path")
         if path.is_file():
             return path
-    raise StudioError(f"There is no dataset {name!r}: pick a sample, a saved dataset (list_datasets()), "
+    raise StudioError(f"There is no dataset {quote(name)}: pick a sample, a saved dataset (list_datasets()), "
                       "or upload a file first.")
 
 
@@ -187,7 +187,7 @@ def parse_columns(columns: dict | str | None) -> dict[str, str]:
             if part.strip():
                 field_name, sep, column = part.partition("=")
                 if not sep or not field_name.strip() or not column.strip():
-                    raise StudioError(f"Column mapping {part.strip()!r} is not 'field=column' (for example output=answer).")
+                    raise StudioError(f"Column mapping {quote(part.strip())} is not 'field=column' (for example output=answer).")
                 pairs.append((field_name, column))
     return {str(k).strip(): str(v).strip() for k, v in pairs}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipelines.data.store import load_dataset, save_records
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, quote
 
 MAX_TABLE_ROWS = 5000   # every row travels to the browser
 
@@ -22,8 +22,8 @@ TABLE_COLUMNS = {
 
 
 def columns_of(kind: str) -> tuple[str, ...]:
-    if kind not in TABLE_COLUMNS:
-        raise StudioError(f"Unknown dataset kind {kind!r}; choose one of {', '.join(TABLE_COLUMNS)}.")
+    if not isinstance(kind, str) or kind not in TABLE_COLUMNS:
+        raise StudioError(f"Unknown dataset kind {quote(kind)}; choose one of {', '.join(TABLE_COLUMNS)}.")
     return TABLE_COLUMNS[kind]
 
 
