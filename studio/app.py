@@ -17,7 +17,7 @@ from pipelines.config import BUNDLED_MODEL_ID
 from pipelines.inference import chat as chat_reply
 from pipelines.paths import check_apart_from_uploads
 from studio.choices import refresh_checkpoint_choices, refresh_dataset_choices
-from studio.errors import shows_errors
+from studio.errors import log_errors_in, shows_errors
 from studio.i18n import I18N, t
 from studio.tabs import chat, compare, data, model, reward, road, train
 
@@ -33,6 +33,7 @@ def build_app(workspace: Path) -> gr.Blocks:
     workspace = Path(workspace).resolve()
     check_apart_from_uploads(workspace)
     workspace.mkdir(parents=True, exist_ok=True)
+    log_errors_in(workspace)
     with gr.Blocks(title="Alignment Studio") as app:
         with gr.Column(elem_classes="studio-header"):
             gr.Markdown(t("title"))
@@ -225,7 +226,9 @@ def launch_app(workspace: Path, host: str = "127.0.0.1", port: int = 7860, auth:
     app = build_app(workspace)
     dispatch(workspace)   # runs that were waiting when the app last stopped start again, in their order
     app.queue(default_concurrency_limit=4)
+    # show_error off: a gr.Error (a user's mistake, or shows_errors' pointer to the server log) shows all the same;
+    # the text of any other exception, from a handler shows_errors does not wrap, stays on the server.
     app.launch(server_name=host, server_port=port, auth=auth, share=share, i18n=I18N,
                       theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, prevent_thread_lock=prevent_thread_lock,
-                      show_error=True, footer_links=["api", "settings"])
+                      show_error=False, footer_links=["api", "settings"])
     return app

@@ -1,13 +1,16 @@
 """Input from the network: unbounded, wrong-typed or hostile values are refused in one short sentence, before
-anything is written."""
+anything is written, and no exception text of Python's reaches a visitor."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import socket
 import time
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pipelines import api
 from pipelines.config import SECTIONS, RunConfig, parse_config_text
@@ -121,3 +124,159 @@ def test_compare_checks_settings_with_the_same_function(workspace):
         with pytest.raises(StudioError) as error:
             api.compare(workspace, ["no-such/model"], "hi", bad)
         one_sentence(error.value)
+
+
+def test_an_unexpected_error_is_one_sentence_and_its_traceback_goes_to_the_server_log(tmp_path):
+    import gradio as gr
+
+    from studio.errors import SERVER_LOG, log_errors_in, shows_errors
+
+    log_errors_in(tmp_path)
+
+    def broken(value):
+        return value.missing
+
+    def broken_stream(value):
+        yield 1
+        raise ZeroDivisionError("raw detail")
+
+    with pytest.raises(gr.Error) as error:
+        shows_errors(broken)(None)
+    message = one_sentence(error.value)
+    assert message.startswith("Something went wrong in broken; details are in") and str(SERVER_LOG) in message
+    incident = message.rsplit("(", 1)[1].rstrip(").")
+    log = (tmp_path / SERVER_LOG).read_text()
+    assert incident in log and "Traceback" in log and "object has no attribute 'missing'" in log
+    with pytest.raises(gr.Error, match="Something went wrong in broken_stream"):
+        list(shows_errors(broken_stream)(None))
+    def mistaken():
+        raise StudioError("A sentence.")
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(gr.Error) as error:
+        shows_errors(mistaken)()
+    assert error.value.message == "A sentence."
+
+    with pytest.raises(KeyboardInterrupt):   # stopping the server is not an error to report
+        shows_errors(interrupted)()
+
+
+@pytest.fixture(scope="module")
+def app_client(tmp_path_factory):
+    from gradio_client import Client
+
+    from studio.app import launch_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workspace = tmp_path_factory.mktemp("bad-input-workspace")
+    app = launch_app(workspace, port=port, prevent_thread_lock=True)
+    yield Client(app.local_url, verbose=False), workspace
+    app.close()
+
+
+def test_every_endpoint_answers_wrong_typed_arguments_without_python_text(app_client):
+    from gradio_client.exceptions import AppError
+
+    from tests.test_app_api import CONTRACT
+
+    client, workspace = app_client
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {f"/{name}" for name in CONTRACT} <= set(endpoints)
+    jobs = []   # submitted together, answered four at a time (the app's concurrency limit)
+    for name, info in endpoints.items():
+        count = len(info["parameters"])
+        for bad in (None, [1, 2], "x" * 20_000, {"a": 1}, 5):
+            if (count == 0 and bad is not None) or (name == "/start_run" and bad is None):
+                continue   # a None config is the empty one: a run with every default, not a wrong type
+            jobs.append((name, bad, client.submit(*[bad] * count, api_name=name)))
+    for name, bad, job in jobs:
+        try:
+            reply = str(job.result())
+        except AppError as error:
+            reply = str(error)
+        assert not any(raw in reply for raw in RAW_PYTHON), (name, bad, reply[:500])
+        assert len(reply) < 1000, (name, bad, reply[:500])   # the 20 kB string is never echoed back
+    assert len(jobs) > 100
+    assert not run_folders(workspace)
+
+
+# ---- generated input: every outcome is a success or one short sentence, and a refusal writes nothing
+
+def _values():
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-2**80, 2**80),
+                        st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+                        st.sampled_from(["1e400", "-1e999", ".inf", "nan", "2e-4", "0", "abc\n", "../x", "on"]))
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                        max_leaves=6)
+
+
+def _section(cls):
+    names = [spec.name for spec in dataclasses.fields(cls)]
+    return st.dictionaries(st.sampled_from(names) | st.text(max_size=8), _values(), max_size=4)
+
+
+def _config(model: str):
+    top = {spec.name: _values() for spec in dataclasses.fields(RunConfig) if spec.name not in SECTIONS}
+    top["stage"] = st.sampled_from(["sft", "dpo", "reward", "ppo", "grpo", "kto"]) | _values()
+    top["model"] = st.just(model) | _values()
+    top["dataset"] = st.just("tiny.jsonl") | _values()
+    top.update({name: _section(cls) | _values() for name, cls in SECTIONS.items()})
+    dicts = st.fixed_dictionaries({}, optional=top) | st.dictionaries(st.text(max_size=8), _values(), max_size=3)
+    return dicts.map(lambda data: yaml.safe_dump(data, allow_unicode=True)) | st.text(max_size=200)
+
+
+@pytest.fixture(scope="module")
+def generated_workspace(tmp_path_factory, tiny_model):
+    from tests.conftest import TINY_ROWS, write_jsonl
+    folder = tmp_path_factory.mktemp("generated")
+    write_jsonl(folder / "tiny.jsonl", TINY_ROWS)
+    return folder, str(tiny_model)
+
+
+def test_generated_configs_are_accepted_or_refused_in_one_sentence_writing_nothing(generated_workspace):
+    workspace, model = generated_workspace
+    outcomes = {"accepted": 0, "refused": 0}
+
+    @settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(_config(model))
+    def check(text):
+        before = run_folders(workspace)
+        try:
+            api.prepare_run(workspace, text)
+        except StudioError as error:
+            one_sentence(error)
+            assert run_folders(workspace) == before, "a refused config wrote a run"
+            outcomes["refused"] += 1
+        else:
+            outcomes["accepted"] += 1
+
+    check()
+    print(f"generated configs: {outcomes}")
+    assert outcomes["refused"] > 0
+
+
+def test_generated_chat_settings_are_checked_or_refused_in_one_sentence():
+    from pipelines.inference import NUMBER_SETTINGS, check_settings
+
+    names = st.sampled_from([*NUMBER_SETTINGS, "system_prompt"]) | st.text(max_size=8)
+    outcomes = {"accepted": 0, "refused": 0}
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(st.dictionaries(names, _values(), max_size=5) | _values())
+    def check(chat_settings):
+        try:
+            checked = check_settings(chat_settings)
+        except StudioError as error:
+            one_sentence(error)
+            outcomes["refused"] += 1
+        else:
+            assert 1 <= checked["max_new_tokens"] and math.isfinite(checked["temperature"])
+            outcomes["accepted"] += 1
+
+    check()
+    print(f"generated chat settings: {outcomes}")
+    assert outcomes["accepted"] > 0 and outcomes["refused"] > 0
