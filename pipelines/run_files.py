@@ -80,19 +80,20 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """Logged steps in step order, as the run's history now stands.
+    """Every logged record in step order (records of one step in the order they were logged), as the run's
+    history now stands.
 
-    A resume appends a `{"resumed_from": step}` marker: records an earlier attempt logged after that
+    One step may log several records (the training loss, an eval, a reward run's length check at a save): all
+    are kept. A resume appends a `{"resumed_from": step}` marker: records an earlier attempt logged after that
     step belong to a branch that was abandoned, so they are dropped from the view (the file keeps them).
-    A step logged again after a resume replaces the earlier record.
     """
-    by_key: dict[tuple, dict] = {}
+    records: list[dict] = []
     for record in read_jsonl(run_dir / "metrics.jsonl"):
         if "resumed_from" in record:
-            by_key = {key: r for key, r in by_key.items() if key[0] <= record["resumed_from"]}
-            continue
-        by_key[(record.get("step", 0), record.get("split", "train"))] = record
-    return sorted(by_key.values(), key=lambda r: (r.get("step", 0), r.get("split", "train")))
+            records = [r for r in records if r.get("step", 0) <= record["resumed_from"]]
+        else:
+            records.append(record)
+    return sorted(records, key=lambda r: r.get("step", 0))   # stable: a step's records keep their order
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:

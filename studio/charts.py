@@ -14,6 +14,7 @@ PANELS = (
     ("rewards (β·log-ratio to the reference)", ("rewards/chosen", "rewards/rejected", "rewards/margins")),
     ("preference accuracy", ("rewards/accuracies", "accuracy")),
     ("reward model: margin and mean reward", ("margin", "mean_reward")),
+    ("reward model: correlation of rewards with answer length (at each save)", ("length_correlation",)),
     ("log-probs", ("logps/chosen", "logps/rejected")),
     ("share of pairs where the policy itself finds chosen likelier",
      ("prefers_chosen/first_token", "prefers_chosen/total", "prefers_chosen/per_token")),
@@ -32,6 +33,7 @@ PANELS = (
 )
 # Panels of shares between 0 and 1: a fixed axis, so a share stuck at 0 reads as 0, not as a line in the middle.
 SHARE_KEYS = {"rewards/accuracies", "accuracy", "prefers_chosen/first_token", "answers/repeated_3grams"}
+CORRELATION_KEYS = {"length_correlation"}   # from -1 to 1, on a fixed axis for the same reason
 COLORS = ("#4f46e5", "#dc2626", "#059669", "#d97706")
 # Where a run's warning signs begin (pipelines/signals.py), drawn across their panels: a curve that crosses the line
 # is what the status line's "signs of reward hacking" refers to.
@@ -66,6 +68,8 @@ def training_curves(metrics: list[dict], title: str = "", smooth: bool = True, l
     for row, (_, keys) in enumerate(panels, start=1):
         if SHARE_KEYS & set(keys):
             figure.update_yaxes(range=[-0.05, 1.05], row=row, col=1)
+        elif CORRELATION_KEYS & set(keys):
+            figure.update_yaxes(range=[-1.05, 1.05], row=row, col=1)
         for index, key in enumerate(keys):
             color = COLORS[index % len(COLORS)]   # one colour per quantity: raw, smoothed and eval lines share it
             train = _points(metrics, key)
