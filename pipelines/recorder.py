@@ -1,7 +1,15 @@
 """The trainer callback that turns a Trainer into a run directory: metrics, status, stop, atomic checkpoints.
 
 Trainers save checkpoints into a staging folder; once a checkpoint is complete this callback renames
-it into checkpoints/, so checkpoints/ only ever holds complete ones.
+it into checkpoints/, so checkpoints/ only ever holds complete ones — and only finite ones, with room on the disk:
+
+- every step, before the optimizer steps, the gradients are checked: a NaN or infinite loss makes them
+  non-finite at that very step, whatever logging_steps is, so no checkpoint is saved from what follows;
+- before a save, the weights in memory are checked, and the disk must have room for a checkpoint (the size of the
+  previous one, or estimated from the trainable parameters);
+- a staged checkpoint whose weights are not all finite is never published (our own PPO loop has no gradients to
+  show the callback).
+Any of these ends the run `failed` with one sentence (train.py raises `failure`).
 """
 
 from __future__ import annotations
@@ -15,9 +23,12 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from pipelines import run_files
-from pipelines.stop import StopSignal, barrier
+from pipelines.stop import StopSignal, _agree_across_ranks, barrier
 
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
+# A checkpoint holds each trainable parameter in fp32 and, in optimizer.pt, AdamW's two moments of it.
+CHECKPOINT_BYTES_PER_TRAINABLE_PARAMETER = 3 * 4
+LOWER_THE_LEARNING_RATE = "Lower the learning rate (or raise beta), then resume or restart."
 
 
 class RunRecorder(TrainerCallback):
@@ -28,7 +39,9 @@ class RunRecorder(TrainerCallback):
         self.records: list[dict] = []                      # the run's metrics so far, for its warning signs
         self.signs_told: set[str] = set()                  # kinds of warning already printed to the log
         self.first_log: tuple[int, float] | None = None   # (step, time) of the first step logged by this process
-        self.diverged: str | None = None                   # why training was stopped for a NaN or infinite loss
+        self.failure: str | None = None                    # why the run was stopped: a NaN loss, a full disk
+        self.bad_gradients: str | None = None              # "nan" or "inf": this step's loss was not finite
+        self.saving: str | None = None                     # the checkpoint being written, for a failure to name it
         self.last_record: dict | None = None               # the latest metrics line, for the status file
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -37,25 +50,77 @@ class RunRecorder(TrainerCallback):
         if state.is_world_process_zero:
             run_files.update_status(self.run_dir, status="running", step=state.global_step, max_steps=state.max_steps)
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        # The loss is only seen when it is logged; its gradients are here at every step. With fp16 a loss scaler
+        # skips steps whose gradients overflowed, so there an inf gradient is no divergence.
+        if model is None or self.failure or getattr(args, "fp16", False):
+            return
+        kind = non_finite_gradients(model)
+        if _agree_across_ranks(kind is not None):
+            self.bad_gradients = kind or "nan"
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.stop.check():
             control.should_save = True          # the trainer saves a checkpoint, then leaves the loop
             control.should_training_stop = True
             if state.is_world_process_zero:
                 run_files.update_status(self.run_dir, status="stopping")
+        if self.failure:
+            return control
+        step, saving = state.global_step, control.should_save
+        if self.bad_gradients:
+            self._fail(control, f"The loss became {self.bad_gradients} at step {step}; "
+                                f"{self._not_saved(step, saving)}. {LOWER_THE_LEARNING_RATE}")
+        elif saving:
+            problem = None
+            if model is not None and not weights_finite(model):
+                problem = (f"The weights became NaN or infinite by step {step}; {self._not_saved(step, True)}. "
+                           f"{LOWER_THE_LEARNING_RATE}")
+            elif state.is_world_process_zero:
+                problem = self.no_room(f"checkpoint-{step}", model)
+            if _agree_across_ranks(problem is not None):
+                self._fail(control, problem or f"Another process could not save checkpoint-{step}.")
+            else:
+                self.saving = f"checkpoint-{step}"
         return control
+
+    def no_room(self, what: str, model=None) -> str | None:
+        """Why the disk cannot take `what` (a checkpoint, final/), or None. Its size: the previous checkpoint's,
+        or, for the first, estimated from the trainable parameters."""
+        last = run_files.last_checkpoint(self.run_dir)
+        if last is not None:
+            size = run_files.folder_bytes(last)
+        elif model is not None:
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            size = CHECKPOINT_BYTES_PER_TRAINABLE_PARAMETER * trainable
+        else:
+            size = 0
+        needed = size + run_files.SPARE_BYTES
+        free = run_files.free_bytes(self.run_dir)
+        if free >= needed:
+            return None
+        return run_files.disk_full_sentence(self.run_dir, free, f"{what} was not written", needed)
+
+    def _not_saved(self, step: int, saving: bool) -> str:
+        kept = run_files.checkpoints_kept(self.run_dir)
+        return f"checkpoint-{step} was not saved; {kept}" if saving else f"training stopped there; {kept}"
+
+    def _fail(self, control, sentence: str) -> None:
+        """Stop the run at this step with nothing more saved; train.py ends it failed with `sentence`."""
+        self.failure, self.saving = sentence, None
+        control.should_save = False
+        control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
             return
         loss = logs.get("loss")
-        if isinstance(loss, float) and not math.isfinite(loss) and self.diverged is None:
+        if isinstance(loss, float) and not math.isfinite(loss) and self.failure is None:
             # Every rank logs the same reduced loss, so every rank stops here, and nothing is saved from
             # weights that are already broken: the checkpoints before this step stay the last good ones.
-            self.diverged = (f"The loss became {loss} at step {state.global_step}; training stopped and nothing after "
-                             "the last checkpoint was saved. Lower the learning rate (or raise beta), then resume or restart.")
-            control.should_save = False
-            control.should_training_stop = True
+            step = state.global_step
+            self._fail(control, f"The loss became {loss} at step {step}; {self._not_saved(step, control.should_save)}. "
+                                f"{LOWER_THE_LEARNING_RATE}")
         if not state.is_world_process_zero:
             return
         if any(key in logs for key in SUMMARY_KEYS):  # the closing summary is not a step
@@ -91,21 +156,33 @@ class RunRecorder(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         barrier()  # every rank has written its part (shards, rng state) before the checkpoint is moved
-        if state.is_world_process_zero:
-            self._publish_checkpoint(state)
+        refused = self._publish_checkpoint(state) if state.is_world_process_zero else None
+        if _agree_across_ranks(refused is not None):
+            self._fail(control, refused or f"checkpoint-{state.global_step} was not saved by the main process.")
+        self.saving = None
         barrier()
 
-    def _publish_checkpoint(self, state) -> None:
+    def _publish_checkpoint(self, state) -> str | None:
+        """Move the staged checkpoint into checkpoints/; a non-finite one is deleted instead, and the sentence
+        that says so returned."""
+        from pipelines.stages.common import non_finite_tensors
+
         name = f"checkpoint-{state.global_step}"
         staged, final = self.staging_dir / name, self.run_dir / "checkpoints" / name
         if not staged.is_dir():
-            return
+            return None
+        bad, total = non_finite_tensors(staged)
+        if bad:
+            shutil.rmtree(staged, ignore_errors=True)
+            return (f"The weights became NaN or infinite by step {state.global_step} ({bad} of {total} tensors); "
+                    f"{self._not_saved(state.global_step, True)}. {LOWER_THE_LEARNING_RATE}")
         final.parent.mkdir(exist_ok=True)
         if final.exists():  # the same step saved again after a resume: replace it whole
             shutil.rmtree(final)
         os.replace(staged, final)
         if self.echo:
             print(f"saved {final.relative_to(self.run_dir)}", flush=True)
+        return None
 
     def _eta(self, state, now: float) -> float | None:
         """Remaining time at the pace since the first logged step (start-up and the first step's warm-up excluded)."""
@@ -117,6 +194,25 @@ class RunRecorder(TrainerCallback):
         if done <= 0 or not state.max_steps:
             return None
         return (now - first_time) / done * max(0, state.max_steps - state.global_step)
+
+
+def non_finite_gradients(model) -> str | None:
+    """"nan" or "inf" if any gradient of `model` is not finite (its loss was not), else None: one norm over all of
+    them, so one read from the device per step."""
+    import torch
+
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    if not gradients:   # DeepSpeed keeps them elsewhere: the logged loss and the saved weights are checked instead
+        return None
+    norm = torch.nn.utils.get_total_norm(gradients, error_if_nonfinite=False).item()
+    return None if math.isfinite(norm) else str(norm)
+
+
+def weights_finite(model) -> bool:
+    """Whether every trained weight is finite (checked before a save only: one read from the device per tensor)."""
+    import torch
+
+    return all(bool(torch.isfinite(p.detach()).all()) for p in model.parameters() if p.requires_grad)
 
 
 def _is_number(value) -> bool:

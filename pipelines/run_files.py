@@ -14,10 +14,14 @@ reader, or a process killed at any instant, never sees half a record.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -32,9 +36,14 @@ CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
 def write_json_atomic(path: Path, data: dict) -> None:
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # unique per writer
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(json.dumps(data, ensure_ascii=False, indent=1))
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(json.dumps(data, ensure_ascii=False, indent=1))
+        os.replace(tmp, path)
+    except BaseException:   # a full disk fails the write (often only at close): leave no empty temp file behind
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def read_status(run_dir: Path) -> dict:
@@ -125,3 +134,51 @@ def tail(path: Path, max_lines: int = 40, max_bytes: int = 64_000) -> str:
 
 def can_resume(run_dir: Path) -> bool:
     return last_checkpoint(run_dir) is not None or (run_dir / PROGRESS_FILE).is_file()
+
+
+# Disk space. A full disk must cost the run one true sentence, never a checkpoint or the app.
+
+MB = 1024 * 1024
+SPARE_BYTES = 1 * MB   # what a run writes besides a checkpoint around a save: status, metrics and log lines
+
+
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def megabytes(size: int) -> str:
+    return f"{size / MB:.1f} MB" if size < 10 * MB else f"{size / MB:.0f} MB"
+
+
+def disk_full_sentence(run_dir: Path, free: int, lost: str, needed: int | None = None) -> str:
+    """The one sentence of a run that met a full disk; `lost` says what was not written ("checkpoint-5 was not
+    written"), `needed` what it would have taken when that was known beforehand."""
+    need = f", about {megabytes(needed)} needed" if needed else ""
+    then = "resume the run" if checkpoint_steps(run_dir) else "start the run again"
+    return (f"The disk is full ({megabytes(free)} free{need}); {lost}; {checkpoints_kept(run_dir)}. "
+            f"Free some space, then {then}.")
+
+
+def checkpoints_kept(run_dir: Path) -> str:
+    """What a failure leaves of the run's checkpoints, for its sentence."""
+    return "earlier checkpoints are intact" if checkpoint_steps(run_dir) else "no checkpoint had been saved yet"
+
+
+def is_disk_full(error: BaseException, folder: Path) -> bool:
+    """Whether `error` came from a full disk. Not every writer says so: torch's checkpoint writer fails with
+    "unexpected pos 64 vs 0", safetensors with its own error, so a disk left with no room counts too."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return free_bytes(folder) < SPARE_BYTES
+    except OSError:
+        return False

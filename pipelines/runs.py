@@ -7,6 +7,7 @@ everything else by reading the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -68,9 +69,14 @@ def load_config(run_dir: Path) -> RunConfig:
     return parse_config_text((run_dir / "config.yaml").read_text(encoding="utf-8"))
 
 
-def launch(run_dir: Path, resume: bool = False) -> int:
-    """Start the training process for `run_dir`; return its pid."""
+def launch(run_dir: Path, resume: bool = False) -> int | None:
+    """Start the training process for `run_dir`; return its pid. On a disk without room for the run nothing starts:
+    the run is failed with the sentence that says so, and None is returned."""
     (run_dir / run_files.STOP_REQUEST_FILE).unlink(missing_ok=True)
+    if no_room := no_room_to_train(run_dir):
+        with contextlib.suppress(OSError):   # if even that cannot be written, the run waits and is refused again
+            run_files.update_status(run_dir, status="failed", pid=None, error=no_room)
+        return None
     launched_at = time.time()
     process = spawn(["train", str(run_dir)] + (["--resume"] if resume else []), run_dir / "train.log")
     # Unless the child already reported itself running (it writes started_at), it is queued.
@@ -78,6 +84,17 @@ def launch(run_dir: Path, resume: bool = False) -> int:
                             status="queued", pid=process.pid, pid_started=process_start_time(process.pid),
                             error=None, launched_at=launched_at)
     return process.pid
+
+
+def no_room_to_train(run_dir: Path) -> str | None:
+    """Why the disk cannot take this run, or None: a run needs room for at least one checkpoint the size of its last
+    one (its first one's size is checked before it is saved, in pipelines/recorder.py) and the files around it."""
+    last = run_files.last_checkpoint(run_dir)
+    needed = (run_files.folder_bytes(last) if last else 0) + run_files.SPARE_BYTES
+    free = run_files.free_bytes(run_dir)
+    if free >= needed:
+        return None
+    return run_files.disk_full_sentence(run_dir, free, "the run was not started", needed)
 
 
 def spawn(arguments: list[str], log_path: Path) -> subprocess.Popen:
@@ -125,11 +142,25 @@ def refresh_status(run_dir: Path, interrupted: str = INTERRUPTED) -> dict:
     if status.get("status") in run_files.ACTIVE_STATES and status.get("pid") and \
             not process_alive(status.get("pid"), status.get("pid_started")):
         pid = status.get("pid")
-        # Only if nothing changed meanwhile: the trainer may have just written its final status.
-        status = run_files.update_status(
-            run_dir, only_if=lambda now: now.get("status") in run_files.ACTIVE_STATES and now.get("pid") == pid,
-            status="interrupted", error=status.get("error") or interrupted)
+        try:
+            # Only if nothing changed meanwhile: the trainer may have just written its final status.
+            status = run_files.update_status(
+                run_dir, only_if=lambda now: now.get("status") in run_files.ACTIVE_STATES and now.get("pid") == pid,
+                status="interrupted", error=status.get("error") or interrupted)
+        except OSError as exc:   # a full disk: the true state all the same, unwritten (a later look writes it)
+            error = status.get("error") or interrupted + _unwritten(exc, run_dir)
+            status = {**status, "status": "interrupted", "error": error}
     return status
+
+
+def _unwritten(error: OSError, run_dir: Path) -> str:
+    """Why a process that ended may not have said how: its last words could not be written either."""
+    if not run_files.is_disk_full(error, run_dir):
+        return ""
+    with contextlib.suppress(OSError):
+        free = run_files.megabytes(run_files.free_bytes(run_dir))
+        return f" The disk is full ({free} free), so it could not record why."
+    return " The disk is full, so it could not record why."
 
 
 def request_stop(run_dir: Path) -> dict:

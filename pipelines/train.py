@@ -1,8 +1,9 @@
 """The training process: `python -m pipelines train <run_dir> [--resume]`.
 
 It reads config.yaml, runs the stage, and writes everything a reader needs into the run directory.
-Whatever happens — success, a user error, a crash, a stop request — status.json says so before the
-process ends. (A SIGKILL leaves it `running`; readers see the dead pid and mark it `interrupted`.)
+Whatever happens — success, a user error, a crash, a stop request, a full disk — status.json says so before the
+process ends. (A SIGKILL, or a disk so full that not even status.json can be written, leaves it `running`; readers
+see the dead pid and read it as `interrupted`.)
 Works the same under `accelerate launch`: only the main process writes status and metrics.
 """
 
@@ -43,13 +44,15 @@ def train_run(run_dir: Path, resume: bool = False, echo: bool = True) -> str:
 
 def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main: bool) -> str:
     from pipelines.runs import process_start_time
+    from pipelines.stop import _agree_across_ranks
 
     stop = StopSignal(run_dir)
     stop.install()
-    if main:
-        run_files.update_status(run_dir, status="running", pid=os.getpid(), pid_started=process_start_time(os.getpid()),
-                                error=None, started_at=time.time())
+    recorder, saving_final = None, False   # for a full disk's sentence: what was being written
     try:
+        if main:
+            run_files.update_status(run_dir, status="running", pid=os.getpid(),
+                                    pid_started=process_start_time(os.getpid()), error=None, started_at=time.time())
         from pipelines.probes import ProbeCallback, run_probe_prompts
         from pipelines.recorder import RunRecorder
         from pipelines.rl.rewards import rule_only
@@ -76,41 +79,61 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
             callbacks.append(ProbeCallback(run_dir, probes))
         context = RunContext(config, run_dir, workspace, staging, resume_from, callbacks=callbacks)
         trainer = stage_runner(config.stage)(context)
-        if recorder.diverged:
-            raise StudioError(recorder.diverged)
+        if recorder.failure:
+            raise StudioError(recorder.failure)
         if stop.requested:
             final_status = "stopped"
         else:
             if getattr(trainer, "produces_model", True):   # rejection sampling produces datasets, not weights
+                no_room = recorder.no_room("final/") if main else None
+                if _agree_across_ranks(no_room is not None):
+                    raise StudioError(no_room or "The main process has no room on its disk for final/.")
+                saving_final = True
                 save_final(trainer, run_dir, staging)
+                saving_final = False
             final_status = "completed"
             if main:  # what the trainer left in its output_dir (a model card) is not part of the run
                 shutil.rmtree(staging, ignore_errors=True)
         if main:
             run_files.update_status(run_dir, status=final_status, pid=None)
         if echo and main:
-            print(f"run {run_dir.name} {final_status}", flush=True)
+            with contextlib.suppress(OSError):   # the run is complete whether or not the log still takes a line
+                print(f"run {run_dir.name} {final_status}", flush=True)
         return final_status
     except StudioError as exc:
-        _fail(run_dir, str(exc), main)
+        return _fail(run_dir, str(exc), main)
     except KeyboardInterrupt:
-        _fail(run_dir, "Interrupted from the keyboard before a checkpoint could be saved.", main, status="interrupted")
+        return _fail(run_dir, "Interrupted from the keyboard before a checkpoint could be saved.", main,
+                     status="interrupted")
     except Exception as exc:  # a crash: the message for the UI, the traceback for train.log
-        traceback.print_exc()
+        with contextlib.suppress(OSError):
+            traceback.print_exc()
+        if main and run_files.is_disk_full(exc, run_dir):
+            writing = "final/" if saving_final else recorder and recorder.saving
+            step = run_files.read_status(run_dir).get("step", 0)
+            lost = f"{writing} was not written" if writing else f"training stopped at step {step}"
+            free = run_files.free_bytes(run_dir)
+            shutil.rmtree(run_dir / ".staging", ignore_errors=True)   # the half-written files: room for the status
+            return _fail(run_dir, run_files.disk_full_sentence(run_dir, free, lost), main)
         first_line = str(exc).splitlines()[0] if str(exc) else ""
         if "out of memory" in first_line.lower():
-            _fail(run_dir, "Out of memory: lower batch_size or max_length, raise grad_accum, or use LoRA / QLoRA; "
-                           "checkpoints already saved are intact.", main)
-        else:
-            _fail(run_dir, f"Training crashed: {type(exc).__name__}: {first_line} (see train.log).", main)
+            return _fail(run_dir, "Out of memory: lower batch_size or max_length, raise grad_accum, or use LoRA / "
+                                  "QLoRA; checkpoints already saved are intact.", main)
+        return _fail(run_dir, f"Training crashed: {type(exc).__name__}: {first_line} (see train.log).", main)
     finally:
         stop.restore()
         if main:  # a stop request is answered once; the next resume starts clean
             (run_dir / run_files.STOP_REQUEST_FILE).unlink(missing_ok=True)
-    return run_files.read_status(run_dir).get("status", "failed")
 
 
-def _fail(run_dir: Path, message: str, main: bool, status: str = "failed") -> None:
-    print(f"error: {message}", flush=True)
+def _fail(run_dir: Path, message: str, main: bool, status: str = "failed") -> str:
+    """End the run as `status` with `message`; return the status."""
+    with contextlib.suppress(OSError):   # a full disk may refuse the log line; the status says it all the same
+        print(f"error: {message}", flush=True)
     if main:
-        run_files.update_status(run_dir, status=status, pid=None, error=message)
+        try:
+            run_files.update_status(run_dir, status=status, pid=None, error=message)
+        except OSError:   # not even status.json: readers see this process gone and read the run as interrupted
+            with contextlib.suppress(OSError):
+                print("error: status.json could not be written either.", flush=True)
+    return status

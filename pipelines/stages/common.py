@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines import run_files
 from pipelines.config import RunConfig
 from pipelines.errors import StudioError
 from pipelines.models import ModelSource, best_device, load_model, load_tokenizer, resolve_model, trust_remote_code
@@ -124,11 +125,13 @@ def count_parameters(model) -> int:
 
 
 def save_final(trainer, run_dir: Path, staging_dir: Path) -> Path:
-    """Save the finished model (or adapter) with its tokenizer, then move it to final/ in one rename."""
+    """Save the finished model (or adapter) with its tokenizer, then move it to final/ in one rename — unless a
+    weight is not finite: then nothing reaches final/ and the run fails saying so."""
     import os
     import shutil
 
-    from pipelines.stop import barrier
+    from pipelines.recorder import LOWER_THE_LEARNING_RATE
+    from pipelines.stop import _agree_across_ranks, barrier
 
     staged = staging_dir / "final"
     if trainer.is_world_process_zero():
@@ -136,12 +139,31 @@ def save_final(trainer, run_dir: Path, staging_dir: Path) -> Path:
     barrier()
     trainer.save_model(str(staged))
     barrier()
+    bad, total = non_finite_tensors(staged) if trainer.is_world_process_zero() else (0, 0)
+    if _agree_across_ranks(bad > 0):
+        shutil.rmtree(staged, ignore_errors=True)
+        raise StudioError(f"The weights at the end of training are NaN or infinite ({bad} of {total} tensors); final/ "
+                          f"was not saved; {run_files.checkpoints_kept(run_dir)}. {LOWER_THE_LEARNING_RATE}")
     final = run_dir / "final"
     if trainer.is_world_process_zero():
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staged, final)
     barrier()
     return final
+
+
+def non_finite_tensors(folder: Path) -> tuple[int, int]:
+    """(tensors that hold a NaN or an infinity, all tensors) in the safetensors files of a saved model or adapter."""
+    import torch
+    from safetensors import safe_open
+
+    bad = total = 0
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as weights:
+            for name in weights.keys():
+                total += 1
+                bad += not bool(torch.isfinite(weights.get_tensor(name)).all())
+    return bad, total
 
 
 def quiet(trainer) -> None:
