@@ -85,9 +85,7 @@ def _dispatch(args, workspace: Path) -> int:
     if args.command == "resume":
         from pipelines import runs
         run_dir = runs.run_dir_of(workspace, args.run_id)
-        status = runs.refresh_status(run_dir).get("status")
-        if status in ("queued", "running", "stopping"):
-            raise StudioError(f"Run {args.run_id!r} is still {status}; stop it before resuming.")
+        runs.check_resumable(run_dir)   # as the API's resume: not while active, never a completed run
         return _train(run_dir, resume=True)
     if args.command == "runs":
         for row in api.list_runs(workspace):

@@ -182,3 +182,73 @@ def is_disk_full(error: BaseException, folder: Path) -> bool:
         return free_bytes(folder) < SPARE_BYTES
     except OSError:
         return False
+
+
+# train.log: a chatty reward file once wrote 42 MB in 16 s. The log keeps its head (settings, first steps) and its
+# latest lines, with one line in between saying how much was cut.
+
+LOG_CAP_BYTES = 10 * MB
+LOG_HEAD_BYTES = 1 * MB
+LOG_TAIL_BYTES = 4 * MB     # kept at each cut: room to grow again before the next one
+LOG_CHECK_SECONDS = 1.0
+_CUT_LINE = re.compile(rb"\[\xe2\x80\xa6 (\d+) bytes of this log were cut here")
+
+
+def cap_log(path: Path, cap: int = LOG_CAP_BYTES, head: int = LOG_HEAD_BYTES, tail_bytes: int = LOG_TAIL_BYTES) -> int:
+    """If the log at `path` is larger than `cap`, cut its middle in place: keep the first `head` and the last
+    `tail_bytes` bytes (whole lines), and put one line between saying how much is gone. Returns the bytes cut now.
+
+    In place, not a new file, because the training process and its children keep writing to the open file; they
+    append (O_APPEND), so after the cut their lines go on at its new end. A line written in the instant between
+    reading the tail and writing it back can be lost."""
+    try:
+        with open(path, "r+b") as log:
+            size = os.fstat(log.fileno()).st_size
+            if size <= cap:
+                return 0
+            start = log.read(head + 512)
+            earlier = _CUT_LINE.search(start)
+            if earlier:   # cut before: the head ends where that line begins
+                keep, cut_before = earlier.start(), int(earlier.group(1))
+                cut_from = start.index(b"\n", earlier.start()) + 1
+            else:
+                newline = start.rfind(b"\n", 0, head)
+                keep = cut_from = newline + 1 if newline >= 0 else head
+                cut_before = 0
+            tail_start = max(cut_from, size - tail_bytes)
+            log.seek(tail_start)
+            tail = log.read()   # to the end as it is now: lines appended since the size was read included
+            newline = tail.find(b"\n")
+            tail_from = newline + 1 if tail_start > cut_from and 0 <= newline < len(tail) - 1 else 0   # whole lines
+            cut = tail_start + tail_from - cut_from
+            if cut <= 0:
+                return 0
+            note = (f"[… {cut_before + cut} bytes of this log were cut here ({megabytes(cut_before + cut)}), to keep "
+                    f"train.log under {megabytes(cap)}; its start and its latest lines are kept …]\n").encode()
+            log.truncate(keep)
+            log.seek(keep)
+            log.write(note + tail[tail_from:])
+            return cut
+    except FileNotFoundError:
+        return 0
+
+
+@contextlib.contextmanager
+def capped_log(path: Path):
+    """While the block runs, keep the log at `path` under LOG_CAP_BYTES (see cap_log), checking every second."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(LOG_CHECK_SECONDS):
+            with contextlib.suppress(OSError):
+                cap_log(path)
+
+    watcher = threading.Thread(target=watch, daemon=True, name="cap-train-log")
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
+        with contextlib.suppress(OSError):
+            cap_log(path)

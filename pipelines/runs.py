@@ -183,12 +183,18 @@ def request_stop(run_dir: Path) -> dict:
     return status
 
 
+def check_not_completed(run_dir: Path, status: dict) -> None:
+    """A completed run is never trained again, by a resume or a `train <run_dir>`: that would overwrite its final/."""
+    if status.get("status") == "completed":
+        raise StudioError(f"Run {run_dir.name!r} already completed; start a new run to train further.")
+
+
 def check_resumable(run_dir: Path) -> None:
+    """Whether a run may be resumed now: the one check of the API, the CLI and the road."""
     status = refresh_status(run_dir)
     if status.get("status") in run_files.ACTIVE_STATES:
         raise StudioError(f"Run {run_dir.name!r} is still {status['status']}; stop it before resuming.")
-    if status.get("status") == "completed":
-        raise StudioError(f"Run {run_dir.name!r} already completed; start a new run to train further.")
+    check_not_completed(run_dir, status)
     if not run_files.can_resume(run_dir):
         raise StudioError(f"Run {run_dir.name!r} has no complete checkpoint to resume from; start it again instead.")
 

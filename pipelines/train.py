@@ -3,7 +3,7 @@
 It reads config.yaml, runs the stage, and writes everything a reader needs into the run directory.
 Whatever happens — success, a user error, a crash, a stop request, a full disk — status.json says so before the
 process ends. (A SIGKILL, or a disk so full that not even status.json can be written, leaves it `running`; readers
-see the dead pid and read it as `interrupted`.)
+see the dead pid and read it as `interrupted`.) train.log is kept under run_files.LOG_CAP_BYTES while it runs.
 Works the same under `accelerate launch`: only the main process writes status and metrics.
 """
 
@@ -28,7 +28,7 @@ def is_main_process() -> bool:
 
 
 def train_run(run_dir: Path, resume: bool = False, echo: bool = True) -> str:
-    """Train the run in this process; return its final status."""
+    """Train the run in this process; return its final status. A completed run is refused (StudioError), unchanged."""
     # Library deprecation notices would bury the progress lines in train.log.
     warnings.filterwarnings("ignore", category=FutureWarning)
     run_dir = Path(run_dir).resolve()
@@ -39,7 +39,10 @@ def train_run(run_dir: Path, resume: bool = False, echo: bool = True) -> str:
         if not sole:
             print(f"error: run {run_dir.name} is already being trained by another process; nothing was changed.", flush=True)
             return run_files.read_status(run_dir).get("status", "unknown")
-        return _train_locked(run_dir, workspace, resume, echo, main)
+        from pipelines.runs import check_not_completed
+        check_not_completed(run_dir, run_files.read_status(run_dir))   # its final/ stays as it is
+        with run_files.capped_log(run_dir / "train.log") if main else contextlib.nullcontext():
+            return _train_locked(run_dir, workspace, resume, echo, main)
 
 
 def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main: bool) -> str:

@@ -257,3 +257,70 @@ def test_a_resume_drops_the_abandoned_branch_and_keeps_every_record_of_a_step(wo
     assert read_metrics(run_dir) == [{"step": 1, "loss": 1.0}, {"step": 2, "loss": 1.0},
                                      {"step": 2, "length_correlation": 0.1}, {"step": 3, "loss": 0.5}]
 
+
+# 10. A completed run is not trained again; train.log has a ceiling.
+
+def test_the_cli_refuses_to_train_a_completed_run_again_as_the_api_does(tiny_model, workspace, capsys):
+    from pipelines.cli import main
+
+    run_dir = api.prepare_run(workspace, "name: done\n" + tiny_config(tiny_model, max_steps=2, save_steps=1))
+    assert train_run(run_dir, echo=False) == "completed"
+    final = run_dir / "final" / "adapter_model.safetensors"
+    before = (final.stat().st_mtime_ns, final.read_bytes(), len(read_jsonl(run_dir / "metrics.jsonl")))
+    with pytest.raises(StudioError, match="already completed") as refused:
+        api.resume_run(workspace, "done")
+    for argv in (["resume", "done"], ["train", str(run_dir)], ["train", str(run_dir), "--resume"]):
+        capsys.readouterr()
+        assert main([*argv, "--workspace", str(workspace)]) == 2, argv
+        assert capsys.readouterr().err.strip() == f"error: {refused.value}", argv
+    assert (final.stat().st_mtime_ns, final.read_bytes(), len(read_jsonl(run_dir / "metrics.jsonl"))) == before
+    assert read_status(run_dir)["status"] == "completed"
+
+
+def test_cutting_a_log_keeps_its_head_and_tail_and_counts_what_went(tmp_path):
+    log = tmp_path / "train.log"
+    lines = [f"line {i:07d} " + "x" * 80 + "\n" for i in range(200_000)]   # 18 MB
+    log.write_text("".join(lines[:120_000]))
+    cut = run_files.cap_log(log)
+    text = log.read_text()
+    assert run_files.LOG_HEAD_BYTES + run_files.LOG_TAIL_BYTES < len(text) < run_files.LOG_CAP_BYTES
+    assert text.startswith(lines[0]) and text.endswith(lines[119_999])
+    assert f"[… {cut} bytes of this log were cut here" in text
+    with open(log, "a") as more:
+        more.write("".join(lines[120_000:]))
+    again = run_files.cap_log(log)
+    text = log.read_text()
+    assert text.count("bytes of this log were cut here") == 1 and f"[… {cut + again} bytes" in text
+    assert text.startswith(lines[0]) and text.endswith(lines[-1]) and len(text) < run_files.LOG_CAP_BYTES
+    kept = text.splitlines(keepends=True)
+    assert all(line in lines for line in kept if "cut here" not in line), "whole lines only"
+
+
+CHATTY_RULE = ("def reward(prompts, completions):\n"
+               "    for i in range(25000):\n"
+               "        print(f'scoring, line {i}: ' + 'x' * 80)\n"
+               "    return [float(len(c)) for c in completions]\n")
+
+
+def test_a_reward_file_that_prints_without_end_leaves_a_train_log_under_its_cap(tiny_model, workspace):
+    write_jsonl(workspace / "prompts.jsonl", [{"prompt": f"Question number {i}?"} for i in range(8)])
+    (workspace / "rules.py").write_text(CHATTY_RULE, encoding="utf-8")
+    run_dir = api.prepare_run(workspace, (
+        f"stage: ppo\nmodel: {tiny_model}\ndataset: prompts.jsonl\npeft: {{method: lora, r: 8, alpha: 16}}\n"
+        "train: {max_steps: 6, batch_size: 4, learning_rate: 1.0e-3, save_steps: 3}\n"
+        "ppo: {reward: rules.py, response_length: 8, ppo_epochs: 1, minibatches: 1}\n"))
+    pid = runs.launch(run_dir)   # 6 rewards of 2.4 MB each: 14 MB printed
+    try:
+        status = wait_for(lambda: (s := runs.refresh_status(run_dir))["status"] not in run_files.ACTIVE_STATES and s,
+                          timeout=240, what="the run to end")
+    finally:
+        if runs.process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    assert status["status"] == "completed", status
+    log = (run_dir / "train.log").read_text()
+    assert len(log.encode()) <= run_files.LOG_CAP_BYTES
+    cut = int(re.search(r"\[… (\d+) bytes of this log were cut here", log).group(1))
+    assert cut > 4 * run_files.MB
+    head = log[:log.index("[… ")]
+    assert len(head.encode()) <= run_files.LOG_HEAD_BYTES and "scoring, line 0: " in head, "the head: how it began"
+    assert log.rstrip().endswith(f"run {run_dir.name} completed"), "the tail: how it ended"
