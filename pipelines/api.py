@@ -62,7 +62,43 @@ def check_startable(workspace: Path, config: RunConfig):
     if config.peft.method != "full" and width and config.peft.r > width:
         raise StudioError(f"peft.r {config.peft.r} is above the model's hidden size of {width}: an update that wide "
                           "is no longer low-rank; lower peft.r.")
-    return source, data.warnings + _length_warnings(source, kind, data, config.train.max_length)
+    return source, (data.warnings + _length_warnings(source, kind, data, config.train.max_length)
+                    + _memory_warnings(config, model_config))
+
+
+PAIR_STAGES = ("dpo", "orpo", "reward")   # each row is two answers through the model
+
+
+def _memory_warnings(config: RunConfig, model_config) -> list[str]:
+    """Refuse a run whose estimated peak (pipelines/models.estimate_training_memory) is beyond the device's whole
+    memory; warn when it is beyond what is free now."""
+    import psutil
+
+    from pipelines.models import best_device, count_config_parameters, estimate_training_memory, hidden_size
+    from pipelines.stages.common import precision_args
+
+    device = best_device()
+    text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
+    rows = config.train.batch_size * (2 if config.stage in PAIR_STAGES else 1)
+    estimate = estimate_training_memory(count_config_parameters(model_config), hidden_size(model_config) or 0,
+                                        getattr(text_config, "num_hidden_layers", 0) or 0,
+                                        getattr(text_config, "vocab_size", 0) or 0, rows, config.train.max_length,
+                                        bf16=any(precision_args(config, device).values()),   # 2 bytes a value
+                                        device=device)["full" if config.peft.method == "full" else "lora"]
+    if device == "cuda":
+        import torch
+        free, total = (b / 1024 ** 3 for b in torch.cuda.mem_get_info())
+    else:
+        memory = psutil.virtual_memory()
+        free, total = memory.available / 1024 ** 3, memory.total / 1024 ** 3
+    fixes = "lower train.batch_size or train.max_length" + ("" if config.peft.method != "full" else ", or use LoRA")
+    if estimate > total:
+        raise StudioError(f"This run needs about {estimate:.1f} GB at its peak and the {device} has {total:.1f} GB in "
+                          f"all: {fixes}.")
+    if estimate > free:
+        return [f"This run needs about {estimate:.1f} GB at its peak and the {device} has {free:.1f} GB free now: it "
+                f"may run out of memory; {fixes}, or stop other work first."]
+    return []
 
 
 def _length_warnings(source, kind: str, data, max_length: int) -> list[str]:

@@ -22,8 +22,9 @@ def run(context: RunContext) -> None:
     model, args = policy_and_args(context, inputs)
     check_max_length(config.train.max_length, model.config)
     memory = estimate_training_memory(count_parameters(model), getattr(model.config, "hidden_size", 0) or 0,
-                                      getattr(model.config, "num_hidden_layers", 0) or 0, config.train.batch_size,
-                                      config.train.max_length, bf16=args["bf16"])
+                                      getattr(model.config, "num_hidden_layers", 0) or 0,
+                                      getattr(model.config, "vocab_size", 0) or 0, config.train.batch_size,
+                                      config.train.max_length, bf16=args["bf16"], device=inputs.device)
     print(f"SFT: {config.model} on {inputs.device}, {len(inputs.train_dataset)} rows of {config.dataset}, "
           f"{config.peft.method}, loss on {'assistant tokens only' if assistant_only else 'all tokens'}, "
           f"memory ≈ {memory['full' if config.peft.method == 'full' else 'lora']} GB at most (estimate)", flush=True)
