@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,12 +60,14 @@ class TrainSettings:
     max_length: int = _field(512, "Longest tokenised row; longer rows are cut. Must not exceed the model's context.", minimum=8, maximum=1_048_576)
     logging_steps: int = _field(1, "Log metrics every this many steps.", minimum=1, maximum=MAX_STEPS)
     save_steps: int = _field(20, "Save a checkpoint every this many steps (one is also saved at the end and on stop).", minimum=1, maximum=MAX_STEPS)
+    save_total_limit: int = _field(3, "Checkpoints kept: when a new one is saved the oldest goes, but never the one with the best eval loss (with an eval set); 0 keeps every one.", minimum=0, maximum=1000)
     seed: int = _field(42, "Random seed for data order and initialisation.", minimum=0, maximum=MAX_SEED)
     precision: str = _field("auto", "Numeric precision: auto = bf16 on a GPU that supports it, fp32 on CPU (bf16 on CPU is 2.5–5× slower).",
                             choices=("auto", "fp32", "bf16", "fp16"))
     gradient_checkpointing: str = _field("auto", "Recompute activations to save memory: auto = on only for models of 1B+ parameters on a GPU (it costs ~30% speed).",
                                          choices=("auto", "on", "off"))
     eval_steps: int = _field(10, "Evaluate on the eval dataset (when one is set) every this many steps.", minimum=1, maximum=MAX_STEPS)
+    gpus: str = _field("", "The GPUs this run trains on, by CUDA number: 0, or 0,1 for one process per GPU (through accelerate). Runs given GPUs no other active run uses train side by side; empty: every GPU the app sees, in the queue's turn.")
     probe_prompts: str = _field("", "Prompts answered greedily at every checkpoint save, one per line: a prompt × step grid on the run page shows how answers change. Preference and RL runs that name none probe 4 prompts of their own dataset.")
 
 
@@ -323,6 +326,9 @@ def _coerce(path: str, spec: dataclasses.Field, value: Any) -> Any:
     return value
 
 
+GPU_LIST = re.compile(r"\d{1,2}(,\d{1,2}){0,15}")
+
+
 def validate(config: RunConfig) -> None:
     """Check everything that can be checked without the model or the data; raise StudioError on the first problem."""
     if config.stage not in STAGES:
@@ -337,6 +343,9 @@ def validate(config: RunConfig) -> None:
         raise StudioError("No dataset chosen: set `dataset` to a sample, a saved dataset or a file path.")
     if config.stage == "dpo" and config.dpo.loss_type == "exo_pair" and config.dpo.label_smoothing <= 0:
         raise StudioError("The exo_pair loss needs dpo.label_smoothing above 0 (the EXO paper uses 1e-3).")
+    gpus = config.train.gpus
+    if gpus and (not GPU_LIST.fullmatch(gpus) or len(set(gpus.split(","))) < len(gpus.split(","))):
+        raise StudioError(f"train.gpus {quote(config.train.gpus)} is not a list of GPU numbers such as 0 or 0,1.")
     if config.train.logging_steps > config.train.save_steps:
         raise StudioError("train.logging_steps must not exceed train.save_steps: a NaN loss must be seen before a "
                           "checkpoint is saved from the weights that produced it.")

@@ -33,9 +33,10 @@ LOWER_THE_LEARNING_RATE = "Lower the learning rate (or raise beta), then resume 
 
 class RunRecorder(TrainerCallback):
     def __init__(self, run_dir: Path, staging_dir: Path, stop: StopSignal, echo: bool = True, stage: str = "",
-                 rule_reward: bool = False):
+                 rule_reward: bool = False, keep_checkpoints: int = 0):
         self.run_dir, self.staging_dir, self.stop, self.echo, self.stage = run_dir, staging_dir, stop, echo, stage
         self.rule_reward = rule_reward   # the warning signs' hints differ (pipelines/signals.py)
+        self.keep_checkpoints = keep_checkpoints   # train.save_total_limit
         self.records: list[dict] = []                      # the run's metrics so far, for its warning signs
         self.signs_told: set[str] = set()                  # kinds of warning already printed to the log
         self.first_log: tuple[int, float] | None = None   # (step, time) of the first step logged by this process
@@ -182,6 +183,10 @@ class RunRecorder(TrainerCallback):
         os.replace(staged, final)
         if self.echo:
             print(f"saved {final.relative_to(self.run_dir)}", flush=True)
+        deleted = run_files.prune_checkpoints(self.run_dir, self.keep_checkpoints)
+        if deleted and self.echo:
+            print(f"deleted checkpoint-{', checkpoint-'.join(map(str, deleted))} (train.save_total_limit "
+                  f"{self.keep_checkpoints})", flush=True)
         return None
 
     def _eta(self, state, now: float) -> float | None:

@@ -252,3 +252,28 @@ def capped_log(path: Path):
         watcher.join()
         with contextlib.suppress(OSError):
             cap_log(path)
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> list[int]:
+    """Delete the oldest checkpoints beyond `keep` (0: keep all), never the newest (what a resume starts from) nor
+    the one with the best eval loss (the latest eval at or before its step); return the steps deleted."""
+    import shutil
+
+    steps = checkpoint_steps(run_dir)
+    if keep <= 0 or len(steps) <= keep:
+        return []
+    evals = sorted((r["step"], r["eval_loss"]) for r in read_metrics(run_dir) if isinstance(r.get("eval_loss"), (int, float)))
+    loss_at = {s: next((loss for step, loss in reversed(evals) if step <= s), None) for s in steps}
+    scored = [s for s in steps if loss_at[s] is not None]
+    protected = {steps[-1], *([min(scored, key=lambda s: loss_at[s])] if scored else [])}
+    deleted = []
+    for step in steps:
+        if len(steps) - len(deleted) <= max(keep, len(protected)):
+            break
+        if step not in protected:
+            # Renamed out of checkpoints/ first, so no reader ever sees a half-deleted checkpoint.
+            doomed = run_dir / f".deleting-checkpoint-{step}"
+            os.replace(run_dir / "checkpoints" / f"checkpoint-{step}", doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+            deleted.append(step)
+    return deleted

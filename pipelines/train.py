@@ -75,7 +75,7 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
                 print(f"resuming from {resume_from.name}", flush=True)
         staging = run_dir / ".staging"
         recorder = RunRecorder(run_dir, staging, stop, echo=echo and main, stage=config.stage,
-                               rule_reward=rule_only(config))
+                               rule_reward=rule_only(config), keep_checkpoints=config.train.save_total_limit)
         callbacks = [recorder]
         probes = run_probe_prompts(config, workspace)
         if probes:
