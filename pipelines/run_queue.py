@@ -4,7 +4,7 @@ The queue is nothing but the run directories' own state on disk. A run waits whi
 process (`pid` null) and a `queued_at` time, which gives its place. Whoever may free or take a place calls
 `dispatch`: a start, a resume, a training process as it ends, the app as it starts and whenever it reads runs.
 Under one lock per workspace, dispatch launches the oldest waiting runs while fewer than max_parallel_runs() are
-active. So the queue survives an app restart, and a run killed at any instant frees its place the next time
+active, and besides those, a run given GPUs (train.gpus) that no active run uses. So the queue survives an app restart, and a run killed at any instant frees its place the next time
 anyone looks. A run started in a terminal (`python -m pipelines train config.yaml`) trains in the foreground
 without waiting, and counts as active while it does.
 """
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from pipelines import run_files, runs
+from pipelines.errors import StudioError
 from pipelines.paths import file_lock
 
 MAX_PARALLEL_ENV = "ALIGNMENT_STUDIO_MAX_PARALLEL_RUNS"   # set by launch.py --max-parallel-runs; children inherit it
@@ -62,14 +63,30 @@ def dispatch(workspace: Path) -> list[str]:
     launched = []
     with _queue_lock(workspace):
         statuses = [(run_dir, runs.refresh_status(run_dir)) for run_dir in runs.list_run_dirs(workspace)]
-        active = sum(s.get("status") in run_files.ACTIVE_STATES and not is_waiting(s) for _, s in statuses)
+        active = [_gpus(d) for d, s in statuses if s.get("status") in run_files.ACTIVE_STATES and not is_waiting(s)]
         for run_dir, status in sorted(((d, s) for d, s in statuses if is_waiting(s)), key=lambda item: item[1]["queued_at"]):
-            if active >= max_parallel_runs():
-                break
-            runs.launch(run_dir, resume=bool(status.get("resume")))
+            if not _fits(_gpus(run_dir), active):
+                continue   # a later run on other GPUs may still fit
+            if runs.launch(run_dir, resume=bool(status.get("resume"))) is None:
+                continue   # refused (no room on the disk): it failed, saying why, and frees its place
             launched.append(run_dir.name)
-            active += 1
+            active.append(_gpus(run_dir))
     return launched
+
+
+def _fits(gpus: set[str], active: list[set[str]]) -> bool:
+    """Room under max_parallel_runs(), or GPUs of its own: it names GPUs, and so does every active run, none of
+    them the same (a run that names none may use every GPU)."""
+    if len(active) < max_parallel_runs():
+        return True
+    return bool(gpus) and all(active) and not any(gpus & other for other in active)
+
+
+def _gpus(run_dir: Path) -> set[str]:
+    try:
+        return {g for g in runs.load_config(run_dir).train.gpus.split(",") if g}
+    except StudioError:   # a config that no longer parses: it will fail on its own, and claims every GPU meanwhile
+        return set()
 
 
 def queue_position(run_dir: Path, status: dict) -> int | None:

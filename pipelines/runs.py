@@ -78,7 +78,8 @@ def launch(run_dir: Path, resume: bool = False) -> int | None:
             run_files.update_status(run_dir, status="failed", pid=None, error=no_room)
         return None
     launched_at = time.time()
-    process = spawn(["train", str(run_dir)] + (["--resume"] if resume else []), run_dir / "train.log")
+    gpus = [g for g in load_config(run_dir).train.gpus.split(",") if g]
+    process = spawn(["train", str(run_dir)] + (["--resume"] if resume else []), run_dir / "train.log", gpus)
     # Unless the child already reported itself running (it writes started_at), it is queued.
     run_files.update_status(run_dir, only_if=lambda now: (now.get("started_at") or 0) < launched_at,
                             status="queued", pid=process.pid, pid_started=process_start_time(process.pid),
@@ -97,13 +98,20 @@ def no_room_to_train(run_dir: Path) -> str | None:
     return run_files.disk_full_sentence(run_dir, free, "the run was not started", needed)
 
 
-def spawn(arguments: list[str], log_path: Path) -> subprocess.Popen:
+def spawn(arguments: list[str], log_path: Path, gpus: list[str] | None = None) -> subprocess.Popen:
     """`python -m pipelines <arguments>` in its own session, output appended to log_path, reaped when it ends.
-    An argument list, never a shell string."""
+    An argument list, never a shell string. Given GPUs, it sees only those; given several, it runs as one process
+    per GPU under `accelerate launch`, as `accelerate launch -m pipelines train <run_dir>` would by hand."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    command = [sys.executable, "-m", "pipelines", *arguments]
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+        if len(gpus) > 1:
+            command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(len(gpus)),
+                       "-m", "pipelines", *arguments]
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "pipelines", *arguments], stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, cwd=REPO_ROOT, env=env, start_new_session=True)
     # Reap the child when it ends so it never lingers as a zombie that looks alive.
     threading.Thread(target=process.wait, daemon=True, name=f"reap-{process.pid}").start()

@@ -106,3 +106,47 @@ def test_the_run_page_says_where_a_queued_run_stands():
     from studio.tabs.train import status_markdown
 
     assert "#2" in status_markdown({"status": "queued", "queue_position": 2, "step": 0, "max_steps": 12})
+
+
+def _start_on(workspace, tiny_model, name, gpus):
+    import yaml
+
+    config = yaml.safe_load(tiny_config(tiny_model, max_steps=2))
+    config.update(name=name, train={**config["train"], "gpus": gpus})
+    return api.start_run(workspace, yaml.safe_dump(config))
+
+
+def test_runs_given_different_gpus_train_side_by_side(tiny_model, workspace, fake_launch, monkeypatch):
+    monkeypatch.delenv(run_queue.MAX_PARALLEL_ENV, raising=False)   # one at a time, unless on GPUs of their own
+    _start_on(workspace, tiny_model, "on-0", "0")
+    _start_on(workspace, tiny_model, "also-on-0", "0")
+    _start_on(workspace, tiny_model, "on-1-and-2", "1,2")
+    _start_on(workspace, tiny_model, "anywhere", "")
+    assert [name for name, _ in fake_launch] == ["on-0", "on-1-and-2"], "GPU 0 is taken; an unpinned run waits"
+
+
+def test_a_run_on_several_gpus_is_one_process_per_gpu_through_accelerate(monkeypatch, tmp_path):
+    seen = {}
+
+    class FakePopen:
+        pid = 123456
+
+        def __init__(self, command, env=None, **kwargs):
+            seen["command"], seen["gpus"] = command, env.get("CUDA_VISIBLE_DEVICES")
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(runs.subprocess, "Popen", FakePopen)
+    runs.spawn(["train", "runs/x"], tmp_path / "train.log", ["1", "3"])
+    assert seen["command"][1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "2"]
+    assert seen["command"][-4:] == ["-m", "pipelines", "train", "runs/x"] and seen["gpus"] == "1,3"
+
+
+@pytest.mark.parametrize("gpus", ["0,0", "a", "0;rm -rf", "1,", "123"])
+def test_bad_gpu_lists_are_refused_before_a_run_exists(tiny_model, workspace, gpus):
+    from pipelines.errors import StudioError
+
+    with pytest.raises(StudioError, match="is not a list of GPU numbers"):
+        _start_on(workspace, tiny_model, "bad", gpus)
+    assert not any((workspace / "runs").glob("bad*"))
