@@ -181,6 +181,9 @@ def test_a_run_the_disk_has_no_room_for_is_not_started(tiny_model, small_disk):
     assert status["status"] == "failed" and not (run_dir / "train.log").exists()
     assert re.fullmatch(r"The disk is full \(0\.\d MB free, about 1\.0 MB needed\); the run was not started; no "
                         r"checkpoint had been saved yet\. Free some space, then start the run again\.", status["error"])
+    with pytest.raises(StudioError, match=r"^The disk is full \(0\.\d MB free\): free some space, then start the run\.$"):
+        api.start_run(workspace, tiny_config(tiny_model) + "name: refused\n")
+    assert not (workspace / "runs" / "refused").exists(), "refused before a run folder is written"
 
 
 def test_on_a_full_disk_a_killed_run_reads_interrupted_and_listing_runs_or_starting_the_app_writes_nothing(
