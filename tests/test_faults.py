@@ -143,7 +143,7 @@ def _complete(run_dir) -> bool:
 
 def test_a_save_the_disk_has_no_room_for_is_refused_before_it_is_written(tiny_model, small_disk):
     workspace, _ = small_disk
-    run_dir = api.prepare_run(workspace, tiny_config(tiny_model, save_steps=1, logging_steps=1, max_steps=40))
+    run_dir = api.prepare_run(workspace, tiny_config(tiny_model, save_steps=1, logging_steps=1, max_steps=40, save_total_limit=0))
     assert train_run(run_dir, echo=False) == "failed"
     status = read_status(run_dir)
     steps = checkpoint_steps(run_dir)
@@ -160,7 +160,7 @@ def test_a_save_that_fills_the_disk_ends_failed_naming_the_disk_and_leaves_no_ha
 
     workspace, _ = small_disk
     monkeypatch.setattr(RunRecorder, "no_room", lambda self, what, model=None: None)   # an estimate that was wrong
-    run_dir = api.prepare_run(workspace, tiny_config(tiny_model, save_steps=1, logging_steps=1, max_steps=40))
+    run_dir = api.prepare_run(workspace, tiny_config(tiny_model, save_steps=1, logging_steps=1, max_steps=40, save_total_limit=0))
     assert train_run(run_dir, echo=False) == "failed"
     status = json.loads((run_dir / "status.json").read_text())   # on disk, whole
     assert status["status"] == "failed" and status["pid"] is None
