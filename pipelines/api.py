@@ -21,7 +21,7 @@ def prepare_run(workspace: Path, config_text: str) -> Path:
     What is worth knowing but not wrong (duplicates, rows max_length would cut) goes into its status as warnings."""
     config = parse_config_text(config_text)
     source, warnings = check_startable(workspace, config)
-    free = run_files.free_bytes(workspace)
+    free = run_files.free_bytes(next(p for p in (Path(workspace), *Path(workspace).parents) if p.exists()))
     if free < run_files.SPARE_BYTES:   # not even a run folder fits: refuse before writing one
         raise StudioError(f"The disk is full ({run_files.megabytes(free)} free): free some space, then start the run.")
     if source.kind == "local":  # the training process runs elsewhere (cwd): pin the folder the user meant

@@ -25,7 +25,8 @@ def finished(process: subprocess.Popen) -> str:
 
 
 def test_two_processes_train_stop_together_and_resume(tiny_model, workspace):
-    run_dir = api.prepare_run(workspace, "name: two\n" + tiny_config(tiny_model, max_steps=600, save_steps=200, probe_prompts="Say hi"))
+    run_dir = api.prepare_run(workspace, "name: two\n" + tiny_config(tiny_model, max_steps=600, save_steps=200, probe_prompts="Say hi",
+                                                                   save_total_limit=0))
     process = launch(workspace, run_dir)
     wait_for(lambda: any(m.get("step", 0) >= 20 for m in read_metrics(run_dir)), timeout=120, what="step 20")
     api.stop_run(workspace, "two")

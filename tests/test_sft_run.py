@@ -22,7 +22,9 @@ def test_headless_sft_trains_lora_and_writes_the_whole_run_directory(tiny_model,
     assert read_status(run_dir)["status"] == "completed"
     assert (run_dir / "config.yaml").is_file()
     assert "step 16/16" in (run_dir / "train.log").read_text(), "a foreground run keeps train.log too"
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-10", "checkpoint-15", "checkpoint-16", "checkpoint-5"]
+    # train.save_total_limit 3: checkpoint-5 went when checkpoint-16 was saved
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-10", "checkpoint-15", "checkpoint-16"]
+    assert "deleted checkpoint-5 (train.save_total_limit 3)" in result.stdout
     assert (run_dir / "final" / "adapter_model.safetensors").is_file()
     assert (run_dir / "final" / "tokenizer_config.json").is_file()
 

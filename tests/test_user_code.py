@@ -14,7 +14,7 @@ from pipelines.errors import StudioError
 from pipelines.rl import rule_worker
 from pipelines.rl.rewards import check_reward, load_reward_function, parse_reward
 from pipelines.rl.rule_worker import RuleWorker
-from tests.conftest import write_jsonl
+from tests.conftest import wait_for, write_jsonl
 from tests.test_ppo import ppo_config
 
 EXITS = "import os\n\ndef reward(prompts, completions):\n    print('giving up')\n    os._exit(7)\n"
@@ -104,7 +104,8 @@ def test_a_good_rule_scores_through_one_worker_and_its_prints_do_not_break_the_r
     assert worker(["ab", "c"], ["xyz", ""]) == [5.0, 1.0]
     assert worker(["a"] * 200, ["bb"] * 200) == [3.0] * 200
     assert worker.process is process and process.poll() is None, "one process for every call"
-    assert any("scoring" in line for line in worker.output), "what it printed is passed on, not lost"
+    wait_for(lambda: any("scoring" in line for line in worker.output), timeout=10,
+             what="what it printed to be passed on, not lost")   # it comes on stderr, read by a thread
     del worker, process
     gc.collect()
     assert not workers(), "an unclosed worker is stopped and reaped once nobody holds it"
