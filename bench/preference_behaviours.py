@@ -20,6 +20,7 @@ and the warnings its log printed, to see whether the app said why when nothing c
 
     python bench/preference_behaviours.py --workspace /tmp/behaviours-ws
     python bench/preference_behaviours.py --workspace /tmp/behaviours-ws --reuse --runs 5e-5:0,5e-5:1
+    python bench/preference_behaviours.py --reuse --stages dpo,kto,orpo --stage-lr kto:2e-4,orpo:4e-4 --behaviours sign_off
 
 Prints a markdown table and writes bench/results/preference_behaviours.json (every answer).
 """
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(RESULTS), help="Where the results go (and reused runs' minutes come from).")
     parser.add_argument("--stages", default="dpo", help="Comma-separated, of dpo, kto, orpo: KTO and ORPO run "
                         "with every default beside DPO's runs.")
+    parser.add_argument("--stage-lr", default="", help="Comma-separated stage:lr, e.g. kto:2e-4,orpo:4e-4: KTO or "
+                        "ORPO also at that learning rate, beside their defaults.")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--log-dir", default="/tmp/preference-behaviours-logs")
     args = parser.parse_args(argv)
@@ -171,11 +174,15 @@ def main(argv: list[str] | None = None) -> int:
                           "stage": "dpo", "sft_weight": weight, "learning_rate": lr,
                           "default": (lr, weight) == (default_lr, default_weight)}
             runs[name].update(run_reading(workspace, runs[name]["run_id"]))
+        other_lrs = [(stage, float(lr)) for stage, lr in (item.split(":") for item in args.stage_lr.split(",") if item.strip())]
         for stage in (s for s in args.stages.split(",") if s != "dpo"):   # KTO and ORPO with every default
-            config = {"name": f"{stage}-{behaviour}", "stage": stage, "model": sft_final, "dataset": f"pairs-{behaviour}.jsonl"}
-            runs[config["name"]] = {**ensure_run(workspace, config, args.reuse, log_dir, earlier), "behaviour": behaviour,
-                                    "stage": stage, "default": True}
-            runs[config["name"]].update(run_reading(workspace, runs[config["name"]]["run_id"]))
+            for lr in [None] + [lr for named, lr in other_lrs if named == stage]:
+                config = {"name": f"{stage}-{behaviour}" + (f"-lr{lr:g}" if lr else ""), "stage": stage,
+                          "model": sft_final, "dataset": f"pairs-{behaviour}.jsonl",
+                          **({"train": {"learning_rate": lr}} if lr else {})}
+                runs[config["name"]] = {**ensure_run(workspace, config, args.reuse, log_dir, earlier),
+                                        "behaviour": behaviour, "stage": stage, "default": lr is None, "learning_rate": lr}
+                runs[config["name"]].update(run_reading(workspace, runs[config["name"]]["run_id"]))
 
     # Greedy answers of a checkpoint reused as it was do not change: take them from the last results.
     known = {r["checkpoint"]: r for r in earlier.get("results", {}).values() if "general" in r} \
@@ -203,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             label = (f"→ DPO, lr {run['learning_rate']:g}, sft_weight {run['sft_weight']:g}"
                      f"{' (default)' if run['default'] else ''}") if run["stage"] == "dpo" else \
-                f"→ {run['stage'].upper()} (defaults)"
+                f"→ {run['stage'].upper()} " + ("(defaults)" if run["default"] else f"lr {run['learning_rate']:g}")
             first = run["prefers_chosen"].get("first_token")
             told = "; ".join(w.split(":")[0] for w in run["warnings"]) or "none"
             lines.append(f"| {behaviour} | {label} | {evaluated[key][behaviour]:.0%} | {evaluated[key]['right']:.0%} "
