@@ -4,8 +4,8 @@ The queue is nothing but the run directories' own state on disk. A run waits whi
 process (`pid` null) and a `queued_at` time, which gives its place. Whoever may free or take a place calls
 `dispatch`: a start, a resume, a training process as it ends, the app as it starts and whenever it reads runs.
 Under one lock per workspace, dispatch launches the oldest waiting runs while fewer than max_parallel_runs() are
-active, and besides those, a run given GPUs (train.gpus) that no active run uses. So the queue survives an app restart, and a run killed at any instant frees its place the next time
-anyone looks. A run started in a terminal (`python -m pipelines train config.yaml`) trains in the foreground
+active, and besides those, a run given GPUs (train.gpus) that no active run uses. So the queue survives an app
+restart, and a run killed at any instant frees its place the next time anyone looks. A run started in a terminal (`python -m pipelines train config.yaml`) trains in the foreground
 without waiting, and counts as active while it does.
 """
 
