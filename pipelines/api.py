@@ -182,8 +182,13 @@ def stop_run(workspace: Path, run_id: str) -> dict:
 
 
 def resume_run(workspace: Path, run_id: str) -> dict:
-    status = run_queue.resume(runs.run_dir_of(workspace, run_id))
-    return {"run_id": run_id, "status": status.get("status")}
+    """Queue a stopped, failed or interrupted run to go on from its last checkpoint; `message` says from where."""
+    run_dir = runs.run_dir_of(workspace, run_id)
+    status = run_queue.resume(run_dir)
+    last = run_files.last_checkpoint(run_dir)
+    start = f"from {last.name}" if last else "from what it kept"
+    when = "now" if status.get("status") != "queued" or status.get("pid") else "when its turn in the queue comes"
+    return {"run_id": run_id, "status": status.get("status"), "message": f"Run {run_id} resumes {start} {when}."}
 
 
 def list_runs(workspace: Path) -> list[dict]:

@@ -44,7 +44,7 @@ EN = {
     # data tab
     "data.pick": "Dataset", "data.preview_rows": "Rows to preview", "data.preview": "Preview as the model sees it",
     "data.preview_model": "Render with the chat template of", "data.upload": "Upload JSON, JSONL, CSV, TSV or Parquet (instruction, preference, unpaired or prompt-only rows)",
-    "data.name": "Save as (name)", "data.drop_bad": "Drop bad rows", "data.save": "Check and save",
+    "data.name": "Save as (name)", "data.upload_name": "Save as (name; empty: the file's or Hub dataset's name)", "data.drop_bad": "Drop bad rows", "data.save": "Check and save",
     "data.replace": "Replace a saved dataset of that name",
     "data.look": "Look", "data.stats": "Token lengths", "data.add": "Add data", "data.table": "Edit as a table",
     "data.tools": "Less but better",
@@ -141,7 +141,7 @@ KO = {
     "model.inspect": "살펴보기", "model.card": "모델 정보",
     "data.pick": "데이터셋", "data.preview_rows": "미리 볼 행 수", "data.preview": "모델이 보는 그대로 미리 보기",
     "data.preview_model": "채팅 템플릿을 적용할 모델", "data.upload": "JSON, JSONL, CSV, TSV, Parquet 업로드 (지시, 선호, 비쌍 선호, 프롬프트 전용 행)",
-    "data.name": "저장할 이름", "data.drop_bad": "잘못된 행 버리기", "data.save": "검사 후 저장",
+    "data.name": "저장할 이름", "data.upload_name": "저장할 이름 (비우면 파일이나 허브 데이터셋의 이름)", "data.drop_bad": "잘못된 행 버리기", "data.save": "검사 후 저장",
     "data.replace": "같은 이름의 저장된 데이터셋 바꾸기",
     "data.look": "살펴보기", "data.stats": "토큰 길이", "data.add": "데이터 추가", "data.table": "표로 편집",
     "data.tools": "적지만 더 좋게",

@@ -209,3 +209,18 @@ def test_punctuation_keeps_rows_apart_for_exact_matching(workspace):
     write_jsonl(workspace / "math.jsonl", [{"instruction": "What is 2+2?", "input": "", "output": "x = a + b"},
                                            {"instruction": "What is 22?", "input": "", "output": "x = a - b"}])
     assert api.deduplicate_dataset(workspace, "math.jsonl", "math-clean", near=False)["rows_out"] == 2
+
+
+def test_an_upload_without_a_name_is_named_after_its_file(workspace):
+    path = write_jsonl(workspace / "My data (v2).jsonl", TINY_ROWS)
+    first = api.upload_dataset(workspace, str(path), "")
+    second = api.upload_dataset(workspace, str(path), "  ")
+    assert (first["name"], second["name"]) == ("My-data-v2", "My-data-v2-2") and first["saved"] and second["saved"]
+    assert {"My-data-v2", "My-data-v2-2"} <= saved_names(workspace)
+
+
+def test_a_hub_import_without_a_name_is_named_after_the_dataset(workspace, monkeypatch):
+    from pipelines.data import hub
+
+    monkeypatch.setattr(hub, "fetch_rows", lambda *args: [{"prompt": "Hi", "chosen": "Hello!", "rejected": "No."}])
+    assert api.import_hub_dataset(workspace, "Anthropic/hh-rlhf", None, "train", "")["name"] == "hh-rlhf"

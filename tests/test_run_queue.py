@@ -78,7 +78,8 @@ def test_a_resume_waits_in_the_queue_too(tiny_model, workspace, fake_launch):
     (run_dir / "checkpoints" / "checkpoint-1").mkdir(parents=True)
     update_status(run_dir, status="stopped", pid=None)
     _start(workspace, tiny_model, "busy")
-    assert api.resume_run(workspace, stopped) == {"run_id": stopped, "status": "queued"}
+    assert api.resume_run(workspace, stopped) == {"run_id": stopped, "status": "queued", "message":
+                                                  f"Run {stopped} resumes from checkpoint-1 when its turn in the queue comes."}
     update_status(workspace / "runs" / "busy", status="completed", pid=None)
     api.list_runs(workspace)
     assert fake_launch[-1] == ("stopped", True), "launched with --resume when its turn came"

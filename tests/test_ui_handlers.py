@@ -52,7 +52,7 @@ def test_the_check_report_names_bad_rows_and_says_what_to_do():
     assert "⚠️ 1 duplicate row(s)" in refused
     saved = check_report({"name": "x", "kind": "preference", "format": "ranked", "rows": 3, "errors": errors,
                           "warnings": [], "saved": True})
-    assert saved.startswith("✅ **x** · 3 rows · preference · ranked · 1 bad rows dropped")
+    assert saved.startswith("✅ **x** · 3 rows · preference · ranked · 1 bad row dropped")
 
 
 def test_choosing_a_stage_brings_its_defaults_and_its_own_settings_box():

@@ -14,7 +14,7 @@ from itertools import islice
 from pathlib import Path
 
 from pipelines.data.files import check_field_sizes
-from pipelines.data.store import check_new_name, save_records
+from pipelines.data.store import check_new_name, free_name, save_records
 from pipelines.errors import StudioError
 
 # org/name only: a bare name is what `datasets` would also try as a folder beside the app, or as a packaged
@@ -37,6 +37,8 @@ def import_hub_dataset(repo_id: str, config: str | None, split: str, name: str, 
         raise StudioError("The config and split are plain names such as 'default' and 'train'.")
     if not 1 <= int(max_rows) <= 100 * MAX_ROWS:
         raise StudioError(f"max_rows must be between 1 and {100 * MAX_ROWS}.")
+    if name is None or (isinstance(name, str) and not name.strip()):   # named after the dataset
+        name = free_name(repo_id.split("/")[-1], workspace)
     check_new_name(name, workspace, overwrite=replace)
     records = fetch_rows(repo_id, config, split, int(max_rows))
     if not records:

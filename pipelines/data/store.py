@@ -224,9 +224,25 @@ def save_records(records: list, name: str, workspace: Path, source: str, drop_ba
 
 def save_upload(upload: Path, name: str, workspace: Path, drop_bad_rows: bool = False,
                 columns: dict | str | None = None, replace: bool = False) -> dict:
-    """Validate an uploaded file and save it as a named dataset; return the report (nothing written on errors)."""
+    """Validate an uploaded file and save it as a named dataset; return the report (nothing written on errors).
+    Without a name, the dataset is named after the file."""
+    if name is None or (isinstance(name, str) and not name.strip()):
+        name = free_name(Path(upload).stem, workspace)
     check_new_name(name, workspace, overwrite=replace)   # before reading what may be 200 MB
     return save_records(read_records(Path(upload)), name, workspace, Path(upload).name, drop_bad_rows, columns, replace)
+
+
+def free_name(wanted: str, workspace: Path) -> str:
+    """A free dataset name made from a file's or a Hub dataset's: "My data (v2)" → "My-data-v2", or "My-data-v2-2"
+    if taken."""
+    import re
+
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", wanted).strip("-._")[:60] or "dataset"
+    name, n = base, 1
+    while name in sample_files() or (datasets_root(workspace) / name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
 
 
 def check_new_name(name: str, workspace: Path, overwrite: bool) -> None:

@@ -50,7 +50,7 @@ def build(workspace: Path) -> gr.Dropdown:
                             hub_rows = gr.Number(label=t("data.hub_rows"), value=10_000, precision=0, minimum=1)
                         save_hub = gr.Button(t("data.hub_import"), variant="primary")
                 with gr.Row():
-                    name = gr.Textbox(label=t("data.name"), placeholder="my-dataset")
+                    name = gr.Textbox(label=t("data.upload_name"), placeholder="my-dataset")
                     columns = gr.Textbox(label=t("data.columns"), placeholder="instruction=question, output=answer")
                     with gr.Column():
                         drop_bad = gr.Checkbox(label=t("data.drop_bad"), value=False)
@@ -139,13 +139,14 @@ def length_report(workspace: Path, dataset: str, model: str, max_length: int):
 
 def check_report(report: dict) -> str:
     """What the check found, errors first (row, field, message), in the words a person acts on."""
+    bad = f"{len(report['errors'])} bad row{'' if len(report['errors']) == 1 else 's'}"
     if report.get("saved"):
-        dropped = f" · {len(report['errors'])} bad rows dropped" if report["errors"] else ""
+        dropped = f" · {bad} dropped" if report["errors"] else ""
         lines = [f"✅ **{report['name']}** · {report['rows']} rows · {report['kind']} · {report['format']}{dropped}"]
     elif report["errors"]:
         advice = (f"fix them, or tick “drop bad rows” to save the {report['rows']} good ones" if report["rows"]
                   else "no row is usable as it is")
-        lines = [f"❌ {len(report['errors'])} bad rows, nothing saved: {advice}.", "", "| row | field | problem |", "|---|---|---|"]
+        lines = [f"❌ {bad}, nothing saved: {advice}.", "", "| row | field | problem |", "|---|---|---|"]
         lines += [f"| {e['row']} | `{e['field']}` | {html.escape(e['message'])} |" for e in report["errors"][:MAX_ERRORS_SHOWN]]
         if len(report["errors"]) > MAX_ERRORS_SHOWN:
             lines.append(f"| … | | {len(report['errors']) - MAX_ERRORS_SHOWN} more |")

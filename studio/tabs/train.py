@@ -164,7 +164,7 @@ def stop_clicked(workspace: Path, run_id: str | None) -> str:
 def resume_clicked(workspace: Path, run_id: str | None) -> str:
     if not run_id:
         return ""
-    api.resume_run(workspace, run_id)
+    gr.Info(api.resume_run(workspace, run_id)["message"])
     return status_markdown(api.run_status(workspace, run_id))
 
 
