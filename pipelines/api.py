@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipelines import run_files, run_queue, runs
 from pipelines.config import BUNDLED_MODEL_ID, RunConfig, parse_config_text
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, quote
 
 
 REWARDED_STAGES = ("ppo", "grpo", "rloo", "rejection_sampling")
@@ -196,18 +196,29 @@ def list_runs(workspace: Path) -> list[dict]:
     return [runs.summary(run_dir) for run_dir in runs.list_run_dirs(workspace)]
 
 
-def list_checkpoints(workspace: Path) -> list[str]:
-    """Every id chat accepts: the base models (bundled and those runs started from), then each run's checkpoints."""
-    ids = [BUNDLED_MODEL_ID]
-    run_dirs = runs.list_run_dirs(workspace)
-    for run_dir in run_dirs:
+CHECKPOINT_KINDS = ("any", "chat", "reward")
+
+
+def list_checkpoints(workspace: Path, kind: str = "any") -> list[str]:
+    """Model ids: the base models (bundled and those runs started from), then each run's checkpoints. kind "chat":
+    only those that generate (no reward model's); "reward": only reward models' checkpoints."""
+    if kind not in CHECKPOINT_KINDS:
+        raise StudioError(f"kind must be one of {', '.join(CHECKPOINT_KINDS)}, not {quote(kind)}.")
+    ids = [BUNDLED_MODEL_ID] if kind != "reward" else []
+    configs = {}
+    for run_dir in runs.list_run_dirs(workspace):
         try:
-            model = runs.load_config(run_dir).model
+            configs[run_dir] = runs.load_config(run_dir)
         except StudioError:
             continue
-        if model not in ids and "/checkpoint-" not in model and not model.endswith("/final"):
+    for config in configs.values():
+        model = config.model
+        if kind != "reward" and model not in ids and "/checkpoint-" not in model and not model.endswith("/final"):
             ids.append(model)
-    for run_dir in run_dirs:
+    for run_dir, config in configs.items():
+        is_reward = config.stage == "reward"
+        if (kind == "chat" and is_reward) or (kind == "reward" and not is_reward):
+            continue
         if (run_dir / "final").is_dir():
             ids.append(f"{run_dir.name}/final")
         ids.extend(f"{run_dir.name}/checkpoint-{step}" for step in reversed(run_files.checkpoint_steps(run_dir)))

@@ -88,9 +88,9 @@ def register_api(workspace: Path) -> None:
         """Every run in the workspace, newest first."""
         return api.list_runs(workspace)
 
-    def list_checkpoints() -> list[str]:
-        """Ids that chat accepts: base models, then each run's final model and checkpoints."""
-        return api.list_checkpoints(workspace)
+    def list_checkpoints(kind: str = "any") -> list[str]:
+        """Model ids: base models, then each run's final model and checkpoints; kind "chat" (those that generate) or "reward"."""
+        return api.list_checkpoints(workspace, kind)
 
     def list_datasets() -> list[dict]:
         """Datasets a run can use: bundled samples and saved uploads."""

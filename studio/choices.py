@@ -13,9 +13,9 @@ def dataset_names(workspace: Path) -> list[str]:
     return [d["name"] for d in api.list_datasets(workspace)]
 
 
-def refresh_checkpoint_choices(workspace: Path, current: str):
+def refresh_checkpoint_choices(workspace: Path, current: str, kind: str = "any"):
     """Re-list checkpoints (runs save new ones) and keep the current pick."""
-    return gr.update(choices=api.list_checkpoints(workspace), value=current)
+    return gr.update(choices=api.list_checkpoints(workspace, kind), value=current)
 
 
 def refresh_dataset_choices(workspace: Path, current: str):

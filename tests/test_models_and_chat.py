@@ -165,3 +165,18 @@ def test_the_model_tab_counts_each_parameter_once(tiny_model, workspace, tied):
     loaded = AutoModelForCausalLM.from_pretrained(folder)
     assert (loaded.lm_head.weight is loaded.model.embed_tokens.weight) == tied
     assert describe_model(str(folder), workspace)["parameters"] == sum(p.numel() for p in loaded.parameters())
+
+
+def test_chat_lists_only_checkpoints_that_generate_and_the_reward_tab_only_reward_models(tiny_model, workspace):
+    from pipelines.api import list_checkpoints
+
+    for name, stage in (("policy", "sft"), ("judge", "reward")):   # run folders as training leaves them
+        run_dir = workspace / "runs" / name
+        (run_dir / "final").mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(tiny_config(tiny_model).replace("stage: sft", f"stage: {stage}"))
+    chat = list_checkpoints(workspace, "chat")
+    assert "policy/final" in chat and "judge/final" not in chat
+    assert list_checkpoints(workspace, "reward") == ["judge/final"]
+    assert {"judge/final", "policy/final"} <= set(list_checkpoints(workspace))
+    with pytest.raises(StudioError, match="kind must be one of any, chat, reward"):
+        list_checkpoints(workspace, "everything")

@@ -151,3 +151,4 @@ def test_bad_gpu_lists_are_refused_before_a_run_exists(tiny_model, workspace, gp
     with pytest.raises(StudioError, match="is not a list of GPU numbers"):
         _start_on(workspace, tiny_model, "bad", gpus)
     assert not any((workspace / "runs").glob("bad*"))
+

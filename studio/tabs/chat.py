@@ -18,7 +18,7 @@ from studio.i18n import t
 def build(workspace: Path) -> gr.Dropdown:
     with gr.Tab(t("tab.chat"), id="chat") as tab:
         with gr.Row():
-            checkpoint = gr.Dropdown(choices=api.list_checkpoints(workspace), value=BUNDLED_MODEL_ID, allow_custom_value=True,
+            checkpoint = gr.Dropdown(choices=api.list_checkpoints(workspace, "chat"), value=BUNDLED_MODEL_ID, allow_custom_value=True,
                                      label=t("chat.checkpoint"), scale=4)
             refresh = gr.Button(t("chat.refresh"), scale=1)
         with gr.Row():
@@ -42,7 +42,7 @@ def build(workspace: Path) -> gr.Dropdown:
     clear.click(lambda: ([], ""), None, [chatbot, message], **private)
     # New checkpoints appear as runs save them: offer them whenever the tab is opened, or on demand.
     for trigger in (refresh.click, tab.select):
-        trigger(partial(refresh_checkpoint_choices, workspace), [checkpoint], [checkpoint], **private)
+        trigger(partial(refresh_checkpoint_choices, workspace, kind="chat"), [checkpoint], [checkpoint], **private)
     return checkpoint
 
 

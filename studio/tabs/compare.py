@@ -40,7 +40,7 @@ class CompareTab:
 
 
 def build(workspace: Path) -> CompareTab:
-    checkpoints = api.list_checkpoints(workspace)
+    checkpoints = api.list_checkpoints(workspace, "chat")
     with gr.Tab(t("tab.compare"), id="compare") as tab:
         with gr.Row():
             count = gr.Slider(2, MAX_COLUMNS, value=2, step=1, label=t("compare.columns"), scale=2)
@@ -116,7 +116,7 @@ def _default(checkpoints: list[str], index: int) -> str:
 
 
 def refresh_pickers(workspace: Path, *current):
-    choices = api.list_checkpoints(workspace)
+    choices = api.list_checkpoints(workspace, "chat")
     return [gr.update(choices=choices, value=value) for value in current]
 
 

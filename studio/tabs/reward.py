@@ -21,8 +21,7 @@ ANSWER_SEPARATOR = re.compile(r"(?m)^\s*---\s*$")   # a line of three dashes, al
 
 def reward_checkpoints(workspace: Path) -> list[str]:
     """Checkpoints of reward runs only: the others cannot score."""
-    reward_runs = {r["run_id"] for r in api.list_runs(workspace) if r["stage"] == "reward"}
-    return [c for c in api.list_checkpoints(workspace) if c.split("/")[0] in reward_runs]
+    return api.list_checkpoints(workspace, "reward")
 
 
 def build(workspace: Path) -> None:
