@@ -73,8 +73,8 @@ PAIR_STAGES = ("dpo", "orpo", "reward")   # each row is two answers through the 
 
 
 def _memory_warnings(config: RunConfig, model_config) -> list[str]:
-    """Refuse a run whose estimated peak (pipelines/models.estimate_training_memory) is beyond the device's whole
-    memory; warn when it is beyond what is free now."""
+    """On the CPU, refuse a run whose estimated peak (pipelines/models.estimate_training_memory) is beyond the
+    machine's whole memory; warn when it is beyond what is free now."""
     import psutil
 
     from pipelines.models import best_device, count_config_parameters, estimate_training_memory, hidden_size
@@ -88,12 +88,10 @@ def _memory_warnings(config: RunConfig, model_config) -> list[str]:
                                         getattr(text_config, "vocab_size", 0) or 0, rows, config.train.max_length,
                                         bf16=any(precision_args(config, device).values()),   # 2 bytes a value
                                         device=device)["full" if config.peft.method == "full" else "lora"]
-    if device == "cuda":
-        import torch
-        free, total = (b / 1024 ** 3 for b in torch.cuda.mem_get_info())
-    else:
-        memory = psutil.virtual_memory()
-        free, total = memory.available / 1024 ** 3, memory.total / 1024 ** 3
+    if device != "cpu":   # calibrated on the CPU only; asking a GPU would also open a CUDA context in the server
+        return []
+    memory = psutil.virtual_memory()
+    free, total = memory.available / 1024 ** 3, memory.total / 1024 ** 3
     fixes = "lower train.batch_size or train.max_length" + ("" if config.peft.method != "full" else ", or use LoRA")
     if estimate > total:
         raise StudioError(f"This run needs about {estimate:.1f} GB at its peak and the {device} has {total:.1f} GB in "
@@ -185,9 +183,11 @@ def resume_run(workspace: Path, run_id: str) -> dict:
     """Queue a stopped, failed or interrupted run to go on from its last checkpoint; `message` says from where."""
     run_dir = runs.run_dir_of(workspace, run_id)
     status = run_queue.resume(run_dir)
+    if status.get("status") == "failed":   # the launch was refused (a full disk): say why
+        raise StudioError(status.get("error") or f"Run {run_id} could not be started again.")
     last = run_files.last_checkpoint(run_dir)
     start = f"from {last.name}" if last else "from what it kept"
-    when = "now" if status.get("status") != "queued" or status.get("pid") else "when its turn in the queue comes"
+    when = "when its turn in the queue comes" if run_queue.is_waiting(status) else "now"
     return {"run_id": run_id, "status": status.get("status"), "message": f"Run {run_id} resumes {start} {when}."}
 
 

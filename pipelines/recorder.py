@@ -183,7 +183,11 @@ class RunRecorder(TrainerCallback):
         os.replace(staged, final)
         if self.echo:
             print(f"saved {final.relative_to(self.run_dir)}", flush=True)
-        deleted = run_files.prune_checkpoints(self.run_dir, self.keep_checkpoints)
+        try:
+            deleted = run_files.prune_checkpoints(self.run_dir, self.keep_checkpoints)
+        except OSError as exc:   # an old checkpoint that will not go is no reason to fail a run that saved
+            deleted = []
+            print(f"warning: old checkpoints were not deleted: {exc.strerror or exc}", flush=True)
         if deleted and self.echo:
             print(f"deleted checkpoint-{', checkpoint-'.join(map(str, deleted))} (train.save_total_limit "
                   f"{self.keep_checkpoints})", flush=True)

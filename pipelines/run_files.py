@@ -257,8 +257,6 @@ def capped_log(path: Path):
 def prune_checkpoints(run_dir: Path, keep: int) -> list[int]:
     """Delete the oldest checkpoints beyond `keep` (0: keep all), never the newest (what a resume starts from) nor
     the one with the best eval loss (the latest eval at or before its step); return the steps deleted."""
-    import shutil
-
     steps = checkpoint_steps(run_dir)
     if keep <= 0 or len(steps) <= keep:
         return []
@@ -273,6 +271,7 @@ def prune_checkpoints(run_dir: Path, keep: int) -> list[int]:
         if step not in protected:
             # Renamed out of checkpoints/ first, so no reader ever sees a half-deleted checkpoint.
             doomed = run_dir / f".deleting-checkpoint-{step}"
+            shutil.rmtree(doomed, ignore_errors=True)   # one an earlier crash left half-deleted
             os.replace(run_dir / "checkpoints" / f"checkpoint-{step}", doomed)
             shutil.rmtree(doomed, ignore_errors=True)
             deleted.append(step)

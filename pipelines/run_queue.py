@@ -63,11 +63,17 @@ def dispatch(workspace: Path) -> list[str]:
     launched = []
     with _queue_lock(workspace):
         statuses = [(run_dir, runs.refresh_status(run_dir)) for run_dir in runs.list_run_dirs(workspace)]
-        active = [_gpus(d) for d, s in statuses if s.get("status") in run_files.ACTIVE_STATES and not is_waiting(s)]
+        # Active: handed a process. A run created but never queued (`create` for accelerate) holds no place.
+        active = [_gpus(d) for d, s in statuses if s.get("status") in run_files.ACTIVE_STATES and s.get("pid")]
         for run_dir, status in sorted(((d, s) for d, s in statuses if is_waiting(s)), key=lambda item: item[1]["queued_at"]):
             if not _fits(_gpus(run_dir), active):
                 continue   # a later run on other GPUs may still fit
-            if runs.launch(run_dir, resume=bool(status.get("resume"))) is None:
+            try:
+                pid = runs.launch(run_dir, resume=bool(status.get("resume")))
+            except (StudioError, OSError) as exc:   # one run that cannot start must not stop the queue
+                run_files.update_status(run_dir, status="failed", pid=None, error=str(exc))
+                continue
+            if pid is None:
                 continue   # refused (no room on the disk): it failed, saying why, and frees its place
             launched.append(run_dir.name)
             active.append(_gpus(run_dir))

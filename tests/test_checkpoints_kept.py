@@ -12,6 +12,7 @@ def test_the_oldest_checkpoints_go_but_never_the_newest_nor_the_best_by_eval_los
         (run_dir / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
     for step, loss in ((10, 2.0), (20, 0.5), (30, 1.0), (40, 1.2), (50, 1.1)):
         append_jsonl(run_dir / "metrics.jsonl", {"step": step, "split": "eval", "eval_loss": loss})
+    (run_dir / ".deleting-checkpoint-10" / "left").mkdir(parents=True)   # an earlier crash mid-delete
     assert prune_checkpoints(run_dir, 0) == [], "0 keeps every checkpoint"
     assert prune_checkpoints(run_dir, 2) == [10, 30, 40]
     assert checkpoint_steps(run_dir) == [20, 50], "the best (step 20) and the newest stay"

@@ -217,6 +217,8 @@ def test_an_upload_without_a_name_is_named_after_its_file(workspace):
     second = api.upload_dataset(workspace, str(path), "  ")
     assert (first["name"], second["name"]) == ("My-data-v2", "My-data-v2-2") and first["saved"] and second["saved"]
     assert {"My-data-v2", "My-data-v2-2"} <= saved_names(workspace)
+    from pipelines.data.store import free_name
+    assert free_name("x.json", workspace) == "x" and free_name("data..v2", workspace) == "data.v2"
 
 
 def test_a_hub_import_without_a_name_is_named_after_the_dataset(workspace, monkeypatch):

@@ -152,3 +152,19 @@ def test_bad_gpu_lists_are_refused_before_a_run_exists(tiny_model, workspace, gp
         _start_on(workspace, tiny_model, "bad", gpus)
     assert not any((workspace / "runs").glob("bad*"))
 
+
+
+def test_a_run_created_but_never_queued_holds_no_place_and_one_that_cannot_start_does_not_stop_the_queue(
+        tiny_model, workspace, fake_launch, monkeypatch):
+    api.prepare_run(workspace, tiny_config(tiny_model) + "name: created-only\n")   # as `python -m pipelines create`
+    broken = _start(workspace, tiny_model, "broken")
+    assert fake_launch == [("broken", False)], "the created-only run did not count as active"
+    update_status(workspace / "runs" / broken, status="completed", pid=None)
+
+    def refuses(run_dir, resume=False):
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(runs, "launch", refuses)
+    refused = _start(workspace, tiny_model, "refused")
+    assert read_status(workspace / "runs" / refused)["status"] == "failed"
+    assert api.list_runs(workspace), "listing still works"

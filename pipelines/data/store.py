@@ -237,7 +237,9 @@ def free_name(wanted: str, workspace: Path) -> str:
     if taken."""
     import re
 
-    base = re.sub(r"[^A-Za-z0-9._-]+", "-", wanted).strip("-._")[:60] or "dataset"
+    while Path(wanted).suffix.lower() in SUFFIXES:   # "x.json.csv": a name must not look like a file's
+        wanted = Path(wanted).stem
+    base = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", wanted)).strip("-._")[:60] or "dataset"
     name, n = base, 1
     while name in sample_files() or (datasets_root(workspace) / name).exists():
         n += 1
