@@ -321,8 +321,8 @@ def _coerce(path: str, spec: dataclasses.Field, value: Any) -> Any:
                 return "on" if value else "off"   # YAML 1.1 reads a bare on / off as true / false
             return "" if value is None else str(value)
     except (TypeError, ValueError, OverflowError):
-        raise StudioError(f"`{path}` must be {'a whole number' if kind == 'int' else 'a finite number'}, "
-                          f"not {quote(value)}.") from None
+        raise StudioError("config.not_whole" if kind == "int" else "config.not_finite", path=path,
+                          value=quote(value)) from None
     return value
 
 
@@ -332,7 +332,7 @@ GPU_LIST = re.compile(r"\d{1,2}(,\d{1,2}){0,15}")
 def validate(config: RunConfig) -> None:
     """Check everything that can be checked without the model or the data; raise StudioError on the first problem."""
     if config.stage not in STAGES:
-        raise StudioError(f"Unknown stage {quote(config.stage)}; choose one of: {', '.join(STAGES)}.")
+        raise StudioError("config.unknown_stage", stage=quote(config.stage), stages=", ".join(STAGES))
     if config.name:
         check_name(config.name, "run name")
         if len(config.name) > MAX_RUN_NAME:  # room for the "-2" suffix a repeated name gets
@@ -376,14 +376,14 @@ def validate(config: RunConfig) -> None:
 def _check_bounds(path: str, spec: dataclasses.Field, value: Any) -> None:
     meta = spec.metadata
     if meta.get("choices") and value not in meta["choices"]:
-        raise StudioError(f"`{path}` must be one of {', '.join(map(str, meta['choices']))}, not {quote(value)}.")
+        raise StudioError("config.not_a_choice", path=path, choices=", ".join(map(str, meta["choices"])), value=quote(value))
     if isinstance(value, float) and not math.isfinite(value):   # inf passes `> 0`, NaN passes `<= maximum`
-        raise StudioError(f"`{path}` must be a finite number, not {value}.")
+        raise StudioError("config.not_finite", path=path, value=quote(value))
     minimum, maximum = meta.get("minimum"), meta.get("maximum")
     if minimum is not None:
         if meta.get("exclusive_minimum") and not value > minimum:
-            raise StudioError(f"`{path}` must be greater than {minimum}, not {quote(value)}.")
+            raise StudioError("config.not_above", path=path, minimum=minimum, value=quote(value))
         if not value >= minimum:
-            raise StudioError(f"`{path}` must be at least {minimum}, not {quote(value)}.")
+            raise StudioError("config.below_minimum", path=path, minimum=minimum, value=quote(value))
     if maximum is not None and value > maximum:
-        raise StudioError(f"`{path}` must be at most {maximum}, not {quote(value)}.")
+        raise StudioError("config.above_maximum", path=path, maximum=maximum, value=quote(value))
