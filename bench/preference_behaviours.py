@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     train, held_out = questions()
     write_data(workspace, train)
 
-    from pipelines.config import BUNDLED_MODEL_ID, DPOSettings, stage_defaults
+    from pipelines.config import BUNDLED_MODEL_ID, stage_defaults
+    from pipelines.stages.dpo import DPOSettings
 
     default_weight, default_lr = DPOSettings().sft_weight, stage_defaults("dpo")["train"]["learning_rate"]
     results = Path(args.results)

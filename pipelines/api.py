@@ -11,9 +11,7 @@ from pathlib import Path
 from pipelines import run_files, run_queue, runs
 from pipelines.config import BUNDLED_MODEL_ID, RunConfig, parse_config_text
 from pipelines.errors import StudioError, quote
-
-
-REWARDED_STAGES = ("ppo", "grpo", "rloo", "rejection_sampling")
+from pipelines.stages import get_stage
 
 
 def prepare_run(workspace: Path, config_text: str) -> Path:
@@ -27,7 +25,7 @@ def prepare_run(workspace: Path, config_text: str) -> Path:
     if source.kind == "local":  # the training process runs elsewhere (cwd): pin the folder the user meant
         config.model = source.base
     run_dir = runs.create_run(workspace, config, {"warnings": warnings})
-    if config.stage in REWARDED_STAGES:   # the rules it was checked with are the rules it trains on
+    if get_stage(config.stage).takes_reward:   # the rules it was checked with are the rules it trains on
         from pipelines.rl.rewards import keep_reward_file, parse_reward
         keep_reward_file(parse_reward(getattr(config, config.stage).reward, workspace), run_dir)
     return run_dir
@@ -44,17 +42,16 @@ def check_startable(workspace: Path, config: RunConfig):
     source = resolve_model(config.model, workspace)
     check_generative(source)
     kind, data = load_dataset(config.dataset, workspace)
-    stage_rows(config.dataset, kind, data.rows, config.stage)
+    stage = get_stage(config.stage)
+    rows = stage_rows(config.dataset, kind, data.rows, config.stage)
     if config.eval_dataset:
         load_stage_rows(config.eval_dataset, workspace, config.stage)
-    if config.stage in REWARDED_STAGES:
+    if stage.takes_reward:
         from pipelines.rl.rewards import check_reward
         check_reward(getattr(config, config.stage).reward, workspace)   # a function file is imported and tried on a sample
         if config.eval_dataset:
-            raise StudioError(f"{config.stage.upper()} has no eval dataset: its samples table shows the answers as it "
-                              "trains; clear eval_dataset.")
-    if config.stage == "kto" and config.kto.loss_type == "kto" and config.train.batch_size < 2:
-        raise StudioError("KTO needs train.batch_size of at least 2: its KL estimate pairs each answer with another prompt's.")
+            raise StudioError("check.no_eval_for_rl", stage=config.stage.upper())
+    stage_warnings = stage.check_start(config, rows) if stage.check_start else []
     from pipelines.models import context_length, hidden_size
     model_config = _model_config(source)
     limit = context_length(model_config)
@@ -65,11 +62,8 @@ def check_startable(workspace: Path, config: RunConfig):
     if config.peft.method != "full" and width and config.peft.r > width:
         raise StudioError(f"peft.r {config.peft.r} is above the model's hidden size of {width}: an update that wide "
                           "is no longer low-rank; lower peft.r.")
-    return source, (data.warnings + _length_warnings(source, kind, data, config.train.max_length)
+    return source, (data.warnings + stage_warnings + _length_warnings(source, kind, data, config.train.max_length)
                     + _memory_warnings(config, model_config))
-
-
-PAIR_STAGES = ("dpo", "orpo", "reward")   # each row is two answers through the model
 
 
 def _memory_warnings(config: RunConfig, model_config) -> list[str]:
@@ -82,7 +76,7 @@ def _memory_warnings(config: RunConfig, model_config) -> list[str]:
 
     device = best_device()
     text_config = model_config.get_text_config() if hasattr(model_config, "get_text_config") else model_config
-    rows = config.train.batch_size * (2 if config.stage in PAIR_STAGES else 1)
+    rows = config.train.batch_size * get_stage(config.stage).rows_per_example   # a pair is two answers
     estimate = estimate_training_memory(count_config_parameters(model_config), hidden_size(model_config) or 0,
                                         getattr(text_config, "num_hidden_layers", 0) or 0,
                                         getattr(text_config, "vocab_size", 0) or 0, rows, config.train.max_length,
@@ -122,6 +116,17 @@ def _model_config(source):
         return AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code())
     except OSError as exc:
         raise StudioError(f"Could not read the model config of {source.spec!r}: {str(exc).splitlines()[0]}") from None
+
+
+def list_stages(workspace: Path) -> list[dict]:
+    """Every training stage, in road order: stage, data_kind (the rows it trains on), output (chat_model,
+    reward_model or datasets), takes_reward, defaults (dataset, train settings), and settings of its own section
+    [{name, type, default, help, choices, minimum, maximum}]."""
+    from pipelines.config import describe_settings
+    from pipelines.stages import all_stages
+    return [{"stage": stage.name, "data_kind": stage.data_kind, "output": stage.output,
+             "takes_reward": stage.takes_reward, "defaults": stage.defaults,
+             "settings": describe_settings(stage.name) if stage.settings else []} for stage in all_stages()]
 
 
 def start_run(workspace: Path, config_text: str) -> str:
@@ -216,7 +221,7 @@ def list_checkpoints(workspace: Path, kind: str = "any") -> list[str]:
         if kind != "reward" and model not in ids and "/checkpoint-" not in model and not model.endswith("/final"):
             ids.append(model)
     for run_dir, config in configs.items():
-        is_reward = config.stage == "reward"
+        is_reward = not get_stage(config.stage).generates
         if (kind == "chat" and is_reward) or (kind == "reward" and not is_reward):
             continue
         if (run_dir / "final").is_dir():

@@ -8,6 +8,7 @@
     python -m pipelines runs                         list runs
     python -m pipelines stop <run_id>                ask a running run to save a checkpoint and stop
     python -m pipelines prepare-model                fetch and convert the bundled model once
+    python -m pipelines stages [stage]               the stages, or one stage's settings with their help
     python -m pipelines road [--language ko]         try the road: SFT → DPO and SFT → reward model → PPO on a
                                                      bundled sample with defaults, then the answers side by side
 """
@@ -23,7 +24,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from pipelines.config import BUNDLED_MODEL_ID
+from pipelines.config import BUNDLED_MODEL_ID, stage_names
 from pipelines.errors import StudioError
 from pipelines.road import LANGUAGES
 
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = add_command("stop", help="Ask a run to save a checkpoint and stop.")
     stop.add_argument("run_id")
     add_command("prepare-model", help="Download and convert the bundled model.")
+    stages = add_command("stages", help="List the training stages (" + ", ".join(stage_names()) + "), or the "
+                         "settings of one, with their defaults, bounds and help.")
+    stages.add_argument("stage", nargs="?", choices=stage_names(), help="The stage whose settings to show.")
     road = add_command("road", help="Try the road: SFT → DPO and SFT → reward model → PPO on a bundled sample, "
                        "with defaults; then the base, SFT, DPO and PPO answers side by side.")
     road.add_argument("target", nargs="?", help="A road directory to walk (what the app launches); omit it to start a new road.")
@@ -96,11 +100,34 @@ def _dispatch(args, workspace: Path) -> int:
         return 0
     if args.command == "road":
         return _road(workspace, args.target, args.language, args.model, args.max_steps)
+    if args.command == "stages":
+        _print_stages(args.stage)
+        return 0
     if args.command == "prepare-model":
         from pipelines.bundled import bundled_model_dir
         print(bundled_model_dir())
         return 0
     return 2
+
+
+def _print_stages(name: str | None) -> None:
+    """One line per stage, or the settings of one stage (its own section, then the train defaults it changes)."""
+    from pipelines.config import describe_settings
+    from pipelines.stages import all_stages, get_stage
+
+    if not name:
+        for stage in all_stages():
+            reward = ", scored by a reward" if stage.takes_reward else ""
+            makes = {"chat_model": "a chat model", "reward_model": "a reward model"}.get(stage.output, stage.output)
+            print(f"{stage.name:20} trains on {stage.data_kind} rows, makes {makes}{reward}")
+        return
+    stage = get_stage(name)
+    print(f"{name}: trains on {stage.data_kind} rows; defaults: dataset {stage.defaults['dataset']}, "
+          + ", ".join(f"train.{k} {v}" for k, v in stage.defaults["train"].items()))
+    for setting in describe_settings(name) if stage.settings else []:
+        bounds = (f" [{setting['minimum']}, {setting['maximum']}]" if setting["maximum"] is not None else
+                  f" ({', '.join(setting['choices'])})" if setting["choices"] else "")
+        print(f"  {name}.{setting['name']} = {setting['default']!r}{bounds}\n      {setting['help']}")
 
 
 def _train(run_dir: Path, resume: bool) -> int:

@@ -90,7 +90,9 @@ def _resolve_checkpoint(spec: str, path: Path, workspace: Path) -> ModelSource:
 
 def check_generative(source: ModelSource) -> None:
     """A reward model scores answers; it cannot chat or be trained on as a policy."""
-    if source.stage == "reward":
+    from pipelines.stages import get_stage
+    stage = get_stage(source.stage) if source.stage else None
+    if stage and not stage.generates:
         raise StudioError(f"{source.spec!r} is a reward model: it scores answers and cannot generate them. "
                           "Pick the base model or a checkpoint of an SFT, DPO, KTO or ORPO run.")
 

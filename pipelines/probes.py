@@ -9,6 +9,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from pipelines import run_files
+from pipelines.stages import get_stage
 
 PROBES_FILE = "probes.jsonl"
 MAX_PROBES = 8
@@ -16,9 +17,6 @@ PROBE_TOKENS = 64
 
 
 DEFAULT_PROBES = 4
-# Stages whose run page probes a few of the run's own prompts when the config names none: there the question is
-# whether answers change at all, which the curves of these stages do not tell (see pipelines/signals.py).
-PROBED_BY_DEFAULT = ("dpo", "kto", "orpo", "ppo", "grpo", "rloo")
 
 
 def probe_list(text: str) -> list[str]:
@@ -33,7 +31,7 @@ def run_probe_prompts(config, workspace: Path) -> list[str]:
     from pipelines.data.store import load_stage_rows
 
     named = probe_list(config.train.probe_prompts)
-    if named or config.stage not in PROBED_BY_DEFAULT:
+    if named or not get_stage(config.stage).probes_own_prompts:
         return named
     rows = load_stage_rows(config.dataset, workspace, config.stage, config.train.seed)
     prompts = list(dict.fromkeys(row["prompt"][-1]["content"] if isinstance(row["prompt"], list) else str(row["prompt"])

@@ -60,7 +60,7 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
         from pipelines.recorder import RunRecorder
         from pipelines.rl.rewards import rule_only
         from pipelines.runs import load_config
-        from pipelines.stages import stage_runner
+        from pipelines.stages import get_stage, stage_runner
         from pipelines.stages.common import RunContext, save_final
 
         config = load_config(run_dir)
@@ -87,7 +87,7 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
         if stop.requested:
             final_status = "stopped"
         else:
-            if getattr(trainer, "produces_model", True):   # rejection sampling produces datasets, not weights
+            if get_stage(config.stage).output != "datasets":   # best-of-N makes datasets, not weights
                 no_room = recorder.no_room("final/") if main else None
                 if _agree_across_ranks(no_room is not None):
                     raise StudioError(no_room or "The main process has no room on its disk for final/.")

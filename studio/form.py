@@ -11,7 +11,7 @@ import math
 
 import gradio as gr
 
-from pipelines.config import RunConfig
+from pipelines.config import sections
 from studio.i18n import t
 
 
@@ -37,8 +37,7 @@ def _step(value: float) -> float:
 
 
 def section_fields(section: str) -> list[dataclasses.Field]:
-    cls = type(getattr(RunConfig(), section))
-    return list(dataclasses.fields(cls))
+    return list(dataclasses.fields(sections()[section]))
 
 
 def values_to_config(keys: list[tuple[str, str]], values: list) -> dict:

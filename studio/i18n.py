@@ -15,10 +15,10 @@ KO = dict(catalog("ko"))
 def _english_help() -> dict[str, str]:
     import dataclasses
 
-    from pipelines.config import SECTIONS, RunConfig
+    from pipelines.config import sections, top_fields
 
-    texts = {f"help.{f.name}": f.metadata["help"] for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS}
-    for section, cls in SECTIONS.items():
+    texts = {f"help.{f.name}": f.metadata["help"] for f in top_fields()}
+    for section, cls in sections().items():
         texts.update({f"help.{section}.{f.name}": f.metadata["help"] for f in dataclasses.fields(cls)})
     return texts
 

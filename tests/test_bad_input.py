@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pipelines import api
-from pipelines.config import SECTIONS, RunConfig, parse_config_text
+from pipelines.config import parse_config_text, sections, top_fields
 from pipelines.errors import QUOTE_CHARS, StudioError, quote
 from tests.conftest import tiny_config
 
@@ -66,8 +66,8 @@ def test_unbounded_or_non_finite_config_is_one_sentence_before_any_run_exists(wo
 
 
 def test_every_numeric_setting_is_bounded_and_the_defaults_are_within_bounds():
-    for section in (RunConfig, *SECTIONS.values()):
-        for spec in dataclasses.fields(section):
+    for fields in (top_fields(), *map(dataclasses.fields, sections().values())):
+        for spec in fields:
             if spec.type in ("int", "float"):
                 assert spec.metadata["minimum"] is not None and spec.metadata["maximum"] is not None, spec.name
     parse_config_text("")   # every default passes its own bounds
@@ -220,11 +220,11 @@ def _section(cls):
 
 
 def _config(model: str):
-    top = {spec.name: _values() for spec in dataclasses.fields(RunConfig) if spec.name not in SECTIONS}
+    top = {spec.name: _values() for spec in top_fields()}
     top["stage"] = st.sampled_from(["sft", "dpo", "reward", "ppo", "grpo", "kto"]) | _values()
     top["model"] = st.just(model) | _values()
     top["dataset"] = st.just("tiny.jsonl") | _values()
-    top.update({name: _section(cls) | _values() for name, cls in SECTIONS.items()})
+    top.update({name: _section(cls) | _values() for name, cls in sections().items()})
     dicts = st.fixed_dictionaries({}, optional=top) | st.dictionaries(st.text(max_size=8), _values(), max_size=3)
     return dicts.map(lambda data: yaml.safe_dump(data, allow_unicode=True)) | st.text(max_size=200)
 

@@ -2,21 +2,20 @@
 
 import dataclasses
 
-from pipelines.config import SECTIONS, STAGE_SECTIONS, RunConfig, parse_config_text
+from pipelines.config import RunConfig, parse_config_text, sections, stage_sections, top_fields
 from studio.i18n import EN, KO
 from studio.tabs import train
 
 
 def _form_keys_and_defaults():
     keys, values = [], []
-    for spec in dataclasses.fields(RunConfig):
-        if spec.name in SECTIONS:
-            for inner in dataclasses.fields(SECTIONS[spec.name]):
-                keys.append((spec.name, inner.name))
-                values.append(inner.default)
-        else:
-            keys.append(("", spec.name))
-            values.append(spec.default)
+    for spec in top_fields():
+        keys.append(("", spec.name))
+        values.append(spec.default)
+    for section, cls in sections().items():
+        for inner in dataclasses.fields(cls):
+            keys.append((section, inner.name))
+            values.append(inner.default)
     return keys, values
 
 
@@ -59,7 +58,7 @@ def test_choosing_a_stage_brings_its_defaults_and_its_own_settings_box():
     dataset, box, *rest = train.stage_changed("dpo")
     groups, (learning_rate, max_steps, save_steps) = rest[:-3], rest[-3:]
     assert dataset["value"] == "preference-en-sample" and box["visible"] is True
-    assert [g["visible"] for g in groups] == [section == "dpo" for section in STAGE_SECTIONS]
+    assert [g["visible"] for g in groups] == [section == "dpo" for section in stage_sections()]
     assert (learning_rate["value"], max_steps["value"], save_steps["value"]) == (2e-4, 40, 20)
     assert train.stage_changed("ppo")[-1]["value"] == 10, "each stage brings its own save interval"
     assert train.stage_changed("sft")[1]["visible"] is False

@@ -153,9 +153,9 @@ def stage_rows(name: str, found: str, rows: list[dict], stage: str, seed: int = 
     """`rows` of kind `found` as `stage` takes them, or one sentence naming the kind it needs."""
     import random
 
-    from pipelines.config import STAGE_DATA_KIND
+    from pipelines.stages import get_stage
 
-    kind = STAGE_DATA_KIND[stage]
+    kind = get_stage(stage).data_kind
     if kind == "unpaired" and found == "preference":
         unpaired = [{"prompt": pair["prompt"], "completion": pair[side], "label": side == "chosen"}
                     for pair in rows for side in ("chosen", "rejected")]

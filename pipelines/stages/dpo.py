@@ -7,8 +7,46 @@ reference from the path the weights came from, which for a merged SFT checkpoint
 
 from __future__ import annotations
 
-from pipelines.preference_check import with_preference_check
+from dataclasses import dataclass
+
+from pipelines.config import setting
+from pipelines.errors import StudioError
+from pipelines.stages import declare
+from pipelines.stages.checks import few_pairs_warning
 from pipelines.stages.common import RunContext, eval_args, lora_config, policy_and_args, quiet, stage_inputs
+
+
+# TRL 1.16's DPO losses (DPOConfig.loss_type), but for 'sft', which is not a preference loss on its own.
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "exo_pair", "nca_pair", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm")
+
+
+@dataclass
+class DPOSettings:
+    beta: float = setting(0.1, "How far the policy may move from the reference: lower lets it drift further, higher keeps it close (0.01–0.5).",
+                         minimum=0, exclusive_minimum=True, maximum=100.0)
+    loss_type: str = setting("sigmoid", "The DPO loss: sigmoid (the paper's), ipo, hinge, robust (noisy labels), and the other variants TRL offers.",
+                            choices=DPO_LOSS_TYPES)
+    label_smoothing: float = setting(0.0, "Assumed share of flipped preference labels (robust, exo_pair, aot); 0 trusts every label.",
+                                    minimum=0.0, maximum=0.49)
+    sft_weight: float = setting(1.0, "Weight of an SFT term (the chosen answers' negative log-likelihood, as in RPO) beside the preference loss: it makes the chosen answers themselves likelier, so greedy answers change sooner; 0 turns it off.",
+                               minimum=0.0, maximum=10.0)
+
+
+def validate(config) -> None:
+    if config.dpo.loss_type == "exo_pair" and config.dpo.label_smoothing <= 0:
+        raise StudioError("check.dpo.exo_pair_smoothing")
+
+
+STAGE = declare(
+    __name__, name="dpo", probes_own_prompts=True, order=3, data_kind="preference", settings=DPOSettings,
+    rows_per_example=2,
+    validate=validate, check_start=few_pairs_warning,
+    # At 5e-5 a behaviour carried only by the chosen answers (a sign-off, an opener) was ranked right but never
+    # reached greedy answers in 40 steps; 2e-4 with the SFT term (dpo.sft_weight 1) taught each one
+    # (bench/preference_behaviours.py).
+    defaults={"dataset": "preference-en-sample", "train": {"learning_rate": 2.0e-4, "max_steps": 40, "save_steps": 20}},
+)
 
 
 def dpo_losses(settings) -> dict:
@@ -22,6 +60,7 @@ def dpo_losses(settings) -> dict:
 
 def run(context: RunContext):
     from trl import DPOConfig, DPOTrainer
+    from pipelines.preference_check import with_preference_check   # loads transformers: only when the stage runs
 
     config = context.config
     inputs = stage_inputs(context)

@@ -8,7 +8,44 @@ fine-tune, a copy TRL loads.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from pipelines.config import MAX_TEMPERATURE, reward_source, setting
+from pipelines.errors import StudioError
+from pipelines.stages import declare
 from pipelines.stages.common import RunContext, lora_config, policy_and_args, quiet, stage_inputs
+
+
+@dataclass
+class SampledRLSettings:
+    """What GRPO and RLOO share: several answers per prompt, each judged against the others of its group."""
+    reward: str = reward_source()
+    num_generations: int = setting(4, "Answers sampled per prompt; each is compared with the others of its prompt (train.batch_size must be a multiple).",
+                                  minimum=2, maximum=64)
+    response_length: int = setting(48, "Longest generated answer, in tokens.", minimum=1, maximum=4096)
+    temperature: float = setting(1.0, "Sampling temperature of the answers.", minimum=0, exclusive_minimum=True, maximum=MAX_TEMPERATURE)
+    beta: float = setting(0.04, "Weight of the KL penalty to the reference, the model the run starts from (with LoRA: the adapter disabled); 0 drops the reference.", minimum=0.0, maximum=100.0)
+
+
+@dataclass
+class GRPOSettings(SampledRLSettings):
+    loss_type: str = setting("dapo", "How token losses are averaged: dapo (TRL's default, no length bias), grpo (the paper's), dr_grpo, bnpo.",
+                            choices=("dapo", "grpo", "dr_grpo", "bnpo"))
+
+
+def validate_groups(config) -> None:
+    """GRPO and RLOO: a batch holds whole groups of answers to one prompt."""
+    group = getattr(config, config.stage).num_generations
+    if config.train.batch_size % group:
+        raise StudioError("check.sampled_rl.whole_groups", batch=config.train.batch_size, stage=config.stage, group=group)
+
+
+STAGE = declare(
+    __name__, name="grpo", probes_own_prompts=True, order=7, data_kind="prompt_only", settings=GRPOSettings,
+    takes_reward=True,
+    validate=validate_groups,
+    defaults={"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
+)
 
 
 def sampled_rl_parts(context: RunContext, settings):

@@ -8,12 +8,39 @@ adapter disabled under LoRA, precomputed log-probs for a full fine-tune.
 
 from __future__ import annotations
 
-from pipelines.preference_check import pairs_from_unpaired, with_preference_check
+from dataclasses import dataclass
+
+from pipelines.config import setting
+from pipelines.errors import StudioError
+from pipelines.stages import declare
+from pipelines.stages.checks import few_pairs_warning
 from pipelines.stages.common import RunContext, eval_args, lora_config, policy_and_args, quiet, stage_inputs
+
+
+@dataclass
+class KTOSettings:
+    beta: float = setting(0.1, "How far the policy may move from the reference (as DPO's beta).", minimum=0, exclusive_minimum=True, maximum=100.0)
+    loss_type: str = setting("kto", "kto (the paper's) or apo_zero_unpaired.", choices=("kto", "apo_zero_unpaired"))
+    desirable_weight: float = setting(1.0, "Weight of the loss on desirable (label true) answers.", minimum=0, exclusive_minimum=True, maximum=100.0)
+    undesirable_weight: float = setting(1.0, "Weight of the loss on undesirable (label false) answers.", minimum=0, exclusive_minimum=True, maximum=100.0)
+
+
+def check_start(config, rows: list) -> list:
+    if config.kto.loss_type == "kto" and config.train.batch_size < 2:
+        raise StudioError("check.kto.batch_of_one")
+    return few_pairs_warning(config, rows)
+
+
+STAGE = declare(
+    __name__, name="kto", probes_own_prompts=True, order=4, data_kind="unpaired", settings=KTOSettings,
+    check_start=check_start,
+    defaults={"dataset": "preference-en-sample", "train": {"learning_rate": 5.0e-5, "max_steps": 40, "save_steps": 20}},
+)
 
 
 def run(context: RunContext):
     from trl import KTOConfig, KTOTrainer
+    from pipelines.preference_check import pairs_from_unpaired, with_preference_check   # loads transformers
 
     config = context.config
     inputs = stage_inputs(context)

@@ -4,10 +4,27 @@ loss, with no reference model at all."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
+from pipelines.config import setting
 from pipelines.errors import StudioError
-from pipelines.preference_check import with_preference_check
+from pipelines.stages import declare
+from pipelines.stages.checks import few_pairs_warning
 from pipelines.stages.common import RunContext, eval_args, lora_config, policy_and_args, quiet, stage_inputs
+
+
+@dataclass
+class ORPOSettings:
+    beta: float = setting(0.1, "Weight of the odds-ratio preference term beside the SFT loss (the paper's lambda).",
+                         minimum=0, exclusive_minimum=True, maximum=100.0)
+
+
+STAGE = declare(
+    __name__, name="orpo", probes_own_prompts=True, order=5, data_kind="preference", settings=ORPOSettings,
+    rows_per_example=2,
+    check_start=few_pairs_warning,
+    defaults={"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40, "save_steps": 20}},
+)
 
 
 def orpo_classes():
@@ -22,6 +39,7 @@ def orpo_classes():
 
 
 def run(context: RunContext):
+    from pipelines.preference_check import with_preference_check   # loads transformers: only when the stage runs
     ORPOConfig, ORPOTrainer = orpo_classes()
     config = context.config
     inputs = stage_inputs(context)

@@ -28,16 +28,58 @@ from __future__ import annotations
 import random
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines import run_files
+from pipelines.config import MAX_STEPS, MAX_TEMPERATURE, reward_source, setting
 from pipelines.errors import StudioError
+from pipelines.stages import declare
 from pipelines.stages.common import (RunContext, count_parameters, load_policy, lora_config, precision_args,
                                      refuse_several_processes, stage_inputs, use_gradient_checkpointing)
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 OPTIMIZER_FILE = "ppo_optimizer.pt"
 SAMPLES_PER_UPDATE = 4
+
+
+@dataclass
+class PPOSettings:
+    reward: str = reward_source()
+    kl_coef: float = setting(0.05, "Weight of the per-token KL penalty to the reference (the SFT model): the guard against reward hacking.", minimum=0.0, maximum=100.0)
+    kl_target: float = setting(0.0, "0 keeps kl_coef fixed; above 0 adapts it so the KL per response tracks this target (Ziegler et al. 2019).", minimum=0.0, maximum=1000.0)
+    kl_horizon: int = setting(10000, "How fast the adaptive kl_coef moves: by at most 20% × train.batch_size ÷ kl_horizon per update, so kl_horizon must be at least train.batch_size. The paper's 10000 barely moves β in a short run; a few times train.batch_size moves it every update.",
+                             minimum=1, maximum=10 * MAX_STEPS)
+    kl_estimator: str = setting("k1", "How per-token KL is estimated: k1 = log-ratio (unbiased), k2 = half its square, k3 = Schulman's non-negative estimator.",
+                               choices=("k1", "k2", "k3"))
+    ppo_epochs: int = setting(4, "Passes over each batch of rollouts.", minimum=1, maximum=32)
+    minibatches: int = setting(2, "Minibatches per pass (train.batch_size must divide evenly).", minimum=1, maximum=4096)
+    response_length: int = setting(48, "Longest generated answer, in tokens.", minimum=1, maximum=2048)
+    temperature: float = setting(0.8, "Sampling temperature of the rollouts.", minimum=0, exclusive_minimum=True, maximum=MAX_TEMPERATURE)
+    clip_range: float = setting(0.2, "PPO's ε: how far the probability ratio may move per update.", minimum=0, exclusive_minimum=True, maximum=1.0)
+    clip_range_value: float = setting(0.2, "The same clip for the value head's predictions.", minimum=0, exclusive_minimum=True, maximum=100.0)
+    vf_coef: float = setting(0.1, "Weight of the value loss beside the policy loss (they share the backbone).", minimum=0.0, maximum=100.0)
+    gamma: float = setting(1.0, "Discount over response tokens.", minimum=0.0, maximum=1.0)
+    lam: float = setting(0.95, "GAE's λ: bias (0) against variance (1) of the advantages.", minimum=0.0, maximum=1.0)
+    missing_eos_penalty: float = setting(0.0, "Subtracted from the score of an answer cut off before its end-of-turn token; 0 turns it off.", minimum=0.0, maximum=100.0)
+
+
+def validate(config) -> None:
+    batch, minibatches = config.train.batch_size, config.ppo.minibatches
+    if batch % minibatches:
+        raise StudioError("check.ppo.minibatches", batch=batch, minibatches=minibatches)
+    if (batch // minibatches) % config.train.grad_accum:
+        raise StudioError("check.ppo.grad_accum", rollouts=batch // minibatches, grad_accum=config.train.grad_accum)
+    if config.ppo.kl_target > 0 and config.ppo.kl_horizon < batch:
+        raise StudioError("check.ppo.kl_horizon", horizon=config.ppo.kl_horizon, batch=batch)
+
+
+STAGE = declare(
+    __name__, name="ppo", probes_own_prompts=True, order=6, data_kind="prompt_only", settings=PPOSettings,
+    takes_reward=True, validate=validate,
+    defaults={"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
+)
+
 
 
 def run(context: RunContext):

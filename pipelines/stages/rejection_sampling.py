@@ -9,11 +9,34 @@ best_and_pairs, `<run_id>-pairs` (best over worst, for DPO or a reward model).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pipelines import run_files
+from pipelines.config import MAX_TEMPERATURE, reward_source, setting
 from pipelines.errors import StudioError
+from pipelines.stages import declare
 from pipelines.stages.common import RunContext, refuse_several_processes, stage_inputs
 
 KEPT_FILE = run_files.PROGRESS_FILE
+
+
+@dataclass
+class RejectionSamplingSettings:
+    reward: str = reward_source("scores")
+    num_samples: int = setting(4, "Answers generated per prompt (the N of best-of-N).", minimum=2, maximum=64)
+    response_length: int = setting(96, "Longest generated answer, in tokens.", minimum=1, maximum=4096)
+    temperature: float = setting(0.8, "Sampling temperature: high enough that the N answers differ.", minimum=0, exclusive_minimum=True, maximum=MAX_TEMPERATURE)
+    keep: str = setting("best_and_pairs", "best: an SFT dataset of each prompt's best answer; best_and_pairs: also a preference dataset of best over worst.",
+                       choices=("best", "best_and_pairs"))
+
+
+STAGE = declare(
+    __name__, name="rejection_sampling", order=9, data_kind="prompt_only", settings=RejectionSamplingSettings,
+    takes_reward=True, output="datasets",
+    # max_steps counts batches of prompts here (0 = every prompt); nothing is trained, so the learning rate is unused.
+    defaults={"dataset": "prompts-en-sample", "train": {"learning_rate": 2.0e-4, "max_steps": 0, "save_steps": 20}},
+)
+
 
 
 def run(context: RunContext):
@@ -28,8 +51,6 @@ def output_names(run_id: str) -> dict:
 
 
 class BestOfN:
-    produces_model = False   # train.py saves no final/ model for this stage: its output is datasets
-
     def __init__(self, context: RunContext):
         import torch
         from transformers import TrainerControl, TrainerState

@@ -11,9 +11,31 @@ answer length on a few held-out (or, without an eval split, training) pairs. A r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from pipelines.config import setting
 from pipelines.errors import StudioError
+from pipelines.stages import declare
 from pipelines.stages.common import (RunContext, common_training_args, count_parameters, eval_args, lora_config,
                                      precision_args, quiet, stage_inputs)
+
+
+@dataclass
+class RewardSettings:
+    center_rewards: float = setting(0.01, "Pulls rewards toward a mean of 0 (TRL's center_rewards_coefficient), so scores stay comparable across prompts; 0 turns it off.",
+                                   minimum=0.0, maximum=10.0)
+
+
+def validate(config) -> None:
+    if config.peft.method == "qlora":
+        raise StudioError("check.reward.no_qlora")
+
+
+STAGE = declare(
+    __name__, name="reward", order=2, data_kind="preference", settings=RewardSettings, output="reward_model",
+    rows_per_example=2, validate=validate,
+    defaults={"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40, "save_steps": 20}},
+)
 
 
 LENGTH_CHECK_PAIRS = 32

@@ -3,8 +3,24 @@ answers to its prompt. Same reward sources and samples table as PPO and GRPO."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from pipelines.stages import declare
 from pipelines.stages.common import RunContext, lora_config, quiet
-from pipelines.stages.grpo import sampled_rl_parts
+from pipelines.stages.grpo import SampledRLSettings, sampled_rl_parts, validate_groups
+
+
+@dataclass
+class RLOOSettings(SampledRLSettings):
+    pass
+
+
+STAGE = declare(
+    __name__, name="rloo", probes_own_prompts=True, order=8, data_kind="prompt_only", settings=RLOOSettings,
+    takes_reward=True,
+    validate=validate_groups,
+    defaults={"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
+)
 
 
 def run(context: RunContext):

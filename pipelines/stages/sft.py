@@ -9,8 +9,15 @@ from __future__ import annotations
 
 from pipelines.errors import StudioError
 from pipelines.models import context_length, estimate_training_memory
+from pipelines.stages import declare
 from pipelines.stages.common import (RunContext, count_parameters, eval_args, lora_config, policy_and_args, quiet,
                                      stage_inputs)
+
+
+STAGE = declare(
+    __name__, name="sft", order=1, data_kind="instruction",
+    defaults={"dataset": "alpaca-en-sample", "train": {"learning_rate": 2.0e-4, "max_steps": 60, "save_steps": 20}},
+)
 
 
 def run(context: RunContext) -> None:

@@ -15,7 +15,8 @@ import gradio as gr
 import yaml
 
 from pipelines import api
-from pipelines.config import STAGES, SECTIONS, STAGE_SECTIONS, RunConfig, stage_defaults
+from pipelines.config import (RunConfig, TrainSettings, stage_defaults, stage_names, stage_sections,
+                              stage_train_settings, top_fields)
 from pipelines.errors import StudioError
 from studio.charts import training_curves
 from studio.choices import dataset_names
@@ -47,7 +48,7 @@ def build(workspace: Path):
         with gr.Row():
             with gr.Column(scale=2):
                 gr.Markdown(f"### {t('train.setup')}")
-                add("", top["stage"], gr.Dropdown(choices=list(STAGES), value=defaults.stage, label=t("stage"),
+                add("", top["stage"], gr.Dropdown(choices=list(stage_names()), value=defaults.stage, label=t("stage"),
                                                   info=t("help.stage")))
                 model = add("", top["model"], gr.Dropdown(choices=api.list_checkpoints(workspace), value=defaults.model,
                                                           allow_custom_value=True, label=t("model"), info=t("help.model")))
@@ -59,7 +60,7 @@ def build(workspace: Path):
                 add("", top["name"], field_component("", top["name"]))
                 with gr.Accordion(t("train.stage_settings"), open=True, visible=False) as stage_box:
                     stage_groups = {}
-                    for section in STAGE_SECTIONS:
+                    for section in stage_sections():
                         with gr.Group(visible=False) as stage_groups[section]:
                             for spec in section_fields(section):
                                 add(section, spec, field_component(section, spec))
@@ -107,7 +108,7 @@ def build(workspace: Path):
 
     private = {"api_visibility": "private"}
     by_key = dict(zip(keys, inputs))
-    stage_outputs = [dataset, stage_box, *stage_groups.values(), *(by_key[("train", n)] for n in STAGE_TRAIN_DEFAULTS)]
+    stage_outputs = [dataset, stage_box, *stage_groups.values(), *(by_key[("train", n)] for n in stage_train_settings())]
     by_key[("", "stage")].input(stage_changed, [by_key[("", "stage")]], stage_outputs, **private)
     for button, stage in ((sft_on_it, "sft"), (dpo_on_it, "dpo")):
         button.click(shows_errors(partial(train_on_output, workspace, stage)), [run],
@@ -127,24 +128,22 @@ def build(workspace: Path):
 
 
 def section_fields_top():
-    return [f for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS]
-
-
-STAGE_TRAIN_DEFAULTS = ("learning_rate", "max_steps", "save_steps")   # the train settings whose defaults differ by stage
+    return top_fields()
 
 
 def stage_changed(stage: str):
     """A new stage brings its own dataset and defaults (a DPO learning rate is not an SFT one) and its settings."""
     defaults = stage_defaults(stage)
-    return (gr.update(value=defaults["dataset"]), gr.update(visible=stage in STAGE_SECTIONS),
-            *(gr.update(visible=section == stage) for section in STAGE_SECTIONS),
-            *(gr.update(value=defaults["train"][name]) for name in STAGE_TRAIN_DEFAULTS))
+    return (gr.update(value=defaults["dataset"]), gr.update(visible=stage in stage_sections()),
+            *(gr.update(visible=section == stage) for section in stage_sections()),
+            *(gr.update(value=defaults["train"].get(name, getattr(TrainSettings, name)))
+              for name in stage_train_settings()))
 
 
 def config_text(keys, *values) -> str:
     """The YAML the form sends: every setting, with only the chosen stage's own section."""
     config = values_to_config(keys, list(values))
-    config = {k: v for k, v in config.items() if k not in STAGE_SECTIONS or k == config.get("stage")}
+    config = {k: v for k, v in config.items() if k not in stage_sections() or k == config.get("stage")}
     return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
 
 
