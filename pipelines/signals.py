@@ -38,13 +38,23 @@ def warning_signs(stage: str, metrics: list[dict], rule_reward: bool = False) ->
 
 
 def signs_by_kind(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, str]:
-    """{kind: sentence}: the kind stays the same while the sentence's numbers move (the run log prints each kind once)."""
-    if stage == "reward":
-        return _length_signs(metrics)
-    if stage in ("ppo", "grpo", "rloo"):
-        return {**_flat_score_signs(stage, metrics, rule_reward), **_reward_hacking_signs(stage, metrics)}
-    if stage not in ("dpo", "kto", "orpo"):
-        return {}
+    """{kind: sentence}: the kind stays the same while the sentence's numbers move (the run log prints each kind once).
+    Which signs a stage watches for, its declaration says (`warning_signs`: one of the functions below)."""
+    from pipelines.stages import get_stage
+
+    declared = get_stage(stage)
+    return declared.warning_signs(stage, metrics, rule_reward) if declared and declared.warning_signs else {}
+
+
+def reward_model_signs(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, str]:
+    return _length_signs(metrics)
+
+
+def rl_signs(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, str]:
+    return {**_flat_score_signs(stage, metrics, rule_reward), **_reward_hacking_signs(stage, metrics)}
+
+
+def preference_signs(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, str]:
     signs = _greedy_signs(stage, metrics)
     margins = _series(metrics, "rewards/margins")
     if len(margins) >= MIN_STEPS:

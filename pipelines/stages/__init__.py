@@ -33,6 +33,8 @@ class Stage:
                                        # change at all is what its curves do not tell (pipelines/probes.py)
     validate: Callable | None = None   # validate(config): checks that need neither model nor data; raises StudioError
     check_start: Callable | None = None   # check_start(config, rows) -> warnings, once the data is loaded
+    warning_signs: Callable | None = None   # warning_signs(stage, metrics, rule_reward) -> {kind: sentence}
+                                            # (pipelines/signals.py: preference_signs, rl_signs, …)
     panels: tuple = ()             # chart panels it logs: ((title code, (metric keys…)), …)
     run_module: str = ""           # the module whose run(context) trains it (default: the declaring module)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from pipelines.config import setting
 from pipelines.errors import StudioError
+from pipelines.signals import preference_signs
 from pipelines.stages import declare
 from pipelines.stages.checks import few_pairs_warning
 from pipelines.stages.common import RunContext, eval_args, lora_config, policy_and_args, quiet, stage_inputs
@@ -45,6 +46,7 @@ STAGE = declare(
     # At 5e-5 a behaviour carried only by the chosen answers (a sign-off, an opener) was ranked right but never
     # reached greedy answers in 40 steps; 2e-4 with the SFT term (dpo.sft_weight 1) taught each one
     # (bench/preference_behaviours.py).
+    warning_signs=preference_signs,
     defaults={"dataset": "preference-en-sample", "train": {"learning_rate": 2.0e-4, "max_steps": 40, "save_steps": 20}},
 )
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pipelines.config import MAX_TEMPERATURE, reward_source, setting
 from pipelines.errors import StudioError
+from pipelines.signals import rl_signs
 from pipelines.stages import declare
 from pipelines.stages.common import RunContext, lora_config, policy_and_args, quiet, stage_inputs
 
@@ -44,6 +45,7 @@ STAGE = declare(
     __name__, name="grpo", probes_own_prompts=True, order=7, data_kind="prompt_only", settings=GRPOSettings,
     takes_reward=True,
     validate=validate_groups,
+    warning_signs=rl_signs,
     defaults={"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
 )
 

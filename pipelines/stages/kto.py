@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pipelines.config import setting
 from pipelines.errors import StudioError
+from pipelines.signals import preference_signs
 from pipelines.stages import declare
 from pipelines.stages.checks import few_pairs_warning
 from pipelines.stages.common import RunContext, eval_args, lora_config, policy_and_args, quiet, stage_inputs
@@ -34,6 +35,7 @@ def check_start(config, rows: list) -> list:
 STAGE = declare(
     __name__, name="kto", probes_own_prompts=True, order=4, data_kind="unpaired", settings=KTOSettings,
     check_start=check_start,
+    warning_signs=preference_signs,
     defaults={"dataset": "preference-en-sample", "train": {"learning_rate": 5.0e-5, "max_steps": 40, "save_steps": 20}},
 )
 

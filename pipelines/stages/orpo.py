@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from pipelines.config import setting
 from pipelines.errors import StudioError
+from pipelines.signals import preference_signs
 from pipelines.stages import declare
 from pipelines.stages.checks import few_pairs_warning
 from pipelines.stages.common import RunContext, eval_args, lora_config, policy_and_args, quiet, stage_inputs
@@ -23,6 +24,7 @@ STAGE = declare(
     __name__, name="orpo", probes_own_prompts=True, order=5, data_kind="preference", settings=ORPOSettings,
     rows_per_example=2,
     check_start=few_pairs_warning,
+    warning_signs=preference_signs,
     defaults={"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40, "save_steps": 20}},
 )
 

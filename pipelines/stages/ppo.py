@@ -34,6 +34,7 @@ from pathlib import Path
 from pipelines import run_files
 from pipelines.config import MAX_STEPS, MAX_TEMPERATURE, reward_source, setting
 from pipelines.errors import StudioError
+from pipelines.signals import rl_signs
 from pipelines.stages import declare
 from pipelines.stages.common import (RunContext, count_parameters, load_policy, lora_config, precision_args,
                                      refuse_several_processes, stage_inputs, use_gradient_checkpointing)
@@ -77,6 +78,7 @@ def validate(config) -> None:
 STAGE = declare(
     __name__, name="ppo", probes_own_prompts=True, order=6, data_kind="prompt_only", settings=PPOSettings,
     takes_reward=True, validate=validate,
+    warning_signs=rl_signs,
     defaults={"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
 )
 

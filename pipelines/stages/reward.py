@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from pipelines.config import setting
 from pipelines.errors import StudioError
+from pipelines.signals import reward_model_signs
 from pipelines.stages import declare
 from pipelines.stages.common import (RunContext, common_training_args, count_parameters, eval_args, lora_config,
                                      precision_args, quiet, stage_inputs)
@@ -34,6 +35,7 @@ def validate(config) -> None:
 STAGE = declare(
     __name__, name="reward", order=2, data_kind="preference", settings=RewardSettings, output="reward_model",
     rows_per_example=2, validate=validate,
+    warning_signs=reward_model_signs,
     defaults={"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40, "save_steps": 20}},
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines.signals import rl_signs
 from pipelines.stages import declare
 from pipelines.stages.common import RunContext, lora_config, quiet
 from pipelines.stages.grpo import SampledRLSettings, sampled_rl_parts, validate_groups
@@ -19,6 +20,7 @@ STAGE = declare(
     __name__, name="rloo", probes_own_prompts=True, order=8, data_kind="prompt_only", settings=RLOOSettings,
     takes_reward=True,
     validate=validate_groups,
+    warning_signs=rl_signs,
     defaults={"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
 )
 
