@@ -320,15 +320,19 @@ def score(workspace: Path, checkpoint: str, prompt: str, responses: list[str]) -
 
 
 def evaluate_reward(workspace: Path, checkpoint: str, dataset: str, limit: int = 500) -> dict:
-    """Held-out accuracy, margins and length correlation of a reward checkpoint on a preference dataset."""
-    from pipelines.scoring import evaluate_pairs
-    return evaluate_pairs(workspace, checkpoint, dataset, max(1, min(int(limit), 5000)))
+    """Held-out accuracy, margins and length correlation of a reward checkpoint on a preference dataset (at most
+    5000 pairs): checkpoint, dataset, pairs, accuracy, margins, mean_margin, length_correlation, warnings (one when
+    the pairs are the reward run's own training data). Runs as a job (start_job "evaluate_reward") and waits for it."""
+    from pipelines import jobs
+    results = jobs.run_to_end(workspace, "evaluate_reward", {"checkpoint": checkpoint, "dataset": dataset, "limit": limit})
+    return {**results["summary"], "warnings": results["warnings"]}
 
 
 def score_dataset(workspace: Path, checkpoint: str, dataset: str, limit: int = 1000) -> list[dict]:
-    """Every answer of a dataset with the reward a reward checkpoint gives it, best first."""
-    from pipelines.scoring import score_dataset as ranked
-    return ranked(workspace, checkpoint, dataset, max(1, min(int(limit), 10000)))
+    """Every answer of a dataset (at most 10000 rows) with the reward a reward checkpoint gives it, best first:
+    prompt, answer, side, reward. Runs as a job (start_job "score_dataset") and waits for it."""
+    from pipelines import jobs
+    return jobs.run_to_end(workspace, "score_dataset", {"checkpoint": checkpoint, "dataset": dataset, "limit": limit})["rows"]
 
 
 def run_samples(workspace: Path, run_id: str) -> list[dict]:
@@ -362,9 +366,52 @@ def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpo
 
 def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, scorer: str,
              settings: dict | None = None) -> dict:
-    """Every prompt (a list, or a dataset name) through every checkpoint, scored: rows, means, win rates."""
-    from pipelines.compare import evaluate as run_evaluation
-    return run_evaluation(workspace, list(checkpoints or []), prompts, scorer, settings or {})
+    """Every prompt (a list, or a dataset name) through every checkpoint, scored: rows, means, win rates. Runs as a
+    job (start_job "evaluate") and waits for it."""
+    from pipelines import jobs
+    results = jobs.run_to_end(workspace, "evaluate", {"checkpoints": checkpoints, "prompts": prompts, "scorer": scorer,
+                                                      "settings": settings or {}})
+    return {"rows": results["rows"], **results["summary"]}
+
+
+def start_job(workspace: Path, kind: str, spec: dict) -> str:
+    """Start a long job in a process of its own and return its id; follow it with job_status, stop it with
+    cancel_job, read what it found with job_results. kind and spec: "evaluate" {checkpoints, prompts (a list or a
+    dataset name), scorer, settings}; "score_dataset" {checkpoint, dataset, limit}; "evaluate_reward" {checkpoint,
+    dataset, limit}, the arguments of the endpoints of those names."""
+    from pipelines import jobs
+    return jobs.start(workspace, kind, spec).name
+
+
+def job_status(workspace: Path, job_id: str) -> dict:
+    """A job's job_id, kind, status (queued, running, completed, failed, cancelled, interrupted), done and total
+    rows, eta_s, error, warnings, created_at, started_at, finished_at and spec."""
+    from pipelines import jobs
+    return jobs.status_of(jobs.job_dir_of(workspace, job_id))
+
+
+def cancel_job(workspace: Path, job_id: str) -> dict:
+    """Stop a queued or running job (its whole process group); returns its job_status, `cancelled` unless it had
+    already ended."""
+    from pipelines import jobs
+    job_dir = jobs.job_dir_of(workspace, job_id)
+    jobs.cancel(job_dir)
+    return jobs.status_of(job_dir)
+
+
+def list_jobs(workspace: Path, kind: str = "") -> list[dict]:
+    """Every job in the workspace (of `kind`, when given), newest first, each as job_status gives it."""
+    from pipelines import jobs
+    listed = [jobs.status_of(job_dir) for job_dir in jobs.list_job_dirs(workspace)]
+    return [status for status in listed if not kind or status["kind"] == kind]
+
+
+def job_results(workspace: Path, job_id: str) -> dict:
+    """What a job found: job_id, kind, status, rows (those written so far while it runs; a score_dataset job's
+    best first once complete), summary (once complete: means and win_rates, or accuracy and margins), warnings and
+    files (the results as CSV and JSONL on the server)."""
+    from pipelines import jobs
+    return jobs.results_of(jobs.job_dir_of(workspace, job_id))
 
 
 def free_models() -> int:

@@ -9,6 +9,7 @@
     python -m pipelines stop <run_id>                ask a running run to save a checkpoint and stop
     python -m pipelines prepare-model                fetch and convert the bundled model once
     python -m pipelines stages [stage]               the stages, or one stage's settings with their help
+    python -m pipelines job workspace/jobs/<id>      do a job the app started (evaluate, score a dataset)
     python -m pipelines road [--language ko]         try the road: SFT → DPO and SFT → reward model → PPO on a
                                                      bundled sample with defaults, then the answers side by side
 """
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = add_command("stop", help="Ask a run to save a checkpoint and stop.")
     stop.add_argument("run_id")
     add_command("prepare-model", help="Download and convert the bundled model.")
+    job = add_command("job", help="Do a job the app or the API started (pipelines/jobs.py), in this process.")
+    job.add_argument("job_dir")
     stages = add_command("stages", help="List the training stages (" + ", ".join(stage_names()) + "), or the "
                          "settings of one, with their defaults, bounds and help.")
     stages.add_argument("stage", nargs="?", choices=stage_names(), help="The stage whose settings to show.")
@@ -103,6 +106,9 @@ def _dispatch(args, workspace: Path) -> int:
     if args.command == "stages":
         _print_stages(args.stage)
         return 0
+    if args.command == "job":
+        from pipelines.jobs import work
+        return work(Path(args.job_dir))
     if args.command == "prepare-model":
         from pipelines.bundled import bundled_model_dir
         print(bundled_model_dir())

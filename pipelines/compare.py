@@ -245,12 +245,13 @@ def win_rates(scores: dict[str, list[float]]) -> dict[str, dict[str, float]]:
 
 
 def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, scorer: str,
-             settings: dict | None = None) -> dict:
+             settings: dict | None = None, on_rows=None) -> dict:
     """Every prompt through every checkpoint (greedy unless settings say otherwise), every answer scored by a reward
-    checkpoint and/or a rule file; per-answer scores, mean per checkpoint, pairwise win rates."""
+    checkpoint and/or a rule file; per-answer scores, mean per checkpoint, pairwise win rates. `on_rows` is given
+    each prompt's rows as they are scored (a job's progress, pipelines/jobs.py)."""
     from pipelines.rl.rewards import RewardScorer, check_reward
 
-    prompt_list = _prompt_list(workspace, prompts)
+    prompt_list = evaluation_prompts(workspace, prompts)
     settings = {"temperature": 0, "max_new_tokens": 128, **(settings or {})}
     rows = []
     by_checkpoint: dict[str, list[float]] = {c: [] for c in checkpoints}
@@ -261,12 +262,14 @@ def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, 
             for checkpoint, answer, score in zip(checkpoints, answers, scores):
                 rows.append({"prompt": prompt, "checkpoint": checkpoint, "answer": answer, "score": score})
                 by_checkpoint[checkpoint].append(score)
+            if on_rows:
+                on_rows(rows[-len(answers):])
     means = {c: sum(v) / len(v) for c, v in by_checkpoint.items()}
     return {"rows": rows, "means": means, "win_rates": win_rates(by_checkpoint), "prompts": len(prompt_list),
             "scorer": scoring.source.describe()}
 
 
-def _prompt_list(workspace: Path, prompts: list[str] | str) -> list[str]:
+def evaluation_prompts(workspace: Path, prompts: list[str] | str) -> list[str]:
     """A list of prompts, or the name of a dataset whose rows' last user turns are the prompts."""
     if isinstance(prompts, str):
         from pipelines.data.store import load_dataset

@@ -8,10 +8,12 @@ template and tokenised by its own tokenizer, so any policy's answers can be scor
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, quote
+from pipelines.messages import Message
 from pipelines.models import ModelSource, trust_remote_code
 
 
@@ -34,9 +36,9 @@ def load_reward_backbone(source: ModelSource, dtype=None):
 
 def check_reward_stage(source: ModelSource) -> None:
     if source.stage != "reward":
-        made_by = f" (the {source.stage.upper()} stage trained it)" if source.stage else ""
-        raise StudioError(f"{source.spec!r} is not a reward model{made_by}; scoring needs the checkpoint or final "
-                          "model of a reward run.")
+        if source.stage:
+            raise StudioError("scoring.not_reward_made_by", model=quote(source.spec), stage=source.stage.upper())
+        raise StudioError("scoring.not_reward", model=quote(source.spec))
 
 
 def load_reward_model(source: ModelSource):
@@ -67,7 +69,7 @@ def load_reward_model(source: ModelSource):
         model = AutoModelForSequenceClassification.from_pretrained(source.base, num_labels=1, use_safetensors=True,
                                                                    trust_remote_code=trust_remote_code())
     if model.config.num_labels != 1:
-        raise StudioError(f"{source.spec!r} has {model.config.num_labels} outputs; a reward model has one.")
+        raise StudioError("scoring.not_one_output", model=quote(source.spec), outputs=model.config.num_labels)
     model.config.pad_token_id = tokenizer.pad_token_id   # the score is read at the last token that is not padding
     return model.eval(), tokenizer
 
@@ -98,11 +100,7 @@ def cached_reward_model(source: ModelSource):
 
 
 def _cached(workspace: Path, checkpoint: str):
-    from pipelines.models import resolve_model
-
-    if not isinstance(checkpoint, str) or not checkpoint.strip():
-        raise StudioError("Pick a reward model first: the checkpoint or final model of a reward run (my-rm/final).")
-    return cached_reward_model(resolve_model(checkpoint, workspace))
+    return cached_reward_model(_reward_source(workspace, checkpoint))
 
 
 def score_conversations(model, tokenizer, conversations: list[list[dict]], batch_size: int = 8) -> list[float]:
@@ -122,33 +120,139 @@ def score_conversations(model, tokenizer, conversations: list[list[dict]], batch
 def score(workspace: Path, checkpoint: str, prompt: str, responses: list[str]) -> list[float]:
     """The reward of each response to `prompt`."""
     if not isinstance(prompt, str) or not prompt.strip():
-        raise StudioError("The prompt is empty; type the question the answers respond to.")
+        raise StudioError("scoring.no_prompt")
     if not responses or not all(isinstance(r, str) and r.strip() for r in responses):
-        raise StudioError("Give at least one non-empty response to score.")
+        raise StudioError("scoring.no_responses")
     model, tokenizer = _cached(workspace, checkpoint)
     user = [{"role": "user", "content": prompt}]
     return score_conversations(model, tokenizer, [user + [{"role": "assistant", "content": r}] for r in responses])
 
 
-def evaluate_pairs(workspace: Path, checkpoint: str, dataset: str, limit: int = 500) -> dict:
-    """Accuracy (chosen scored above rejected), margins, and how strongly reward follows answer length."""
+# ---- Jobs (pipelines/jobs.py): a reward model measured on preference pairs, every answer of a dataset scored.
+# Each scores a batch at a time and reports it, so a long one shows rows done / total and can be cancelled.
+
+BATCH = 8
+EVALUATE_LIMIT, EVALUATE_MAX = 500, 5000
+SCORE_LIMIT, SCORE_MAX = 1000, 10000
+
+
+def _reward_source(workspace: Path, checkpoint) -> ModelSource:
+    """The reward checkpoint a job scores with, checked without loading it."""
+    from pipelines.models import resolve_model
+
+    if not isinstance(checkpoint, str) or not checkpoint.strip():
+        raise StudioError("scoring.no_checkpoint")
+    source = resolve_model(checkpoint, workspace)
+    check_reward_stage(source)
+    return source
+
+
+def _limit(value, default: int, maximum: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise StudioError("scoring.bad_limit", value=quote(value), maximum=maximum) from None
+    return max(1, min(number, maximum))
+
+
+def _dataset_name(spec: dict) -> str:
+    dataset = spec.get("dataset")
+    if not isinstance(dataset, str) or not dataset.strip():
+        raise StudioError("scoring.no_dataset")
+    return dataset
+
+
+class _NoProgress:
+    def total(self, count: int) -> None:
+        pass
+
+    def rows(self, rows: list[dict]) -> None:
+        pass
+
+    def replace(self, rows: list[dict]) -> None:
+        pass
+
+
+def _last_user(turns: list[dict]) -> str:
+    return next((t["content"] for t in reversed(turns) if t["role"] == "user"), "")
+
+
+def prepare_evaluate_pairs(workspace: Path, spec: dict) -> tuple[dict, list[Message]]:
+    """spec: checkpoint (a reward run's), dataset (preference pairs), limit (pairs, at most 5000)."""
     from pipelines.data.store import load_rows
 
+    checkpoint = spec.get("checkpoint")
+    _reward_source(workspace, checkpoint)
+    dataset, limit = _dataset_name(spec), _limit(spec.get("limit"), EVALUATE_LIMIT, EVALUATE_MAX)
+    pairs = load_rows(dataset, workspace, "preference")[:limit]
+    return {"checkpoint": checkpoint, "dataset": dataset, "limit": limit}, training_overlap(workspace, checkpoint, dataset, pairs)
+
+
+def run_evaluate_pairs(workspace: Path, spec: dict, progress) -> dict:
+    return evaluate_pairs(workspace, spec["checkpoint"], spec["dataset"], spec["limit"], progress)
+
+
+def evaluate_pairs(workspace: Path, checkpoint: str, dataset: str, limit: int = EVALUATE_LIMIT, progress=None) -> dict:
+    """Accuracy (chosen scored above rejected), margins, and how strongly reward follows answer length. Each batch
+    of scored pairs goes to `progress` (a jobs.Progress) as rows: prompt, chosen, rejected, their rewards, margin."""
+    from pipelines.data.store import load_rows
+
+    progress = progress or _NoProgress()
     pairs = load_rows(dataset, workspace, "preference")[:limit]
     model, tokenizer = _cached(workspace, checkpoint)
-    chosen = score_conversations(model, tokenizer, [p["prompt"] + p["chosen"] for p in pairs])
-    rejected = score_conversations(model, tokenizer, [p["prompt"] + p["rejected"] for p in pairs])
-    margins = [c - r for c, r in zip(chosen, rejected)]
-    lengths = [len(p[side][0]["content"]) for p in pairs for side in ("chosen", "rejected")]
-    rewards = [value for pair in zip(chosen, rejected) for value in pair]
+    progress.total(len(pairs))
+    rows = []
+    for start in range(0, len(pairs), BATCH):
+        batch = pairs[start:start + BATCH]
+        scores = score_conversations(model, tokenizer, [p["prompt"] + p["chosen"] for p in batch]
+                                     + [p["prompt"] + p["rejected"] for p in batch])
+        scored = [{"prompt": _last_user(p["prompt"]), "chosen": p["chosen"][0]["content"],
+                   "rejected": p["rejected"][0]["content"], "chosen_reward": chosen, "rejected_reward": rejected,
+                   "margin": chosen - rejected}
+                  for p, chosen, rejected in zip(batch, scores[:len(batch)], scores[len(batch):])]
+        progress.rows(scored)
+        rows += scored
+    margins = [r["margin"] for r in rows]
+    lengths = [len(r[side]) for r in rows for side in ("chosen", "rejected")]
+    rewards = [r[f"{side}_reward"] for r in rows for side in ("chosen", "rejected")]
     correlation = pearson(lengths, rewards)
     warnings = []
     if abs(correlation) >= LENGTH_CORRELATION_WARNING:
-        warnings.append(f"Rewards follow answer length (correlation {correlation:+.2f}): the model may have learned "
-                        "'longer is better' rather than quality, a known reward-hacking path.")
+        warnings.append(Message("reward.follows_length", correlation=correlation))
     return {"checkpoint": checkpoint, "dataset": dataset, "pairs": len(pairs),
             "accuracy": sum(m > 0 for m in margins) / max(len(margins), 1), "margins": margins,
             "mean_margin": sum(margins) / max(len(margins), 1), "length_correlation": correlation, "warnings": warnings}
+
+
+def training_overlap(workspace: Path, checkpoint: str, dataset: str, pairs: list[dict]) -> list[Message]:
+    """A warning when the pairs a reward model is measured on are pairs it trained on: its accuracy there says how
+    well it learned them by heart, not how well it ranks answers it has not seen."""
+    from pipelines.data.store import load_rows
+    from pipelines.models import CHECKPOINT_ID
+    from pipelines.runs import load_config
+
+    match = CHECKPOINT_ID.fullmatch(checkpoint.strip())
+    if not match:
+        return []
+    try:
+        trained_on = load_config(Path(workspace) / "runs" / match["run"]).dataset
+        training = pairs if trained_on == dataset else load_rows(trained_on, workspace, "preference")
+    except (StudioError, OSError):   # its training data is gone or changed kind: nothing to compare
+        return []
+    seen = {_pair_key(p) for p in training}
+    overlap = sum(_pair_key(p) in seen for p in pairs)
+    if trained_on == dataset or overlap == len(pairs):
+        return [Message("reward.own_training_set", run=match["run"], dataset=quote(dataset))]
+    if overlap:
+        return [Message("reward.training_overlap", overlap=overlap, pairs=len(pairs), run=match["run"],
+                        dataset=quote(trained_on))]
+    return []
+
+
+def _pair_key(pair: dict) -> str:
+    return json.dumps([pair["prompt"], pair["chosen"], pair["rejected"]], sort_keys=True, ensure_ascii=False)
 
 
 LENGTH_CORRELATION_WARNING = 0.5
@@ -164,8 +268,22 @@ def pearson(xs: list[float], ys: list[float]) -> float:
     return 0.0 if sx == 0 or sy == 0 else sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / (sx * sy)
 
 
-def score_dataset(workspace: Path, checkpoint: str, dataset: str, limit: int = 1000) -> list[dict]:
-    """Every answer of a dataset with its reward, best first (preference rows give both of their answers)."""
+def prepare_score_dataset(workspace: Path, spec: dict) -> tuple[dict, list[Message]]:
+    """spec: checkpoint (a reward run's), dataset (one with answers), limit (rows, at most 10000)."""
+    checkpoint = spec.get("checkpoint")
+    _reward_source(workspace, checkpoint)
+    dataset, limit = _dataset_name(spec), _limit(spec.get("limit"), SCORE_LIMIT, SCORE_MAX)
+    _answers_of(workspace, dataset, limit)
+    return {"checkpoint": checkpoint, "dataset": dataset, "limit": limit}, []
+
+
+def run_score_dataset(workspace: Path, spec: dict, progress) -> dict:
+    ranked = score_dataset(workspace, spec["checkpoint"], spec["dataset"], spec["limit"], progress)
+    return {"checkpoint": spec["checkpoint"], "dataset": spec["dataset"], "answers": len(ranked)}
+
+
+def _answers_of(workspace: Path, dataset: str, limit: int) -> list[tuple[list[dict], str, str]]:
+    """(prompt turns, answer, side) of every answer in the first `limit` rows; preference rows give both."""
     from pipelines.data.store import load_dataset
 
     kind, data = load_dataset(dataset, workspace)
@@ -179,8 +297,24 @@ def score_dataset(workspace: Path, checkpoint: str, dataset: str, limit: int = 1
         elif kind == "unpaired":
             items.append((row["prompt"], row["completion"][0]["content"], "desirable" if row["label"] else "undesirable"))
         else:
-            raise StudioError(f"Dataset {dataset!r} has prompts but no answers to score.")
+            raise StudioError("scoring.no_answers", dataset=quote(dataset))
+    return items
+
+
+def score_dataset(workspace: Path, checkpoint: str, dataset: str, limit: int = SCORE_LIMIT, progress=None) -> list[dict]:
+    """Every answer of a dataset with its reward, best first (preference rows give both of their answers). Each
+    scored batch goes to `progress` as it comes, and the ranking replaces them at the end."""
+    progress = progress or _NoProgress()
+    items = _answers_of(workspace, dataset, limit)
     model, tokenizer = _cached(workspace, checkpoint)
-    rewards = score_conversations(model, tokenizer, [p + [{"role": "assistant", "content": a}] for p, a, _ in items])
-    scored = [{"prompt": p[-1]["content"], "answer": a, "side": side, "reward": r} for (p, a, side), r in zip(items, rewards)]
-    return sorted(scored, key=lambda item: item["reward"], reverse=True)
+    progress.total(len(items))
+    scored = []
+    for start in range(0, len(items), BATCH):
+        batch = items[start:start + BATCH]
+        rewards = score_conversations(model, tokenizer, [p + [{"role": "assistant", "content": a}] for p, a, _ in batch])
+        rows = [{"reward": r, "side": side, "prompt": _last_user(p), "answer": a} for (p, a, side), r in zip(batch, rewards)]
+        progress.rows(rows)
+        scored += rows
+    ranked = sorted(scored, key=lambda item: item["reward"], reverse=True)
+    progress.replace(ranked)
+    return ranked

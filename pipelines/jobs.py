@@ -1,0 +1,377 @@
+"""Long jobs as processes and files: checkpoints evaluated on a prompt set, a dataset scored by a reward model, a
+reward model measured on preference pairs.
+
+    workspace/jobs/<job_id>/
+      job.json        what was asked: {"kind": ..., "spec": {...}, "workspace": ...}
+      status.json     queued | running | completed | failed | cancelled | interrupted, pid, done, total, eta_s, error
+      results.jsonl   one JSON object per result row, appended and flushed as rows come
+      results.csv     the same rows as CSV, appended alike
+      summary.json    what the whole job found (means, accuracy, warnings), written once at the end
+      job.log         the process's stdout and stderr
+
+A job keeps a run's guarantees (pipelines/runs.py, run_files.py). It is a process of its own,
+`python -m pipelines job <job_dir>`, started by runs.spawn: an argument list, never a shell string, in its own
+session and so its own process group, which Cancel stops whole. Everything the UI knows of a job it reads from the
+folder: status.json is replaced atomically, result lines are appended whole, and a job whose process died reads
+`interrupted` on the next look. The server only checks what was asked (a sentence if it is wrong) and starts it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from pipelines import run_files, runs
+from pipelines.errors import StudioError, quote
+from pipelines.messages import Message
+from pipelines.paths import check_name
+
+ACTIVE = ("queued", "running")
+JOB_FILE, RESULTS, RESULTS_CSV, SUMMARY, LOG = "job.json", "results.jsonl", "results.csv", "summary.json", "job.log"
+CANCEL_GRACE_SECONDS = 5.0   # a job stopped by SIGTERM finishes its batch's write; then its group is killed
+LAUNCH_SECONDS = 60.0        # a job queued this long without a process was never launched (the server died first)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """What a kind of job does. `prepare` runs in the server before anything starts: it checks the spec (one
+    sentence if it is wrong) and returns it normalised, with the warnings worth showing from the start. `run` runs
+    in the job's process: it reports rows through its Progress and returns the job's summary."""
+    prepare: Callable[[Path, dict], tuple[dict, list[Message]]]
+    run: Callable[[Path, dict, "Progress"], dict]
+    columns: tuple[str, ...]   # the CSV's columns, in order
+
+
+def kinds() -> dict[str, JobKind]:
+    from pipelines import scoring
+
+    return {
+        "evaluate": JobKind(prepare_evaluation, run_evaluation, ("prompt", "checkpoint", "score", "answer")),
+        "score_dataset": JobKind(scoring.prepare_score_dataset, scoring.run_score_dataset,
+                                 ("reward", "side", "prompt", "answer")),
+        "evaluate_reward": JobKind(scoring.prepare_evaluate_pairs, scoring.run_evaluate_pairs,
+                                   ("margin", "chosen_reward", "rejected_reward", "prompt", "chosen", "rejected")),
+    }
+
+
+# ---- the server's side: start, look, cancel
+
+def jobs_root(workspace: Path) -> Path:
+    root = Path(workspace) / "jobs"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def job_dir_of(workspace: Path, job_id: str) -> Path:
+    check_name(job_id, "job id")
+    job_dir = jobs_root(workspace) / job_id
+    if not (job_dir / JOB_FILE).is_file():
+        raise StudioError("jobs.not_found", job_id=quote(job_id))
+    return job_dir
+
+
+def start(workspace: Path, kind: str, spec: dict) -> Path:
+    """Check `spec` for a job of `kind`, write its folder and start its process; return the folder."""
+    workspace = Path(workspace).resolve()
+    known = kinds()
+    if not isinstance(kind, str) or kind not in known:
+        raise StudioError("jobs.unknown_kind", kind=quote(kind), kinds=", ".join(known))
+    if not isinstance(spec, dict):
+        raise StudioError("jobs.spec_not_mapping", kind=kind)
+    spec, warnings = known[kind].prepare(workspace, spec)
+    job_dir = runs.new_folder(jobs_root(workspace), f"{kind.replace('_', '-')}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    run_files.write_json_atomic(job_dir / JOB_FILE, {"kind": kind, "spec": spec, "workspace": str(workspace)})
+    run_files.write_json_atomic(job_dir / "status.json", {
+        "job_id": job_dir.name, "kind": kind, "status": "queued", "pid": None, "done": 0, "total": None, "eta_s": None,
+        "error": None, "error_message": None, "warnings": [w.to_dict() for w in warnings],
+        "created_at": time.time(), "updated_at": time.time()})
+    launch(job_dir)
+    return job_dir
+
+
+def launch(job_dir: Path) -> int:
+    try:
+        process = runs.spawn(["job", str(job_dir)], job_dir / LOG)
+    except OSError as exc:   # no python, no room for the log: the job fails saying so, and nothing runs
+        _finish(job_dir, "failed", StudioError("jobs.not_started", problem=quote(str(exc))), only_if_status="queued")
+        raise StudioError("jobs.not_started", problem=quote(str(exc))) from None
+    # Unless the job already reported itself running (it writes its own pid), it is queued with this one.
+    run_files.update_status(job_dir, only_if=lambda now: now.get("status") == "queued", pid=process.pid,
+                            pid_started=runs.process_start_time(process.pid))
+    return process.pid
+
+
+def refresh_status(job_dir: Path) -> dict:
+    """The job's status as it truly is: one whose process died (killed, crashed, out of memory) is `interrupted`."""
+    status = runs.refresh_status(job_dir, interrupted=str(Message("jobs.interrupted")))
+    if status.get("status") == "queued" and not status.get("pid") and \
+            time.time() - (status.get("created_at") or 0) > LAUNCH_SECONDS:
+        with contextlib.suppress(OSError):
+            status = run_files.update_status(job_dir, only_if=lambda now: now.get("status") == "queued" and not now.get("pid"),
+                                             status="interrupted", error=str(Message("jobs.interrupted")))
+    return status
+
+
+def cancel(job_dir: Path) -> dict:
+    """Stop the job's process group and mark it `cancelled`; a job that already ended keeps its state."""
+    status = refresh_status(job_dir)
+    if status.get("status") not in ACTIVE:
+        return status
+    status = run_files.update_status(job_dir, only_if=lambda now: now.get("status") in ACTIVE,
+                                     status="cancelled", eta_s=None, finished_at=time.time())
+    if status.get("status") != "cancelled":
+        return status   # it finished in the meantime
+    pid, started = status.get("pid"), status.get("pid_started")
+    if pid and runs.process_alive(pid, started):
+        _signal_group(pid, signal.SIGTERM)   # it stops between two batches, its files whole
+        deadline = time.time() + CANCEL_GRACE_SECONDS
+        while runs.process_alive(pid, started) and time.time() < deadline:
+            time.sleep(0.1)
+        if runs.process_alive(pid, started):
+            _signal_group(pid, signal.SIGKILL)
+    return status
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)   # runs.spawn started it in its own session: its group id is its pid
+    except ProcessLookupError:
+        pass   # ended between the check and the signal
+
+
+def wait(job_dir: Path, poll: float = 0.25) -> dict:
+    """Block until the job ends; return its final status."""
+    while (status := refresh_status(job_dir)).get("status") in ACTIVE:
+        time.sleep(poll)
+    return status
+
+
+def raise_unless_completed(job_dir: Path, status: dict) -> None:
+    """A job that did not complete, as the sentence it ended with."""
+    if status.get("status") == "completed":
+        return
+    if status.get("status") == "cancelled":
+        raise StudioError("jobs.was_cancelled", job_id=job_dir.name)
+    if status.get("error_message"):
+        raise StudioError(Message.from_dict(status["error_message"]))
+    raise StudioError(status.get("error") or str(Message("jobs.interrupted")))
+
+
+def list_job_dirs(workspace: Path) -> list[Path]:
+    dirs = [p for p in jobs_root(workspace).iterdir() if (p / JOB_FILE).is_file()]
+    return sorted(dirs, key=lambda p: run_files.read_status(p).get("created_at", 0), reverse=True)
+
+
+def read_job(job_dir: Path) -> dict:
+    return json.loads((job_dir / JOB_FILE).read_text(encoding="utf-8"))
+
+
+def read_summary(job_dir: Path) -> dict:
+    try:
+        return json.loads((job_dir / SUMMARY).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def rendered(value):
+    """`value` with every stored message ({"code", "params"}) turned into its text in the visitor's language."""
+    if isinstance(value, dict):
+        if set(value) == {"code", "params"}:
+            with contextlib.suppress(KeyError, TypeError):
+                return Message.from_dict(value).text()
+        return {k: rendered(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rendered(v) for v in value]
+    return value
+
+
+def error_text(status: dict) -> str | None:
+    """Why the job ended without completing, in the visitor's language."""
+    if status.get("error_message"):
+        return rendered(status["error_message"])
+    if status.get("status") == "interrupted":
+        return Message("jobs.interrupted").text()
+    return status.get("error")
+
+
+def status_of(job_dir: Path) -> dict:
+    """A job's status as the API gives it: plain data, its sentences in the visitor's language."""
+    status = refresh_status(job_dir)
+    return {"job_id": job_dir.name, "kind": status.get("kind"), "status": status.get("status"),
+            "done": status.get("done", 0), "total": status.get("total"), "eta_s": status.get("eta_s"),
+            "error": error_text(status), "warnings": rendered(status.get("warnings") or []),
+            "created_at": status.get("created_at"), "started_at": status.get("started_at"),
+            "finished_at": status.get("finished_at"), "spec": read_job(job_dir).get("spec", {})}
+
+
+def results_of(job_dir: Path) -> dict:
+    """The rows so far (all of them once it completed), the summary once it completed, every warning, the files."""
+    status = status_of(job_dir)
+    summary = rendered(read_summary(job_dir)) if status["status"] == "completed" else {}
+    warnings = status["warnings"] + summary.pop("warnings", [])
+    files = [str(job_dir / name) for name in (RESULTS_CSV, RESULTS) if (job_dir / name).is_file()]
+    return {"job_id": job_dir.name, "kind": status["kind"], "status": status["status"],
+            "rows": run_files.read_jsonl(job_dir / RESULTS), "summary": summary, "warnings": warnings, "files": files}
+
+
+def run_to_end(workspace: Path, kind: str, spec: dict) -> dict:
+    """Start a job and wait for it: its results, or the sentence it failed with (what the blocking endpoints do)."""
+    job_dir = start(workspace, kind, spec)
+    raise_unless_completed(job_dir, wait(job_dir))
+    return results_of(job_dir)
+
+
+# ---- the job's side: the process that does the work
+
+class JobCancelled(BaseException):
+    """SIGTERM from cancel(): a BaseException, so no `except Exception` on the way swallows it."""
+
+
+def _cancelled(signum, frame):
+    raise JobCancelled()
+
+
+class Progress:
+    """What a job reports as it goes: how many rows there will be, then the rows as they come, each batch
+    appended to results.jsonl and results.csv and counted in status.json with an ETA."""
+
+    def __init__(self, job_dir: Path, columns: tuple[str, ...]):
+        self.job_dir, self.columns = job_dir, columns
+        self.done, self.count, self.began = 0, None, time.time()
+
+    def total(self, count: int) -> None:
+        self.count, self.began = count, time.time()   # the ETA counts from here: loading the model is behind us
+        run_files.update_status(self.job_dir, only_if=_running, total=count, done=0)
+
+    def rows(self, rows: list[dict]) -> None:
+        _append_lines(self.job_dir / RESULTS, rows)
+        _append_csv(self.job_dir / RESULTS_CSV, self.columns, rows)
+        self.done += len(rows)
+        elapsed = time.time() - self.began
+        eta = elapsed / self.done * (self.count - self.done) if self.count and self.done else None
+        run_files.update_status(self.job_dir, only_if=_running, done=self.done, eta_s=eta)
+
+    def replace(self, rows: list[dict]) -> None:
+        """Rewrite every result at once (a ranking, best first, once all are scored): each file is replaced whole."""
+        for name, body in ((RESULTS, _jsonl_text(rows)), (RESULTS_CSV, _csv_text(self.columns, rows, header=True))):
+            staged = self.job_dir / f".{name}.tmp"
+            staged.write_text(body, encoding="utf-8")
+            os.replace(staged, self.job_dir / name)
+
+
+def _running(status: dict) -> bool:
+    return status.get("status") == "running"
+
+
+def _jsonl_text(rows: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def _append_lines(path: Path, rows: list[dict]) -> None:
+    with open(path, "a", encoding="utf-8") as handle:   # one write of whole lines, flushed: a kill tears at most the last
+        handle.write(_jsonl_text(rows))
+        handle.flush()
+
+
+def _csv_text(columns: tuple[str, ...], rows: list[dict], header: bool) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _append_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
+    with open(path, "a", encoding="utf-8", newline="") as handle:
+        handle.write(_csv_text(columns, rows, header=handle.tell() == 0))
+        handle.flush()
+
+
+def work(job_dir: Path) -> int:
+    """Do the job in `job_dir` (this process is its own): 0 if it completed."""
+    job_dir = Path(job_dir).resolve()
+    job = read_job(job_dir)
+    kind = kinds()[job["kind"]]
+    status = run_files.update_status(job_dir, only_if=lambda now: now.get("status") == "queued", status="running",
+                                     pid=os.getpid(), pid_started=runs.process_start_time(os.getpid()),
+                                     started_at=time.time())
+    if status.get("status") != "running":
+        return 1   # cancelled before it began
+    signal.signal(signal.SIGTERM, _cancelled)
+    try:
+        summary = kind.run(Path(job["workspace"]), job["spec"], Progress(job_dir, kind.columns))
+        run_files.write_json_atomic(job_dir / SUMMARY, json.loads(json.dumps(summary, default=_stored)))
+    except JobCancelled:
+        return 1   # cancel() has written the status
+    except StudioError as exc:
+        _finish(job_dir, "failed", exc)
+        return 1
+    except Exception as exc:   # a fault of the studio: the traceback to job.log, one sentence to the visitor
+        traceback.print_exc()
+        _finish(job_dir, "failed", StudioError("jobs.crashed", problem=quote(f"{type(exc).__name__}: {exc}"),
+                                               log=str(job_dir / LOG)))
+        return 1
+    _finish(job_dir, "completed", None)
+    return 0
+
+
+def _stored(value):
+    if isinstance(value, Message):
+        return value.to_dict()
+    raise TypeError(f"{type(value).__name__} is not plain data")
+
+
+def _finish(job_dir: Path, state: str, error: StudioError | None, only_if_status: str = "running") -> None:
+    message = error.catalog_message.to_dict() if error is not None and error.catalog_message else None
+    with contextlib.suppress(OSError):   # a full disk: the next look reads it interrupted
+        run_files.update_status(job_dir, only_if=lambda now: now.get("status") == only_if_status, status=state,
+                                error=str(error) if error is not None else None, error_message=message, eta_s=None,
+                                finished_at=time.time())
+
+
+# ---- Evaluate: every prompt through every checkpoint, scored
+
+def prepare_evaluation(workspace: Path, spec: dict) -> tuple[dict, list[Message]]:
+    """spec: checkpoints (list of model ids), prompts (a list, or a dataset name), scorer (a reward checkpoint
+    and/or a rules .py, joined by +), settings (generation settings, as chat's)."""
+    from pipelines.compare import evaluation_prompts
+    from pipelines.inference import check_settings
+    from pipelines.models import check_generative, resolve_model
+    from pipelines.rl.rewards import check_reward
+
+    checkpoints = spec.get("checkpoints")
+    if not isinstance(checkpoints, list) or not checkpoints or not all(isinstance(c, str) and c.strip() for c in checkpoints):
+        raise StudioError("jobs.no_checkpoints")
+    for checkpoint in checkpoints:
+        check_generative(resolve_model(checkpoint, workspace))
+    settings = spec.get("settings") or {}
+    check_settings(settings)
+    prompts = spec.get("prompts")
+    if not isinstance(prompts, (str, list)):
+        raise StudioError("jobs.no_prompts")
+    scorer = spec.get("scorer")
+    if not isinstance(scorer, str):
+        raise StudioError("jobs.no_scorer")
+    check_reward(scorer, workspace)
+    return {"checkpoints": checkpoints, "prompts": evaluation_prompts(workspace, prompts), "scorer": scorer,
+            "settings": settings}, []
+
+
+def run_evaluation(workspace: Path, spec: dict, progress: Progress) -> dict:
+    from pipelines.compare import evaluate
+
+    progress.total(len(spec["prompts"]) * len(spec["checkpoints"]))
+    report = evaluate(workspace, spec["checkpoints"], spec["prompts"], spec["scorer"], spec["settings"],
+                      on_rows=progress.rows)
+    return {key: value for key, value in report.items() if key != "rows"}   # the rows are in results.jsonl

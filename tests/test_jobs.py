@@ -1,0 +1,134 @@
+"""Long jobs (pipelines/jobs.py) leave the server: each runs in a process of its own, writes its progress and results
+as it goes, can be cancelled, and a killed one reads true on the next look. The blocking endpoints keep their shapes."""
+
+import csv
+import os
+import signal
+
+import psutil
+import pytest
+
+from pipelines import api
+from pipelines.errors import StudioError
+from tests.conftest import wait_for, write_jsonl
+from tests.test_preference_stages import PAIRS, stage_config, trained
+
+PROMPTS = [f"Question number {i}?" for i in range(6)]
+
+
+def slow_rule(workspace, seconds: float) -> str:
+    """A scorer that takes `seconds` per prompt, so a job is seen half-way."""
+    (workspace / "slow.py").write_text("import time\n\ndef reward(prompts, completions):\n"
+                                       f"    time.sleep({seconds})\n    return [float(len(c)) for c in completions]\n")
+    return "slow.py"
+
+
+def evaluation(tiny_model, scorer: str, prompts=PROMPTS) -> dict:
+    return {"checkpoints": [str(tiny_model)], "prompts": prompts, "scorer": scorer, "settings": {"max_new_tokens": 4}}
+
+
+def processes_running(path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if str(path) in " ".join(process.info["cmdline"] or []) and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(process)
+    return found
+
+
+def test_a_job_runs_in_its_own_process_and_writes_progress_and_results_as_it_goes(tiny_model, workspace):
+    job_id = api.start_job(workspace, "evaluate", evaluation(tiny_model, slow_rule(workspace, 0.7)))
+    half_way = wait_for(lambda: 0 < (s := api.job_status(workspace, job_id))["done"] < s["total"] and s, timeout=120,
+                        what="the first rows")
+    assert half_way["status"] == "running" and half_way["total"] == len(PROMPTS)
+    assert half_way["eta_s"] is not None and half_way["eta_s"] > 0
+    job_dir = workspace / "jobs" / job_id
+    pid = next(p for p in processes_running(job_dir) if "job" in p.info["cmdline"]).pid
+    assert pid != os.getpid() and os.getpgid(pid) == pid, "its own process, leading its own group"
+    partial = api.job_results(workspace, job_id)
+    assert 0 < len(partial["rows"]) < len(PROMPTS) and partial["summary"] == {}, "rows as they come, a summary at the end"
+
+    wait_for(lambda: api.job_status(workspace, job_id)["status"] != "running", timeout=120, what="the job to end")
+    status = api.job_status(workspace, job_id)
+    assert status["status"] == "completed" and status["done"] == status["total"] == len(PROMPTS), status
+    results = api.job_results(workspace, job_id)
+    assert [r["prompt"] for r in results["rows"]] == PROMPTS
+    assert all(r["score"] == len(r["answer"]) for r in results["rows"])
+    assert set(results["summary"]) == {"means", "win_rates", "prompts", "scorer"}
+    with open(job_dir / "results.csv", encoding="utf-8", newline="") as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["prompt"] for r in table] == PROMPTS and list(table[0]) == ["prompt", "checkpoint", "score", "answer"]
+    assert [j["job_id"] for j in api.list_jobs(workspace, "evaluate")] == [job_id], "reopened later from the folder"
+    assert api.list_jobs(workspace, "score_dataset") == []
+
+
+def test_cancel_stops_the_whole_process_group_and_the_status_says_cancelled(tiny_model, workspace):
+    job_id = api.start_job(workspace, "evaluate", evaluation(tiny_model, slow_rule(workspace, 2.0), PROMPTS * 5))
+    job_dir = workspace / "jobs" / job_id
+    wait_for(lambda: api.job_status(workspace, job_id)["done"] >= 1, timeout=120, what="the first rows")
+    assert any("rule_worker" in " ".join(p.info["cmdline"]) for p in processes_running(workspace / "slow.py"))
+    status = api.cancel_job(workspace, job_id)
+    assert status["status"] == "cancelled" and status["eta_s"] is None
+    wait_for(lambda: not processes_running(job_dir) and not processes_running(workspace / "slow.py"), timeout=10,
+             what="the job and its scorer to end")
+    assert api.job_status(workspace, job_id)["status"] == "cancelled", "the job's own last words do not overwrite it"
+    assert api.job_results(workspace, job_id)["rows"], "what was scored before the cancel stays readable"
+    assert api.cancel_job(workspace, job_id)["status"] == "cancelled", "cancelling twice changes nothing"
+    with pytest.raises(StudioError, match="was cancelled"):
+        from pipelines import jobs
+        jobs.raise_unless_completed(job_dir, jobs.refresh_status(job_dir))
+
+
+def test_a_killed_job_reads_interrupted_on_the_next_look(tiny_model, workspace):
+    job_id = api.start_job(workspace, "evaluate", evaluation(tiny_model, slow_rule(workspace, 2.0), PROMPTS * 5))
+    wait_for(lambda: api.job_status(workspace, job_id)["done"] >= 1, timeout=120, what="the first rows")
+    job_dir = workspace / "jobs" / job_id
+    pid = next(p for p in processes_running(job_dir) if "job" in p.info["cmdline"]).pid
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: not processes_running(job_dir), timeout=10, what="the job to die")
+    status = api.job_status(workspace, job_id)
+    assert status["status"] == "interrupted" and "ended without finishing" in status["error"], status
+    assert api.job_results(workspace, job_id)["rows"], "the rows written before the kill are whole"
+
+
+def test_a_job_is_refused_in_one_sentence_before_anything_starts(tiny_model, workspace):
+    with pytest.raises(StudioError, match="Unknown job kind 'train'"):
+        api.start_job(workspace, "train", {})
+    with pytest.raises(StudioError, match="mapping of its settings"):
+        api.start_job(workspace, "evaluate", [1, 2])
+    with pytest.raises(StudioError, match="Pick at least one checkpoint"):
+        api.start_job(workspace, "evaluate", {"checkpoints": [], "prompts": PROMPTS, "scorer": "x.py"})
+    with pytest.raises(StudioError, match="Pick a reward model first"):
+        api.start_job(workspace, "score_dataset", {"dataset": "tiny.jsonl"})
+    with pytest.raises(StudioError, match="There is no job 'nope'"):
+        api.job_status(workspace, "nope")
+    assert not (workspace / "jobs").exists() or not list((workspace / "jobs").iterdir()), "a refusal writes nothing"
+
+
+def test_the_blocking_endpoints_keep_their_shapes_and_warn_about_training_data(tiny_model, workspace):
+    write_jsonl(workspace / "pairs.jsonl", PAIRS)
+    unseen = [{**p, "prompt": p["prompt"] + " Please."} for p in PAIRS]
+    write_jsonl(workspace / "unseen.jsonl", unseen)
+    write_jsonl(workspace / "mixed.jsonl", PAIRS[:3] + unseen[3:])
+    config = "name: rm\n" + stage_config(tiny_model, "reward", max_steps=2)
+    checkpoint = f"{trained(workspace, config).name}/final"
+
+    report = api.evaluate_reward(workspace, checkpoint, "pairs.jsonl")
+    assert {"checkpoint", "dataset", "pairs", "accuracy", "margins", "mean_margin", "length_correlation",
+            "warnings"} <= set(report)
+    assert report["pairs"] == len(report["margins"]) == 8 and 0 <= report["accuracy"] <= 1
+    assert any("the data reward run rm trained on" in w for w in report["warnings"]), report["warnings"]
+    mixed = api.evaluate_reward(workspace, checkpoint, "mixed.jsonl")["warnings"]
+    assert any(w.startswith("3 of these 8 pairs are in 'pairs.jsonl'") for w in mixed), mixed
+    assert not [w for w in api.evaluate_reward(workspace, checkpoint, "unseen.jsonl", limit=3)["warnings"]
+                if "trained on" in w], "held-out pairs are measured without that warning"
+
+    ranked = api.score_dataset(workspace, checkpoint, "pairs.jsonl", limit=3)
+    assert len(ranked) == 6 and set(ranked[0]) == {"prompt", "answer", "side", "reward"}
+    assert [r["reward"] for r in ranked] == sorted((r["reward"] for r in ranked), reverse=True)
+    job = api.list_jobs(workspace, "score_dataset")[0]
+    assert [r["reward"] for r in api.job_results(workspace, job["job_id"])["rows"]] == [r["reward"] for r in ranked], \
+        "the job's files hold the ranking, best first"
+    with pytest.raises(StudioError, match=r"is not a reward model"):
+        api.score_dataset(workspace, str(tiny_model), "pairs.jsonl")
+    with pytest.raises(StudioError, match="limit is a whole number"):
+        api.score_dataset(workspace, checkpoint, "pairs.jsonl", limit="many")
