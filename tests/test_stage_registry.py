@@ -84,3 +84,17 @@ def test_a_registered_stage_runs_through_the_api(toy_stage, tiny_model, workspac
     assert train_run(run_dir, echo=False) == "completed"
     assert (run_dir / "toy.txt").read_text() == "calm 9"
     assert not (run_dir / "final").exists(), "a stage that makes datasets publishes no model"
+
+
+def test_a_preference_run_on_a_handful_of_pairs_starts_but_says_so(tiny_model, workspace):
+    from tests.conftest import write_jsonl
+    write_jsonl(workspace / "one-pair.jsonl", [{"prompt": "Say hi", "chosen": "Hi!", "rejected": "No."}])
+    run_dir = api.prepare_run(workspace, f"stage: dpo\nmodel: {tiny_model}\ndataset: one-pair.jsonl\n"
+                                         "train: {max_length: 64}")
+    warnings = api.run_status(workspace, run_dir.name)["warnings"]
+    assert any("Too few rows for DPO" in w and "(1; at least 8" in w for w in warnings), warnings
+    many = [{"prompt": f"Q{i}", "chosen": "Yes.", "rejected": "No."} for i in range(8)]
+    write_jsonl(workspace / "eight-pairs.jsonl", many)
+    run_dir = api.prepare_run(workspace, f"stage: dpo\nmodel: {tiny_model}\ndataset: eight-pairs.jsonl\n"
+                                         "train: {max_length: 64}")
+    assert not any("by heart" in w for w in api.run_status(workspace, run_dir.name)["warnings"])

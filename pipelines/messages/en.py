@@ -36,7 +36,7 @@ MESSAGES = {
     "check.ppo.grad_accum": "A PPO minibatch of {rollouts} rollouts (train.batch_size ÷ ppo.minibatches) does not split into train.grad_accum {grad_accum} equal parts; pick a grad_accum that divides it.",
     "check.ppo.kl_horizon": "ppo.kl_horizon {horizon} is below train.batch_size {batch}: the adaptive β could then change by more than 20% in one update, even below 0; raise it.",
     "check.sampled_rl.whole_groups": "train.batch_size {batch} must be a multiple of {stage}.num_generations {group}: a batch holds whole groups of answers to one prompt.",
-    "check.few_pairs": "{dataset} has only {rows} rows for {stage}: it will learn these by heart rather than a preference that carries over to other prompts; {enough} or more (better: hundreds) give it something to generalise from.",
+    "check.few_pairs": "Too few rows for {stage} in {dataset} ({rows}; at least {enough}, better hundreds): it would learn them by heart, not a preference that carries over to other prompts.",
     "check.no_eval_for_rl": "{stage} has no eval dataset: its samples table shows the answers as it trains; clear eval_dataset.",
     "title": "# 🧭 Alignment Studio",
     "subtitle": "Take a base model through the alignment pipeline — instruction tuning, then preference and RL stages — and chat with every checkpoint.",

@@ -33,7 +33,7 @@ MESSAGES = {
     "check.ppo.grad_accum": "PPO 미니배치 하나의 롤아웃 {rollouts}개(train.batch_size ÷ ppo.minibatches)가 train.grad_accum {grad_accum}개의 같은 부분으로 나누어지지 않습니다. 이를 나누는 grad_accum을 고르세요.",
     "check.ppo.kl_horizon": "ppo.kl_horizon {horizon}이 train.batch_size {batch}보다 작습니다. 그러면 적응형 β가 한 번의 업데이트에서 20% 넘게, 0 아래로까지 바뀔 수 있으니 값을 올리세요.",
     "check.sampled_rl.whole_groups": "train.batch_size {batch}는 {stage}.num_generations {group}의 배수여야 합니다. 배치 하나에는 한 프롬프트에 대한 답의 묶음이 통째로 들어갑니다.",
-    "check.few_pairs": "{dataset}에는 {stage}에 쓸 행이 {rows}개뿐입니다. 다른 프롬프트로 이어지는 선호가 아니라 이 행들을 외우게 됩니다. {enough}개 이상(가능하면 수백 개)이 있어야 일반화할 거리가 생깁니다.",
+    "check.few_pairs": "{dataset}에는 {stage}에 쓸 행이 너무 적습니다({rows}개, 최소 {enough}개, 가능하면 수백 개). 다른 프롬프트로 이어지는 선호가 아니라 이 행들을 외우게 됩니다.",
     "check.no_eval_for_rl": "{stage}에는 평가 데이터셋이 없습니다. 학습하면서 샘플 표에 답이 나타나니 eval_dataset을 비우세요.",
     "title": "# 🧭 얼라인먼트 스튜디오",
     "subtitle": "베이스 모델을 정렬 파이프라인(지시 튜닝, 선호·강화학습 단계)에 태우고, 모든 체크포인트와 대화해 보세요.",
