@@ -171,6 +171,24 @@ def register_api(workspace: Path) -> None:
         """Every prompt through every checkpoint, each answer scored (reward checkpoint and/or rule file): rows, means, win_rates."""
         return api.evaluate(workspace, checkpoints, prompts, scorer)
 
+    def start_job(kind: str, spec: dict) -> str:
+        return api.start_job(workspace, kind, spec)
+
+    def job_status(job_id: str) -> dict:
+        return api.job_status(workspace, job_id)
+
+    def cancel_job(job_id: str) -> dict:
+        return api.cancel_job(workspace, job_id)
+
+    def list_jobs(kind: str = "") -> list[dict]:
+        return api.list_jobs(workspace, kind)
+
+    def job_results(job_id: str) -> dict:
+        return api.job_results(workspace, job_id)
+
+    for job_endpoint in (start_job, job_status, cancel_job, list_jobs, job_results):   # their docstrings are api.py's
+        job_endpoint.__doc__ = getattr(api, job_endpoint.__name__).__doc__
+
     def start_road(language: str = "en", model: str = BUNDLED_MODEL_ID, max_steps: int = 0) -> str:
         """Try the road: SFT → DPO and SFT → reward model → PPO from model on the bundled sample of language (en or ko), each stage with its defaults (max_steps 0) or at most max_steps steps, in its own process; returns the road id."""
         return api.start_road(workspace, language, model, max_steps)
@@ -199,7 +217,8 @@ def register_api(workspace: Path) -> None:
                      list_datasets, describe_model, preview_dataset, upload_dataset, import_hub_dataset, dataset_stats,
                      dataset_table, save_table, deduplicate_dataset, filter_dataset, split_dataset, score,
                      evaluate_reward, score_dataset, run_samples, run_probes, compare, vote, evaluate, chat,
-                     start_road, road_status, stop_road, continue_road, list_roads):
+                     start_road, road_status, stop_road, continue_road, list_roads, start_job, job_status, cancel_job,
+                     list_jobs, job_results):
         gr.api(shows_errors(endpoint), api_name=endpoint.__name__)
 
 

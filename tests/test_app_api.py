@@ -11,6 +11,7 @@ CONTRACT = {"start_run", "run_status", "run_metrics", "stop_run", "list_runs", "
 DATA_ENDPOINTS = {"upload_dataset", "import_hub_dataset", "list_datasets", "preview_dataset", "dataset_stats",
                   "dataset_table", "save_table", "deduplicate_dataset", "filter_dataset", "split_dataset"}
 ROAD_ENDPOINTS = {"start_road", "road_status", "stop_road", "continue_road", "list_roads"}
+JOB_ENDPOINTS = {"start_job", "job_status", "cancel_job", "list_jobs", "job_results"}
 
 
 def _free_port() -> int:
@@ -46,7 +47,7 @@ def test_only_the_contract_endpoints_are_public(client):
     endpoints = {name.lstrip("/") for name in client.view_api(print_info=False, return_format="dict")["named_endpoints"]}
     assert CONTRACT <= endpoints
     assert not [e for e in endpoints if "lambda" in e or e.startswith("_")], endpoints
-    assert endpoints <= CONTRACT | DATA_ENDPOINTS | ROAD_ENDPOINTS | {"resume_run", "describe_model", "evaluate_reward", "score_dataset", "run_samples", "run_probes"}, endpoints - CONTRACT
+    assert endpoints <= CONTRACT | DATA_ENDPOINTS | ROAD_ENDPOINTS | JOB_ENDPOINTS | {"resume_run", "describe_model", "evaluate_reward", "score_dataset", "run_samples", "run_probes"}, endpoints - CONTRACT
 
 
 def test_start_watch_and_chat_through_the_api(client, app_url, tiny_model):

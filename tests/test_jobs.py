@@ -132,3 +132,38 @@ def test_the_blocking_endpoints_keep_their_shapes_and_warn_about_training_data(t
         api.score_dataset(workspace, str(tiny_model), "pairs.jsonl")
     with pytest.raises(StudioError, match="limit is a whole number"):
         api.score_dataset(workspace, checkpoint, "pairs.jsonl", limit="many")
+
+    from pipelines.messages import speaking
+    from studio.tabs import reward
+
+    picker, timer = reward.start_job(workspace, "score_dataset", checkpoint, "pairs.jsonl")
+    job_id = picker["value"]
+    assert timer.active and job_id in [value for _, value in picker["choices"]]
+    wait_for(lambda: api.job_status(workspace, job_id)["status"] == "completed", timeout=120, what="the ranking")
+    with speaking("ko"):
+        progress, note, histogram, table, files, cancel, timer = reward.show_job(workspace, job_id)
+    assert progress.startswith("**완료**") and "16 / 16행" in progress, progress
+    assert table["headers"] == ["보상", "구분", "프롬프트", "답변"] and len(table["data"]) == 16
+    assert {row[1] for row in table["data"]} == {"선택됨", "거절됨"}
+    assert [path.rsplit(".", 1)[1] for path in files] == ["csv", "jsonl"]
+    assert not cancel["interactive"] and not timer.active, "a finished job is not polled"
+    picker, _ = reward.start_job(workspace, "evaluate_reward", checkpoint, "pairs.jsonl")
+    wait_for(lambda: api.job_status(workspace, picker["value"])["status"] == "completed", timeout=120, what="the accuracy")
+    progress, summary, histogram, *_ = reward.show_job(workspace, picker["value"])
+    assert "of 8 pairs scored chosen above rejected" in summary and histogram is not None
+    assert "⚠️ This is measured on 'pairs.jsonl', the data reward run rm trained on" in progress, progress
+
+
+def test_the_progress_line_says_rows_and_minutes_left_never_a_clock_time():
+    from pipelines.messages import speaking
+    from studio.job_view import progress_line, remaining
+
+    assert remaining(30) == "under a minute left" and remaining(540) == "9 min left" and remaining(541) == "10 min left"
+    running = {"status": "running", "done": 40, "total": 200, "eta_s": 125.0, "error": None, "warnings": []}
+    assert progress_line(running) == "**running** · 40 / 200 rows · 3 min left"
+    with speaking("ko"):
+        assert progress_line(running) == "**실행 중** · 40 / 200행 · 3분 남음"
+    loading = {**running, "status": "running", "total": None, "done": 0, "eta_s": None}
+    assert "loading the model" in progress_line(loading)
+    failed = {**running, "status": "failed", "error": "It broke.", "eta_s": None}
+    assert progress_line(failed) == "**failed** · 40 / 200 rows\n\n❌ It broke."

@@ -7,10 +7,8 @@ never sent to the browser) until the vote reveals it.
 
 from __future__ import annotations
 
-import csv
 import json
 import random
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,6 +18,8 @@ import gradio as gr
 from pipelines import api
 from pipelines.config import BUNDLED_MODEL_ID
 from pipelines.compare import compare_notice, compare_stream
+from pipelines.messages import text
+from studio import job_view
 from studio.charts import mean_score_bars
 from studio.choices import dataset_names
 from studio.errors import shows_errors
@@ -79,16 +79,17 @@ def build(workspace: Path) -> CompareTab:
         vote_report = gr.Markdown()
         mapping = gr.State([])        # column → checkpoint of the last round (server-side only)
         asked = gr.State({})          # what the last round was asked with and answered (server-side only)
-        with gr.Accordion(t("compare.evaluate"), open=False):
+        with gr.Accordion(t("compare.evaluate"), open=False) as evaluation:
             with gr.Row():
                 eval_dataset = gr.Dropdown(choices=[""] + dataset_names(workspace), value="", allow_custom_value=True,
                                            label=t("compare.eval_dataset"), scale=2)
                 eval_prompts = gr.Textbox(label=t("compare.eval_prompts"), lines=3, scale=3)
                 scorer = gr.Textbox(label=t("compare.scorer"), placeholder="my-rm/final + rules.py", scale=2)
             run_eval = gr.Button(t("compare.run_eval"), variant="primary")
+            eval_panel = job_view.build_panel()
             eval_summary = gr.Markdown()
             eval_chart = gr.Plot(show_label=False)
-            eval_table = gr.Dataframe(headers=["prompt", "checkpoint", "score", "answer"], interactive=False, wrap=True,
+            eval_table = gr.Dataframe(headers=_eval_headers(), interactive=False, wrap=True, column_widths=EVAL_WIDTHS,
                                       max_height=360)
             eval_files = gr.File(label=t("compare.export"), file_count="multiple", interactive=False)
 
@@ -105,9 +106,20 @@ def build(workspace: Path) -> CompareTab:
         button.click(shows_errors(partial(cast_ranking, workspace, ranks)), vote_inputs, vote_outputs, **private)
     rank_vote.click(shows_errors(partial(cast_typed_ranking, workspace)), [ranking, *vote_inputs], vote_outputs, **private)
     free.click(shows_errors(lambda: f"{api.free_models()} cached model(s) freed."), None, [vote_report], **private)
-    run_eval.click(shows_errors(partial(evaluate_checkpoints, workspace)),
-                   [eval_dataset, eval_prompts, scorer, count, max_new, *pickers],
-                   [eval_summary, eval_chart, eval_table, eval_files], **private)
+    # Evaluate: a job in its own process, followed by the panel's timer.
+    eval_shown = [eval_panel.progress, eval_summary, eval_chart, eval_table, eval_files, eval_panel.cancel, eval_panel.timer]
+
+    def evaluate_clicked(values: dict):
+        return start_evaluation(workspace, values[eval_dataset], values[eval_prompts], values[scorer],
+                                [values[p] for p in pickers[:int(values[count])]], values[max_new])
+
+    run_eval.click(shows_errors(evaluate_clicked), {eval_dataset, eval_prompts, scorer, count, max_new, *pickers},
+                   [eval_panel.job, eval_panel.timer], **private)
+    evaluation.expand(partial(job_view.refresh_jobs, workspace, EVAL_KINDS), [eval_panel.job], [eval_panel.job], **private)
+    eval_panel.job.change(shows_errors(partial(show_evaluation, workspace)), [eval_panel.job], eval_shown, **private)
+    eval_panel.timer.tick(shows_errors(partial(show_evaluation, workspace)), [eval_panel.job], eval_shown, **private)
+    eval_panel.cancel.click(shows_errors(partial(job_view.cancel, workspace)), [eval_panel.job], [eval_panel.progress],
+                            **private)
     return CompareTab(count=count, pickers=pickers, labels=labels, prompt=prompt, eval_prompts=eval_prompts)
 
 
@@ -236,21 +248,45 @@ def cast_ranking(workspace: Path, spec: str, dataset, asked: dict, mapping):
             *[gr.update(label=f"{LETTERS[c]} · {mapping[c]}") if c < count else gr.update() for c in range(MAX_COLUMNS)])
 
 
-def evaluate_checkpoints(workspace: Path, dataset: str, typed: str, scorer: str, count, max_new, *pickers):
+EVAL_KINDS = ("evaluate",)
+EVAL_COLUMNS = ("prompt", "checkpoint", "score", "answer")
+EVAL_WIDTHS = ["24%", "16%", "8%", "52%"]   # the answer gets the room; long text wraps inside its column
+
+
+def start_evaluation(workspace: Path, dataset: str, typed: str, scorer: str, checkpoints: list[str], max_new):
+    """Every prompt (a dataset's, or typed one per line) through every picked checkpoint, greedy, scored: a job
+    of its own (pipelines/jobs.py), which show_evaluation follows."""
     prompts = dataset if dataset else [line for line in (typed or "").splitlines() if line.strip()]
-    report = api.evaluate(workspace, list(pickers[:int(count)]), prompts, scorer,
-                          {"max_new_tokens": int(max_new), "temperature": 0})
-    lines = [f"**{report['prompts']} prompts**, scored by {report['scorer']}", "", "| checkpoint | mean score |", "|---|---:|"]
+    job_id = api.start_job(workspace, "evaluate", {"checkpoints": list(checkpoints), "prompts": prompts,
+                                                   "scorer": scorer or "",
+                                                   "settings": {"max_new_tokens": int(max_new), "temperature": 0}})
+    return job_view.started(workspace, EVAL_KINDS, job_id)
+
+
+def show_evaluation(workspace: Path, job_id: str | None):
+    """Progress, summary, chart, rows (as they are scored), download, Cancel and timer of the picked evaluation."""
+    job = job_view.read(workspace, job_id)
+    cancel, timer = job_view.controls(job)
+    if job is None:
+        return "", "", None, job_view.table(_eval_headers(), []), None, cancel, timer
+    rows = [[r["prompt"], r["checkpoint"], round(r["score"], 3), r["answer"]] for r in job["rows"][:job_view.SHOWN_ROWS]]
+    report = job["summary"]
+    summary = (evaluation_summary(report) if report else "") + job_view.shown_note(job)
+    return (job_view.progress_line(job["status_of"]), summary.strip(), mean_score_bars(report["means"]) if report else None,
+            job_view.table(_eval_headers(), rows), job_view.downloads(job), cancel, timer)
+
+
+def _eval_headers() -> list[str]:
+    return [text(f"compare.col.{c}") for c in EVAL_COLUMNS]
+
+
+def evaluation_summary(report: dict) -> str:
+    """The mean score of each checkpoint, best first, and how often each beat each other."""
+    lines = [text("compare.eval_summary", prompts=report["prompts"], scorer=report["scorer"]), "",
+             f"| {text('compare.col.checkpoint')} | {text('compare.col.mean_score')} |", "|---|---:|"]
     lines += [f"| {c} | {m:+.3f} |" for c, m in sorted(report["means"].items(), key=lambda kv: -kv[1])]
-    lines += ["", "| wins over → | " + " | ".join(report["win_rates"]) + " |", "|---|" + "---:|" * len(report["win_rates"])]
+    lines += ["", f"| {text('compare.col.wins_over')} | " + " | ".join(report["win_rates"]) + " |",
+              "|---|" + "---:|" * len(report["win_rates"])]
     for a, row in report["win_rates"].items():
         lines.append(f"| {a} | " + " | ".join("—" if a == b else f"{row[b]:.0%}" for b in report["win_rates"]) + " |")
-    folder = Path(tempfile.mkdtemp(prefix="studio-eval-"))
-    with open(folder / "evaluation.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["prompt", "checkpoint", "score", "answer"])
-        writer.writeheader()
-        writer.writerows(report["rows"])
-    (folder / "evaluation.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in report["rows"]),
-                                             encoding="utf-8")
-    table = [[r["prompt"], r["checkpoint"], round(r["score"], 3), r["answer"]] for r in report["rows"]]
-    return "\n".join(lines), mean_score_bars(report["means"]), table, [str(folder / "evaluation.csv"), str(folder / "evaluation.jsonl")]
+    return "\n".join(lines)

@@ -1,5 +1,9 @@
 """Reward tab: what a trained reward model thinks. Score answers to a prompt, measure it on held-out pairs
-(accuracy, a histogram of margins, whether it just rewards length), and rank every answer of a dataset."""
+(accuracy, a histogram of margins, whether it just rewards length), and rank every answer of a dataset.
+
+Measuring and ranking read a whole dataset: each is a job in its own process (pipelines/jobs.py), followed here
+with a timer (rows done / total, minutes left, Cancel), its results table and download shown as it ends.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,17 @@ from pathlib import Path
 import gradio as gr
 
 from pipelines import api
+from pipelines.messages import text
+from studio import job_view
 from studio.charts import margin_histogram
 from studio.choices import dataset_names
 from studio.errors import shows_errors
 from studio.i18n import t
 
 ANSWER_SEPARATOR = re.compile(r"(?m)^\s*---\s*$")   # a line of three dashes, alone
+KINDS = ("evaluate_reward", "score_dataset")
+RANK_COLUMNS = ("reward", "side", "prompt", "answer")
+RANK_WIDTHS = ["9%", "11%", "30%", "50%"]   # the answer gets the room; long text wraps inside its column
 
 
 def reward_checkpoints(workspace: Path) -> list[str]:
@@ -40,15 +49,25 @@ def build(workspace: Path) -> None:
                 scores = gr.Markdown()
             with gr.Column():
                 evaluate = gr.Button(t("reward.evaluate"))
+                rank = gr.Button(t("reward.rank"))
+                panel = job_view.build_panel()
                 summary = gr.Markdown()
                 histogram = gr.Plot(show_label=False)
-        rank = gr.Button(t("reward.rank"))
-        ranked = gr.Dataframe(headers=["reward", "side", "prompt", "answer"], interactive=False, wrap=True, max_height=420)
+        ranked = gr.Dataframe(headers=[text(f"reward.col.{c}") for c in RANK_COLUMNS], interactive=False, wrap=True,
+                              column_widths=RANK_WIDTHS, max_height=420)
+        files = gr.File(label=t("reward.export"), file_count="multiple", interactive=False)
     private = {"api_visibility": "private"}
+    shown = [panel.progress, summary, histogram, ranked, files, panel.cancel, panel.timer]
     tab.select(partial(refresh_reward_choices, workspace), [checkpoint], [checkpoint], **private)
+    tab.select(partial(job_view.refresh_jobs, workspace, KINDS), [panel.job], [panel.job], **private).then(
+        shows_errors(partial(show_job, workspace)), [panel.job], shown, **private)
     score.click(shows_errors(partial(score_answers, workspace)), [checkpoint, prompt, answers], [scores], **private)
-    evaluate.click(shows_errors(partial(evaluate_on_pairs, workspace)), [checkpoint, dataset], [summary, histogram], **private)
-    rank.click(shows_errors(partial(rank_dataset, workspace)), [checkpoint, dataset], [ranked], **private)
+    for button, kind in ((evaluate, "evaluate_reward"), (rank, "score_dataset")):
+        button.click(shows_errors(partial(start_job, workspace, kind)), [checkpoint, dataset], [panel.job, panel.timer],
+                     **private)
+    panel.job.change(shows_errors(partial(show_job, workspace)), [panel.job], shown, **private)
+    panel.timer.tick(shows_errors(partial(show_job, workspace)), [panel.job], shown, **private)
+    panel.cancel.click(shows_errors(partial(job_view.cancel, workspace)), [panel.job], [panel.progress], **private)
 
 
 def refresh_reward_choices(workspace: Path, current: str | None):
@@ -62,16 +81,52 @@ def score_answers(workspace: Path, checkpoint: str, prompt: str, answers: str) -
     best = max(range(len(rewards)), key=rewards.__getitem__)
     rows = [f"| {'🏆' if i == best else ''} {r:+.3f} | {html.escape(a[:200]).replace('|', '&#124;').replace(chr(10), ' ')} |"
             for i, (r, a) in enumerate(zip(rewards, responses))]
-    return "| reward | answer |\n|---:|---|\n" + "\n".join(rows)
+    return f"| {text('reward.col.reward')} | {text('reward.col.answer')} |\n|---:|---|\n" + "\n".join(rows)
 
 
-def evaluate_on_pairs(workspace: Path, checkpoint: str, dataset: str):
-    report = api.evaluate_reward(workspace, checkpoint, dataset)
-    text = (f"**{report['accuracy']:.0%}** of {report['pairs']} pairs scored chosen above rejected · mean margin "
-            f"{report['mean_margin']:+.3f} · reward–length correlation {report['length_correlation']:+.2f}")
-    text += "".join(f"\n\n⚠️ {warning}" for warning in report["warnings"])
-    return text, margin_histogram(report["margins"], f"{checkpoint} on {dataset}")
+def start_job(workspace: Path, kind: str, checkpoint: str, dataset: str):
+    """Measure the checkpoint on the dataset's pairs (evaluate_reward) or rank its answers (score_dataset), as a job."""
+    job_id = api.start_job(workspace, kind, {"checkpoint": checkpoint, "dataset": dataset})
+    return job_view.started(workspace, KINDS, job_id)
 
 
-def rank_dataset(workspace: Path, checkpoint: str, dataset: str) -> list[list]:
-    return [[round(r["reward"], 3), r["side"], r["prompt"], r["answer"]] for r in api.score_dataset(workspace, checkpoint, dataset)]
+def show_job(workspace: Path, job_id: str | None):
+    """Progress, summary, histogram, ranked table, download, Cancel and timer for the picked job, as it now is."""
+    job = job_view.read(workspace, job_id)
+    cancel, timer = job_view.controls(job)
+    if job is None:
+        return "", "", None, job_view.table(_rank_headers(), []), None, cancel, timer
+    progress = job_view.progress_line(job["status_of"])
+    if job["kind"] == "evaluate_reward":
+        return (progress, pairs_summary(job), pairs_histogram(job), job_view.table(_rank_headers(), []), job_view.downloads(job),
+                cancel, timer)
+    return (progress, job_view.shown_note(job).strip(), None, job_view.table(_rank_headers(), rank_rows(job["rows"])),
+            job_view.downloads(job), cancel, timer)
+
+
+def _rank_headers() -> list[str]:
+    return [text(f"reward.col.{c}") for c in RANK_COLUMNS]
+
+
+def rank_rows(rows: list[dict]) -> list[list]:
+    return [[round(r["reward"], 3), text(f"reward.side.{r['side']}"), r["prompt"], r["answer"]]
+            for r in rows[:job_view.SHOWN_ROWS]]
+
+
+def pairs_summary(job: dict) -> str:
+    """Accuracy, mean margin and length correlation once the job completed (its warnings are on the progress line)."""
+    report = job["summary"]
+    if not report:
+        return ""
+    return text("reward.summary", accuracy=report["accuracy"], pairs=report["pairs"], margin=report["mean_margin"],
+                correlation=report["length_correlation"])
+
+
+def pairs_histogram(job: dict):
+    """The margins scored so far, drawn as they come."""
+    margins = [r["margin"] for r in job["rows"]]
+    if not margins:
+        return None
+    spec = job["status_of"]["spec"]
+    return margin_histogram(margins, text("reward.histogram_title", checkpoint=spec.get("checkpoint", ""),
+                                          dataset=spec.get("dataset", "")))
