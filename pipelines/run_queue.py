@@ -37,7 +37,9 @@ def is_waiting(status: dict) -> bool:
 
 def start(run_dir: Path, resume: bool = False) -> dict:
     """Put a prepared run in the queue (resume: from its last checkpoint) and start what may start now."""
-    run_files.update_status(run_dir, status="queued", pid=None, error=None, queued_at=time.time(), resume=resume)
+    # eta_s: a resumed run's old ETA is not its new one; it comes back with the first step logged.
+    run_files.update_status(run_dir, status="queued", pid=None, error=None, eta_s=None, queued_at=time.time(),
+                            resume=resume)
     dispatch(run_dir.parent.parent)
     return runs.refresh_status(run_dir)
 

@@ -26,6 +26,9 @@ CSS = """
 .studio-header p { margin-top: 4px; opacity: .8; }
 footer { opacity: .8; }
 .run-log textarea { font-family: ui-monospace, monospace; font-size: 12px; }
+/* Tables one reads (probe answers, RL samples, runs): headers on one line, long text wrapped inside its column. */
+.reading-table th, .reading-table th * { white-space: nowrap; }
+.reading-table td, .reading-table td * { white-space: pre-wrap; overflow-wrap: anywhere; }
 """
 
 
@@ -40,8 +43,8 @@ def build_app(workspace: Path) -> gr.Blocks:
             gr.Markdown(t("subtitle"))
         with gr.Tabs(selected="train") as tabs:
             road_tab = road.build(workspace)
-            chosen_model = model.build(workspace)
-            chosen_dataset = data.build(workspace)
+            model_tab = model.build(workspace)
+            data_tab = data.build(workspace)
             train_model, train_dataset, train_run, runs_table = train.build(workspace)
             reward.build(workspace)
             chat.build(workspace)
@@ -49,13 +52,15 @@ def build_app(workspace: Path) -> gr.Blocks:
         road_tab.compare.click(shows_errors(partial(road.compare_clicked, workspace, tabs, compare_tab)), [road_tab.road],
                                road.compare_outputs(tabs, compare_tab), api_visibility="private")
         gr.Markdown(t("language_hint"))
-        # Choices made on the Model and Data tabs carry over to the training form.
-        chosen_model.change(lambda value: value, [chosen_model], [train_model], api_visibility="private")
-        chosen_dataset.change(lambda value: value, [chosen_dataset], [train_dataset], api_visibility="private")
+        # Choices made on the Model and Data tabs carry over to the training form only when asked: Use in Train.
+        model_tab.use_in_train.click(shows_errors(train.use_model), [model_tab.model], [train_model], api_visibility="private")
+        data_tab.use_in_train.click(shows_errors(partial(train.use_dataset, workspace)), [data_tab.dataset], [train_dataset],
+                                    api_visibility="private")
         # The page holds nothing the disk does not: each visit re-reads runs, checkpoints and datasets.
         app.load(partial(refresh_checkpoint_choices, workspace), [train_model], [train_model], api_visibility="private")
         app.load(partial(refresh_dataset_choices, workspace), [train_dataset], [train_dataset], api_visibility="private")
-        app.load(partial(train.refresh_runs, workspace), [train_run], [train_run, runs_table], api_visibility="private")
+        app.load(shows_errors(partial(train.refresh_runs, workspace)), [train_run], [train_run, runs_table],
+                 api_visibility="private")
         app.load(partial(road.refresh_roads, workspace), [road_tab.road], [road_tab.road], api_visibility="private")
         register_api(workspace)
     return app

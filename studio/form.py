@@ -12,6 +12,7 @@ import math
 import gradio as gr
 
 from pipelines.config import sections
+from studio.errors import shows_errors
 from studio.i18n import t
 
 
@@ -40,12 +41,34 @@ def section_fields(section: str) -> list[dataclasses.Field]:
     return list(dataclasses.fields(sections()[section]))
 
 
-def values_to_config(keys: list[tuple[str, str]], values: list) -> dict:
-    """Form values (in `keys` order: (section, field)) → the nested dict a RunConfig is made from."""
+def values_to_config(settings: dict[tuple[str, str], object]) -> dict:
+    """Form values by (section, field) → the nested dict a RunConfig is made from."""
     config: dict = {}
-    for (section, name), value in zip(keys, values):
+    for (section, name), value in settings.items():
         if section:
             config.setdefault(section, {})[name] = value
         else:
             config[name] = value
     return config
+
+
+def named(fn, **components):
+    """A handler for Gradio's dict inputs (`inputs=set(components.values())`) that calls `fn` with one keyword
+    argument per component: the handler's parameters and its inputs meet by name, never by position."""
+    def handler(values: dict):
+        return fn(**{name: values[component] for name, component in components.items()})
+
+    handler.__name__ = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "handler")
+    return handler
+
+
+def on(event, fn, outputs, show_progress: str = "full", **components):
+    """Wire `fn(**named values)` to `event` with dict inputs, as a private (UI-only) endpoint whose mistakes
+    reach the visitor as one sentence in their language (shows_errors)."""
+    return event(shows_errors(named(fn, **components)), inputs=set(components.values()), outputs=outputs,
+                 api_visibility="private", show_progress=show_progress)
+
+
+def form_settings(form: dict, values: dict) -> dict[tuple[str, str], object]:
+    """The training form's dict inputs ({component: value}) by (section, field), the keys `form` gives its components."""
+    return {form[component]: value for component, value in values.items() if component in form}

@@ -1,9 +1,12 @@
 """Data tab: pick a dataset and see it as the model sees it; bring data in (file, Hub, a table typed in the app);
-make smaller, cleaner datasets from it (deduplicate, filter by length, split off an eval set)."""
+make smaller, cleaner datasets from it (deduplicate, filter by length, split off an eval set).
+
+What is picked here stays here until "Use in Train" hands it to the training form."""
 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -12,19 +15,27 @@ import gradio as gr
 from pipelines import api
 from pipelines.config import BUNDLED_MODEL_ID, TrainSettings
 from pipelines.data.table import TABLE_COLUMNS
+from pipelines.messages import has_message, text
 from studio.charts import length_histogram
 from studio.choices import dataset_names, refresh_checkpoint_choices, refresh_dataset_choices
-from studio.errors import shows_errors
+from studio.form import on
 from studio.i18n import t
 
 FILE_TYPES = [".json", ".jsonl", ".csv", ".tsv", ".parquet"]
 MAX_ERRORS_SHOWN = 20
 
 
-def build(workspace: Path) -> gr.Dropdown:
+@dataclass
+class DataTab:
+    dataset: gr.Dropdown
+    use_in_train: gr.Button
+
+
+def build(workspace: Path) -> DataTab:
     with gr.Tab(t("tab.data"), id="data") as tab:
-        with gr.Row():
+        with gr.Row(equal_height=True):
             dataset = gr.Dropdown(choices=dataset_names(workspace), value="alpaca-en-sample", label=t("data.pick"), scale=3)
+            use_in_train = gr.Button(t("use_in_train"), scale=1)
             model = gr.Dropdown(choices=api.list_checkpoints(workspace), value=BUNDLED_MODEL_ID, allow_custom_value=True,
                                 label=t("data.preview_model"), scale=3)
             max_length = gr.Number(value=TrainSettings.max_length, precision=0, minimum=1, label=t("train.max_length"), scale=1)
@@ -89,29 +100,47 @@ def build(workspace: Path) -> gr.Dropdown:
                         split = gr.Button(t("data.split"))
                 tool_report = gr.Markdown()
 
-    tab.select(partial(refresh_dataset_choices, workspace), [dataset], [dataset], api_visibility="private")
-    tab.select(partial(refresh_checkpoint_choices, workspace), [model], [model], api_visibility="private")
-    show.click(shows_errors(partial(preview_html, workspace)), [dataset, model, rows], [preview], api_visibility="private")
-    measure.click(shows_errors(partial(length_report, workspace)), [dataset, model, max_length], [stats, histogram],
-                  api_visibility="private")
-    save_file.click(shows_errors(partial(save_file_dataset, workspace)), [upload, name, drop_bad, columns, replace],
-                    [add_report, dataset], api_visibility="private")
-    save_hub.click(shows_errors(partial(save_hub_dataset, workspace)),
-                   [hub_id, hub_config, hub_split, hub_rows, name, drop_bad, columns, replace], [add_report, dataset],
-                   api_visibility="private")
-    load_table.click(shows_errors(partial(table_of_dataset, workspace)), [dataset], [table, kind, table_name],
-                     api_visibility="private")
-    new_table.click(empty_table, [kind], [table], api_visibility="private")
-    kind.input(empty_table, [kind], [table], api_visibility="private")
-    save_rows.click(shows_errors(partial(save_table_dataset, workspace)), [kind, table, table_name, table_drop_bad, table_replace],
-                    [table_report, dataset], api_visibility="private")
-    dedupe.click(shows_errors(partial(run_tool, workspace, "dedupe")), [dataset, tool_name, near, threshold],
-                 [tool_report, dataset], api_visibility="private")
-    length_filter.click(shows_errors(partial(run_tool, workspace, "filter")), [dataset, tool_name, model, min_tokens, max_tokens],
-                        [tool_report, dataset], api_visibility="private")
-    split.click(shows_errors(partial(run_tool, workspace, "split")), [dataset, tool_name, eval_fraction, split_seed],
-                [tool_report, dataset], api_visibility="private")
-    return dataset
+    quiet = {"show_progress": "hidden"}
+    on(tab.select, partial(refresh_dataset_choices, workspace), [dataset], current=dataset, **quiet)
+    on(tab.select, partial(refresh_checkpoint_choices, workspace), [model], current=model, **quiet)
+    on(show.click, partial(preview_html, workspace), [preview], dataset=dataset, model=model, n=rows)
+    on(measure.click, partial(length_report, workspace), [stats, histogram], dataset=dataset, model=model,
+       max_length=max_length)
+    adding = {"name": name, "drop_bad_rows": drop_bad, "columns": columns, "replace": replace}
+    on(save_file.click, partial(save_file_dataset, workspace), [add_report, dataset], file=upload, **adding)
+    on(save_hub.click, partial(save_hub_dataset, workspace), [add_report, dataset], repo_id=hub_id, config=hub_config,
+       split=hub_split, max_rows=hub_rows, **adding)
+    on(load_table.click, partial(table_of_dataset, workspace), [table, kind, table_name], dataset=dataset)
+    on(new_table.click, empty_table, [table], kind=kind)
+    on(kind.input, empty_table, [table], kind=kind)
+    on(save_rows.click, partial(save_table_dataset, workspace), [table_report, dataset], kind=kind, rows=table,
+       name=table_name, drop_bad_rows=table_drop_bad, replace=table_replace)
+    on(dedupe.click, partial(deduplicate, workspace), [tool_report, dataset], dataset=dataset, new_name=tool_name,
+       near=near, threshold=threshold)
+    on(length_filter.click, partial(filter_by_length, workspace), [tool_report, dataset], dataset=dataset,
+       new_name=tool_name, model=model, min_tokens=min_tokens, max_tokens=max_tokens)
+    on(split.click, partial(split_off_eval, workspace), [tool_report, dataset], dataset=dataset, new_name=tool_name,
+       eval_fraction=eval_fraction, seed=split_seed)
+    return DataTab(dataset=dataset, use_in_train=use_in_train)
+
+
+def rows_text(n: int) -> str:
+    return text("data.one_row") if n == 1 else text("data.rows", rows=n)
+
+
+def bad_rows_text(n: int) -> str:
+    return text("data.one_bad_row") if n == 1 else text("data.bad_rows", rows=n)
+
+
+def what_it_holds(kind: str, format_name: str | None) -> str:
+    """The kind of rows and, where it says more, the source format they were read from: "preference pairs · read as
+    HH-RLHF" rather than "preference · preference". A format without a catalog name (one the data pipeline
+    names itself, like HH-RLHF) is shown as it is."""
+    label = text(f"data.kind.{kind}") if has_message(f"data.kind.{kind}") else kind
+    if not format_name or format_name in (kind, "unknown"):
+        return label
+    named = text(f"data.format.{format_name}") if has_message(f"data.format.{format_name}") else format_name
+    return f"{label} · {text('data.in_format', format=named)}"
 
 
 LOSS_STYLE = "background:#c7d2fe;border-radius:3px"   # tokens the model is trained to produce
@@ -123,35 +152,41 @@ def preview_html(workspace: Path, dataset: str, model: str, n: int) -> str:
     for index, row in enumerate(api.preview_dataset(workspace, dataset, model, int(n)), start=1):
         body = "".join(f"<span style='{LOSS_STYLE}'>{html.escape(s['text'])}</span>" if s["loss"] else html.escape(s["text"])
                        for s in row["segments"])
-        blocks.append(f"<details open><summary><b>#{index}</b> · {row['tokens']} tokens · "
-                      f"{row['loss_tokens']} with loss</summary><pre style='white-space:pre-wrap'>{body}</pre></details>")
+        head = html.escape(text("data.preview_head", tokens=row["tokens"], loss_tokens=row["loss_tokens"]))
+        blocks.append(f"<details open><summary><b>#{index}</b> · {head}</summary>"
+                      f"<pre style='white-space:pre-wrap'>{body}</pre></details>")
     return "\n".join(blocks)
 
 
 def length_report(workspace: Path, dataset: str, model: str, max_length: int):
     stats = api.dataset_stats(workspace, dataset, model, int(max_length or TrainSettings.max_length))
-    sampled = f" (measured on {stats['measured_rows']})" if stats["measured_rows"] < stats["rows"] else ""
-    lines = [f"**{stats['rows']} rows**{sampled} · {stats['kind']} · {stats['format']} · tokens: mean {stats['mean_tokens']}, "
-             f"median {stats['median_tokens']}, max {stats['max_tokens']}"]
+    rows = f"**{rows_text(stats['rows'])}**"
+    if stats["measured_rows"] < stats["rows"]:
+        rows += f" ({text('data.measured_on', rows=rows_text(stats['measured_rows']))})"
+    lengths = text("data.token_lengths", mean=stats["mean_tokens"], median=stats["median_tokens"], max=stats["max_tokens"])
+    lines = [f"{rows} · {what_it_holds(stats['kind'], stats.get('format'))} · {lengths}"]
     lines += [f"- ⚠️ {warning}" for warning in stats["warnings"]]
     return "\n".join(lines), length_histogram(stats["lengths"], stats["max_length"], dataset)
 
 
 def check_report(report: dict) -> str:
     """What the check found, errors first (row, field, message), in the words a person acts on."""
-    bad = f"{len(report['errors'])} bad row{'' if len(report['errors']) == 1 else 's'}"
+    errors = report["errors"]
+    bad = bad_rows_text(len(errors))
     if report.get("saved"):
-        dropped = f" · {bad} dropped" if report["errors"] else ""
-        lines = [f"✅ **{report['name']}** · {report['rows']} rows · {report['kind']} · {report['format']}{dropped}"]
-    elif report["errors"]:
-        advice = (f"fix them, or tick “drop bad rows” to save the {report['rows']} good ones" if report["rows"]
-                  else "no row is usable as it is")
-        lines = [f"❌ {bad}, nothing saved: {advice}.", "", "| row | field | problem |", "|---|---|---|"]
-        lines += [f"| {e['row']} | `{e['field']}` | {html.escape(e['message'])} |" for e in report["errors"][:MAX_ERRORS_SHOWN]]
-        if len(report["errors"]) > MAX_ERRORS_SHOWN:
-            lines.append(f"| … | | {len(report['errors']) - MAX_ERRORS_SHOWN} more |")
+        what = what_it_holds(report["kind"], report.get("format"))
+        if errors:
+            what += f" · {text('data.dropped', bad=bad)}"
+        lines = [text("data.saved", name=report["name"], rows=rows_text(report["rows"]), what=what)]
+    elif errors:
+        lines = [text("data.refused_fix", bad=bad, good=rows_text(report["rows"])) if report["rows"]
+                 else text("data.refused_none_usable", bad=bad), "",
+                 f"| {text('data.col.row')} | {text('data.col.field')} | {text('data.col.problem')} |", "|---|---|---|"]
+        lines += [f"| {e['row']} | `{e['field']}` | {html.escape(e['message'])} |" for e in errors[:MAX_ERRORS_SHOWN]]
+        if len(errors) > MAX_ERRORS_SHOWN:
+            lines.append(f"| … | | {text('data.more_problems', count=len(errors) - MAX_ERRORS_SHOWN)} |")
     else:
-        lines = ["❌ No usable rows, nothing saved."]
+        lines = [text("data.no_usable_rows")]
     if report.get("warnings"):
         lines += [""] + [f"- ⚠️ {warning}" for warning in report["warnings"]]
     return "\n".join(lines)
@@ -200,21 +235,32 @@ def table_of_dataset(workspace: Path, dataset: str):
             dataset if dataset in saved else "")
 
 
-def run_tool(workspace: Path, tool: str, dataset: str, new_name: str, *settings):
+def _made(workspace: Path, report_text: str, new_name: str):
+    """A tool's report, and the dataset it made picked (offered among every dataset)."""
+    return report_text, gr.update(choices=dataset_names(workspace), value=new_name)
+
+
+def deduplicate(workspace: Path, dataset: str, new_name: str, near: bool, threshold: float):
     new_name = (new_name or "").strip()
-    if tool == "dedupe":
-        report = api.deduplicate_dataset(workspace, dataset, new_name, *settings)
-        text = (f"✅ **{new_name}** · {report['rows_out']} of {report['rows_in']} rows kept · "
-                f"{report['exact_removed']} exact and {report['near_removed']} near duplicates removed")
-        text += "".join(f"\n- row {e['removed_row']} ≈ row {e['copy_of_row']}" for e in report["examples"])
-    elif tool == "filter":
-        model, low, high = settings
-        report = api.filter_dataset(workspace, dataset, new_name, model, int(low or 0), int(high) if high else None)
-        upper = f"{report['max_tokens']}" if report["max_tokens"] else "any number of"
-        text = f"✅ **{new_name}** · {report['rows_out']} of {report['rows_in']} rows between {report['min_tokens']} and {upper} tokens"
-    else:
-        fraction, seed = settings
-        report = api.split_dataset(workspace, dataset, new_name, fraction, int(seed or 0))
-        text = f"✅ **{report['train']}** · {report['train_rows']} rows  ·  **{report['eval']}** · {report['eval_rows']} rows"
-        new_name = report["train"]
-    return text, gr.update(choices=dataset_names(workspace), value=new_name)
+    report = api.deduplicate_dataset(workspace, dataset, new_name, near, threshold)
+    lines = [text("data.deduplicated", name=new_name, kept=report["rows_out"], total=report["rows_in"],
+                  exact=report["exact_removed"], near=report["near_removed"])]
+    lines += [f"- {text('data.duplicate_of', row=e['removed_row'], copy=e['copy_of_row'])}" for e in report["examples"]]
+    return _made(workspace, "\n".join(lines), new_name)
+
+
+def filter_by_length(workspace: Path, dataset: str, new_name: str, model: str, min_tokens: int, max_tokens: int):
+    new_name = (new_name or "").strip()
+    report = api.filter_dataset(workspace, dataset, new_name, model, int(min_tokens or 0),
+                                int(max_tokens) if max_tokens else None)
+    counts = {"name": new_name, "kept": report["rows_out"], "total": report["rows_in"], "low": report["min_tokens"]}
+    line = (text("data.filtered", high=report["max_tokens"], **counts) if report["max_tokens"]
+            else text("data.filtered_no_max", **counts))
+    return _made(workspace, line, new_name)
+
+
+def split_off_eval(workspace: Path, dataset: str, new_name: str, eval_fraction: float, seed: int):
+    report = api.split_dataset(workspace, dataset, (new_name or "").strip(), eval_fraction, int(seed or 0))
+    line = text("data.split_into", train=report["train"], train_rows=rows_text(report["train_rows"]),
+                eval=report["eval"], eval_rows=rows_text(report["eval_rows"]))
+    return _made(workspace, line, report["train"])

@@ -14,13 +14,16 @@ import gradio as gr
 
 from pipelines import api
 from pipelines.errors import StudioError
-from studio.errors import shows_errors
+from pipelines.messages import has_message, text
+from studio.form import on
 from studio.i18n import t
+from studio.tabs.train import state_text, time_left
 
 REFRESH_S = 3.0
-STEP_COLUMNS = ["step", "stage", "run", "status", "progress", "eta"]
+STEP_COLUMNS = ["step", "run", "status", "progress", "eta"]
+STEP_WIDTHS = ["26%", "30%", "16%", "12%", "16%"]
 COMPARED = ("base", "sft", "dpo", "ppo")   # Compare's columns, in the order the road's story goes
-LABELS = {"base": "base", "sft": "SFT", "dpo": "DPO", "ppo": "PPO"}
+LABELS = {"sft": "SFT", "dpo": "DPO", "ppo": "PPO"}   # "base" is a word, in the visitor's language
 
 
 @dataclass
@@ -41,17 +44,17 @@ def build(workspace: Path) -> RoadTab:
             again = gr.Button(t("road.continue"), scale=1)
         road = gr.Dropdown(choices=roads, value=roads[0] if roads else None, label=t("road.pick"))
         status = gr.Markdown()
-        steps = gr.Dataframe(headers=STEP_COLUMNS, interactive=False, wrap=True)
+        steps = gr.Dataframe(headers=STEP_COLUMNS, interactive=False, wrap=True, column_widths=STEP_WIDTHS,
+                             elem_classes="reading-table")
         compare = gr.Button(t("road.compare"), variant="primary", interactive=False)
         timer = gr.Timer(REFRESH_S)
 
-    private = {"api_visibility": "private"}
     outputs = [road, status, steps, compare]
-    start.click(shows_errors(partial(start_clicked, workspace)), [language], outputs, **private)
-    stop.click(shows_errors(partial(stop_clicked, workspace)), [road], outputs, **private)
-    again.click(shows_errors(partial(continue_clicked, workspace)), [road], outputs, **private)
-    road.change(partial(view, workspace), [road], [status, steps, compare], **private)
-    timer.tick(partial(view, workspace), [road], [status, steps, compare], **private, show_progress="hidden")
+    on(start.click, partial(start_clicked, workspace), outputs, language=language)
+    on(stop.click, partial(stop_clicked, workspace), outputs, road_id=road)
+    on(again.click, partial(continue_clicked, workspace), outputs, road_id=road)
+    on(road.change, partial(view, workspace), [status, steps, compare], road_id=road)
+    on(timer.tick, partial(view, workspace), [status, steps, compare], show_progress="hidden", road_id=road)
     return RoadTab(road=road, compare=compare)
 
 
@@ -75,7 +78,7 @@ def continue_clicked(workspace: Path, road_id: str | None):
 
 def _required(road_id: str | None) -> str:
     if not road_id:
-        raise StudioError("Pick a road first, or start one with Try the road.")
+        raise StudioError("road.pick_first")
     return road_id
 
 
@@ -88,19 +91,30 @@ def _picked(workspace: Path, road_id: str):
 def view(workspace: Path, road_id: str | None):
     """Status line, the steps table and whether Compare can open, for the picked road."""
     if not road_id:
-        return "", [], gr.update(interactive=False)
+        return "", steps_table([]), gr.update(interactive=False)
     try:
         report = api.road_status(workspace, road_id)
     except StudioError as exc:   # e.g. its folder was deleted by hand
-        return str(exc), [], gr.update(interactive=False)
-    rows = [[s["step"], s["stage"], s["run_id"] or "", s["status"], f"{s['progress']}/{s['max_steps']}" if s["run_id"] else "",
-             f"{s['eta_s'] / 60:.1f} min" if s.get("eta_s") and s["status"] == "running" else ""] for s in report["steps"]]
+        return exc.text(), steps_table([]), gr.update(interactive=False)
     done = sum(s["status"] == "completed" for s in report["steps"])
-    line = f"**{road_id}**: {report['status']} — {done} of {len(report['steps'])} steps done"
+    line = text("road.status_line", road_id=road_id, status=state_text(report["status"]), done=done,
+                total=len(report["steps"]))
+    rows = steps_table(report["steps"])
     if report.get("error"):
         line += f"\n\n❌ {report['error']}"
     can_compare = len(report["checkpoints"]) > 1   # base and at least the SFT model
     return line, rows, gr.update(interactive=can_compare)
+
+
+def steps_table(steps: list[dict]):
+    """The road's steps, one row each, with headers and states in the visitor's language."""
+    def row(s: dict) -> list:
+        name = text(f"road.step.{s['step']}") if has_message(f"road.step.{s['step']}") else s["step"]
+        progress = f"{s['progress']} / {s['max_steps']}" if s["run_id"] else ""
+        eta = time_left(s["eta_s"]) if s.get("eta_s") is not None and s["status"] == "running" else ""
+        return [name, s["run_id"] or "", state_text(s["status"]), progress, eta]
+    return gr.update(value={"headers": [text(f"road.col.{c}") for c in STEP_COLUMNS], "data": [row(s) for s in steps]},
+                     column_widths=STEP_WIDTHS)
 
 
 def compare_clicked(workspace: Path, tabs: gr.Tabs, columns, road_id: str | None) -> dict:
@@ -115,7 +129,7 @@ def compare_clicked(workspace: Path, tabs: gr.Tabs, columns, road_id: str | None
     for index, (picker, label) in enumerate(zip(columns.pickers, columns.labels)):
         if index < len(names):
             updates[picker] = gr.update(choices=choices, value=report["checkpoints"][names[index]])
-            updates[label] = LABELS[names[index]]
+            updates[label] = LABELS.get(names[index]) or text("road.label.base")
     return updates
 
 

@@ -6,8 +6,6 @@ disk does not, so a refresh or an app restart shows every run as it is.
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from functools import partial
 from pathlib import Path
 
@@ -18,10 +16,11 @@ from pipelines import api
 from pipelines.config import (RunConfig, TrainSettings, stage_defaults, stage_names, stage_sections,
                               stage_train_settings, top_fields)
 from pipelines.errors import StudioError
+from pipelines.messages import has_message, text
 from studio.charts import training_curves
 from studio.choices import dataset_names
 from studio.errors import shows_errors
-from studio.form import field_component, section_fields, values_to_config
+from studio.form import field_component, form_settings, on, section_fields, values_to_config
 from studio.i18n import t
 
 REFRESH_S = 1.5          # the selected run's status, chart and log
@@ -29,22 +28,22 @@ RUNS_REFRESH_S = 4.0     # the runs list and picker
 LOG_LINES = 12           # as many as the log box shows, so its end is in view
 MAIN_TRAIN_FIELDS = ("max_steps", "epochs", "learning_rate", "batch_size", "max_length", "save_steps")
 SAMPLE_COLUMNS = ["step", "score", "prompt", "response"]
+SAMPLE_WIDTHS = ["7%", "9%", "32%", "52%"]   # a step and a score are short; the answer is what one reads
 SAMPLES_SHOWN = 24       # the newest generations, newest first
+PROBE_STEPS_SHOWN = 4    # the first save and the newest ones: more columns would squeeze every answer unreadable
 RUN_COLUMNS = ["run_id", "status", "stage", "parent", "model", "dataset", "step", "max_steps", "checkpoints"]
 
 
 def build(workspace: Path):
     defaults = RunConfig()
-    keys: list[tuple[str, str]] = []
-    inputs: list[gr.components.Component] = []
+    form: dict[gr.components.Component, tuple[str, str]] = {}   # each input with its (section, field)
 
     def add(section: str, spec, component):
-        keys.append((section, spec.name))
-        inputs.append(component)
+        form[component] = (section, spec.name)
         return component
 
     top = {spec.name: spec for spec in section_fields_top()}
-    with gr.Tab(t("tab.train"), id="train"):
+    with gr.Tab(t("tab.train"), id="train") as tab:
         with gr.Row():
             with gr.Column(scale=2):
                 gr.Markdown(f"### {t('train.setup')}")
@@ -54,7 +53,7 @@ def build(workspace: Path):
                                                           allow_custom_value=True, label=t("model"), info=t("help.model")))
                 dataset = add("", top["dataset"], gr.Dropdown(choices=dataset_names(workspace), value=defaults.dataset,
                                                               allow_custom_value=True, label=t("dataset"), info=t("help.dataset")))
-                add("", top["eval_dataset"], gr.Dropdown(choices=[""] + dataset_names(workspace), value="",
+                eval_dataset = add("", top["eval_dataset"], gr.Dropdown(choices=[""] + dataset_names(workspace), value="",
                                                          allow_custom_value=True, label=t("eval_dataset"),
                                                          info=t("help.eval_dataset")))
                 add("", top["name"], field_component("", top["name"]))
@@ -97,33 +96,43 @@ def build(workspace: Path):
                     log_scale = gr.Checkbox(value=False, label=t("train.log_scale"), scale=1)
                 chart = gr.Plot(label=t("train.chart"))
                 samples = gr.Dataframe(headers=SAMPLE_COLUMNS, label=t("train.samples"), interactive=False, wrap=True,
-                                       max_height=320, visible=False)
-                probes = gr.Dataframe(label=t("train.probes"), interactive=False, wrap=True, max_height=360, visible=False)
+                                       max_height=420, visible=False, column_widths=SAMPLE_WIDTHS,
+                                       elem_classes="reading-table")
+                probes = gr.Dataframe(label=t("train.probes"), interactive=False, wrap=True, max_height=480, visible=False,
+                                      elem_classes="reading-table")
                 log = gr.Textbox(label=t("train.log"), lines=12, max_lines=12, autoscroll=True, interactive=False,
                                  elem_classes="run-log")
         gr.Markdown(f"### {t('train.runs')}")
-        runs_table = gr.Dataframe(headers=RUN_COLUMNS, value=runs_rows(api.list_runs(workspace)), interactive=False, wrap=True)
+        runs_table = gr.Dataframe(value=runs_table_value(api.list_runs(workspace)), interactive=False, wrap=True,
+                                  elem_classes="reading-table")
         timer = gr.Timer(REFRESH_S)
         list_timer = gr.Timer(RUNS_REFRESH_S)
 
     private = {"api_visibility": "private"}
-    by_key = dict(zip(keys, inputs))
+    by_key = {key: component for component, key in form.items()}
     stage_outputs = [dataset, stage_box, *stage_groups.values(), *(by_key[("train", n)] for n in stage_train_settings())]
     by_key[("", "stage")].input(stage_changed, [by_key[("", "stage")]], stage_outputs, **private)
     for button, stage in ((sft_on_it, "sft"), (dpo_on_it, "dpo")):
         button.click(shows_errors(partial(train_on_output, workspace, stage)), [run],
                      [by_key[("", "stage")], *stage_outputs], **private)
-    for component in inputs:
-        component.change(partial(config_text, keys), inputs, [config_yaml], **private, show_progress="hidden")
-    start.click(shows_errors(partial(start_clicked, workspace, keys)), inputs, [run], **private)
-    stop.click(shows_errors(partial(stop_clicked, workspace)), [run], [status], **private)
-    resume.click(shows_errors(partial(resume_clicked, workspace)), [run], [status], **private)
+    for component in form:
+        component.change(partial(config_preview, form), set(form), [config_yaml], **private, show_progress="hidden")
+    start.click(shows_errors(partial(start_clicked, workspace, form)), set(form), [run], **private)
+    on(stop.click, partial(stop_clicked, workspace), [status], run_id=run)
+    on(resume.click, partial(resume_clicked, workspace), [status], run_id=run)
     view = partial(run_view, workspace)
+    view_outputs = [status, chart, log, samples, use_row, probes]
     for trigger in (run.change, smooth.change, log_scale.change):
-        trigger(view, [run, smooth, log_scale], [status, chart, log, samples, use_row, probes], **private)
-    timer.tick(view, [run, smooth, log_scale], [status, chart, log, samples, use_row, probes], **private,
-               show_progress="hidden")
-    list_timer.tick(partial(refresh_runs, workspace), [run], [run, runs_table], **private, show_progress="hidden")
+        on(trigger, view, view_outputs, run_id=run, smooth=smooth, log_scale=log_scale)
+    on(timer.tick, view, view_outputs, show_progress="hidden", run_id=run, smooth=smooth, log_scale=log_scale)
+    on(list_timer.tick, partial(refresh_runs, workspace), [run, runs_table], show_progress="hidden", selected=run)
+    # Datasets and checkpoints made since the page loaded (an upload, Compare's votes, a run that finished) are
+    # offered as soon as one comes back to this tab or opens a list; only the choices change, never the pick.
+    quiet = {**private, "show_progress": "hidden"}
+    tab.select(shows_errors(partial(refresh_pickers, workspace)), None, [model, dataset, eval_dataset], **quiet)
+    dataset.focus(shows_errors(partial(dataset_choices, workspace)), None, [dataset], **quiet)
+    eval_dataset.focus(shows_errors(partial(dataset_choices, workspace, optional=True)), None, [eval_dataset], **quiet)
+    model.focus(shows_errors(partial(model_choices, workspace)), None, [model], **quiet)
     return model, dataset, run, runs_table
 
 
@@ -140,20 +149,58 @@ def stage_changed(stage: str):
               for name in stage_train_settings()))
 
 
-def config_text(keys, *values) -> str:
-    """The YAML the form sends: every setting, with only the chosen stage's own section."""
-    config = values_to_config(keys, list(values))
+def config_text(settings: dict[tuple[str, str], object]) -> str:
+    """The YAML the form sends (settings by (section, field)): every setting, with only the chosen stage's own section."""
+    config = values_to_config(settings)
     config = {k: v for k, v in config.items() if k not in stage_sections() or k == config.get("stage")}
     return yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
 
 
-def start_clicked(workspace: Path, keys, *values):
-    run_id = api.start_run(workspace, config_text(keys, *values))
-    gr.Info(f"Run {run_id} started.")
+def config_preview(form: dict, values: dict) -> str:
+    """The form's dict inputs ({component: value}) as the YAML Start sends."""
+    return config_text(form_settings(form, values))
+
+
+def start_clicked(workspace: Path, form: dict, values: dict):
+    run_id = api.start_run(workspace, config_preview(form, values))
+    gr.Info(text("train.started_run", run_id=run_id))
     return gr.update(choices=run_ids(workspace), value=run_id)
 
 
+def use_model(model: str | None):
+    """The Model tab's Use in Train: the training form takes the model, and says so."""
+    model = (model or "").strip()
+    if not model:
+        raise StudioError("train.pick_model_first")
+    gr.Info(text("train.uses_model", model=model))
+    return gr.update(value=model)
+
+
+def use_dataset(workspace: Path, dataset: str | None):
+    """The Data tab's Use in Train: the training form takes the dataset (offered even if saved just now), and says so."""
+    if not dataset:
+        raise StudioError("train.pick_dataset_first")
+    gr.Info(text("train.uses_dataset", dataset=dataset))
+    return gr.update(choices=dataset_names(workspace), value=dataset)
+
+
+def dataset_choices(workspace: Path, optional: bool = False):
+    """Every dataset as the disk has it now (optional: "" first, for none); the pick stays as it is (it may be a
+    file path typed in)."""
+    return gr.update(choices=[""] * optional + dataset_names(workspace))
+
+
+def model_choices(workspace: Path):
+    return gr.update(choices=api.list_checkpoints(workspace))
+
+
+def refresh_pickers(workspace: Path):
+    """The model, dataset and eval dataset lists as the disk has them, for a visitor coming back to the tab."""
+    return model_choices(workspace), dataset_choices(workspace), dataset_choices(workspace, optional=True)
+
+
 def stop_clicked(workspace: Path, run_id: str | None) -> str:
+    """Stop the picked run; the toast confirms what happened (cancelled while queued, or saving and stopping)."""
     if not run_id:
         return ""
     gr.Info(api.stop_run(workspace, run_id)["message"])
@@ -161,6 +208,7 @@ def stop_clicked(workspace: Path, run_id: str | None) -> str:
 
 
 def resume_clicked(workspace: Path, run_id: str | None) -> str:
+    """Resume the picked run; the toast confirms from which checkpoint, and whether now or in its queue turn."""
     if not run_id:
         return ""
     gr.Info(api.resume_run(workspace, run_id)["message"])
@@ -171,15 +219,30 @@ def run_ids(workspace: Path) -> list[str]:
     return [row["run_id"] for row in api.list_runs(workspace)]
 
 
+def state_text(state: str | None) -> str:
+    """A run's state in the visitor's language (an unknown one as it is)."""
+    state = state or "unknown"
+    return text(f"status.{state}") if has_message(f"status.{state}") else state
+
+
 def runs_rows(runs: list[dict]) -> list[list]:
-    return [[row[c] if c != "checkpoints" else ", ".join(map(str, row[c])) for c in RUN_COLUMNS] for row in runs]
+    def cell(row: dict, column: str):
+        if column == "checkpoints":
+            return ", ".join(map(str, row[column]))
+        return state_text(row[column]) if column == "status" else row[column]
+    return [[cell(row, c) for c in RUN_COLUMNS] for row in runs]
+
+
+def runs_table_value(runs: list[dict]) -> dict:
+    """The runs list with its headers in the visitor's language."""
+    return {"headers": [text(f"train.col.{c}") for c in RUN_COLUMNS], "data": runs_rows(runs)}
 
 
 def refresh_runs(workspace: Path, selected: str | None):
     runs = api.list_runs(workspace)
     ids = [row["run_id"] for row in runs]
     value = selected if selected in ids else (ids[0] if ids else None)
-    return gr.update(choices=ids, value=value), runs_rows(runs)
+    return gr.update(choices=ids, value=value), runs_table_value(runs)
 
 
 def run_view(workspace: Path, run_id: str | None, smooth: bool = True, log_scale: bool = False):
@@ -189,25 +252,36 @@ def run_view(workspace: Path, run_id: str | None, smooth: bool = True, log_scale
     try:
         status = api.run_status(workspace, run_id)
     except StudioError as exc:  # e.g. the run folder was deleted by hand
-        return str(exc), None, "", hidden, hidden, hidden
-    no_samples = hidden
+        return exc.text(), None, "", hidden, hidden, hidden
     metrics = api.run_metrics(workspace, run_id)
-    samples = api.run_samples(workspace, run_id)[-SAMPLES_SHOWN:]
-    table = (gr.update(visible=True, value=[[round(s["score"], 3) if c == "score" else s.get(c, "") for c in SAMPLE_COLUMNS]
-                                            for s in reversed(samples)])
-             if samples else no_samples)
     return (status_markdown(status), training_curves(metrics, run_id, smooth=smooth, log_scale=log_scale),
-            api.run_log(workspace, run_id, LOG_LINES), table, gr.update(visible=bool(status.get("datasets"))),
-            probe_table(api.run_probes(workspace, run_id)))
+            api.run_log(workspace, run_id, LOG_LINES), samples_table(api.run_samples(workspace, run_id)),
+            gr.update(visible=bool(status.get("datasets"))), probe_table(api.run_probes(workspace, run_id)))
+
+
+def samples_table(samples: list[dict]):
+    """An RL run's newest generations, newest first, with headers in the visitor's language."""
+    if not samples:
+        return gr.update(visible=False)
+    rows = [[round(s["score"], 3) if c == "score" else s.get(c, "") for c in SAMPLE_COLUMNS]
+            for s in reversed(samples[-SAMPLES_SHOWN:])]
+    return gr.update(visible=True, value={"headers": [text(f"train.col.{c}") for c in SAMPLE_COLUMNS], "data": rows},
+                     column_widths=SAMPLE_WIDTHS)
 
 
 def probe_table(grid: dict):
-    """Probe prompts down, checkpoint steps across: how one answer changes as training goes on."""
+    """Probe prompts down, checkpoint steps across: how one answer changes as training goes on. The first save and
+    the newest ones are shown (PROBE_STEPS_SHOWN), each wide enough to read; run_probes has every step."""
     if not grid["rows"]:
         return gr.update(visible=False)
-    headers = ["prompt", *(f"step {step}" for step in grid["steps"])]
-    rows = [[row["prompt"], *(row["answers"].get(step, "") for step in grid["steps"])] for row in grid["rows"]]
-    return gr.update(visible=True, value={"headers": headers, "data": rows})
+    steps = list(grid["steps"])
+    if len(steps) > PROBE_STEPS_SHOWN:
+        steps = [steps[0], *steps[-(PROBE_STEPS_SHOWN - 1):]]
+    headers = [text("train.col.prompt"), *(text("train.col.at_step", step=step) for step in steps)]
+    rows = [[row["prompt"], *(row["answers"].get(step, "") for step in steps)] for row in grid["rows"]]
+    answer_width = 76 / max(len(steps), 1)
+    return gr.update(visible=True, value={"headers": headers, "data": rows},
+                     column_widths=["24%", *(f"{answer_width:.0f}%" for _ in steps)])
 
 
 def train_on_output(workspace: Path, stage: str, run_id: str | None):
@@ -215,7 +289,7 @@ def train_on_output(workspace: Path, stage: str, run_id: str | None):
     datasets = api.run_status(workspace, run_id)["datasets"] if run_id else {}
     name = datasets.get("best" if stage == "sft" else "pairs")
     if not name:
-        raise StudioError(f"Run {run_id!r} saved no {'best answers' if stage == 'sft' else 'preference pairs'} to train on.")
+        raise StudioError("train.no_best_answers" if stage == "sft" else "train.no_pairs", run_id=run_id or "")
     dataset, *rest = stage_changed(stage)
     return (gr.update(value=stage), gr.update(value=name, choices=dataset_names(workspace)), *rest)
 
@@ -223,29 +297,37 @@ def train_on_output(workspace: Path, stage: str, run_id: str | None):
 STATUS_ICONS = {"queued": "⏳", "running": "🟢", "stopping": "🟡", "completed": "✅", "failed": "❌", "stopped": "⏹️", "interrupted": "⚠️"}
 
 
+def time_left(seconds: float) -> str:
+    """An ETA as a duration, never a clock time: "40 s left", "9 min left", "1.5 h left"."""
+    if seconds < 60:
+        return text("eta.seconds", seconds=max(int(round(seconds)), 1))
+    if seconds < 3600:
+        return text("eta.minutes", minutes=int(round(seconds / 60)))
+    return text("eta.hours", hours=seconds / 3600)
+
+
 def status_markdown(status: dict) -> str:
-    """One line a person reads at a glance; words are kept to the translated state (a Markdown value
-    can carry one i18n marker), the rest is numbers and symbols that read the same in both languages."""
+    """One line a person reads at a glance, in the visitor's language."""
     state = status.get("status") or "unknown"
     step, total = status.get("step") or 0, status.get("max_steps") or 0
-    parts = [f"**{STATUS_ICONS.get(state, '')} {t('status.' + state) if state in STATUS_ICONS else state}**"]
+    parts = [f"**{STATUS_ICONS.get(state, '')} {state_text(state)}**"]
     if status.get("queue_position"):   # the place in the run queue: 1 starts next
-        parts[0] += f" #{status['queue_position']}"
+        parts.append(text("train.queue_place", position=status["queue_position"]))
     parts.append(f"{step} / {total or '?'}")
     if total:
         parts.append(f"{100 * step / total:.0f}%")
+    # Only a training run has a time left; a queued or stopping one shows none (a resumed run's old ETA included).
     if state == "running" and status.get("eta_s") is not None:
-        eta = status["eta_s"]
-        parts.append(f"⏱ {time.strftime('%M:%S', time.gmtime(eta))}" if eta < 3600 else f"⏱ {eta / 3600:.1f} h")
+        parts.append(f"⏱ {time_left(status['eta_s'])}")
     last = status.get("last_metrics") or {}
     if isinstance(last.get("loss"), (int, float)):
-        parts.append(f"loss {last['loss']:.4f}")
+        parts.append(text("train.loss", loss=last["loss"]))
     if status.get("checkpoints"):
-        parts.append(f"💾 {', '.join(map(str, status['checkpoints']))}")
+        parts.append(f"💾 {text('train.saved_steps', steps=', '.join(map(str, status['checkpoints'])))}")
     if status.get("datasets"):
-        parts.append(f"🗂 {', '.join(status['datasets'].values())}")
-    text = " · ".join(parts)
+        parts.append(f"🗂 {text('train.saved_datasets', names=', '.join(status['datasets'].values()))}")
+    line = " · ".join(parts)
     if status.get("error"):
-        text += f"\n\n> {status['error']}"
-    text += "".join(f"\n\n⚠️ {warning}" for warning in status.get("warnings") or [])
-    return text
+        line += f"\n\n> {status['error']}"
+    line += "".join(f"\n\n⚠️ {warning}" for warning in status.get("warnings") or [])
+    return line
