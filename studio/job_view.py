@@ -41,10 +41,12 @@ def build_panel() -> JobPanel:
 
 
 def job_choices(workspace: Path, kinds: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(label, job id) of the jobs of these kinds, newest first."""
+    """(label, job id) of the jobs of these kinds, newest first; an ended one's label says how it ended (an active
+    one's says nothing that would go stale: its progress line says how it goes)."""
     listed = sorted((s for kind in kinds for s in api.list_jobs(workspace, kind)),
                     key=lambda s: s.get("created_at") or 0, reverse=True)
-    return [(text("jobs.choice", job_id=s["job_id"], state=state_word(s["status"])), s["job_id"]) for s in listed]
+    return [(s["job_id"] if s["status"] in ACTIVE else text("jobs.choice", job_id=s["job_id"], state=state_word(s["status"])),
+             s["job_id"]) for s in listed]
 
 
 def refresh_jobs(workspace: Path, kinds: tuple[str, ...], current: str | None):
@@ -97,10 +99,12 @@ def read(workspace: Path, job_id: str | None) -> dict | None:
     return {**results, "status_of": {**status, "warnings": results["warnings"]}, "active": status["status"] in ACTIVE}
 
 
-def controls(job: dict | None):
-    """The Cancel button and the timer for a job as it now is."""
+def controls(workspace: Path, kinds: tuple[str, ...], job: dict | None):
+    """The picker, the Cancel button and the timer for a job as it now is; once it ended the picker's labels are
+    read again, so that they say how it ended."""
     active = bool(job and job["active"])
-    return gr.update(interactive=active), gr.Timer(active=active)
+    picker = gr.update() if active or job is None else gr.update(choices=job_choices(workspace, kinds))
+    return picker, gr.update(interactive=active), gr.Timer(active=active)
 
 
 def downloads(job: dict) -> list[str] | None:

@@ -141,16 +141,18 @@ def test_the_blocking_endpoints_keep_their_shapes_and_warn_about_training_data(t
     assert timer.active and job_id in [value for _, value in picker["choices"]]
     wait_for(lambda: api.job_status(workspace, job_id)["status"] == "completed", timeout=120, what="the ranking")
     with speaking("ko"):
-        progress, note, histogram, table, files, cancel, timer = reward.show_job(workspace, job_id)
+        picker, cancel, timer, progress, note, histogram, table, files = reward.show_job(workspace, job_id)
     assert progress.startswith("**완료**") and "16 / 16행" in progress, progress
-    assert table["headers"] == ["보상", "구분", "프롬프트", "답변"] and len(table["data"]) == 16
-    assert {row[1] for row in table["data"]} == {"선택됨", "거절됨"}
-    assert [path.rsplit(".", 1)[1] for path in files] == ["csv", "jsonl"]
+    assert table["value"]["headers"] == ["보상", "구분", "프롬프트", "답변"] and len(table["value"]["data"]) == 16
+    assert {row[1] for row in table["value"]["data"]} == {"선택됨", "거절됨"} and not histogram["visible"]
+    assert [path.rsplit(".", 1)[1] for path in files["value"]] == ["csv", "jsonl"]
     assert not cancel["interactive"] and not timer.active, "a finished job is not polled"
+    assert (f"{job_id} · 완료", job_id) in picker["choices"], "the picker says how it ended"
     picker, _ = reward.start_job(workspace, "evaluate_reward", checkpoint, "pairs.jsonl")
     wait_for(lambda: api.job_status(workspace, picker["value"])["status"] == "completed", timeout=120, what="the accuracy")
-    progress, summary, histogram, *_ = reward.show_job(workspace, picker["value"])
-    assert "of 8 pairs scored chosen above rejected" in summary and histogram is not None
+    *_, progress, summary, histogram, table, files = reward.show_job(workspace, picker["value"])
+    assert "of 8 pairs scored chosen above rejected" in summary and histogram["value"] is not None
+    assert not table["visible"] and files["visible"]
     assert "⚠️ This is measured on 'pairs.jsonl', the data reward run rm trained on" in progress, progress
 
 
@@ -167,3 +169,17 @@ def test_the_progress_line_says_rows_and_minutes_left_never_a_clock_time():
     assert "loading the model" in progress_line(loading)
     failed = {**running, "status": "failed", "error": "It broke.", "eta_s": None}
     assert progress_line(failed) == "**failed** · 40 / 200 rows\n\n❌ It broke."
+
+
+def test_compare_evaluate_starts_a_job_and_shows_its_table_and_summary(tiny_model, workspace):
+    from studio.tabs import compare
+
+    (workspace / "rules.py").write_text("def reward(prompts, completions):\n    return [float(len(c)) for c in completions]\n")
+    picker, timer = compare.start_evaluation(workspace, "", "Say hi\n\nName a color\n", "rules.py", [str(tiny_model)], 4)
+    assert timer.active
+    wait_for(lambda: api.job_status(workspace, picker["value"])["status"] == "completed", timeout=120, what="the evaluation")
+    _, cancel, timer, progress, summary, chart, table, files = compare.show_evaluation(workspace, picker["value"])
+    assert progress == "**completed** · 2 / 2 rows" and not timer.active
+    assert summary.startswith("**2 prompts**, scored by rules.py") and chart is not None
+    assert table["headers"] == ["prompt", "checkpoint", "score", "answer"]
+    assert [row[0] for row in table["data"]] == ["Say hi", "Name a color"] and len(files) == 2

@@ -89,6 +89,7 @@ MESSAGES = {
     "reward.training_overlap": "{overlap} of these {pairs} pairs are in {dataset}, the data reward run {run} trained on: on those the accuracy shows memory, not judgement. Measure it on pairs it has not seen.",
     "reward.summary": "**{accuracy:.0%}** of {pairs} pairs scored chosen above rejected · mean margin {margin:+.3f} · reward–length correlation {correlation:+.2f}",
     "reward.histogram_title": "{checkpoint} on {dataset}",
+    "reward.answers_placeholder": "First answer\n---\nSecond answer",
     "reward.export": "Download the results (CSV, JSONL)",
     "reward.col.reward": "reward", "reward.col.side": "side", "reward.col.prompt": "prompt", "reward.col.answer": "answer",
     "reward.side.answer": "answer", "reward.side.chosen": "chosen", "reward.side.rejected": "rejected",

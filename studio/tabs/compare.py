@@ -107,7 +107,8 @@ def build(workspace: Path) -> CompareTab:
     rank_vote.click(shows_errors(partial(cast_typed_ranking, workspace)), [ranking, *vote_inputs], vote_outputs, **private)
     free.click(shows_errors(lambda: f"{api.free_models()} cached model(s) freed."), None, [vote_report], **private)
     # Evaluate: a job in its own process, followed by the panel's timer.
-    eval_shown = [eval_panel.progress, eval_summary, eval_chart, eval_table, eval_files, eval_panel.cancel, eval_panel.timer]
+    eval_shown = [eval_panel.job, eval_panel.cancel, eval_panel.timer, eval_panel.progress, eval_summary, eval_chart,
+                  eval_table, eval_files]
 
     def evaluate_clicked(values: dict):
         return start_evaluation(workspace, values[eval_dataset], values[eval_prompts], values[scorer],
@@ -264,16 +265,18 @@ def start_evaluation(workspace: Path, dataset: str, typed: str, scorer: str, che
 
 
 def show_evaluation(workspace: Path, job_id: str | None):
-    """Progress, summary, chart, rows (as they are scored), download, Cancel and timer of the picked evaluation."""
+    """Picker, Cancel, timer, progress, summary, chart, rows (as they are scored) and download of the picked
+    evaluation."""
     job = job_view.read(workspace, job_id)
-    cancel, timer = job_view.controls(job)
+    controls = job_view.controls(workspace, EVAL_KINDS, job)
     if job is None:
-        return "", "", None, job_view.table(_eval_headers(), []), None, cancel, timer
+        return *controls, "", "", None, job_view.table(_eval_headers(), []), None
     rows = [[r["prompt"], r["checkpoint"], round(r["score"], 3), r["answer"]] for r in job["rows"][:job_view.SHOWN_ROWS]]
     report = job["summary"]
     summary = (evaluation_summary(report) if report else "") + job_view.shown_note(job)
-    return (job_view.progress_line(job["status_of"]), summary.strip(), mean_score_bars(report["means"]) if report else None,
-            job_view.table(_eval_headers(), rows), job_view.downloads(job), cancel, timer)
+    return (*controls, job_view.progress_line(job["status_of"]), summary.strip(),
+            mean_score_bars(report["means"]) if report else None, job_view.table(_eval_headers(), rows),
+            job_view.downloads(job))
 
 
 def _eval_headers() -> list[str]:

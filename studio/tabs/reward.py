@@ -44,7 +44,7 @@ def build(workspace: Path) -> None:
         with gr.Row():
             with gr.Column():
                 prompt = gr.Textbox(label=t("reward.prompt"), lines=2)
-                answers = gr.Textbox(label=t("reward.answers"), lines=6, placeholder="First answer\n---\nSecond answer")
+                answers = gr.Textbox(label=t("reward.answers"), lines=6, placeholder=t("reward.answers_placeholder"))
                 score = gr.Button(t("reward.score"), variant="primary")
                 scores = gr.Markdown()
             with gr.Column():
@@ -52,12 +52,12 @@ def build(workspace: Path) -> None:
                 rank = gr.Button(t("reward.rank"))
                 panel = job_view.build_panel()
                 summary = gr.Markdown()
-                histogram = gr.Plot(show_label=False)
-        ranked = gr.Dataframe(headers=[text(f"reward.col.{c}") for c in RANK_COLUMNS], interactive=False, wrap=True,
-                              column_widths=RANK_WIDTHS, max_height=420)
-        files = gr.File(label=t("reward.export"), file_count="multiple", interactive=False)
+                histogram = gr.Plot(show_label=False, visible=False)
+        ranked = gr.Dataframe(headers=_rank_headers(), interactive=False, wrap=True, column_widths=RANK_WIDTHS,
+                              max_height=420, visible=False)
+        files = gr.File(label=t("reward.export"), file_count="multiple", interactive=False, visible=False)
     private = {"api_visibility": "private"}
-    shown = [panel.progress, summary, histogram, ranked, files, panel.cancel, panel.timer]
+    shown = [panel.job, panel.cancel, panel.timer, panel.progress, summary, histogram, ranked, files]
     tab.select(partial(refresh_reward_choices, workspace), [checkpoint], [checkpoint], **private)
     tab.select(partial(job_view.refresh_jobs, workspace, KINDS), [panel.job], [panel.job], **private).then(
         shows_errors(partial(show_job, workspace)), [panel.job], shown, **private)
@@ -91,17 +91,22 @@ def start_job(workspace: Path, kind: str, checkpoint: str, dataset: str):
 
 
 def show_job(workspace: Path, job_id: str | None):
-    """Progress, summary, histogram, ranked table, download, Cancel and timer for the picked job, as it now is."""
+    """Picker, Cancel, timer, progress, summary, histogram (a measurement's), ranked table (a ranking's) and download
+    for the picked job, as it now is."""
     job = job_view.read(workspace, job_id)
-    cancel, timer = job_view.controls(job)
+    controls = job_view.controls(workspace, KINDS, job)
     if job is None:
-        return "", "", None, job_view.table(_rank_headers(), []), None, cancel, timer
+        return (*controls, "", "", gr.update(visible=False), gr.update(visible=False), gr.update(visible=False))
+    files = job_view.downloads(job)
+    download = gr.update(value=files, visible=bool(files))
     progress = job_view.progress_line(job["status_of"])
     if job["kind"] == "evaluate_reward":
-        return (progress, pairs_summary(job), pairs_histogram(job), job_view.table(_rank_headers(), []), job_view.downloads(job),
-                cancel, timer)
-    return (progress, job_view.shown_note(job).strip(), None, job_view.table(_rank_headers(), rank_rows(job["rows"])),
-            job_view.downloads(job), cancel, timer)
+        figure = pairs_histogram(job)
+        return (*controls, progress, pairs_summary(job), gr.update(value=figure, visible=figure is not None),
+                gr.update(visible=False), download)
+    table = job_view.table(_rank_headers(), rank_rows(job["rows"]))
+    return (*controls, progress, job_view.shown_note(job).strip(), gr.update(visible=False),
+            gr.update(value=table, visible=True), download)
 
 
 def _rank_headers() -> list[str]:
