@@ -166,8 +166,7 @@ def test_the_model_and_data_tabs_hand_a_choice_to_train_only_when_asked(workspac
     monkeypatch.setattr(train.gr, "Info", told.append)
     assert train.use_model(" org/some-model ")["value"] == "org/some-model"
     assert train.use_dataset(workspace, "alpaca-en-sample")["value"] == "alpaca-en-sample"
-    assert told == ["The Train tab's form now trains org/some-model.",
-                    "The Train tab's form now trains on alpaca-en-sample."]
+    assert told == ["The Train tab will now train org/some-model.", "The Train tab will now train on alpaca-en-sample."]
     with pytest.raises(StudioError):
         train.use_model("")
     app = build_app(workspace)

@@ -44,8 +44,8 @@ def model_card(workspace: Path, model: str) -> str:
     memory = info["memory_gb"]
     kind = text(f"model.kind.{info['kind']}") if has_message(f"model.kind.{info['kind']}") else info["kind"]
     shape = {"batch": memory["batch_size"], "tokens": memory["seq_len"]}
+    head = (text("model.row.model"), f"`{info['model']}` ({kind})")   # a Markdown table's first row is its header
     rows = [
-        (text("model.row.model"), f"`{info['model']}` ({kind})"),
         (text("model.row.architecture"), info["architecture"]),
         (text("model.row.parameters"), f"{info['parameters'] / 1e6:,.1f} M"),
         (text("model.row.dtype"), info["dtype"]),
@@ -56,4 +56,4 @@ def model_card(workspace: Path, model: str) -> str:
         (text("model.row.memory_full", **shape), f"≈ {memory['full']} GB"),
         (text("model.row.memory_lora", **shape), f"≈ {memory['lora']} GB"),
     ]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {label} | {value} |" for label, value in rows)
+    return "\n".join([f"| {head[0]} | {head[1]} |", "|---|---|", *(f"| {label} | {value} |" for label, value in rows)])
