@@ -103,8 +103,9 @@ def launch(job_dir: Path) -> int:
     try:
         process = runs.spawn(["job", str(job_dir)], job_dir / LOG)
     except OSError as exc:   # no python, no room for the log: the job fails saying so, and nothing runs
-        _finish(job_dir, "failed", StudioError("jobs.not_started", problem=quote(str(exc))), only_if_status="queued")
-        raise StudioError("jobs.not_started", problem=quote(str(exc))) from None
+        error = StudioError("jobs.not_started", problem=exc.strerror or type(exc).__name__)   # the OS's words
+        _finish(job_dir, "failed", error, only_if_status="queued")
+        raise error from None
     # Unless the job already reported itself running (it writes its own pid), it is queued with this one.
     run_files.update_status(job_dir, only_if=lambda now: now.get("status") == "queued", pid=process.pid,
                             pid_started=runs.process_start_time(process.pid))
@@ -317,10 +318,9 @@ def work(job_dir: Path) -> int:
     except StudioError as exc:
         _finish(job_dir, "failed", exc)
         return 1
-    except Exception as exc:   # a fault of the studio: the traceback to job.log, one sentence to the visitor
+    except Exception:   # a fault of the studio: the traceback to job.log, one sentence (no Python text) to the visitor
         traceback.print_exc()
-        _finish(job_dir, "failed", StudioError("jobs.crashed", problem=quote(f"{type(exc).__name__}: {exc}"),
-                                               log=str(job_dir / LOG)))
+        _finish(job_dir, "failed", StudioError("jobs.crashed", log=str(job_dir / LOG)))
         return 1
     _finish(job_dir, "completed", None)
     return 0

@@ -3,7 +3,9 @@ as it goes, can be cancelled, and a killed one reads true on the next look. The 
 
 import csv
 import os
+import shutil
 import signal
+import socket
 
 import psutil
 import pytest
@@ -183,3 +185,37 @@ def test_compare_evaluate_starts_a_job_and_shows_its_table_and_summary(tiny_mode
     assert summary.startswith("**2 prompts**, scored by rules.py") and chart is not None
     assert table["headers"] == ["prompt", "checkpoint", "score", "answer"]
     assert [row[0] for row in table["data"]] == ["Say hi", "Name a color"] and len(files) == 2
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_the_reward_tab_follows_its_job_in_a_browser_and_reopens_it_after_a_reload(tiny_model, workspace):
+    from playwright.sync_api import sync_playwright
+
+    from studio.app import launch_app
+    from tests.test_browser import ARGS
+
+    write_jsonl(workspace / "pairs.jsonl", PAIRS)
+    trained(workspace, "name: rm\n" + stage_config(tiny_model, "reward", max_steps=2))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = launch_app(workspace, port=port, prevent_thread_lock=True)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1200}, locale="en-US")
+            page.goto(app.local_url)
+            page.get_by_role("tab", name="Reward model").click()
+            dataset = page.locator('input[aria-label="Dataset"]:visible').first
+            dataset.fill("pairs.jsonl")
+            dataset.press("Enter")
+            page.get_by_role("button", name="Rank every answer of the dataset by reward").click()
+            page.get_by_text("completed · 16 / 16 rows").wait_for(timeout=120000)
+            assert page.get_by_role("button", name="Cancel").is_disabled(), "nothing to cancel once it ended"
+            assert page.get_by_text("Hi there. Hope this helps!").count() == 1, "the ranked table"
+            page.reload()
+            page.get_by_role("tab", name="Reward model").click()
+            page.get_by_text("completed · 16 / 16 rows").wait_for(timeout=30000)   # reopened from its folder
+            browser.close()
+    finally:
+        app.close()

@@ -118,7 +118,7 @@ MESSAGES = {
     "jobs.not_started": "The job could not be started: {problem}.",
     "jobs.interrupted": "The job's process ended without finishing (killed, crashed or out of memory); start it again.",
     "jobs.was_cancelled": "Job {job_id} was cancelled before it finished.",
-    "jobs.crashed": "The job failed unexpectedly ({problem}); details are in {log}.",
+    "jobs.crashed": "The job failed unexpectedly; details are in {log}.",
     "jobs.no_checkpoints": "Pick at least one checkpoint to evaluate.",
     "jobs.no_prompts": "Give the prompts to evaluate on: a list of prompts, or the name of a dataset.",
     "jobs.no_scorer": "Give a scorer: a reward checkpoint, a rules .py file in the workspace, or both joined by +.",

@@ -114,7 +114,7 @@ MESSAGES = {
     "jobs.not_started": "작업을 시작하지 못했습니다: {problem}.",
     "jobs.interrupted": "작업 프로세스가 끝까지 가지 못하고 종료되었습니다 (강제 종료, 충돌 또는 메모리 부족). 다시 시작하세요.",
     "jobs.was_cancelled": "작업 {job_id}는 끝나기 전에 취소되었습니다.",
-    "jobs.crashed": "작업이 예기치 않게 실패했습니다 ({problem}). 자세한 내용은 {log}에 있습니다.",
+    "jobs.crashed": "작업이 예기치 않게 실패했습니다. 자세한 내용은 {log}에 있습니다.",
     "jobs.no_checkpoints": "평가할 체크포인트를 하나 이상 고르세요.",
     "jobs.no_prompts": "평가할 프롬프트를 주세요: 프롬프트 목록 또는 데이터셋 이름.",
     "jobs.no_scorer": "채점기를 주세요: 보상 체크포인트, 작업 공간의 규칙 .py 파일, 또는 + 로 이은 둘 다.",
