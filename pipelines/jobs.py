@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import time
 import traceback
@@ -38,6 +39,7 @@ from pipelines.paths import check_name
 
 ACTIVE = ("queued", "running")
 JOB_FILE, RESULTS, RESULTS_CSV, SUMMARY, LOG = "job.json", "results.jsonl", "results.csv", "summary.json", "job.log"
+KEPT_JOBS = 100              # ended jobs kept (the newest); every blocking evaluate or score_dataset call makes one
 CANCEL_GRACE_SECONDS = 5.0   # a job stopped by SIGTERM finishes its batch's write; then its group is killed
 LAUNCH_SECONDS = 60.0        # a job queued this long without a process was never launched (the server died first)
 
@@ -89,6 +91,10 @@ def start(workspace: Path, kind: str, spec: dict) -> Path:
     if not isinstance(spec, dict):
         raise StudioError("jobs.spec_not_mapping", kind=kind)
     spec, warnings = known[kind].prepare(workspace, spec)
+    free = run_files.free_bytes(jobs_root(workspace))
+    if free < run_files.SPARE_BYTES:   # not even its status would fit: refuse before writing a folder
+        raise StudioError("jobs.disk_full", free=run_files.megabytes(free))
+    prune(workspace)
     job_dir = runs.new_folder(jobs_root(workspace), f"{kind.replace('_', '-')}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     run_files.write_json_atomic(job_dir / JOB_FILE, {"kind": kind, "spec": spec, "workspace": str(workspace)})
     run_files.write_json_atomic(job_dir / "status.json", {
@@ -97,6 +103,18 @@ def start(workspace: Path, kind: str, spec: dict) -> Path:
         "created_at": time.time(), "updated_at": time.time()})
     launch(job_dir)
     return job_dir
+
+
+def prune(workspace: Path, keep: int = KEPT_JOBS) -> list[str]:
+    """Delete the oldest ended jobs beyond the newest `keep`; return their ids. Active jobs are never touched."""
+    ended = [d for d in list_job_dirs(workspace) if run_files.read_status(d).get("status") not in ACTIVE]
+    deleted = []
+    for job_dir in ended[keep:]:
+        doomed = job_dir.with_name(f".deleting-{job_dir.name}")   # out of the listing first, as checkpoints are
+        os.replace(job_dir, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        deleted.append(job_dir.name)
+    return deleted
 
 
 def launch(job_dir: Path) -> int:

@@ -219,3 +219,19 @@ def test_the_reward_tab_follows_its_job_in_a_browser_and_reopens_it_after_a_relo
             browser.close()
     finally:
         app.close()
+
+
+def test_only_the_newest_ended_jobs_are_kept_and_an_active_one_never_goes(workspace):
+    import json
+    import time
+
+    from pipelines import jobs
+
+    root = jobs.jobs_root(workspace)
+    for n, state in enumerate(["completed", "running", "failed", "cancelled", "completed"]):
+        folder = root / f"job-{n}"
+        folder.mkdir()
+        (folder / jobs.JOB_FILE).write_text(json.dumps({"kind": "evaluate", "spec": {}}))
+        (folder / "status.json").write_text(json.dumps({"status": state, "created_at": time.time() + n}))
+    assert sorted(jobs.prune(workspace, keep=2)) == ["job-0", "job-2"]
+    assert sorted(p.name for p in root.iterdir()) == ["job-1", "job-3", "job-4"]

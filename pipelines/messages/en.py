@@ -116,6 +116,7 @@ MESSAGES = {
     "jobs.unknown_kind": "Unknown job kind {kind}; choose one of: {kinds}.",
     "jobs.spec_not_mapping": "A {kind} job is given a mapping of its settings, such as {{\"checkpoint\": \"my-rm/final\", \"dataset\": \"pairs\"}}.",
     "jobs.not_started": "The job could not be started: {problem}.",
+    "jobs.disk_full": "The disk is full ({free} free): free some space, then start the job again.",
     "jobs.interrupted": "The job's process ended without finishing (killed, crashed or out of memory); start it again.",
     "jobs.was_cancelled": "Job {job_id} was cancelled before it finished.",
     "jobs.crashed": "The job failed unexpectedly; details are in {log}.",

@@ -112,6 +112,7 @@ MESSAGES = {
     "jobs.unknown_kind": "알 수 없는 작업 종류 {kind}입니다. 다음 중 하나를 고르세요: {kinds}.",
     "jobs.spec_not_mapping": "{kind} 작업에는 {{\"checkpoint\": \"my-rm/final\", \"dataset\": \"pairs\"}}처럼 설정의 매핑을 주어야 합니다.",
     "jobs.not_started": "작업을 시작하지 못했습니다: {problem}.",
+    "jobs.disk_full": "디스크가 가득 찼습니다 (남은 공간 {free}). 공간을 비운 뒤 작업을 다시 시작하세요.",
     "jobs.interrupted": "작업 프로세스가 끝까지 가지 못하고 종료되었습니다 (강제 종료, 충돌 또는 메모리 부족). 다시 시작하세요.",
     "jobs.was_cancelled": "작업 {job_id}는 끝나기 전에 취소되었습니다.",
     "jobs.crashed": "작업이 예기치 않게 실패했습니다. 자세한 내용은 {log}에 있습니다.",
