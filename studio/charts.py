@@ -5,35 +5,10 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from pipelines.messages import text
+from pipelines.panels import all_panels
 from pipelines.signals import KL_WARNING, REPEAT_WARNING
 
-# Panels, top to bottom; a panel is drawn when the run logged any of its keys. Each key's eval_ twin is drawn
-# in the same panel, dashed, so train and held-out curves are read together.
-PANELS = (
-    ("loss", ("loss", "nll_loss")),
-    ("rewards (β·log-ratio to the reference)", ("rewards/chosen", "rewards/rejected", "rewards/margins")),
-    ("preference accuracy", ("rewards/accuracies", "accuracy")),
-    ("reward model: margin and mean reward", ("margin", "mean_reward")),
-    ("reward model: correlation of rewards with answer length (at each save)", ("length_correlation",)),
-    ("log-probs", ("logps/chosen", "logps/rejected")),
-    ("share of pairs where the policy itself finds chosen likelier",
-     ("prefers_chosen/first_token", "prefers_chosen/total", "prefers_chosen/per_token")),
-    ("RL objective: score, and reward after the KL penalty", ("objective/scores", "objective/rlhf_reward", "reward")),
-    ("KL to the reference", ("kl", "objective/kl")),
-    ("PPO losses", ("loss/policy", "loss/value")),
-    ("PPO health: clip fractions, approx KL, explained variance", ("policy/clipfrac", "value/clipfrac", "policy/approx_kl",
-                                                                   "value/explained_variance")),
-    ("score spread: std, share of prompts whose answers all scored alike",
-     ("objective/scores_std", "reward_std", "frac_reward_zero_std")),
-    ("response length", ("response_length", "completions/mean_length")),
-    ("repetition: share of 3-word phrases in an answer that repeat", ("answers/repeated_3grams",)),
-    ("best-of-N scores", ("best_score", "mean_score", "worst_score")),
-    ("learning rate", ("learning_rate",)),
-    ("grad norm", ("grad_norm",)),
-)
-# Panels of shares between 0 and 1: a fixed axis, so a share stuck at 0 reads as 0, not as a line in the middle.
-SHARE_KEYS = {"rewards/accuracies", "accuracy", "prefers_chosen/first_token", "answers/repeated_3grams"}
-CORRELATION_KEYS = {"length_correlation"}   # from -1 to 1, on a fixed axis for the same reason
 COLORS = ("#4f46e5", "#dc2626", "#059669", "#d97706")
 # Where a run's warning signs begin (pipelines/signals.py), drawn across their panels: a curve that crosses the line
 # is what the status line's "signs of reward hacking" refers to.
@@ -59,18 +34,17 @@ def _points(metrics: list[dict], key: str) -> list[tuple]:
 
 
 def training_curves(metrics: list[dict], title: str = "", smooth: bool = True, log_scale: bool = False) -> go.Figure:
-    """Every curve the run logged, one panel per quantity (see PANELS), against the step."""
-    panels = [(name, keys) for name, keys in PANELS
-              if any(_points(metrics, k) or _points(metrics, f"eval_{k}") for k in keys)] or [PANELS[0]]
+    """Every curve the run logged, one panel per quantity (pipelines/panels.py), against the step."""
+    known = all_panels()
+    panels = [panel for panel in known
+              if any(_points(metrics, k) or _points(metrics, f"eval_{k}") for k in panel.keys)] or known[:1]
     heights = [2 if index == 0 else 1 for index in range(len(panels))]
     figure = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.2 / len(panels),
-                           row_heights=[h / sum(heights) for h in heights], subplot_titles=[name for name, _ in panels])
-    for row, (_, keys) in enumerate(panels, start=1):
-        if SHARE_KEYS & set(keys):
-            figure.update_yaxes(range=[-0.05, 1.05], row=row, col=1)
-        elif CORRELATION_KEYS & set(keys):
-            figure.update_yaxes(range=[-1.05, 1.05], row=row, col=1)
-        for index, key in enumerate(keys):
+                           row_heights=[h / sum(heights) for h in heights], subplot_titles=[text(panel.title) for panel in panels])
+    for row, panel in enumerate(panels, start=1):
+        if panel.y_range:
+            figure.update_yaxes(range=list(panel.y_range), row=row, col=1)
+        for index, key in enumerate(panel.keys):
             color = COLORS[index % len(COLORS)]   # one colour per quantity: raw, smoothed and eval lines share it
             train = _points(metrics, key)
             if train:

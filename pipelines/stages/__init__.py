@@ -35,7 +35,7 @@ class Stage:
     check_start: Callable | None = None   # check_start(config, rows) -> warnings, once the data is loaded
     warning_signs: Callable | None = None   # warning_signs(stage, metrics, rule_reward) -> {kind: sentence}
                                             # (pipelines/signals.py: preference_signs, rl_signs, …)
-    panels: tuple = ()             # chart panels it logs: ((title code, (metric keys…)), …)
+    panels: tuple = ()             # the chart panels of what it logs beyond the loss (pipelines/panels.py)
     run_module: str = ""           # the module whose run(context) trains it (default: the declaring module)
 
     def __post_init__(self):
