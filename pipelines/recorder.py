@@ -23,12 +23,13 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from pipelines import run_files
+from pipelines.messages import Message
 from pipelines.stop import StopSignal, _agree_across_ranks, barrier
 
 SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss")
 # A checkpoint holds each trainable parameter in fp32 and, in optimizer.pt, AdamW's two moments of it.
 CHECKPOINT_BYTES_PER_TRAINABLE_PARAMETER = 3 * 4
-LOWER_THE_LEARNING_RATE = "Lower the learning rate (or raise beta), then resume or restart."
+LOWER_THE_LEARNING_RATE = Message("runs.lower_the_learning_rate")
 
 
 class RunRecorder(TrainerCallback):
@@ -40,7 +41,7 @@ class RunRecorder(TrainerCallback):
         self.records: list[dict] = []                      # the run's metrics so far, for its warning signs
         self.signs_told: set[str] = set()                  # kinds of warning already printed to the log
         self.first_log: tuple[int, float] | None = None   # (step, time) of the first step logged by this process
-        self.failure: str | None = None                    # why the run was stopped: a NaN loss, a full disk
+        self.failure: Message | None = None                # why the run was stopped: a NaN loss, a full disk
         self.bad_gradients: str | None = None              # "nan" or "inf": this step's loss was not finite
         self.saving: str | None = None                     # the checkpoint being written, for a failure to name it
         self.last_record: dict | None = None               # the latest metrics line, for the status file
@@ -70,22 +71,22 @@ class RunRecorder(TrainerCallback):
             return control
         step, saving = state.global_step, control.should_save
         if self.bad_gradients:
-            self._fail(control, f"The loss became {self.bad_gradients} at step {step}; "
-                                f"{self._not_saved(step, saving)}. {LOWER_THE_LEARNING_RATE}")
+            self._fail(control, Message("runs.loss_not_finite", value=self.bad_gradients, step=step,
+                                        not_saved=self._not_saved(step, saving), advice=LOWER_THE_LEARNING_RATE))
         elif saving:
             problem = None
             if model is not None and not weights_finite(model):
-                problem = (f"The weights became NaN or infinite by step {step}; {self._not_saved(step, True)}. "
-                           f"{LOWER_THE_LEARNING_RATE}")
+                problem = Message("runs.weights_not_finite", step=step, not_saved=self._not_saved(step, True),
+                                  advice=LOWER_THE_LEARNING_RATE)
             elif state.is_world_process_zero:
                 problem = self.no_room(f"checkpoint-{step}", model)
             if _agree_across_ranks(problem is not None):
-                self._fail(control, problem or f"Another process could not save checkpoint-{step}.")
+                self._fail(control, problem or Message("runs.other_process_not_saved", step=step))
             else:
                 self.saving = f"checkpoint-{step}"
         return control
 
-    def no_room(self, what: str, model=None) -> str | None:
+    def no_room(self, what: str, model=None) -> Message | None:
         """Why the disk cannot take `what` (a checkpoint, final/), or None. Its size: the previous checkpoint's,
         or, for the first, estimated from the trainable parameters."""
         last = run_files.last_checkpoint(self.run_dir)
@@ -100,13 +101,14 @@ class RunRecorder(TrainerCallback):
         free = run_files.free_bytes(self.run_dir)
         if free >= needed:
             return None
-        return run_files.disk_full_sentence(self.run_dir, free, f"{what} was not written", needed)
+        return run_files.disk_full_sentence(self.run_dir, free, Message("runs.not_written", what=what), needed)
 
-    def _not_saved(self, step: int, saving: bool) -> str:
+    def _not_saved(self, step: int, saving: bool) -> Message:
         kept = run_files.checkpoints_kept(self.run_dir)
-        return f"checkpoint-{step} was not saved; {kept}" if saving else f"training stopped there; {kept}"
+        return Message("runs.checkpoint_not_saved", step=step, kept=kept) if saving else \
+            Message("runs.stopped_there", kept=kept)
 
-    def _fail(self, control, sentence: str) -> None:
+    def _fail(self, control, sentence: Message) -> None:
         """Stop the run at this step with nothing more saved; train.py ends it failed with `sentence`."""
         self.failure, self.saving = sentence, None
         control.should_save = False
@@ -120,8 +122,9 @@ class RunRecorder(TrainerCallback):
             # Every rank logs the same reduced loss, so every rank stops here, and nothing is saved from
             # weights that are already broken: the checkpoints before this step stay the last good ones.
             step = state.global_step
-            self._fail(control, f"The loss became {loss} at step {step}; {self._not_saved(step, control.should_save)}. "
-                                f"{LOWER_THE_LEARNING_RATE}")
+            self._fail(control, Message("runs.loss_not_finite", value=str(loss), step=step,
+                                        not_saved=self._not_saved(step, control.should_save),
+                                        advice=LOWER_THE_LEARNING_RATE))
         if not state.is_world_process_zero:
             return
         if any(key in logs for key in SUMMARY_KEYS):  # the closing summary is not a step
@@ -159,11 +162,11 @@ class RunRecorder(TrainerCallback):
         barrier()  # every rank has written its part (shards, rng state) before the checkpoint is moved
         refused = self._publish_checkpoint(state) if state.is_world_process_zero else None
         if _agree_across_ranks(refused is not None):
-            self._fail(control, refused or f"checkpoint-{state.global_step} was not saved by the main process.")
+            self._fail(control, refused or Message("runs.main_process_not_saved", step=state.global_step))
         self.saving = None
         barrier()
 
-    def _publish_checkpoint(self, state) -> str | None:
+    def _publish_checkpoint(self, state) -> Message | None:
         """Move the staged checkpoint into checkpoints/; a non-finite one is deleted instead, and the sentence
         that says so returned."""
         from pipelines.stages.common import non_finite_tensors
@@ -175,8 +178,8 @@ class RunRecorder(TrainerCallback):
         bad, total = non_finite_tensors(staged)
         if bad:
             shutil.rmtree(staged, ignore_errors=True)
-            return (f"The weights became NaN or infinite by step {state.global_step} ({bad} of {total} tensors); "
-                    f"{self._not_saved(state.global_step, True)}. {LOWER_THE_LEARNING_RATE}")
+            return Message("runs.weights_not_finite_tensors", step=state.global_step, bad=bad, total=total,
+                           not_saved=self._not_saved(state.global_step, True), advice=LOWER_THE_LEARNING_RATE)
         final.parent.mkdir(exist_ok=True)
         if final.exists():  # the same step saved again after a resume: replace it whole
             shutil.rmtree(final)

@@ -25,7 +25,8 @@ import yaml
 
 from pipelines import run_files, run_queue, runs
 from pipelines.config import BUNDLED_MODEL_ID
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, quote
+from pipelines.messages import Message, has_message
 from pipelines.paths import check_name, file_lock
 
 LANGUAGES = ("en", "ko")
@@ -96,7 +97,7 @@ STOP_WORDS = set("a an and are at be can do does for from how i in is it me my o
                  "왜 어떻게 하나요 해야 하려면 있나요 무엇인가요 무엇인지 뭔지 알려 주세요 방법을 방법은 설명해 쉽게 더 잘 "
                  "일어나나요".split())
 
-ROAD_INTERRUPTED = "The road's process ended before the road did (killed or crashed); start it again to go on."
+ROAD_INTERRUPTED = Message("road.interrupted")
 
 
 def roads_root(workspace: Path) -> Path:
@@ -109,7 +110,7 @@ def road_dir_of(workspace: Path, road_id: str) -> Path:
     check_name(road_id, "road id")
     road_dir = roads_root(workspace) / road_id
     if not (road_dir / "status.json").is_file():
-        raise StudioError(f"There is no road {road_id!r} in this workspace; list_roads() shows the road ids.")
+        raise StudioError("road.not_found", road_id=quote(road_id))
     return road_dir
 
 
@@ -132,11 +133,11 @@ def create_road(workspace: Path, language: str = "en", model: str = BUNDLED_MODE
     from pipelines.models import check_generative, resolve_model
 
     if language not in LANGUAGES:
-        raise StudioError(f"The road's language must be one of {', '.join(LANGUAGES)}, not {str(language)[:20]!r}.")
+        raise StudioError("road.bad_language", languages=", ".join(LANGUAGES), language=quote(str(language)[:20]))
     if isinstance(max_steps, bool) or not isinstance(max_steps, int) or not 0 <= max_steps <= MAX_ROAD_STEPS:
-        raise StudioError(f"The road's max_steps must be a whole number from 0 (each stage's default) to {MAX_ROAD_STEPS}.")
+        raise StudioError("road.bad_max_steps", maximum=MAX_ROAD_STEPS)
     if not isinstance(model, str) or not model.strip():
-        raise StudioError("Name the model the road starts from, for example the bundled smollm2-135m-instruct.")
+        raise StudioError("road.no_model")
     source = resolve_model(model.strip(), workspace)
     check_generative(source)
     model = source.base if source.kind == "local" else model.strip()   # each step's process has its own cwd
@@ -144,7 +145,7 @@ def create_road(workspace: Path, language: str = "en", model: str = BUNDLED_MODE
     road_id = road_dir.name
     run_files.write_json_atomic(road_dir / "status.json", {
         "road_id": road_id, "language": language, "model": model, "max_steps": max_steps, "status": "queued",
-        "pid": None, "error": None,
+        "pid": None, "error": None, "error_message": None,
         "steps": {step: None for step, *_ in STEPS}, "prompts": HELD_OUT_PROMPTS[language][:COMPARE_PROMPTS],
         "created_at": time.time(), "updated_at": time.time()})
     return road_dir
@@ -157,7 +158,7 @@ def launch_road(road_dir: Path) -> int:
     # Unless the child already reported itself running, the road is queued.
     run_files.update_status(road_dir, only_if=lambda now: now.get("status") not in run_files.ACTIVE_STATES or
                             now.get("pid") is None, status="queued", pid=process.pid,
-                            pid_started=runs.process_start_time(process.pid), error=None)
+                            pid_started=runs.process_start_time(process.pid), error=None, error_message=None)
     return process.pid
 
 
@@ -173,12 +174,13 @@ def walk(road_dir: Path) -> str:
 
 def _walk_locked(road_dir: Path) -> str:
     road = run_files.update_status(road_dir, status="running", pid=os.getpid(),
-                                   pid_started=runs.process_start_time(os.getpid()), error=None)
+                                   pid_started=runs.process_start_time(os.getpid()), error=None,
+                                   error_message=None)
     try:
         return _walk_steps(road_dir, road)
     except StudioError as exc:   # a step that cannot start (its model or data went missing): the road says why
         print(f"error: {exc}", flush=True)
-        return _finish(road_dir, "failed", error=str(exc))
+        return _finish(road_dir, "failed", error=exc)
 
 
 def _walk_steps(road_dir: Path, road: dict) -> str:
@@ -196,8 +198,7 @@ def _walk_steps(road_dir: Path, road: dict) -> str:
         if status.get("status") != "completed":
             print(f"road: {step} ended {status.get('status')}", flush=True)
             return _finish(road_dir, "stopped" if status.get("status") == "stopped" else "failed",
-                           error=None if status.get("status") == "stopped" else
-                           f"The {step} step (run {run_dir.name}) {status.get('status')}: {status.get('error') or ''}".strip(": "))
+                           error=None if status.get("status") == "stopped" else _step_failure(step, run_dir, status))
     return _finish(road_dir, "completed")
 
 
@@ -228,7 +229,7 @@ def _step_run(workspace: Path, road_dir: Path, road: dict, step: str, run_ids: d
             return None
         if status in run_files.ACTIVE_STATES:   # still training from an earlier walk: wait for it
             return run_dir
-        if status and run_files.can_resume(run_dir):
+        if status and runs.why_not_resumable(run_dir, {"status": status}) is None:
             run_queue.resume(run_dir)
             return run_dir
     config = step_config(road, step, run_ids)
@@ -239,8 +240,16 @@ def _step_run(workspace: Path, road_dir: Path, road: dict, step: str, run_ids: d
     return run_dir
 
 
-def _finish(road_dir: Path, status: str, error: str | None = None) -> str:
-    run_files.update_status(road_dir, status=status, error=error, finished_at=time.time())
+def _step_failure(step: str, run_dir: Path, status: dict) -> Message:
+    """Why the road ended with a step: the step's run, its state and its own error."""
+    error, state = runs.error_of(status), f"status.{status.get('status')}"
+    facts = {"step": step, "run_id": run_dir.name,
+             "status": Message(state) if has_message(state) else str(status.get("status"))}
+    return Message("road.step_failed", error=error, **facts) if error else Message("road.step_ended", **facts)
+
+
+def _finish(road_dir: Path, status: str, error: Message | StudioError | None = None) -> str:
+    run_files.update_status(road_dir, status=status, finished_at=time.time(), **run_files.error_fields(error))
     return status
 
 
@@ -260,11 +269,11 @@ def road_status(workspace: Path, road_id: str) -> dict:
         run = runs.refresh_status(run_dir) if run_dir and (run_dir / "config.yaml").is_file() else {}
         steps.append({"step": step, "stage": stage, "run_id": run_id, "status": run.get("status", "waiting"),
                       "progress": run.get("step", 0), "max_steps": run.get("max_steps", 0), "eta_s": run.get("eta_s"),
-                      "error": run.get("error")})
+                      "error": runs.status_texts(run)["error"]})
     checkpoints = {"base": road.get("model", BUNDLED_MODEL_ID), **{s["step"]: f"{s['run_id']}/final" for s in steps
                                                  if s["step"] != "reward" and s["status"] == "completed"}}
     return {"road_id": road_id, "language": road.get("language"), "status": road.get("status"),
-            "error": road.get("error"), "steps": steps, "prompts": road.get("prompts", []),
+            "error": runs.status_texts(road)["error"], "steps": steps, "prompts": road.get("prompts", []),
             "checkpoints": checkpoints}
 
 
@@ -288,9 +297,9 @@ def continue_road(workspace: Path, road_id: str) -> dict:
     with file_lock(road_dir / ".launch.lock"):
         status = refresh_road(road_dir).get("status")
         if status in run_files.ACTIVE_STATES:
-            raise StudioError(f"Road {road_id!r} is still {status}; stop it before starting it again.")
+            raise StudioError("road.still_active", road_id=quote(road_id), status=Message(f"status.{status}"))
         if status == "completed":
-            raise StudioError(f"Road {road_id!r} already completed; start a new road to walk it again.")
+            raise StudioError("road.already_completed", road_id=quote(road_id))
         launch_road(road_dir)
     return road_status(workspace, road_id)
 

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from pipelines.errors import StudioError
+from pipelines.messages import Message
 from pipelines.paths import file_lock
 
 ACTIVE_STATES = ("queued", "running", "stopping")
@@ -51,6 +53,15 @@ def read_status(run_dir: Path) -> dict:
         return json.loads((run_dir / "status.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {"status": "unknown"}
+
+
+def error_fields(error) -> dict:
+    """status.json's `error` and `error_message` for `error` (a Message, a StudioError, a sentence, or None): the
+    English sentence, and beside it the catalog code and parameters when it has them, so that a reader can show it
+    in the visitor's language (pipelines/runs.py, status_texts)."""
+    message = error.catalog_message if isinstance(error, StudioError) else error
+    return {"error": str(error) if error is not None else None,
+            "error_message": message.to_dict() if isinstance(message, Message) else None}
 
 
 def update_status(run_dir: Path, only_if: Callable[[dict], bool] | None = None, **changes) -> dict:
@@ -154,18 +165,19 @@ def megabytes(size: int) -> str:
     return f"{size / MB:.1f} MB" if size < 10 * MB else f"{size / MB:.0f} MB"
 
 
-def disk_full_sentence(run_dir: Path, free: int, lost: str, needed: int | None = None) -> str:
-    """The one sentence of a run that met a full disk; `lost` says what was not written ("checkpoint-5 was not
-    written"), `needed` what it would have taken when that was known beforehand."""
-    need = f", about {megabytes(needed)} needed" if needed else ""
-    then = "resume the run" if checkpoint_steps(run_dir) else "start the run again"
-    return (f"The disk is full ({megabytes(free)} free{need}); {lost}; {checkpoints_kept(run_dir)}. "
-            f"Free some space, then {then}.")
+def disk_full_sentence(run_dir: Path, free: int, lost: Message, needed: int | None = None) -> Message:
+    """The one sentence of a run that met a full disk; `lost` says what was not written (Message("runs.not_written",
+    what="checkpoint-5")), `needed` what it would have taken when that was known beforehand."""
+    then = Message("runs.then_resume" if checkpoint_steps(run_dir) else "runs.then_start_again")
+    facts = {"free": megabytes(free), "lost": lost, "kept": checkpoints_kept(run_dir), "then": then}
+    if needed:
+        return Message("runs.disk_full_needed", needed=megabytes(needed), **facts)
+    return Message("runs.disk_full", **facts)
 
 
-def checkpoints_kept(run_dir: Path) -> str:
+def checkpoints_kept(run_dir: Path) -> Message:
     """What a failure leaves of the run's checkpoints, for its sentence."""
-    return "earlier checkpoints are intact" if checkpoint_steps(run_dir) else "no checkpoint had been saved yet"
+    return Message("runs.checkpoints_intact" if checkpoint_steps(run_dir) else "runs.no_checkpoint_yet")
 
 
 def is_disk_full(error: BaseException, folder: Path) -> bool:

@@ -38,8 +38,8 @@ def is_waiting(status: dict) -> bool:
 def start(run_dir: Path, resume: bool = False) -> dict:
     """Put a prepared run in the queue (resume: from its last checkpoint) and start what may start now."""
     # eta_s: a resumed run's old ETA is not its new one; it comes back with the first step logged.
-    run_files.update_status(run_dir, status="queued", pid=None, error=None, eta_s=None, queued_at=time.time(),
-                            resume=resume)
+    run_files.update_status(run_dir, status="queued", pid=None, error=None, error_message=None, eta_s=None,
+                            queued_at=time.time(), resume=resume)
     dispatch(run_dir.parent.parent)
     return runs.refresh_status(run_dir)
 
@@ -73,7 +73,7 @@ def dispatch(workspace: Path) -> list[str]:
             try:
                 pid = runs.launch(run_dir, resume=bool(status.get("resume")))
             except (StudioError, OSError) as exc:   # one run that cannot start must not stop the queue
-                run_files.update_status(run_dir, status="failed", pid=None, error=str(exc))
+                run_files.update_status(run_dir, status="failed", pid=None, **run_files.error_fields(exc))
                 continue
             if pid is None:
                 continue   # refused (no room on the disk): it failed, saying why, and frees its place

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipelines import run_files
 from pipelines.errors import StudioError
+from pipelines.messages import Message
 from pipelines.paths import file_lock
 from pipelines.stop import StopSignal
 
@@ -55,18 +56,20 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
     try:
         if main:
             run_files.update_status(run_dir, status="running", pid=os.getpid(),
-                                    pid_started=process_start_time(os.getpid()), error=None, started_at=time.time())
+                                    pid_started=process_start_time(os.getpid()), error=None, error_message=None,
+                                    started_at=time.time())
         from pipelines.probes import ProbeCallback, run_probe_prompts
         from pipelines.recorder import RunRecorder
         from pipelines.rl.rewards import rule_only
+        from pipelines import runs
         from pipelines.runs import load_config
         from pipelines.stages import get_stage, stage_runner
         from pipelines.stages.common import RunContext, save_final
 
         config = load_config(run_dir)
         resume_from = run_files.last_checkpoint(run_dir) if resume else None
-        if resume and not run_files.can_resume(run_dir):
-            raise StudioError("There is no complete checkpoint to resume from.")
+        if resume and (nothing := runs.nothing_to_resume(run_dir)):
+            raise StudioError(nothing)
         if resume_from and main:
             step = int(resume_from.name.split("-")[-1])
             # Metrics an earlier attempt logged past this step belong to an abandoned branch (see read_metrics).
@@ -90,7 +93,7 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
             if get_stage(config.stage).output != "datasets":   # best-of-N makes datasets, not weights
                 no_room = recorder.no_room("final/") if main else None
                 if _agree_across_ranks(no_room is not None):
-                    raise StudioError(no_room or "The main process has no room on its disk for final/.")
+                    raise StudioError(no_room or Message("runs.main_process_no_room"))
                 saving_final = True
                 save_final(trainer, run_dir, staging)
                 saving_final = False
@@ -104,38 +107,37 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
                 print(f"run {run_dir.name} {final_status}", flush=True)
         return final_status
     except StudioError as exc:
-        return _fail(run_dir, str(exc), main)
+        return _fail(run_dir, exc.catalog_message or str(exc), main)
     except KeyboardInterrupt:
-        return _fail(run_dir, "Interrupted from the keyboard before a checkpoint could be saved.", main,
-                     status="interrupted")
+        return _fail(run_dir, Message("runs.keyboard_interrupt"), main, status="interrupted")
     except Exception as exc:  # a crash: the message for the UI, the traceback for train.log
         with contextlib.suppress(OSError):
             traceback.print_exc()
         if main and run_files.is_disk_full(exc, run_dir):
             writing = "final/" if saving_final else recorder and recorder.saving
             step = run_files.read_status(run_dir).get("step", 0)
-            lost = f"{writing} was not written" if writing else f"training stopped at step {step}"
+            lost = Message("runs.not_written", what=writing) if writing else Message("runs.stopped_at_step", step=step)
             free = run_files.free_bytes(run_dir)
             shutil.rmtree(run_dir / ".staging", ignore_errors=True)   # the half-written files: room for the status
             return _fail(run_dir, run_files.disk_full_sentence(run_dir, free, lost), main)
         first_line = str(exc).splitlines()[0] if str(exc) else ""
         if "out of memory" in first_line.lower():
-            return _fail(run_dir, "Out of memory: lower batch_size or max_length, raise grad_accum, or use LoRA / "
-                                  "QLoRA; checkpoints already saved are intact.", main)
-        return _fail(run_dir, f"Training crashed: {type(exc).__name__}: {first_line} (see train.log).", main)
+            return _fail(run_dir, Message("runs.out_of_memory"), main)
+        return _fail(run_dir, Message("runs.crashed", error=type(exc).__name__, problem=first_line), main)
     finally:
         stop.restore()
         if main:  # a stop request is answered once; the next resume starts clean
             (run_dir / run_files.STOP_REQUEST_FILE).unlink(missing_ok=True)
 
 
-def _fail(run_dir: Path, message: str, main: bool, status: str = "failed") -> str:
-    """End the run as `status` with `message`; return the status."""
+def _fail(run_dir: Path, message: Message | str, main: bool, status: str = "failed") -> str:
+    """End the run as `status` with `message` (its English sentence, and its code and parameters beside it in
+    status.json); return the status."""
     with contextlib.suppress(OSError):   # a full disk may refuse the log line; the status says it all the same
         print(f"error: {message}", flush=True)
     if main:
         try:
-            run_files.update_status(run_dir, status=status, pid=None, error=message)
+            run_files.update_status(run_dir, status=status, pid=None, **run_files.error_fields(message))
         except OSError:   # not even status.json: readers see this process gone and read the run as interrupted
             with contextlib.suppress(OSError):
                 print("error: status.json could not be written either.", flush=True)

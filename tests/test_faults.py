@@ -71,7 +71,7 @@ def test_a_staged_checkpoint_with_a_non_finite_weight_is_never_published(workspa
     recorder.on_save(None, TrainerState(global_step=4), control)
     assert checkpoint_steps(run_dir) == [] and not staged.exists()
     assert control.should_training_stop
-    assert recorder.failure == ("The weights became NaN or infinite by step 4 (1 of 2 tensors); checkpoint-4 was not "
+    assert str(recorder.failure) == ("The weights became NaN or infinite by step 4 (1 of 2 tensors); checkpoint-4 was not "
                                 "saved; no checkpoint had been saved yet. Lower the learning rate (or raise beta), "
                                 "then resume or restart.")
 
@@ -203,7 +203,7 @@ def test_on_a_full_disk_a_killed_run_reads_interrupted_and_listing_runs_or_start
     assert listed.returncode == 0, listed.stderr
     row = json.loads(listed.stdout.splitlines()[0])
     assert row["status"] == "interrupted" and row["checkpoints"] == checkpoint_steps(run_dir)
-    assert row["error"].startswith(runs.INTERRUPTED) and "The disk is full (0.0 MB free)" in row["error"]
+    assert row["error"].startswith(str(runs.INTERRUPTED)) and "The disk is full (0.0 MB free)" in row["error"]
     assert api.run_status(workspace, run_dir.name)["status"] == "interrupted"
 
     from studio.app import build_app
