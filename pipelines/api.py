@@ -2,16 +2,31 @@
 
 Arguments and results are plain data (str, dict, list), so the Gradio app, `gradio_client`, the CLI
 and tests all use the same functions. Errors a user can cause are raised as StudioError.
+
+The functions marked @endpoint are the public API: studio/app.py registers each under its own name, with its
+signature (less `workspace`) and docstring, and the README's table lists them (tests/test_readme_api.py). Their
+names, arguments, order and defaults do not change; later issues only add. The rest serve the studio's tabs
+(streaming chat and compare, the table columns) and the CLI.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 from pipelines import run_files, run_queue, runs
 from pipelines.config import BUNDLED_MODEL_ID, RunConfig, parse_config_text
 from pipelines.errors import StudioError, quote
+from pipelines.messages import Message, has_message, text
 from pipelines.stages import get_stage
+
+ENDPOINTS: list = []   # the public API, in the order it is registered and documented
+
+
+def endpoint(fn):
+    """Mark `fn(workspace, ...)` as a public API endpoint named after it."""
+    ENDPOINTS.append(fn)
+    return fn
 
 
 def prepare_run(workspace: Path, config_text: str) -> Path:
@@ -21,7 +36,7 @@ def prepare_run(workspace: Path, config_text: str) -> Path:
     source, warnings = check_startable(workspace, config)
     free = run_files.free_bytes(next(p for p in (Path(workspace), *Path(workspace).parents) if p.exists()))
     if free < run_files.SPARE_BYTES:   # not even a run folder fits: refuse before writing one
-        raise StudioError(f"The disk is full ({run_files.megabytes(free)} free): free some space, then start the run.")
+        raise StudioError("api.disk_full", free=run_files.megabytes(free))
     if source.kind == "local":  # the training process runs elsewhere (cwd): pin the folder the user meant
         config.model = source.base
     run_dir = runs.create_run(workspace, config, {"warnings": warnings})
@@ -38,8 +53,8 @@ def check_startable(workspace: Path, config: RunConfig):
     from pipelines.models import best_device, check_generative, resolve_model
     from pipelines.stages.common import check_hardware
 
-    check_hardware(config, best_device())
     source = resolve_model(config.model, workspace)
+    check_hardware(config, best_device(), source)
     check_generative(source)
     kind, data = load_dataset(config.dataset, workspace)
     stage = get_stage(config.stage)
@@ -52,16 +67,12 @@ def check_startable(workspace: Path, config: RunConfig):
         if config.eval_dataset:
             raise StudioError("check.no_eval_for_rl", stage=config.stage.upper())
     stage_warnings = stage.check_start(config, rows) if stage.check_start else []
-    from pipelines.models import context_length, hidden_size
+    from pipelines.models import check_context_length, hidden_size
     model_config = _model_config(source)
-    limit = context_length(model_config)
-    if limit and config.train.max_length > limit:
-        raise StudioError(f"max_length {config.train.max_length} is beyond the model's context of {limit} tokens; "
-                          "lower train.max_length.")
+    check_context_length(config.train.max_length, model_config)
     width = hidden_size(model_config)
     if config.peft.method != "full" and width and config.peft.r > width:
-        raise StudioError(f"peft.r {config.peft.r} is above the model's hidden size of {width}: an update that wide "
-                          "is no longer low-rank; lower peft.r.")
+        raise StudioError("api.rank_above_width", r=config.peft.r, width=width)
     return source, (data.warnings + stage_warnings + _length_warnings(source, kind, data, config.train.max_length)
                     + _memory_warnings(config, model_config))
 
@@ -86,25 +97,21 @@ def _memory_warnings(config: RunConfig, model_config) -> list[str]:
         return []
     memory = psutil.virtual_memory()
     free, total = memory.available / 1024 ** 3, memory.total / 1024 ** 3
-    fixes = "lower train.batch_size or train.max_length" + ("" if config.peft.method != "full" else ", or use LoRA")
+    fixes = Message("api.memory_fixes_full" if config.peft.method == "full" else "api.memory_fixes")
     if estimate > total:
-        raise StudioError(f"This run needs about {estimate:.1f} GB at its peak and the {device} has {total:.1f} GB in "
-                          f"all: {fixes}.")
+        raise StudioError("api.memory_beyond_total", needed=estimate, device=device, total=total, fixes=fixes)
     if estimate > free:
-        return [f"This run needs about {estimate:.1f} GB at its peak and the {device} has {free:.1f} GB free now: it "
-                f"may run out of memory; {fixes}, or stop other work first."]
+        return [text("api.memory_beyond_free", needed=estimate, device=device, free=free, fixes=fixes)]
     return []
 
 
 def _length_warnings(source, kind: str, data, max_length: int) -> list[str]:
     """Rows the run's max_length would cut, counted with the model's own tokenizer and chat template."""
     from pipelines.data.stats import length_stats
-    from pipelines.models import load_tokenizer
+    from pipelines.models import check_chat_template, load_tokenizer
 
     tokenizer = load_tokenizer(source)
-    if not tokenizer.chat_template:  # every dataset is normalised to conversations: they need a template to render
-        raise StudioError(f"{source.spec!r} has no chat template, so conversation rows cannot be rendered for it; "
-                          "pick an instruct/chat model or one whose tokenizer defines chat_template.")
+    check_chat_template(tokenizer, source.spec)   # every dataset is normalised to conversations, rendered by it
     return length_stats(kind, data.format, data.rows, tokenizer, max_length)["warnings"]
 
 
@@ -115,9 +122,10 @@ def _model_config(source):
     try:
         return AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code())
     except OSError as exc:
-        raise StudioError(f"Could not read the model config of {source.spec!r}: {str(exc).splitlines()[0]}") from None
+        raise StudioError("api.no_model_config", model=quote(source.spec), problem=str(exc).splitlines()[0]) from None
 
 
+@endpoint
 def list_stages(workspace: Path) -> list[dict]:
     """Every training stage, in road order: stage, data_kind (the rows it trains on), output (chat_model,
     reward_model or datasets), takes_reward, defaults (dataset, train settings), and settings of its own section
@@ -129,25 +137,30 @@ def list_stages(workspace: Path) -> list[dict]:
              "settings": describe_settings(stage.name) if stage.settings else []} for stage in all_stages()]
 
 
-def start_run(workspace: Path, config_text: str) -> str:
-    """Validate and create a run, and queue it: it trains in its own process as soon as a place is free
-    (pipelines/run_queue.py); return the run id."""
-    run_dir = prepare_run(workspace, config_text)
+@endpoint
+def start_run(workspace: Path, config: str) -> str:
+    """Validate a run config (YAML or JSON text), create the run and queue it: it trains in its own process as soon
+    as a place is free (pipelines/run_queue.py); returns the run id."""
+    run_dir = prepare_run(workspace, config)
     run_queue.start(run_dir)
     return run_dir.name
 
 
+@endpoint
 def run_status(workspace: Path, run_id: str) -> dict:
+    """A run's run_id, status, queue_position, step, max_steps, eta_s, last_metrics, error, checkpoints (steps),
+    has_final, warnings and datasets (what a rejection-sampling run saved)."""
     run_dir = runs.run_dir_of(workspace, run_id)
     run_queue.dispatch(workspace)   # a place freed by a run that died is taken as soon as anyone looks
     status = runs.refresh_status(run_dir)
+    said = runs.status_texts(status)   # its error and warnings in the visitor's language
     return {
         "run_id": run_id, "status": status.get("status"), "queue_position": run_queue.queue_position(run_dir, status),
         "step": status.get("step", 0),
         "max_steps": status.get("max_steps", 0), "eta_s": status.get("eta_s"),
-        "last_metrics": status.get("last_metrics") or {}, "error": status.get("error"),
+        "last_metrics": status.get("last_metrics") or {}, "error": said["error"],
         "checkpoints": run_files.checkpoint_steps(run_dir), "has_final": (run_dir / "final").is_dir(),
-        "warnings": (status.get("warnings") or []) + _live_warnings(run_dir),
+        "warnings": said["warnings"] + _live_warnings(run_dir),
         "datasets": status.get("datasets") or {},   # what a rejection-sampling run saved: {"best": ..., "pairs": ...}
     }
 
@@ -162,41 +175,52 @@ def _live_warnings(run_dir: Path) -> list[str]:
     return warning_signs(config.stage, run_files.read_metrics(run_dir), rule_only(config))
 
 
+@endpoint
 def run_metrics(workspace: Path, run_id: str) -> list[dict]:
+    """Every logged step of a run, in step order: step, split and the metrics logged at it."""
     return run_files.read_metrics(runs.run_dir_of(workspace, run_id))
 
 
 def run_log(workspace: Path, run_id: str, lines: int = 40) -> str:
+    """The last `lines` lines of a run's training log."""
     return run_files.tail(runs.run_dir_of(workspace, run_id) / "train.log", lines)
 
 
+@endpoint
 def stop_run(workspace: Path, run_id: str) -> dict:
-    """Cancel a queued run, or ask a training one to save a checkpoint and stop; `message` says which happened."""
+    """Cancel a queued run, or ask a training one to save a checkpoint and stop: run_id, status, and a message
+    saying which happened."""
     run_dir = runs.run_dir_of(workspace, run_id)
     was = runs.refresh_status(run_dir).get("status")
     status = run_queue.stop(run_dir).get("status")
     if was not in run_files.ACTIVE_STATES:
-        message = f"Run {run_id} is {was}, not training: there is nothing to stop."
+        state = f"status.{was}"
+        message = text("api.nothing_to_stop", run_id=run_id, status=Message(state) if has_message(state) else str(was))
     elif was == "queued" and status == "stopped":
-        message = f"Run {run_id} was cancelled before it started."
+        message = text("api.cancelled_before_start", run_id=run_id)
     else:
-        message = f"Run {run_id} will save a checkpoint and stop."
+        message = text("api.will_stop", run_id=run_id)
     return {"run_id": run_id, "status": status, "message": message}
 
 
+@endpoint
 def resume_run(workspace: Path, run_id: str) -> dict:
-    """Queue a stopped, failed or interrupted run to go on from its last checkpoint; `message` says from where."""
+    """Queue a stopped, failed or interrupted run to go on from its last complete checkpoint: run_id, status, and a
+    message saying from where and when."""
     run_dir = runs.run_dir_of(workspace, run_id)
     status = run_queue.resume(run_dir)
     if status.get("status") == "failed":   # the launch was refused (a full disk): say why
-        raise StudioError(status.get("error") or f"Run {run_id} could not be started again.")
+        raise StudioError(runs.error_of(status) or Message("api.not_restarted", run_id=run_id))
     last = run_files.last_checkpoint(run_dir)
-    start = f"from {last.name}" if last else "from what it kept"
-    when = "when its turn in the queue comes" if run_queue.is_waiting(status) else "now"
-    return {"run_id": run_id, "status": status.get("status"), "message": f"Run {run_id} resumes {start} {when}."}
+    when = Message("api.when_turn" if run_queue.is_waiting(status) else "api.when_now")
+    message = (text("api.resumes_from", run_id=run_id, checkpoint=last.name, when=when) if last else
+               text("api.resumes_from_kept", run_id=run_id, when=when))
+    return {"run_id": run_id, "status": status.get("status"), "message": message}
 
 
+@endpoint
 def list_runs(workspace: Path) -> list[dict]:
+    """Every run in the workspace, newest first: run_id, status, stage, model, dataset, step, max_steps and more."""
     run_queue.dispatch(workspace)
     return [runs.summary(run_dir) for run_dir in runs.list_run_dirs(workspace)]
 
@@ -204,11 +228,12 @@ def list_runs(workspace: Path) -> list[dict]:
 CHECKPOINT_KINDS = ("any", "chat", "reward")
 
 
+@endpoint
 def list_checkpoints(workspace: Path, kind: str = "any") -> list[str]:
-    """Model ids: the base models (bundled and those runs started from), then each run's checkpoints. kind "chat":
-    only those that generate (no reward model's); "reward": only reward models' checkpoints."""
+    """Model ids: the base models (bundled and those runs started from), then each run's final model and
+    checkpoints. kind "chat": only those that generate (no reward model's); "reward": only reward models'."""
     if kind not in CHECKPOINT_KINDS:
-        raise StudioError(f"kind must be one of {', '.join(CHECKPOINT_KINDS)}, not {quote(kind)}.")
+        raise StudioError("api.bad_checkpoint_kind", kinds=", ".join(CHECKPOINT_KINDS), kind=quote(kind))
     ids = [BUNDLED_MODEL_ID] if kind != "reward" else []
     configs = {}
     for run_dir in runs.list_run_dirs(workspace):
@@ -230,111 +255,147 @@ def list_checkpoints(workspace: Path, kind: str = "any") -> list[str]:
     return ids
 
 
+@endpoint
 def describe_model(workspace: Path, model: str) -> dict:
+    """Parameters, dtype, device, context length, chat template and training-memory estimate of a model."""
     from pipelines.models import describe_model as describe
     return describe(model, workspace)
 
 
+@endpoint
 def list_datasets(workspace: Path) -> list[dict]:
+    """Datasets a run can use, bundled samples and saved ones: name, kind, format, rows, source."""
     from pipelines.data.store import list_datasets as listing
     return listing(workspace)
 
 
+@endpoint
 def upload_dataset(workspace: Path, file: str, name: str, drop_bad_rows: bool = False,
-                   columns: dict | str | None = None, replace: bool = False) -> dict:
-    """Check a data file and save it as a named dataset: {kind, format, rows, errors, warnings, saved}.
-    An existing dataset of that name is replaced only when asked (`replace`): runs may be reading it."""
+                   columns: dict | str | None = "", replace: bool = False) -> dict:
+    """Check a data file (JSON, JSONL, CSV, TSV, Parquet; through the API, sent with gradio_client.handle_file) and
+    save it as a named dataset; returns kind, format, rows, errors [{row, field, message}], warnings, saved.
+    columns maps fields to file columns ("output=answer"). An existing dataset of that name is replaced only when
+    asked (`replace`): runs may be reading it."""
     from pipelines.data.store import save_upload
     if not file:
-        raise StudioError("No file given; choose a .json, .jsonl, .csv, .tsv or .parquet file to upload.")
+        raise StudioError("api.no_file")
     return save_upload(Path(file), name, workspace, drop_bad_rows, columns, replace)
 
 
+@endpoint
 def import_hub_dataset(workspace: Path, repo_id: str, config: str | None, split: str, name: str,
-                       max_rows: int = 10_000, drop_bad_rows: bool = False, columns: dict | str | None = None,
+                       max_rows: int = 10_000, drop_bad_rows: bool = False, columns: dict | str | None = "",
                        replace: bool = False) -> dict:
-    """Fetch a Hub dataset's rows, check them and save them as a named dataset; the same report as an upload."""
+    """Fetch up to max_rows rows of a Hugging Face Hub dataset, check them and save them as a named dataset; the
+    same report as upload_dataset."""
     from pipelines.data.hub import import_hub_dataset as fetch_and_save
     return fetch_and_save(repo_id, config, split, name, workspace, max_rows, drop_bad_rows, columns, replace)
 
 
+@endpoint
 def preview_dataset(workspace: Path, name: str, model: str, n: int = 3) -> list[dict]:
+    """The first n rows of a dataset rendered through a model's chat template: messages, text, tokens, loss_tokens
+    and segments (marked loss where the tokens are trained on)."""
     from pipelines.data.store import preview
     return preview(name, workspace, _template_tokenizer(workspace, model), max(1, min(int(n), 50)))
 
 
+@endpoint
 def dataset_stats(workspace: Path, name: str, model: str, max_length: int = 512) -> dict:
-    """Rows, kind, format and token lengths through `model`'s chat template; what `max_length` would cut."""
+    """Rows, kind, format, token lengths through a model's chat template, and how many rows and tokens max_length
+    would cut."""
     from pipelines.data.stats import length_stats
     from pipelines.data.store import load_dataset
     if not 1 <= int(max_length) <= 1_000_000:
-        raise StudioError("max_length must be a positive number of tokens.")
+        raise StudioError("api.bad_max_length")
     kind, data = load_dataset(name, workspace)
     stats = length_stats(kind, data.format, data.rows, _template_tokenizer(workspace, model), int(max_length))
     return {"name": name, **stats}
 
 
+@endpoint
 def dataset_table(workspace: Path, name: str) -> dict:
-    """A dataset as an editable table: {kind, columns, rows}."""
+    """A dataset of single-turn rows as an editable table: kind, columns, rows."""
     from pipelines.data.table import table_of
     return table_of(name, workspace)
 
 
+def table_columns() -> dict[str, list[str]]:
+    """The columns of an editable table, by kind of rows (instruction, preference, …)."""
+    from pipelines.data.table import TABLE_COLUMNS
+    return {kind: list(columns) for kind, columns in TABLE_COLUMNS.items()}
+
+
+@endpoint
 def save_table(workspace: Path, kind: str, rows: list[list], name: str, drop_bad_rows: bool = False,
                replace: bool = False) -> dict:
-    """Check rows typed or edited in a table and save them as a named dataset; the same report as an upload."""
+    """Check rows typed or edited in a table (columns as dataset_table gives them for the kind) and save them as a
+    named dataset; the same report as upload_dataset."""
     from pipelines.data.table import save_table as check_and_save
     return check_and_save(kind, rows, name, workspace, drop_bad_rows, replace)
 
 
+@endpoint
 def deduplicate_dataset(workspace: Path, name: str, new_name: str, near: bool = True, threshold: float = 0.8) -> dict:
+    """Save a copy of a dataset without exact and (optionally) near duplicates; the original stays as it is."""
     from pipelines.data.tools import deduplicate
     return deduplicate(name, workspace, new_name, near, float(threshold))
 
 
+@endpoint
 def filter_dataset(workspace: Path, name: str, new_name: str, model: str, min_tokens: int = 0,
-                   max_tokens: int | None = None) -> dict:
+                   max_tokens: int | None = 512) -> dict:
+    """Save a copy of a dataset keeping rows whose token length (model's chat template) is within [min_tokens,
+    max_tokens] (no upper bound when max_tokens is 0 or null)."""
     from pipelines.data.tools import filter_by_length
     return filter_by_length(name, workspace, new_name, _template_tokenizer(workspace, model), int(min_tokens or 0),
                             int(max_tokens) if max_tokens else None)
 
 
+@endpoint
 def split_dataset(workspace: Path, name: str, new_name: str, eval_fraction: float = 0.1, seed: int = 42) -> dict:
+    """Save <new_name>-train and <new_name>-eval; rows sharing a prompt stay on one side."""
     from pipelines.data.tools import split
     return split(name, workspace, new_name, float(eval_fraction), int(seed))
 
 
 def _template_tokenizer(workspace: Path, model: str):
     """The tokenizer of `model`, which must have a chat template to render rows with."""
-    from pipelines.models import load_tokenizer, resolve_model
+    from pipelines.models import check_chat_template, load_tokenizer, resolve_model
     tokenizer = load_tokenizer(resolve_model(model, workspace))
-    if not tokenizer.chat_template:
-        raise StudioError(f"{model!r} has no chat template to render rows with; pick an instruct model.")
+    check_chat_template(tokenizer, model)
     return tokenizer
 
 
-def score(workspace: Path, checkpoint: str, prompt: str, responses: list[str]) -> list[float]:
-    """The reward a reward checkpoint gives each response to `prompt`."""
+@endpoint
+def score(workspace: Path, reward_checkpoint: str, prompt: str, responses: list[str]) -> list[float]:
+    """The reward a reward-run checkpoint gives each response to the prompt (text is re-tokenised by the reward
+    model), one number per response."""
     from pipelines.scoring import score as reward_scores
-    return reward_scores(workspace, checkpoint, prompt, list(responses or []))
+    return reward_scores(workspace, reward_checkpoint, prompt, list(responses or []))
 
 
-def evaluate_reward(workspace: Path, checkpoint: str, dataset: str, limit: int = 500) -> dict:
+@endpoint
+def evaluate_reward(workspace: Path, reward_checkpoint: str, dataset: str, limit: int = 500) -> dict:
     """Held-out accuracy, margins and length correlation of a reward checkpoint on a preference dataset (at most
     5000 pairs): checkpoint, dataset, pairs, accuracy, margins, mean_margin, length_correlation, warnings (one when
     the pairs are the reward run's own training data). Runs as a job (start_job "evaluate_reward") and waits for it."""
     from pipelines import jobs
-    results = jobs.run_to_end(workspace, "evaluate_reward", {"checkpoint": checkpoint, "dataset": dataset, "limit": limit})
+    results = jobs.run_to_end(workspace, "evaluate_reward", {"checkpoint": reward_checkpoint, "dataset": dataset,
+                                                             "limit": limit})
     return {**results["summary"], "warnings": results["warnings"]}
 
 
-def score_dataset(workspace: Path, checkpoint: str, dataset: str, limit: int = 1000) -> list[dict]:
+@endpoint
+def score_dataset(workspace: Path, reward_checkpoint: str, dataset: str, limit: int = 1000) -> list[dict]:
     """Every answer of a dataset (at most 10000 rows) with the reward a reward checkpoint gives it, best first:
     prompt, answer, side, reward. Runs as a job (start_job "score_dataset") and waits for it."""
     from pipelines import jobs
-    return jobs.run_to_end(workspace, "score_dataset", {"checkpoint": checkpoint, "dataset": dataset, "limit": limit})["rows"]
+    spec = {"checkpoint": reward_checkpoint, "dataset": dataset, "limit": limit}
+    return jobs.run_to_end(workspace, "score_dataset", spec)["rows"]
 
 
+@endpoint
 def run_samples(workspace: Path, run_id: str) -> list[dict]:
     """The generations an RL run recorded while it trained (step, prompt, response, score), oldest first."""
     samples: list[dict] = []
@@ -346,34 +407,76 @@ def run_samples(workspace: Path, run_id: str) -> list[dict]:
     return samples
 
 
+def chat_stream(workspace: Path, checkpoint: str, message: str, history: list[dict] | None = None,
+                settings: dict | None = None) -> Iterator:
+    """chat's reply as it grows: each a pipelines.inference.Reply, its text and, on the last, whether generation
+    stopped at max_new_tokens (cut) instead of at the end of the turn."""
+    from pipelines.inference import chat_stream as replies
+    return replies(workspace, checkpoint, message, history, settings)
+
+
+def plain_turns(history: list | None) -> list[dict]:
+    """A conversation as the browser sends it back (content may be a list of parts) as plain {role, content} turns
+    of the user and the assistant: what chat, compare and a vote take it as."""
+    from pipelines.inference import plain_turns as turns
+    return turns(history)
+
+
+@endpoint
+def chat(workspace: Path, checkpoint: str, message: str, history: list[dict], settings: dict) -> str:
+    """One chat reply from a checkpoint; history is a list of {role, content}; settings: max_new_tokens,
+    temperature, top_p, system_prompt, seed."""
+    from pipelines.inference import chat as reply
+    return reply(workspace, checkpoint, message, history, settings)
+
+
+def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, settings: dict | None = None,
+                   histories: list[list[dict]] | None = None, column_settings: list[dict] | None = None) -> Iterator:
+    """compare's answers as they grow, one pipelines.inference.Reply per column (its text, and whether it was cut
+    at max_new_tokens); histories are each column's earlier turns, column_settings its overrides of settings."""
+    from pipelines.compare import compare_stream as answers
+    return answers(workspace, list(checkpoints or []), prompt, settings, histories, column_settings)
+
+
+def compare_notice(workspace: Path, checkpoints: list[str]) -> str:
+    """One sentence when these checkpoints' bases do not fit in the model memory together, else ""."""
+    from pipelines.compare import compare_notice as notice
+    return notice(workspace, list(checkpoints or []))
+
+
+@endpoint
 def compare(workspace: Path, checkpoints: list[str], prompt: str, settings: dict | None = None) -> list[str]:
-    """One answer per checkpoint to the same prompt; LoRA checkpoints of one base in one batched pass."""
+    """One answer per checkpoint to the same prompt (LoRA checkpoints of one base in one batched pass); settings as
+    chat's."""
     from pipelines.compare import compare as answers
-    from pipelines.inference import check_settings
-    check_settings(settings)   # before compare merges them into each column's
     return answers(workspace, list(checkpoints or []), prompt, settings or {})
 
 
+@endpoint
 def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpoints: list[str],
          ranking: list[int], settings: dict | None = None, histories: list[list[dict]] | None = None,
          column_settings: list[dict] | None = None) -> dict:
-    """Append the preference rows a ranking of answers implies (1 = best, ties equal, 0 = bad) to a dataset.
-    settings["system_prompt"], the columns' shared earlier turns and their overrides go into each row."""
+    """Append the preference rows a ranking implies (rank per answer: 1 = best, equal = tie, 0 = bad) to a dataset:
+    dataset, added_rows, rows, votes, skipped_empty, earlier_turns_differ, why_none. settings: those compare was
+    given (their system_prompt goes into each row's prompt); histories: each column's earlier turns (shared ones go
+    into the prompt); column_settings: each column's overrides."""
     from pipelines.compare import vote as record
     return record(workspace, dataset, prompt, list(answers or []), list(checkpoints or []),
                   [int(r) for r in ranking or []], settings or {}, histories=histories, column_settings=column_settings)
 
 
+@endpoint
 def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, scorer: str,
              settings: dict | None = None) -> dict:
-    """Every prompt (a list, or a dataset name) through every checkpoint, scored: rows, means, win rates. Runs as a
-    job (start_job "evaluate") and waits for it."""
+    """Every prompt (a list, or a dataset name) through every checkpoint, each answer scored (reward checkpoint
+    and/or rule file): rows, means, win_rates, prompts, scorer. Runs as a job (start_job "evaluate") and waits."""
     from pipelines import jobs
     results = jobs.run_to_end(workspace, "evaluate", {"checkpoints": checkpoints, "prompts": prompts, "scorer": scorer,
                                                       "settings": settings or {}})
     return {"rows": results["rows"], **results["summary"]}
 
 
+@endpoint
 def start_job(workspace: Path, kind: str, spec: dict) -> str:
     """Start a long job in a process of its own and return its id; follow it with job_status, stop it with
     cancel_job, read what it found with job_results. kind and spec: "evaluate" {checkpoints, prompts (a list or a
@@ -383,6 +486,7 @@ def start_job(workspace: Path, kind: str, spec: dict) -> str:
     return jobs.start(workspace, kind, spec).name
 
 
+@endpoint
 def job_status(workspace: Path, job_id: str) -> dict:
     """A job's job_id, kind, status (queued, running, completed, failed, cancelled, interrupted), done and total
     rows, eta_s, error, warnings, created_at, started_at, finished_at and spec."""
@@ -390,6 +494,7 @@ def job_status(workspace: Path, job_id: str) -> dict:
     return jobs.status_of(jobs.job_dir_of(workspace, job_id))
 
 
+@endpoint
 def cancel_job(workspace: Path, job_id: str) -> dict:
     """Stop a queued or running job (its whole process group); returns its job_status, `cancelled` unless it had
     already ended."""
@@ -399,6 +504,7 @@ def cancel_job(workspace: Path, job_id: str) -> dict:
     return jobs.status_of(job_dir)
 
 
+@endpoint
 def list_jobs(workspace: Path, kind: str = "") -> list[dict]:
     """Every job in the workspace (of `kind`, when given), newest first, each as job_status gives it."""
     from pipelines import jobs
@@ -406,6 +512,7 @@ def list_jobs(workspace: Path, kind: str = "") -> list[dict]:
     return [status for status in listed if not kind or status["kind"] == kind]
 
 
+@endpoint
 def job_results(workspace: Path, job_id: str) -> dict:
     """What a job found: job_id, kind, status, rows (those written so far while it runs; a score_dataset job's
     best first once complete), summary (once complete: means and win_rates, or accuracy and margins), warnings and
@@ -420,40 +527,49 @@ def free_models() -> int:
     return free_cached_models()
 
 
+@endpoint
 def run_probes(workspace: Path, run_id: str) -> dict:
-    """The probe prompts' answers at each checkpoint save: {"steps": [...], "rows": [{"prompt", "answers": {step: answer}}]}."""
+    """Probe prompts' greedy answers at each checkpoint save of a run: {"steps": [...], "rows": [{"prompt",
+    "answers": {step: answer}}]}."""
     from pipelines.probes import probe_grid
     return probe_grid(runs.run_dir_of(workspace, run_id))
 
 
+@endpoint
 def start_road(workspace: Path, language: str = "en", model: str = BUNDLED_MODEL_ID, max_steps: int = 0) -> str:
-    """Try the road: SFT → DPO and SFT → reward model → PPO from `model` on the bundled sample of `language`, with
-    defaults (max_steps 0) or a shorter look, in its own process; return the road id."""
+    """Try the road: SFT → DPO and SFT → reward model → PPO from model on the bundled sample of language (en or
+    ko), each stage with its defaults (max_steps 0) or at most max_steps steps, in its own process; returns the
+    road id."""
     from pipelines import road
     road_dir = road.create_road(workspace, language, model, max_steps)
     road.launch_road(road_dir)
     return road_dir.name
 
 
+@endpoint
 def road_status(workspace: Path, road_id: str) -> dict:
-    """The road's status, each step's run (status, step, max_steps, ETA) and, as steps complete, the checkpoints to compare."""
+    """A road's status, error, each step's run (step, stage, run_id, status, progress, max_steps, eta_s), its
+    held-out prompts and the checkpoints to compare (base, sft, dpo, ppo as they complete)."""
     from pipelines import road
     return road.road_status(workspace, road_id)
 
 
+@endpoint
 def stop_road(workspace: Path, road_id: str) -> dict:
     """Stop a road: its current run saves a checkpoint and stops, and no later step starts."""
     from pipelines import road
     return road.stop_road(workspace, road_id)
 
 
+@endpoint
 def continue_road(workspace: Path, road_id: str) -> dict:
     """Walk a stopped, failed or interrupted road again, keeping the steps that completed."""
     from pipelines import road
     return road.continue_road(workspace, road_id)
 
 
+@endpoint
 def list_roads(workspace: Path) -> list[dict]:
-    """Every road in the workspace, newest first."""
+    """Every road in the workspace, newest first: road_id, language, status, created_at."""
     from pipelines import road
     return road.list_roads(workspace)

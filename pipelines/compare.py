@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, quote
+from pipelines.messages import text
 
 MAX_PROMPT_CHARS = 8000
 MAX_COLUMNS = 8
@@ -23,13 +24,13 @@ MAX_COLUMNS = 8
 
 def _check_request(checkpoints: list[str], prompt: str) -> None:
     if not checkpoints or not all(isinstance(c, str) and c.strip() for c in checkpoints):
-        raise StudioError("Pick at least one checkpoint to answer.")
+        raise StudioError("compare.no_checkpoint")
     if len(checkpoints) > MAX_COLUMNS:
-        raise StudioError(f"Compare at most {MAX_COLUMNS} checkpoints at once.")
+        raise StudioError("compare.too_many", limit=MAX_COLUMNS)
     if not isinstance(prompt, str) or not prompt.strip():
-        raise StudioError("The prompt is empty; type a question for the checkpoints to answer.")
+        raise StudioError("compare.empty_prompt")
     if len(prompt) > MAX_PROMPT_CHARS:
-        raise StudioError(f"The prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}.")
+        raise StudioError("compare.long_prompt", length=len(prompt), limit=MAX_PROMPT_CHARS)
 
 
 class _BatchStreamer:
@@ -54,7 +55,7 @@ class _BatchStreamer:
                 self.finished[row] = True
             else:
                 self.tokens[row].append(token)
-        self.updates.put(self.texts())
+        self.updates.put(True)
 
     def end(self) -> None:
         self.updates.put(None)
@@ -62,16 +63,22 @@ class _BatchStreamer:
     def texts(self) -> list[str]:
         return [self.tokenizer.decode(t, skip_special_tokens=True) for t in self.tokens]
 
+    def replies(self, max_new_tokens: int) -> list:
+        """Every row's answer so far; those still unfinished after max_new_tokens were cut."""
+        from pipelines.inference import Reply
+        return [Reply(answer, cut=not finished and len(tokens) >= max_new_tokens)
+                for answer, finished, tokens in zip(self.texts(), self.finished, self.tokens)]
+
 
 def _group_by_base(workspace: Path, checkpoints: list[str]) -> dict[str, list[tuple[int, object]]]:
-    from pipelines.inference import _base_key
+    from pipelines.inference import base_key
     from pipelines.models import check_generative, resolve_model
 
     groups: dict[str, list[tuple[int, object]]] = {}
     for column, checkpoint in enumerate(checkpoints):
         source = resolve_model(checkpoint, workspace)
         check_generative(source)
-        groups.setdefault(_base_key(source)[0], []).append((column, source))
+        groups.setdefault(base_key(source)[0], []).append((column, source))
     return groups
 
 
@@ -85,12 +92,14 @@ def compare_notice(workspace: Path, checkpoints: list[str]) -> str:
 
 def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, settings: dict | None = None,
                    histories: list[list[dict]] | None = None,
-                   column_settings: list[dict] | None = None) -> Iterator[list[str]]:
-    """Yield every column's answer as it grows. Columns of one base with the same settings are one batched
-    generation; `column_settings` override the shared `settings` per column (such a column is its own group)."""
+                   column_settings: list[dict] | None = None) -> Iterator[list]:
+    """Yield every column's answer (a pipelines.inference.Reply: its text, and whether it was cut at max_new_tokens)
+    as it grows. Columns of one base with the same settings are one batched generation; `column_settings` override
+    the shared `settings` per column (such a column is its own group)."""
     import torch
 
-    from pipelines.inference import _generation_kwargs, _load, encode_chat, left_padded, to_messages
+    from pipelines.inference import Reply, check_settings, encode_chat, generation_kwargs, left_padded, load_for_generation, to_messages
+    from pipelines.models import check_chat_template
     from pipelines.lora_batch import BASE_ADAPTER, adapters_per_row
     from pipelines.rl.rollout import stop_token_ids
 
@@ -98,25 +107,24 @@ def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, setting
     shared = settings or {}
     per_column = [{**shared, **(extra or {})} for extra in (column_settings or [{}] * len(checkpoints))]
     for column_setting in per_column:
-        _generation_kwargs(column_setting)   # every column's settings are checked before anything generates
+        check_settings(column_setting)   # every column's settings are checked before anything generates
     histories = histories or [[] for _ in checkpoints]
-    answers = [""] * len(checkpoints)
+    answers = [Reply("")] * len(checkpoints)
     groups: dict[tuple, list] = {}
     for base, members in _group_by_base(workspace, checkpoints).items():
         for column, source in members:
             groups.setdefault((base, json.dumps(per_column[column], sort_keys=True)), []).append((column, source))
     for members in groups.values():
-        settings = per_column[members[0][0]]
-        kwargs = _generation_kwargs(settings)
+        settings = check_settings(per_column[members[0][0]])
+        kwargs = generation_kwargs(settings)
         loaded = None
         adapters = []
         for _, source in members:
-            loaded, adapter = _load(source)
+            loaded, adapter = load_for_generation(source)
             adapters.append(adapter)
         tokenizer = loaded.tokenizer
-        if not tokenizer.chat_template:
-            raise StudioError(f"{members[0][1].spec!r} has no chat template, so it cannot answer a chat prompt.")
-        conversations = [to_messages(prompt, histories[column], settings.get("system_prompt", "")) for column, _ in members]
+        check_chat_template(tokenizer, members[0][1].spec)
+        conversations = [to_messages(prompt, histories[column], settings["system_prompt"]) for column, _ in members]
         encoded = left_padded(tokenizer, [encode_chat(tokenizer, c) for c in conversations])
         names = [loaded.adapters[a] if a else BASE_ADAPTER for a in adapters]
         streamer = _BatchStreamer(tokenizer, len(members), stop_token_ids(loaded.model, tokenizer))
@@ -126,8 +134,8 @@ def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, setting
             # The worker holds the model's lock, not the caller: a reader who stops listening cannot leave it held.
             try:
                 with loaded.lock, adapters_per_row(loaded.model, names) as mixed:
-                    if "seed" in settings:
-                        torch.manual_seed(int(settings["seed"]))
+                    if settings["seed"] is not None:
+                        torch.manual_seed(settings["seed"])
                     device = next(loaded.model.parameters()).device
                     with torch.inference_mode():
                         loaded.model.generate(**{k: v.to(device) for k, v in encoded.items()}, streamer=streamer,
@@ -140,22 +148,22 @@ def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, setting
 
         worker = threading.Thread(target=generate, daemon=True)
         worker.start()
-        while (texts_so_far := streamer.updates.get()) is not None:
-            for (column, _), text in zip(members, texts_so_far):
-                answers[column] = text
+        while streamer.updates.get() is not None:
+            for (column, _), reply in zip(members, streamer.replies(settings["max_new_tokens"])):
+                answers[column] = reply
             yield list(answers)
         worker.join()
         if errors:
-            raise StudioError(f"Generation failed: {type(errors[0]).__name__}: {errors[0]}")
+            raise StudioError("chat.generation_failed", problem=f"{type(errors[0]).__name__}: {errors[0]}")
     yield list(answers)
 
 
 def compare(workspace: Path, checkpoints: list[str], prompt: str, settings: dict | None = None,
             histories: list[list[dict]] | None = None, column_settings: list[dict] | None = None) -> list[str]:
-    answers: list[str] = []
+    answers: list = []
     for answers in compare_stream(workspace, checkpoints, prompt, settings, histories, column_settings):
         pass
-    return answers
+    return [reply.text for reply in answers]
 
 
 def pairs_from_ranking(ranking: list[int]) -> list[tuple[int, int]]:
@@ -173,22 +181,23 @@ def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpo
     turns when every column shares them, and the question. `column_settings` are the columns' overrides, recorded
     with each answer's checkpoint."""
     from pipelines.data.store import check_new_name, datasets_root
+    from pipelines.inference import plain_turns
     from pipelines.paths import file_lock
 
     _check_request(checkpoints, prompt)
     if not (len(answers) == len(checkpoints) == len(ranking)):
-        raise StudioError("A vote needs one answer, one checkpoint and one rank per column.")
+        raise StudioError("compare.vote_shape")
     if not all(isinstance(r, int) and r >= 0 for r in ranking):
-        raise StudioError("Ranks are whole numbers: 1 = best, 2 = next, equal ranks for a tie, 0 for a bad answer.")
+        raise StudioError("compare.bad_ranks")
     check_new_name(dataset, workspace, overwrite=True)
     folder = datasets_root(workspace) / dataset
     meta_path = folder / "meta.json"
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else None
     if meta and meta.get("kind") != "preference":
-        raise StudioError(f"Dataset {dataset!r} is not a preference dataset; vote into a new name.")
+        raise StudioError("compare.not_preference", dataset=quote(dataset))
     settings = dict(settings or {})
     system_prompt = system_prompt or settings.get("system_prompt", "")
-    earlier = [list(h) for h in histories or []]
+    earlier = [plain_turns(h) for h in histories or []]
     shared = earlier[0] if earlier and all(h == earlier[0] for h in earlier) else []
     turns = (([{"role": "system", "content": system_prompt}] if system_prompt.strip() else []) + shared
              + [{"role": "user", "content": prompt}])
@@ -208,10 +217,8 @@ def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpo
             row["chosen_settings"] = {**settings, **overrides[better]}
             row["rejected_settings"] = {**settings, **overrides[worse]}
         rows.append(row)
-    why_none = ("" if rows else
-                "A tie or 'both bad' names no better answer, so there is nothing to learn from." if not ranked else
-                "The answers are identical, so there is nothing to prefer." if not pairs else
-                "A training row needs two answers, and one of them is empty.")
+    why_none = ("" if rows else text("compare.why_tie") if not ranked else
+                text("compare.why_identical") if not pairs else text("compare.why_empty"))
     if rows:   # a vote that adds nothing leaves no empty dataset behind
         with file_lock(folder.with_name(f".{dataset}.lock")):
             folder.mkdir(parents=True, exist_ok=True)
@@ -278,5 +285,5 @@ def evaluation_prompts(workspace: Path, prompts: list[str] | str) -> list[str]:
         prompts = [next(t["content"] for t in reversed(conversation) if t["role"] == "user") for conversation in turns]
     prompts = [p for p in prompts if isinstance(p, str) and p.strip()]
     if not prompts:
-        raise StudioError("There are no prompts to evaluate on; give a list of prompts or a dataset.")
+        raise StudioError("compare.no_prompts")
     return prompts

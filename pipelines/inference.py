@@ -20,6 +20,7 @@ from typing import Iterator
 from pipelines.compare import MAX_PROMPT_CHARS
 from pipelines.config import MAX_SEED, MAX_TEMPERATURE
 from pipelines.errors import StudioError, quote
+from pipelines.messages import text
 
 MAX_NEW_TOKENS_CAP = 2048
 # A conversation (system prompt, earlier turns, message) holds at most a few prompts' worth of text: a reply to more
@@ -31,6 +32,14 @@ NUMBER_SETTINGS = {"max_new_tokens": (256, 1, MAX_NEW_TOKENS_CAP, True), "temper
 # The share of the device's memory that cached models may hold; the rest is for generation, a training run and
 # everything else. ALIGNMENT_STUDIO_MODEL_MEMORY_GB sets the budget outright.
 BUDGET_SHARE = {"cuda": 0.8, "cpu": 0.5, "mps": 0.5}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer as far as it has grown; `cut` once generation stopped at max_new_tokens instead of at the end of
+    the turn (the answer would have gone on)."""
+    text: str
+    cut: bool = False
 
 
 @dataclass
@@ -46,7 +55,7 @@ _cache: OrderedDict[str, LoadedBase] = OrderedDict()
 _cache_lock = threading.Lock()
 
 
-def _base_key(source) -> tuple[str, str]:
+def base_key(source) -> tuple[str, str]:
     """Bases are keyed by the base weights plus any adapters merged into them (all but the last)."""
     merged = [str(a) for a in source.adapters[:-1]]
     return "|".join([source.base, *merged]), str(source.adapters[-1]) if source.adapters else ""
@@ -128,7 +137,8 @@ def cached_model(key: str, load, estimate: int | None) -> LoadedBase:
     return loaded
 
 
-def _load(source) -> tuple[LoadedBase, str]:
+def load_for_generation(source) -> tuple[LoadedBase, str]:
+    """The cached base of `source` with its adapter loaded on it, and that adapter's folder ("" for the base)."""
     from transformers import AutoTokenizer
 
     from pipelines.models import ModelSource, best_device, load_model, trust_remote_code
@@ -139,7 +149,7 @@ def _load(source) -> tuple[LoadedBase, str]:
         model = load_model(merged_only, dtype=loaded_dtype(device), merge_adapters=True).to(device).eval()
         return LoadedBase(model, AutoTokenizer.from_pretrained(source.base, trust_remote_code=trust_remote_code()))
 
-    key, adapter = _base_key(source)
+    key, adapter = base_key(source)
     loaded = cached_model(key, load, estimate_bytes(source))
     if adapter and adapter not in loaded.adapters:
         with loaded.lock:  # never change the model under a generation running on it
@@ -160,14 +170,11 @@ def fit_notice(sources: list) -> str:
     answered one base after another, each loaded in turn), else ""."""
     from pipelines.models import best_device
 
-    sizes = {_base_key(source)[0]: estimate_bytes(source) or 0 for source in sources}
+    sizes = {base_key(source)[0]: estimate_bytes(source) or 0 for source in sources}
     needed, budget = sum(sizes.values()), memory_budget(best_device())
     if len(sizes) < 2 or needed <= budget:
         return ""
-    return (f"These checkpoints sit on {len(sizes)} different bases that need {needed / 2**30:.1f} GB together, over "
-            f"the {budget / 2**30:.1f} GB model memory budget, so they answer one base at a time, each loaded in turn "
-            f"(slower); set ALIGNMENT_STUDIO_MODEL_MEMORY_GB to change the budget.")
-
+    return text("chat.fit_notice", bases=len(sizes), needed=needed / 2**30, budget=budget / 2**30)
 
 
 def free_models() -> int:
@@ -180,23 +187,30 @@ def free_models() -> int:
     return count
 
 
-def to_messages(message: str, history: list | None, system_prompt: str = "") -> list[dict]:
-    """History in Gradio's messages shape (content may be a list of parts) plus the new user message; turns of
-    other roles are left out. Raises StudioError when history is not such a list or the whole is too long."""
+def plain_turns(history: list | None) -> list[dict]:
+    """A conversation in Gradio's messages shape (content may be a list of parts, as the browser sends it back) as
+    plain {role, content} turns of the user and the assistant; turns of other roles are left out. Raises StudioError
+    when history is not a list of turns."""
     if not isinstance(history, (list, type(None))) or not all(isinstance(turn, dict) for turn in history or []):
-        raise StudioError('The history is a list of turns such as {"role": "user", "content": "Hi"}.')
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
+        raise StudioError("chat.bad_history")
+    turns = []
     for turn in history or []:
         role, content = turn.get("role"), turn.get("content")
         if isinstance(content, list):
             content = "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
         if role in ("user", "assistant") and isinstance(content, str):
-            messages.append({"role": role, "content": content})
-    messages.append({"role": "user", "content": message})
+            turns.append({"role": role, "content": content})
+    return turns
+
+
+def to_messages(message: str, history: list | None, system_prompt: str = "") -> list[dict]:
+    """The system prompt, the history's plain turns and the new user message. Raises StudioError when history is
+    not a list of turns or the whole is too long."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
+    messages += plain_turns(history) + [{"role": "user", "content": message}]
     length = sum(len(m["content"]) for m in messages)
     if length > MAX_CONVERSATION_CHARS:
-        raise StudioError(f"The conversation is {length} characters long; the limit is {MAX_CONVERSATION_CHARS}. "
-                          "Clear the chat, or shorten the system prompt, to go on.")
+        raise StudioError("chat.long_conversation", length=length, limit=MAX_CONVERSATION_CHARS)
     return messages
 
 
@@ -211,14 +225,13 @@ def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
     specials = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special} | set(tokenizer.all_special_tokens)
     typed = [any(s in m["content"] for s in specials) for m in messages]
     if not any(typed):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer(rendered, add_special_tokens=False)["input_ids"]
     marked = [{**m, "content": f"{_TYPED_START}{m['content']}{_TYPED_END}"} if t else m for m, t in zip(messages, typed)]
-    text = tokenizer.apply_chat_template(marked, tokenize=False, add_generation_prompt=True)
-    parts = re.split(f"[{_TYPED_START}{_TYPED_END}]", text)
-    if len(parts) % 2 == 0 or text.count(_TYPED_START) != text.count(_TYPED_END):
-        raise StudioError("This model's chat template rewrites message text, so the control tokens typed into the "
-                          "message cannot be kept as plain text; remove them and send again.")
+    rendered = tokenizer.apply_chat_template(marked, tokenize=False, add_generation_prompt=True)
+    parts = re.split(f"[{_TYPED_START}{_TYPED_END}]", rendered)
+    if len(parts) % 2 == 0 or rendered.count(_TYPED_START) != rendered.count(_TYPED_END):
+        raise StudioError("chat.template_rewrites")
     ids: list[int] = []
     for index, part in enumerate(parts):   # even: the template's own text; odd: typed text
         if part:
@@ -239,11 +252,11 @@ def check_settings(settings: dict | None) -> dict:
     """Chat and compare settings checked for type, finiteness and range, with defaults filled in: max_new_tokens,
     temperature, top_p, seed (None: unseeded) and system_prompt. Raises StudioError in one sentence."""
     if not isinstance(settings, (dict, type(None))):
-        raise StudioError(f'Settings are a mapping such as {{"max_new_tokens": 64, "temperature": 0}}, not {quote(settings)}.')
+        raise StudioError("chat.bad_settings", value=quote(settings))
     settings = settings or {}
     unknown = [name for name in settings if name not in (*NUMBER_SETTINGS, "system_prompt")]
     if unknown:
-        raise StudioError(f"Unknown setting {quote(unknown[0])}; the settings are {', '.join(NUMBER_SETTINGS)} and system_prompt.")
+        raise StudioError("chat.unknown_setting", setting=quote(unknown[0]), settings=", ".join(NUMBER_SETTINGS))
     checked = {}
     for name, (default, lowest, highest, whole) in NUMBER_SETTINGS.items():
         value = settings.get(name)
@@ -252,45 +265,51 @@ def check_settings(settings: dict | None) -> dict:
             continue
         number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         if not (number and lowest <= value <= highest and (not whole or value == int(value))):
-            raise StudioError(f"{name} must be between {lowest} and {highest}{' (a whole number)' if whole else ''}, "
-                              f"not {quote(value)}.")
+            raise StudioError("chat.setting_range_whole" if whole else "chat.setting_range", name=name, lowest=lowest,
+                              highest=highest, value=quote(value))
         checked[name] = int(value) if whole else float(value)
     system_prompt = settings.get("system_prompt") or ""
     if not isinstance(system_prompt, str) or len(system_prompt) > MAX_PROMPT_CHARS:
-        raise StudioError(f"system_prompt must be text of at most {MAX_PROMPT_CHARS} characters.")
+        raise StudioError("chat.bad_system_prompt", limit=MAX_PROMPT_CHARS)
     return {**checked, "system_prompt": system_prompt}
 
 
-def _generation_kwargs(settings: dict | None) -> dict:
+def generation_kwargs(settings: dict | None) -> dict:
+    """What model.generate is given for checked chat settings (greedy at temperature 0)."""
     settings = check_settings(settings)
     sampling = settings["temperature"] > 0
     return {"max_new_tokens": settings["max_new_tokens"], "do_sample": sampling,
             **({"temperature": settings["temperature"], "top_p": settings["top_p"]} if sampling else {})}
 
 
+def check_message(message: str) -> None:
+    if not isinstance(message, str) or not message.strip():
+        raise StudioError("chat.empty_message")
+    if len(message) > MAX_PROMPT_CHARS:
+        raise StudioError("chat.long_message", length=len(message), limit=MAX_PROMPT_CHARS)
+
+
 def chat_stream(workspace: Path, checkpoint: str, message: str, history: list | None = None,
-                settings: dict | None = None) -> Iterator[str]:
-    """Yield the reply as it grows."""
+                settings: dict | None = None) -> Iterator[Reply]:
+    """Yield the reply as it grows; the last one says whether it was cut at max_new_tokens."""
     from transformers import TextIteratorStreamer
 
-    from pipelines.models import check_generative, resolve_model
+    from pipelines.models import check_chat_template, check_generative, resolve_model
+    from pipelines.rl.rollout import stop_token_ids
 
-    if not isinstance(message, str) or not message.strip():
-        raise StudioError("The message is empty; type something to send.")
-    if len(message) > MAX_PROMPT_CHARS:
-        raise StudioError(f"The message is {len(message)} characters; the limit is {MAX_PROMPT_CHARS}.")
+    check_message(message)
     settings = check_settings(settings)
-    kwargs = _generation_kwargs(settings)
+    kwargs = generation_kwargs(settings)
     messages = to_messages(message, history, settings["system_prompt"])   # refused before any model is loaded
     source = resolve_model(checkpoint, workspace)
     check_generative(source)
-    loaded, adapter = _load(source)
+    loaded, adapter = load_for_generation(source)
     tokenizer = loaded.tokenizer
-    if not tokenizer.chat_template:
-        raise StudioError(f"{quote(checkpoint)} has no chat template, so it cannot chat; pick an instruct model or a checkpoint trained with one.")
+    check_chat_template(tokenizer, checkpoint)
     inputs = left_padded(tokenizer, [encode_chat(tokenizer, messages)])
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     errors: list[BaseException] = []
+    new_tokens: list[int] = []   # what the model generated, once it is done
 
     def generate() -> None:
         import contextlib
@@ -309,8 +328,9 @@ def chat_stream(workspace: Path, checkpoint: str, message: str, history: list | 
                 if settings["seed"] is not None:
                     torch.manual_seed(settings["seed"])
                 with context, torch.inference_mode():
-                    model.generate(**{k: v.to(device) for k, v in inputs.items()}, streamer=streamer,
-                                   pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **kwargs)
+                    output = model.generate(**{k: v.to(device) for k, v in inputs.items()}, streamer=streamer,
+                                            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **kwargs)
+                new_tokens.extend(output[0, inputs["input_ids"].shape[1]:].tolist())
             except BaseException as exc:  # surfaced to the caller below, after the streamer is released
                 errors.append(exc)
                 streamer.end()
@@ -320,16 +340,20 @@ def chat_stream(workspace: Path, checkpoint: str, message: str, history: list | 
     reply = ""
     for piece in streamer:
         reply += piece
-        yield reply
+        yield Reply(reply)
     worker.join()
     if errors:
-        raise StudioError(f"Generation failed: {type(errors[0]).__name__}: {errors[0]}")
-    if not reply:
-        yield ""
+        raise StudioError("chat.generation_failed", problem=f"{type(errors[0]).__name__}: {errors[0]}")
+    yield Reply(reply, cut=was_cut(new_tokens, settings["max_new_tokens"], stop_token_ids(loaded.model, tokenizer)))
+
+
+def was_cut(tokens: list[int], max_new_tokens: int, stop_ids: set[int]) -> bool:
+    """Generation ran out of max_new_tokens before the model ended its turn."""
+    return len(tokens) >= max_new_tokens and not stop_ids & set(tokens)
 
 
 def chat(workspace: Path, checkpoint: str, message: str, history: list | None = None, settings: dict | None = None) -> str:
-    reply = ""
+    reply = Reply("")
     for reply in chat_stream(workspace, checkpoint, message, history, settings):
         pass
-    return reply
+    return reply.text

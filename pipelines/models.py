@@ -97,6 +97,27 @@ def check_generative(source: ModelSource) -> None:
                           "Pick the base model or a checkpoint of an SFT, DPO, KTO or ORPO run.")
 
 
+def check_reward_model(source: ModelSource) -> None:
+    """Scoring, a PPO reward and a reward evaluation need the checkpoint of a reward run."""
+    if source.stage != "reward":
+        if source.stage:
+            raise StudioError("scoring.not_reward_made_by", model=quote(source.spec), stage=source.stage.upper())
+        raise StudioError("scoring.not_reward", model=quote(source.spec))
+
+
+def check_chat_template(tokenizer, model: str) -> None:
+    """Every dataset row is a conversation, and chat and compare send one: the tokenizer must have a template."""
+    if not tokenizer.chat_template:
+        raise StudioError("model.no_chat_template", model=quote(model))
+
+
+def check_context_length(max_length: int, config) -> None:
+    """A run's max_length must fit the model's context (when the config says what that is)."""
+    limit = context_length(config)
+    if limit and max_length > limit:
+        raise StudioError("model.beyond_context", max_length=max_length, limit=limit)
+
+
 def _check_hub_model(repo_id: str) -> None:
     """A Hub model must be in the local cache or answer on the Hub within HUB_TIMEOUT_S."""
     from huggingface_hub import HfApi, try_to_load_from_cache

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipelines.errors import StudioError, quote
 from pipelines.messages import Message
-from pipelines.models import ModelSource, trust_remote_code
+from pipelines.models import ModelSource, check_reward_model, trust_remote_code
 
 
 def load_reward_backbone(source: ModelSource, dtype=None):
@@ -34,20 +34,13 @@ def load_reward_backbone(source: ModelSource, dtype=None):
     return model
 
 
-def check_reward_stage(source: ModelSource) -> None:
-    if source.stage != "reward":
-        if source.stage:
-            raise StudioError("scoring.not_reward_made_by", model=quote(source.spec), stage=source.stage.upper())
-        raise StudioError("scoring.not_reward", model=quote(source.spec))
-
-
 def load_reward_model(source: ModelSource):
     """A trained reward checkpoint, ready to score, with its tokenizer."""
     from transformers import AutoModelForSequenceClassification
 
     from pipelines.models import load_tokenizer
 
-    check_reward_stage(source)
+    check_reward_model(source)
     tokenizer = load_tokenizer(source)
     if source.adapters:
         import logging
@@ -93,7 +86,7 @@ def cached_reward_model(source: ModelSource):
     """(model, tokenizer) of a reward checkpoint, from the cache that chat models share (one memory budget)."""
     from pipelines.inference import LoadedBase, cached_model, estimate_bytes
 
-    check_reward_stage(source)   # before the cache makes room for it
+    check_reward_model(source)   # before the cache makes room for it
     key = "reward|" + "|".join([source.base, *map(str, source.adapters)])
     loaded = cached_model(key, lambda: LoadedBase(*reward_model_on_device(source)), estimate_bytes(source))
     return loaded.model, loaded.tokenizer
@@ -143,7 +136,7 @@ def _reward_source(workspace: Path, checkpoint) -> ModelSource:
     if not isinstance(checkpoint, str) or not checkpoint.strip():
         raise StudioError("scoring.no_checkpoint")
     source = resolve_model(checkpoint, workspace)
-    check_reward_stage(source)
+    check_reward_model(source)
     return source
 
 

@@ -13,6 +13,16 @@ from pipelines.train import train_run
 from tests.conftest import tiny_config, write_jsonl
 
 GREEDY = {"temperature": 0, "max_new_tokens": 12}
+PICKERS = ["one/final", "two/final", "one/final", "one/final"]
+
+
+def ask_rounds(workspace, prompt, blind=False, system="", overrides=("",) * 4, chatbots=([],) * 4, previous=None,
+               max_new=12):
+    """Every update the Compare tab's Send streams, its inputs given by name as Gradio's dict inputs give them."""
+    from studio.tabs.compare import ask
+    return list(ask(workspace, prompt=prompt, count=2, blind=blind, max_new=max_new, temperature=0, top_p=0.9, seed=0,
+                    system=system, pickers=PICKERS, overrides=list(overrides), labels=[""] * 4,
+                    chatbots=list(chatbots), previous=previous))
 
 
 @pytest.fixture(scope="module")
@@ -64,30 +74,23 @@ def test_votes_append_preference_rows_that_a_dpo_run_accepts(trained, tiny_model
 def test_a_blind_conversation_goes_on_with_the_checkpoint_that_began_it(trained, monkeypatch):
     import random
 
-    from studio.tabs.compare import ask
-
-    pickers = ["one/final", "two/final", "one/final", "one/final"]
     monkeypatch.setattr(random, "shuffle", lambda order: None)              # the first deal: as picked
-    *chatbots, first, _, _ = list(ask(trained, "Say hi", 2, True, 12, 0, 0.9, 0, "", *pickers, *[""] * 4, *[""] * 4,
-                                      *[[]] * 4, []))[-1]
+    *chatbots, first, _, _, _ = ask_rounds(trained, "Say hi", blind=True, previous=[])[-1]
     assert first == ["one/final", "two/final"]
     monkeypatch.setattr(random, "shuffle", lambda order: order.reverse())   # a fresh deal would swap the columns
     history = [c["value"] for c in chatbots[:2]] + [[], []]
-    *chatbots, second, _, _ = list(ask(trained, "Name a color", 2, True, 12, 0, 0.9, 0, "", *pickers, *[""] * 4,
-                                       *[""] * 4, *history, first))[-1]
+    *chatbots, second, _, _, _ = ask_rounds(trained, "Name a color", blind=True, chatbots=history, previous=first)[-1]
     assert second == first, "the second turn is answered by the checkpoint that gave the first"
-    fresh = list(ask(trained, "Say hi", 2, True, 12, 0, 0.9, 0, "", *pickers, *[""] * 4, *[""] * 4, *[[]] * 4, first))
-    assert fresh[-1][-3] == ["two/final", "one/final"], "a new conversation is dealt afresh"
+    fresh = ask_rounds(trained, "Say hi", blind=True, previous=first)
+    assert fresh[-1][-4] == ["two/final", "one/final"], "a new conversation is dealt afresh"
 
 
 def test_a_vote_records_what_the_answers_were_asked_with_once_and_explains_a_vote_that_adds_nothing(trained):
-    from studio.tabs.compare import ask, cast_ranking
+    from studio.tabs.compare import cast_ranking
     from pipelines.errors import StudioError
 
-    pickers = ["one/final", "two/final", "one/final", "one/final"]
     overrides = ['{"temperature": 1.2, "seed": 7}', "", "", ""]
-    *_, mapping, asked, _ = list(ask(trained, "Say hi", 2, False, 12, 0, 0.9, 0, "Answer like a pirate",
-                                     *pickers, *overrides, *[""] * 4, *[[]] * 4))[-1]
+    *_, mapping, asked, _, _ = ask_rounds(trained, "Say hi", system="Answer like a pirate", overrides=overrides)[-1]
     text, tie_asked, *_ = cast_ranking(trained, "A=B", "context-votes", asked, mapping)
     assert "0 preference row(s)" in text and "nothing to learn from" in text
     assert not (trained / "datasets" / "context-votes").exists(), "a vote that adds nothing leaves no empty dataset"
@@ -146,13 +149,12 @@ def test_control_tokens_typed_into_a_prompt_stay_text(tiny_model):
 
 
 def test_blind_mode_sends_no_checkpoint_name_before_the_vote(trained):
-    from studio.tabs.compare import ask, cast_ranking
+    from studio.tabs.compare import cast_ranking
 
-    pickers = ["one/final", "two/final", "one/final", "one/final"]
-    rounds = list(ask(trained, "Say hi", 2, True, 12, 0, 0.9, 0, "", *pickers, *[""] * 4, *[""] * 4, *[[]] * 4))
-    *chatbots, mapping, asked, report = rounds[-1]
+    rounds = ask_rounds(trained, "Say hi", blind=True)
+    *chatbots, mapping, asked, report, _ = rounds[-1]
     for update in rounds:   # everything but the server-side state (mapping, asked) is what the browser receives
-        sent = json.dumps([*update[:4], update[-1]], default=str)
+        sent = json.dumps([*update[:4], *update[-2:]], default=str)
         assert "one/final" not in sent and "two/final" not in sent
     assert sorted(mapping) == ["one/final", "two/final"] and asked["prompt"] == "Say hi"
     assert [c["label"] for c in chatbots[:2]] == ["A", "B"]
@@ -160,3 +162,17 @@ def test_blind_mode_sends_no_checkpoint_name_before_the_vote(trained):
     assert f"A = {mapping[0]}" in text and revealed[0]["label"] == f"A · {mapping[0]}"
     row = json.loads((trained / "datasets" / "blind-votes" / "data.jsonl").read_text().splitlines()[0])
     assert row["chosen_checkpoint"] == mapping[0]
+
+
+def test_send_clears_the_message_and_an_answer_cut_at_max_new_tokens_says_so(trained):
+    from pipelines.compare import compare_stream
+
+    *chatbots, mapping, asked, _, message = ask_rounds(trained, "Tell me a long story", max_new=3)[-1]
+    assert message == "", "the message box is cleared once the question is asked"
+    replies = list(compare_stream(trained, mapping, "Tell me a long story", {**GREEDY, "max_new_tokens": 3}))[-1]
+    assert all(reply.cut for reply in replies), "three tokens are not a whole answer"
+    shown = [chatbot["value"][-1]["content"] for chatbot in chatbots[:2]]
+    assert shown == [f"{answer} … (cut at 3 tokens)" for answer in asked["answers"]]
+    assert "cut at" not in " ".join(asked["answers"]), "a vote records the model's words, not the mark"
+    *_, asked_on, _, _ = ask_rounds(trained, "And then?", chatbots=[c.get("value", []) for c in chatbots], max_new=3)[-1]
+    assert "cut at" not in json.dumps(asked_on["histories"]), "the conversation goes on without the mark"

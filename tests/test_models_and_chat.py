@@ -1,9 +1,11 @@
+import json
+import re
 import time
 from pathlib import Path
 
 import pytest
 
-from pipelines import inference
+from pipelines import api, inference
 from pipelines.errors import StudioError
 from pipelines.models import estimate_training_memory, resolve_model
 from tests.conftest import tiny_config
@@ -180,3 +182,42 @@ def test_chat_lists_only_checkpoints_that_generate_and_the_reward_tab_only_rewar
     assert {"judge/final", "policy/final"} <= set(list_checkpoints(workspace))
     with pytest.raises(StudioError, match="kind must be one of any, chat, reward"):
         list_checkpoints(workspace, "everything")
+
+
+def test_a_model_without_a_chat_template_is_refused_in_one_sentence_everywhere(tiny_model, tmp_path, workspace):
+    """One check, one wording: training, data preview and stats, chat and compare all say the same."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    plain = tmp_path / "no-template"
+    shutil.copytree(tiny_model, plain)
+    tokenizer = AutoTokenizer.from_pretrained(plain)
+    tokenizer.chat_template = None
+    for leftover in plain.glob("chat_template.*"):
+        leftover.unlink()
+    tokenizer.save_pretrained(plain)
+    if "chat_template" in (config := json.loads((plain / "tokenizer_config.json").read_text())):
+        del config["chat_template"]
+        (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    sentence = rf"'{re.escape(str(plain))}' has no chat template, so conversations cannot be rendered for it"
+    calls = [lambda: api.prepare_run(workspace, tiny_config(plain)),
+             lambda: api.preview_dataset(workspace, "tiny.jsonl", str(plain)),
+             lambda: api.dataset_stats(workspace, "tiny.jsonl", str(plain)),
+             lambda: api.chat(workspace, str(plain), "Hi", [], {"max_new_tokens": 2}),
+             lambda: api.compare(workspace, [str(plain)], "Hi", {"max_new_tokens": 2})]
+    for call in calls:
+        with pytest.raises(StudioError, match=sentence):
+            call()
+    inference.free_models()
+
+
+def test_a_reply_says_whether_it_was_cut_at_max_new_tokens(tiny_model, workspace):
+    replies = list(api.chat_stream(workspace, str(tiny_model), "Tell me a long story", [],
+                                   {"max_new_tokens": 3, "temperature": 0}))
+    assert replies[-1].cut and not any(reply.cut for reply in replies[:-1]), "known once generation is over"
+    assert replies[-1].text == api.chat(workspace, str(tiny_model), "Tell me a long story", [],
+                                        {"max_new_tokens": 3, "temperature": 0})
+    assert inference.was_cut([5, 6, 7], 3, {2}) and not inference.was_cut([5, 2, 0], 3, {2})
+    assert not inference.was_cut([5, 6], 3, {2}), "ended before the limit"
+    inference.free_models()

@@ -214,3 +214,41 @@ def test_the_config_text_carries_only_the_chosen_stages_section():
     settings[("", "stage")] = "kto"
     text = train.config_text(settings)
     assert "kto:" in text and "dpo:" not in text and "reward:" not in text
+
+
+def test_chat_takes_its_inputs_by_name_and_marks_a_reply_cut_at_max_new_tokens(workspace, monkeypatch):
+    from pipelines.inference import Reply
+    from studio.tabs import chat
+
+    sent = []
+
+    def replies(ws, checkpoint, message, history, settings):
+        sent.append((checkpoint, message, history, settings))
+        yield Reply("Once upon")
+        yield Reply("Once upon a time", cut=True)
+
+    monkeypatch.setattr(chat.api, "chat_stream", replies)
+    history = [{"role": "user", "content": "Hi"},
+               {"role": "assistant", "content": [{"type": "text", "text": "Hello … (cut at 8 tokens)"}]}]
+    with speaking("ko"):
+        *_, (shown, box) = chat.respond_stream(workspace, checkpoint="m", message="A story?", history=history,
+                                               max_new_tokens=16, temperature=0, top_p=0.9, system_prompt="")
+    assert box == "" and shown[-1] == {"role": "assistant", "content": "Once upon a time … (16 토큰에서 잘림)"}
+    assert sent[0][2] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], \
+        "the model gets its own words back, without the mark"
+
+
+def test_compare_send_takes_its_columns_by_name_clears_the_message_and_marks_cut_answers(workspace, monkeypatch):
+    from pipelines.inference import Reply
+    from studio.tabs import compare
+
+    monkeypatch.setattr(compare.api, "compare_notice", lambda ws, checkpoints: "")
+    monkeypatch.setattr(compare.api, "compare_stream", lambda ws, checkpoints, prompt, settings, histories, columns:
+                        iter([[Reply("Blue"), Reply("Re")], [Reply("Blue."), Reply("Red and", cut=True)]]))
+    *chatbots, mapping, asked, report, message = list(compare.ask(
+        workspace, prompt="A color?", count=2, blind=False, max_new=2, temperature=0, top_p=0.9, seed=0, system="",
+        pickers=["a/final", "b/final", "", ""], overrides=["", '{"max_new_tokens": 3}', "", ""], labels=["", "", "", ""],
+        chatbots=[[], [], [], []]))[-1]
+    assert message == "" and mapping == ["a/final", "b/final"]
+    assert [c["value"][-1]["content"] for c in chatbots[:2]] == ["Blue.", "Red and … (cut at 3 tokens)"]
+    assert asked["answers"] == ["Blue.", "Red and"], "a vote records the answers, not the marks"

@@ -166,7 +166,7 @@ def reward_model_margin(source: RewardSource, workspace: Path) -> float | None:
 
 def check_reward(spec: str, workspace: Path) -> RewardSource:
     """Everything about a reward setting that can be checked before a run starts."""
-    from pipelines.models import resolve_model
+    from pipelines.models import check_reward_model, resolve_model
 
     source = parse_reward(spec, workspace)
     if source.function_file:
@@ -177,8 +177,5 @@ def check_reward(spec: str, workspace: Path) -> RewardSource:
         if match and not (Path(workspace) / "runs" / match["run"] / "config.yaml").is_file():
             raise StudioError(f"There is no run {match['run']!r} in this workspace; the reward must be the checkpoint "
                               "of a reward run (list_checkpoints() shows them).")
-        resolved = resolve_model(source.checkpoint, workspace)
-        if resolved.stage != "reward":
-            made_by = f" (the {resolved.stage.upper()} stage trained it)" if resolved.stage else ""
-            raise StudioError(f"{source.checkpoint!r} is not a reward model{made_by}; give the checkpoint of a reward run.")
+        check_reward_model(resolve_model(source.checkpoint, workspace))
     return source

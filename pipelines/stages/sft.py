@@ -7,8 +7,7 @@ the log says so.
 
 from __future__ import annotations
 
-from pipelines.errors import StudioError
-from pipelines.models import context_length, estimate_training_memory
+from pipelines.models import check_chat_template, check_context_length, estimate_training_memory
 from pipelines.stages import declare
 from pipelines.stages.common import (RunContext, count_parameters, eval_args, lora_config, policy_and_args, quiet,
                                      stage_inputs)
@@ -25,9 +24,9 @@ def run(context: RunContext) -> None:
 
     config = context.config
     inputs = stage_inputs(context)
-    assistant_only = prepare_chat_template(inputs.tokenizer)
+    assistant_only = prepare_chat_template(inputs.tokenizer, config.model)
     model, args = policy_and_args(context, inputs)
-    check_max_length(config.train.max_length, model.config)
+    check_context_length(config.train.max_length, model.config)
     memory = estimate_training_memory(count_parameters(model), getattr(model.config, "hidden_size", 0) or 0,
                                       getattr(model.config, "num_hidden_layers", 0) or 0,
                                       getattr(model.config, "vocab_size", 0) or 0, config.train.batch_size,
@@ -50,13 +49,11 @@ def run(context: RunContext) -> None:
     return trainer
 
 
-def prepare_chat_template(tokenizer) -> bool:
+def prepare_chat_template(tokenizer, model: str) -> bool:
     """Make sure the tokenizer has a chat template; return whether it marks assistant tokens for the loss."""
     from trl.chat_template_utils import get_training_chat_template, has_generation_markers
 
-    if not tokenizer.chat_template:
-        raise StudioError("This model has no chat template, so chat rows cannot be rendered; "
-                          "pick an instruct/chat model or one whose tokenizer defines chat_template.")
+    check_chat_template(tokenizer, model)
     if has_generation_markers(tokenizer.chat_template):
         return True
     try:
@@ -66,9 +63,3 @@ def prepare_chat_template(tokenizer) -> bool:
     if patched:
         tokenizer.chat_template = patched
     return True
-
-
-def check_max_length(max_length: int, model_config) -> None:
-    limit = context_length(model_config)
-    if limit and max_length > limit:
-        raise StudioError(f"max_length {max_length} is beyond this model's context of {limit} tokens; lower train.max_length.")

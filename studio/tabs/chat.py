@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from pathlib import Path
 
 import gradio as gr
 
 from pipelines import api
-from pipelines.config import BUNDLED_MODEL_ID
-from pipelines.inference import chat_stream
+from pipelines.messages import LANGUAGES, render, text
 from studio.choices import refresh_checkpoint_choices
-from studio.errors import shows_errors
+from studio.form import on
 from studio.i18n import t
 
 
 def build(workspace: Path) -> gr.Dropdown:
     with gr.Tab(t("tab.chat"), id="chat") as tab:
         with gr.Row():
-            checkpoint = gr.Dropdown(choices=api.list_checkpoints(workspace, "chat"), value=BUNDLED_MODEL_ID, allow_custom_value=True,
-                                     label=t("chat.checkpoint"), scale=4)
+            checkpoint = gr.Dropdown(choices=api.list_checkpoints(workspace, "chat"), value=api.BUNDLED_MODEL_ID,
+                                     allow_custom_value=True, label=t("chat.checkpoint"), scale=4)
             refresh = gr.Button(t("chat.refresh"), scale=1)
         with gr.Row():
             with gr.Column(scale=4):
@@ -35,10 +35,9 @@ def build(workspace: Path) -> gr.Dropdown:
                 top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label=t("chat.top_p"))
                 system_prompt = gr.Textbox(label=t("chat.system_prompt"), lines=3)
     private = {"api_visibility": "private"}
-    respond = shows_errors(partial(respond_stream, workspace))
     for trigger in (send.click, message.submit):
-        trigger(respond, [checkpoint, message, chatbot, max_new_tokens, temperature, top_p, system_prompt],
-                [chatbot, message], **private)
+        on(trigger, partial(respond_stream, workspace), [chatbot, message], checkpoint=checkpoint, message=message, history=chatbot, max_new_tokens=max_new_tokens,
+           temperature=temperature, top_p=top_p, system_prompt=system_prompt)
     clear.click(lambda: ([], ""), None, [chatbot, message], **private)
     # New checkpoints appear as runs save them: offer them whenever the tab is opened, or on demand.
     for trigger in (refresh.click, tab.select):
@@ -48,12 +47,28 @@ def build(workspace: Path) -> gr.Dropdown:
 
 def respond_stream(workspace: Path, checkpoint: str, message: str, history: list, max_new_tokens: float,
                    temperature: float, top_p: float, system_prompt: str):
-    """Stream the reply into the chat history; the textbox clears once the message is taken."""
+    """Stream the reply into the chat history; the textbox clears once the message is taken, and a reply cut at
+    max_new_tokens says so."""
     settings = {"max_new_tokens": int(max_new_tokens), "temperature": temperature, "top_p": top_p,
                 "system_prompt": system_prompt or ""}
     history = list(history or [])
     shown = history + [{"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-    for reply in chat_stream(workspace, checkpoint, message, history, settings):
-        shown[-1] = {"role": "assistant", "content": reply}
+    for reply in api.chat_stream(workspace, checkpoint, message, without_cut_marks(history), settings):
+        shown[-1] = {"role": "assistant", "content": shown_reply(reply, settings["max_new_tokens"])}
         yield shown, ""
 
+
+def shown_reply(reply, max_new_tokens: int) -> str:
+    """A reply's text, marked when generation stopped at max_new_tokens before the answer ended."""
+    return f"{reply.text} {text('chat.cut', tokens=max_new_tokens)}" if reply.cut else reply.text
+
+
+# The mark in every language, so a conversation goes on without it whichever language it was shown in.
+_CUT_MARKS = re.compile("|".join(" " + re.escape(render("chat.cut", language, tokens=0)).replace("0", r"\d+")
+                                 for language in LANGUAGES) + "$")
+
+
+def without_cut_marks(history: list) -> list:
+    """The conversation as the model gave it: the cut marks shown_reply added are not the model's words."""
+    return [{**turn, "content": _CUT_MARKS.sub("", turn["content"])} if turn["role"] == "assistant" else turn
+            for turn in api.plain_turns(history)]

@@ -16,14 +16,14 @@ from pathlib import Path
 import gradio as gr
 
 from pipelines import api
-from pipelines.config import BUNDLED_MODEL_ID
-from pipelines.compare import compare_notice, compare_stream
+from pipelines.errors import StudioError
 from pipelines.messages import text
 from studio import job_view
 from studio.charts import mean_score_bars
 from studio.choices import dataset_names
 from studio.errors import shows_errors
 from studio.i18n import t
+from studio.tabs.chat import shown_reply, without_cut_marks
 
 MAX_COLUMNS = 4
 LETTERS = "ABCD"
@@ -96,16 +96,22 @@ def build(workspace: Path) -> CompareTab:
     private = {"api_visibility": "private"}
     tab.select(partial(refresh_pickers, workspace), pickers, pickers, **private)
     count.change(lambda n: [gr.update(visible=i < n) for i in range(MAX_COLUMNS)], [count], columns, **private)
-    send.click(shows_errors(partial(ask, workspace)),
-               [prompt, count, blind, max_new, temperature, top_p, seed, system, *pickers, *overrides, *labels, *chatbots,
-                mapping],
-               [*chatbots, mapping, asked, vote_report], **private)
+    asking = dict(prompt=prompt, count=count, blind=blind, max_new=max_new, temperature=temperature, top_p=top_p,
+                  seed=seed, system=system, previous=mapping)
+    per_column = dict(pickers=pickers, overrides=overrides, labels=labels, chatbots=chatbots)
+
+    def ask_clicked(values: dict):
+        yield from ask(workspace, **{name: values[component] for name, component in asking.items()},
+                       **{name: [values[c] for c in components] for name, components in per_column.items()})
+
+    send.click(shows_errors(ask_clicked), {*asking.values(), *pickers, *overrides, *labels, *chatbots},
+               [*chatbots, mapping, asked, vote_report, prompt], **private)
     clear.click(lambda: [[] for _ in chatbots] + [[], {}], None, [*chatbots, mapping, asked], **private)
     vote_inputs, vote_outputs = [votes, asked, mapping], [vote_report, asked, *chatbots]
     for button, ranks in ((a_better, "A>B"), (b_better, "B>A"), (tie, "A=B"), (both_bad, "bad")):
         button.click(shows_errors(partial(cast_ranking, workspace, ranks)), vote_inputs, vote_outputs, **private)
     rank_vote.click(shows_errors(partial(cast_typed_ranking, workspace)), [ranking, *vote_inputs], vote_outputs, **private)
-    free.click(shows_errors(lambda: f"{api.free_models()} cached model(s) freed."), None, [vote_report], **private)
+    free.click(shows_errors(lambda: text("compare.freed", count=api.free_models())), None, [vote_report], **private)
     # Evaluate: a job in its own process, followed by the panel's timer.
     eval_shown = [eval_panel.job, eval_panel.cancel, eval_panel.timer, eval_panel.progress, eval_summary, eval_chart,
                   eval_table, eval_files]
@@ -125,7 +131,7 @@ def build(workspace: Path) -> CompareTab:
 
 
 def _default(checkpoints: list[str], index: int) -> str:
-    return checkpoints[index] if index < len(checkpoints) else BUNDLED_MODEL_ID
+    return checkpoints[index] if index < len(checkpoints) else api.BUNDLED_MODEL_ID
 
 
 def refresh_pickers(workspace: Path, *current):
@@ -138,25 +144,14 @@ def _settings(max_new, temperature, top_p, seed, system="") -> dict:
             "seed": int(seed or 0), "system_prompt": system or ""}
 
 
-def _history(chatbot) -> list[dict]:
-    """A column's conversation as plain turns (the browser sends content back as a list of parts)."""
-    turns = []
-    for message in chatbot or []:
-        if isinstance(message, dict):
-            content = message.get("content")
-            if isinstance(content, list):
-                content = "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
-            turns.append({"role": message.get("role"), "content": content if isinstance(content, str) else ""})
-    return turns
-
-
-def ask(workspace: Path, prompt: str, count: int, blind: bool, max_new, temperature, top_p, seed, system, *rest):
-    """Stream every column's answer. In blind mode the checkpoints are dealt to the columns in a random order, and the
-    columns are labelled only A, B, …; which is which stays in the server-side state until a vote."""
+def ask(workspace: Path, prompt: str, count: int, blind: bool, max_new, temperature, top_p, seed, system: str,
+        pickers: list[str], overrides: list[str], labels: list[str], chatbots: list[list], previous: list[str] | None = None):
+    """Stream every column's answer (the picked checkpoint, its settings override, label and conversation so far,
+    one list entry per column), then clear the message box. In blind mode the checkpoints are dealt to the columns
+    in a random order, and the columns are labelled only A, B, …; which is which stays in the server-side state
+    (`previous`: the last round's deal) until a vote."""
     count = int(count)
-    pickers, overrides = rest[:MAX_COLUMNS], rest[MAX_COLUMNS:2 * MAX_COLUMNS]
-    labels, chatbots = rest[2 * MAX_COLUMNS:3 * MAX_COLUMNS], rest[3 * MAX_COLUMNS:4 * MAX_COLUMNS]
-    previous = list(rest[4 * MAX_COLUMNS] or []) if len(rest) > 4 * MAX_COLUMNS else []
+    previous = list(previous or [])
     chosen = list(pickers[:count])
     order = list(range(count))
     if blind and any(chatbots[c] for c in range(count)) and sorted(previous) == sorted(chosen):
@@ -165,21 +160,22 @@ def ask(workspace: Path, prompt: str, count: int, blind: bool, max_new, temperat
         random.shuffle(order)
     mapping = [chosen[i] for i in order]                       # column → checkpoint
     column_settings = [_override(overrides[i]) for i in order]
-    histories = [_history(chatbots[c]) for c in range(count)]
+    histories = [without_cut_marks(chatbots[c]) for c in range(count)]
     shown = [list(chatbots[c] or []) + [{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}]
              for c in range(count)]
     settings = _settings(max_new, temperature, top_p, seed, system)
-    notice = compare_notice(workspace, mapping)
+    notice = api.compare_notice(workspace, mapping)
     if notice:
         gr.Warning(notice)
-    for answers in compare_stream(workspace, mapping, prompt, settings, histories, column_settings):
-        for column, answer in enumerate(answers):
-            shown[column][-1] = {"role": "assistant", "content": answer}
+    for answers in api.compare_stream(workspace, mapping, prompt, settings, histories, column_settings):
+        for column, answer in enumerate(answers):   # the settings passed compare_stream's checks by now
+            limit = column_settings[column].get("max_new_tokens") or settings["max_new_tokens"]
+            shown[column][-1] = {"role": "assistant", "content": shown_reply(answer, limit)}
         # A vote records exactly what was asked and answered here, whatever the sliders say by then.
-        asked = {"prompt": prompt, "answers": list(answers), "settings": settings, "histories": histories,
-                 "column_settings": column_settings, "voted": False}
+        asked = {"prompt": prompt, "answers": [answer.text for answer in answers], "settings": settings,
+                 "histories": histories, "column_settings": column_settings, "voted": False}
         yield (*[gr.update(value=shown[c], label=LETTERS[c] if blind else f"{labels[c] or LETTERS[c]} · {mapping[c]}")
-                 if c < count else gr.update() for c in range(MAX_COLUMNS)], mapping, asked, "")
+                 if c < count else gr.update() for c in range(MAX_COLUMNS)], mapping, asked, "", "")
 
 
 def _same_deal(chosen: list[str], previous: list[str]) -> list[int]:
@@ -200,15 +196,12 @@ def _override(text: str) -> dict:
     except json.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
-        from pipelines.errors import StudioError
-        raise StudioError('A column override is a JSON object such as {"temperature": 0.7}.')
+        raise StudioError("compare.bad_override")
     return value
 
 
 def _ranks_from(spec: str, count: int) -> list[int]:
     """'B > A > C' or 'A = B' → a rank per column (1 = best); 'bad' → all 0."""
-    from pipelines.errors import StudioError
-
     spec = (spec or "").replace(" ", "").upper()
     if spec == "BAD":
         return [0] * count
@@ -217,7 +210,7 @@ def _ranks_from(spec: str, count: int) -> list[int]:
         rank += 1
         for letter in group.split("="):
             if len(letter) != 1 or letter not in LETTERS[:count]:
-                raise StudioError(f"Write the ranking with the column letters {', '.join(LETTERS[:count])}, e.g. B > A = C.")
+                raise StudioError("compare.bad_ranking", letters=", ".join(LETTERS[:count]))
             ranks[LETTERS.index(letter)] = rank
     return ranks
 
@@ -227,12 +220,10 @@ def cast_typed_ranking(workspace: Path, spec: str, dataset, asked: dict, mapping
 
 
 def cast_ranking(workspace: Path, spec: str, dataset, asked: dict, mapping):
-    from pipelines.errors import StudioError
-
     if not mapping or not asked:
-        raise StudioError("Ask a question first; then vote on the answers.")
+        raise StudioError("compare.ask_first")
     if asked.get("voted"):
-        raise StudioError("These answers already have your vote; ask again to vote again.")
+        raise StudioError("compare.already_voted")
     count = len(mapping)
     result = api.vote(workspace, (dataset or "").strip(), asked["prompt"], asked["answers"], mapping,
                       _ranks_from(spec, count), asked["settings"], histories=asked["histories"],
@@ -240,12 +231,12 @@ def cast_ranking(workspace: Path, spec: str, dataset, asked: dict, mapping):
     reveal = " · ".join(f"{LETTERS[c]} = {mapping[c]}" for c in range(count))
     notes = [result["why_none"]] if result["why_none"] else []
     if result["skipped_empty"] and result["added_rows"]:
-        notes.append(f"{result['skipped_empty']} pair(s) with an empty answer left out: a training row needs two answers.")
+        notes.append(text("compare.skipped_empty", count=result["skipped_empty"]))
     if result["earlier_turns_differ"] and result["added_rows"]:
-        notes.append("The columns' earlier turns differ, so the rows hold the last question alone as their prompt.")
-    text = " ".join([f"🗳 {result['added_rows']} preference row(s) added to **{result['dataset']}** "
-                     f"({result['rows']} in all).", *notes, reveal])
-    return (text, {**asked, "voted": True},
+        notes.append(text("compare.turns_differ"))
+    report = " ".join([text("compare.voted", added=result["added_rows"], dataset=result["dataset"], rows=result["rows"]),
+                       *notes, reveal])
+    return (report, {**asked, "voted": True},
             *[gr.update(label=f"{LETTERS[c]} · {mapping[c]}") if c < count else gr.update() for c in range(MAX_COLUMNS)])
 
 
