@@ -7,6 +7,7 @@ i18n key `<section>.<field>`.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 
 import gradio as gr
@@ -58,6 +59,10 @@ def named(fn, **components):
     def handler(values: dict):
         return fn(**{name: values[component] for name, component in components.items()})
 
+    if inspect.isgeneratorfunction(fn):   # a streaming handler stays one, for Gradio and for shows_errors
+        def streaming(values: dict):
+            yield from fn(**{name: values[component] for name, component in components.items()})
+        handler = streaming
     handler.__name__ = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "handler")
     return handler
 

@@ -252,3 +252,19 @@ def test_compare_send_takes_its_columns_by_name_clears_the_message_and_marks_cut
     assert message == "" and mapping == ["a/final", "b/final"]
     assert [c["value"][-1]["content"] for c in chatbots[:2]] == ["Blue.", "Red and … (cut at 3 tokens)"]
     assert asked["answers"] == ["Blue.", "Red and"], "a vote records the answers, not the marks"
+
+
+def test_a_named_streaming_handler_still_streams():
+    import inspect
+
+    import gradio as gr
+
+    from studio.form import named
+    box = gr.Textbox()
+
+    def counting(upto):
+        yield from range(int(upto))
+
+    handler = named(counting, upto=box)
+    assert inspect.isgeneratorfunction(handler), "Gradio streams only a generator function"
+    assert list(handler({box: 3})) == [0, 1, 2]
