@@ -104,6 +104,7 @@ def compare_stream(workspace: Path, checkpoints: list[str], prompt: str, setting
     from pipelines.rl.rollout import stop_token_ids
 
     _check_request(checkpoints, prompt)
+    check_settings(settings)   # the shared settings, before each column's overrides are merged into them
     shared = settings or {}
     per_column = [{**shared, **(extra or {})} for extra in (column_settings or [{}] * len(checkpoints))]
     for column_setting in per_column:
