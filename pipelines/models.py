@@ -179,10 +179,17 @@ def best_device() -> str:
     return "cpu"
 
 
+def auto_precision(device: str) -> str:
+    """What train.precision "auto" trains in on `device`: bf16 where the hardware does it fast (a recent GPU), fp32
+    on CPU, where bf16 is 2.5–5× slower."""
+    import torch
+
+    return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
 def describe_model(spec: str, workspace: Path, batch_size: int = 4, seq_len: int = 512) -> dict:
     """What the Model tab shows: parameters, dtype, device, context, chat template, memory estimates (for training at
     batch_size × seq_len)."""
-    import torch
     from transformers import AutoConfig
 
     source = resolve_model(spec, workspace)
@@ -195,7 +202,7 @@ def describe_model(spec: str, workspace: Path, batch_size: int = 4, seq_len: int
     device = best_device()
     dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32").replace("torch.", "")
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    train_bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    train_bf16 = auto_precision(device) == "bf16"
     estimate = estimate_training_memory(n_params, getattr(text_config, "hidden_size", 0) or 0,
                                         getattr(text_config, "num_hidden_layers", 0) or 0,
                                         getattr(text_config, "vocab_size", 0) or 0, batch_size, seq_len,

@@ -260,6 +260,43 @@ def json_key(turns) -> str:
     return json.dumps(turns, sort_keys=True)
 
 
+EVENTS = ("on_train_begin", "on_step_begin", "on_step_end", "on_log", "on_save", "on_train_end")
+
+
+def test_our_own_loops_tell_callbacks_the_trainer_events_with_the_runs_training_arguments(tiny_model, prompts,
+                                                                                          monkeypatch):
+    """PPO and best-of-N drive the run's callbacks as a Trainer does: real TrainingArguments (output_dir the
+    staging folder, the run's max_steps), every event in the Trainer's order, and a save only where there is one."""
+    from transformers import TrainingArguments
+
+    from pipelines.recorder import RunRecorder
+
+    seen = []   # (run, event, args, step)
+    for event in EVENTS:
+        def spy(self, args, state, control, *rest, _event=event, _original=getattr(RunRecorder, event), **kwargs):
+            seen.append((self.run_dir.name, _event, args, state.global_step))
+            return _original(self, args, state, control, *rest, **kwargs)
+        monkeypatch.setattr(RunRecorder, event, spy)
+    ppo = api.prepare_run(prompts, "name: ppo\n" + ppo_config(tiny_model, "lora", steps=4, ppo_epochs=1)
+                          .replace("save_steps: 3", "save_steps: 3, logging_steps: 2"))
+    best_of_n = api.prepare_run(prompts, f"name: bon\nstage: rejection_sampling\nmodel: {tiny_model}\n"
+                                         "dataset: prompts.jsonl\ntrain: {batch_size: 4, max_steps: 2}\n"
+                                         "rejection_sampling: {reward: rules.py, num_samples: 4, response_length: 32}\n")
+    for run_dir in (ppo, best_of_n):
+        assert train_run(run_dir, echo=False) == "completed", read_status(run_dir)
+
+    for run_dir, max_steps in ((ppo, 4), (best_of_n, 2)):
+        calls = [(event, args, step) for run, event, args, step in seen if run == run_dir.name]
+        assert all(isinstance(args, TrainingArguments) for _, args, _ in calls)
+        assert {(args.output_dir, args.max_steps) for _, args, _ in calls} == {(str(run_dir / ".staging"), max_steps)}
+        assert calls[0][0] == "on_train_begin" and calls[-1][0] == "on_train_end"
+        assert [step for event, _, step in calls if event == "on_step_end"] == list(range(1, max_steps + 1))
+    events = lambda run, name: [step for r, event, _, step in seen if r == run and event == name]  # noqa: E731
+    assert events("ppo", "on_log") == [1, 2, 4], "the first step, every logging_steps, and the last"
+    assert events("ppo", "on_save") == [3, 4] and checkpoint_steps(ppo) == [3, 4]
+    assert events("bon", "on_save") == [], "best-of-N keeps its batches in kept.jsonl, not checkpoints"
+
+
 def test_ppo_scores_with_a_reward_checkpoint_and_a_rule_file_added(tiny_model, prompts):
     from tests.test_preference_stages import PAIRS, stage_config
 

@@ -92,6 +92,39 @@ def test_start_refuses_bad_input_and_starts_nothing(tiny_model, workspace):
     assert api.list_runs(workspace) == []
 
 
+def test_the_hardware_check_is_one_function_with_one_sentence_each_in_english_and_korean(monkeypatch, tiny_model):
+    """check_hardware is what start_run refuses with (above) and what load_policy checks again in the trainer."""
+    import importlib.util
+    from pathlib import Path
+
+    from pipelines.config import parse_config_text
+    from pipelines.messages import render
+    from pipelines.models import ModelSource
+    from pipelines.stages.common import check_hardware
+
+    qlora = parse_config_text(tiny_config(tiny_model).replace("method: lora", "method: qlora"))
+    on_adapter = ModelSource("sft-run/final", "checkpoint", str(tiny_model), [Path("sft-run/final")])
+    installed = {"bitsandbytes": True}
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *rest):
+        if name == "bitsandbytes":
+            return object() if installed["bitsandbytes"] else None
+        return real_find_spec(name, *rest)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    cases = [(qlora, "cpu", None, "stage.qlora_needs_cuda"), (qlora, "cuda", on_adapter, "stage.qlora_on_adapters"),
+             (parse_config_text(tiny_config(tiny_model, precision="fp16")), "cpu", None, "stage.fp16_needs_gpu")]
+    for config, device, source, code in cases:
+        with pytest.raises(StudioError) as error:
+            check_hardware(config, device, source)
+        assert error.value.code == code and error.value.text("ko") == render(code, "ko") != str(error.value)
+    check_hardware(qlora, "cuda", ModelSource(str(tiny_model), "local", str(tiny_model)))   # a GPU with bitsandbytes
+    installed["bitsandbytes"] = False
+    with pytest.raises(StudioError, match="QLoRA needs the bitsandbytes package"):
+        check_hardware(qlora, "cuda")
+
+
 def test_launch_uses_an_argument_list_not_a_shell(monkeypatch, tiny_model, workspace):
     seen = {}
 

@@ -344,4 +344,16 @@ MESSAGES = {
     "road.step_ended": "The {step} step (run {run_id}) {status}",
     "road.still_active": "Road {road_id} is still {status}; stop it before starting it again.",
     "road.already_completed": "Road {road_id} already completed; start a new road to walk it again.",
+    # stage: what a stage's run refuses or fails with (pipelines/stages/*.py, common.py)
+    "stage.qlora_needs_cuda": "QLoRA needs a CUDA GPU (4-bit weights through bitsandbytes); use LoRA on this machine.",
+    "stage.qlora_needs_bitsandbytes": "QLoRA needs the bitsandbytes package: pip install bitsandbytes.",
+    "stage.qlora_on_adapters": "QLoRA on top of a LoRA checkpoint is not supported; merge it first or use LoRA.",
+    "stage.fp16_needs_gpu": "fp16 training needs a GPU; use precision 'auto' or 'fp32' on CPU.",
+    "stage.one_process": "{stage} runs in one process on one device; start it without accelerate launch or torchrun.",
+    "stage.final_not_finite": "The weights at the end of training are NaN or infinite ({bad} of {total} tensors); final/ was not saved; {kept}. {advice}",
+    "stage.no_orpo": "The installed TRL has no ORPO trainer (trl.experimental.orpo); install a TRL that has it, or use DPO or KTO.",
+    "stage.adapter_shape": "{checkpoint} holds an adapter of another shape than this run's; it cannot resume it.",
+    "stage.nothing_finished": "No prompt was finished, so there is nothing to save.",
+    "stage.every_answer_cut": "Every answer was cut off at rejection_sampling.response_length; raise it and run again.",
+    "stage.pairs_too_long": "Every pair of {dataset} is longer than max_length {max_length} tokens; raise train.max_length.",
 }

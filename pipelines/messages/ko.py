@@ -403,4 +403,16 @@ MESSAGES = {
     "road.step_ended": "{step} 단계({run_id} 실행)가 {status} 상태로 끝났습니다",
     "road.still_active": "{road_id} 로드맵은 아직 {status} 상태입니다. 다시 시작하기 전에 중지하세요.",
     "road.already_completed": "{road_id} 로드맵은 이미 완료되었습니다. 다시 따라가려면 새 로드맵을 시작하세요.",
+    # stage: what a stage's run refuses or fails with (pipelines/stages/*.py, common.py)
+    "stage.qlora_needs_cuda": "QLoRA에는 CUDA GPU가 필요합니다 (bitsandbytes를 통한 4비트 가중치). 이 컴퓨터에서는 LoRA를 사용하세요.",
+    "stage.qlora_needs_bitsandbytes": "QLoRA에는 bitsandbytes 패키지가 필요합니다: pip install bitsandbytes.",
+    "stage.qlora_on_adapters": "LoRA 체크포인트 위에서 QLoRA를 학습할 수는 없습니다. 먼저 병합하거나 LoRA를 사용하세요.",
+    "stage.fp16_needs_gpu": "fp16 학습에는 GPU가 필요합니다. CPU에서는 precision을 'auto'나 'fp32'로 하세요.",
+    "stage.one_process": "{stage}은(는) 한 장치의 한 프로세스에서만 실행됩니다. accelerate launch나 torchrun 없이 시작하세요.",
+    "stage.final_not_finite": "학습이 끝날 때의 가중치가 NaN이거나 무한대입니다 (텐서 {total}개 중 {bad}개). final/은 저장되지 않았고, {kept}. {advice}",
+    "stage.no_orpo": "설치된 TRL에 ORPO 트레이너(trl.experimental.orpo)가 없습니다. 이를 포함한 TRL을 설치하거나 DPO 또는 KTO를 사용하세요.",
+    "stage.adapter_shape": "{checkpoint}에는 이 실행과 다른 형태의 어댑터가 들어 있어 이어서 학습할 수 없습니다.",
+    "stage.nothing_finished": "끝난 프롬프트가 없어 저장할 것이 없습니다.",
+    "stage.every_answer_cut": "모든 답이 rejection_sampling.response_length에서 잘렸습니다. 값을 올린 뒤 다시 실행하세요.",
+    "stage.pairs_too_long": "{dataset}의 모든 쌍이 max_length {max_length} 토큰보다 깁니다. train.max_length를 올리세요.",
 }

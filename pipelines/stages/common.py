@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from pipelines import run_files
 from pipelines.config import RunConfig
 from pipelines.errors import StudioError
-from pipelines.models import ModelSource, best_device, load_model, load_tokenizer, resolve_model, trust_remote_code
+from pipelines.models import (ModelSource, auto_precision, best_device, load_model, load_tokenizer, resolve_model,
+                              trust_remote_code)
 
 GRADIENT_CHECKPOINTING_MIN_PARAMS = 1_000_000_000
 
@@ -23,27 +25,38 @@ class RunContext:
     callbacks: list
 
 
-def precision_args(config: RunConfig, device: str) -> dict:
-    """bf16 where the hardware does it fast (a recent GPU), fp32 on CPU where bf16 is 2.5–5× slower."""
-    import torch
+class SavesModel(Protocol):
+    """What a stage's `run(context)` returns where its registry entry makes a model (output "chat_model" or
+    "reward_model"): train.py's save_final writes final/ through these two methods. A TRL Trainer is one (returned
+    by train_and_finish), PPO's runner another. A stage whose output is "datasets" returns None."""
 
+    def is_world_process_zero(self) -> bool: ...
+
+    def save_model(self, folder: str) -> None: ...
+
+
+def precision_args(config: RunConfig, device: str) -> dict:
+    """The Trainer's bf16/fp16 flags for the run's precision ("auto": pipelines/models.auto_precision)."""
     choice = config.train.precision
     if choice == "auto":
-        choice = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        choice = auto_precision(device)
     return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
 
 
-def check_hardware(config: RunConfig, device: str) -> None:
-    """Settings this machine cannot run, refused before a run starts."""
+def check_hardware(config: RunConfig, device: str, source: ModelSource | None = None) -> None:
+    """Precision and quantisation this machine (or this model) cannot train with: the one check, made before a run
+    starts (pipelines/api.py) and again where the policy loads, in case the run moved to another machine."""
     import importlib.util
 
     if config.peft.method == "qlora":
         if device != "cuda":
-            raise StudioError("QLoRA needs a CUDA GPU (4-bit weights through bitsandbytes); use LoRA on this machine.")
+            raise StudioError("stage.qlora_needs_cuda")
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise StudioError("QLoRA needs the bitsandbytes package: pip install bitsandbytes.")
+            raise StudioError("stage.qlora_needs_bitsandbytes")
+        if source is not None and source.adapters:   # 4-bit weights cannot take an earlier adapter merged into them
+            raise StudioError("stage.qlora_on_adapters")
     if config.train.precision == "fp16" and device == "cpu":
-        raise StudioError("fp16 training needs a GPU; use precision 'auto' or 'fp32' on CPU.")
+        raise StudioError("stage.fp16_needs_gpu")
 
 
 def refuse_several_processes(stage: str) -> None:
@@ -52,7 +65,7 @@ def refuse_several_processes(stage: str) -> None:
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise StudioError(f"{stage} runs in one process on one device; start it without accelerate launch or torchrun.")
+        raise StudioError("stage.one_process", stage=stage)
 
 
 def use_gradient_checkpointing(config: RunConfig, device: str, n_params: int) -> bool:
@@ -66,12 +79,10 @@ def load_policy(source: ModelSource, config: RunConfig, device: str, bf16: bool)
     """The model to train: the base with earlier adapters merged, 4-bit for QLoRA."""
     import torch
 
-    check_hardware(config, device)
+    check_hardware(config, device, source)
     if config.peft.method == "qlora":
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-        if source.adapters:
-            raise StudioError("QLoRA on top of a LoRA checkpoint is not supported; merge it first or use LoRA.")
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                           bnb_4bit_compute_dtype=torch.bfloat16)
         return AutoModelForCausalLM.from_pretrained(source.base, quantization_config=quantization, dtype=torch.bfloat16,
@@ -93,7 +104,7 @@ def lora_config(config: RunConfig, task_type: str = "CAUSAL_LM"):
 
 
 def common_training_args(context: RunContext, device: str, n_params: int) -> dict:
-    """TrainingArguments every stage shares, derived from the run config."""
+    """TrainingArguments every stage shares, derived from the run config (evaluation where it has an eval dataset)."""
     train = context.config.train
     return {
         "output_dir": str(context.staging_dir),
@@ -117,6 +128,7 @@ def common_training_args(context: RunContext, device: str, n_params: int) -> dic
         "gradient_checkpointing": use_gradient_checkpointing(context.config, device, n_params),
         "use_cpu": device == "cpu",
         **precision_args(context.config, device),
+        **eval_args(context.config, bool(context.config.eval_dataset)),
     }
 
 
@@ -124,7 +136,7 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_final(trainer, run_dir: Path, staging_dir: Path) -> Path:
+def save_final(trainer: SavesModel, run_dir: Path, staging_dir: Path) -> Path:
     """Save the finished model (or adapter) with its tokenizer, then move it to final/ in one rename — unless a
     weight is not finite: then nothing reaches final/ and the run fails saying so."""
     import os
@@ -142,8 +154,8 @@ def save_final(trainer, run_dir: Path, staging_dir: Path) -> Path:
     bad, total = non_finite_tensors(staged) if trainer.is_world_process_zero() else (0, 0)
     if _agree_across_ranks(bad > 0):
         shutil.rmtree(staged, ignore_errors=True)
-        raise StudioError(f"The weights at the end of training are NaN or infinite ({bad} of {total} tensors); final/ "
-                          f"was not saved; {run_files.checkpoints_kept(run_dir)}. {LOWER_THE_LEARNING_RATE}")
+        raise StudioError("stage.final_not_finite", bad=bad, total=total, kept=run_files.checkpoints_kept(run_dir),
+                          advice=LOWER_THE_LEARNING_RATE)
     final = run_dir / "final"
     if trainer.is_world_process_zero():
         shutil.rmtree(final, ignore_errors=True)
@@ -205,8 +217,18 @@ def eval_args(config: RunConfig, has_eval: bool) -> dict:
             "per_device_eval_batch_size": config.train.batch_size}
 
 
-def policy_and_args(context: RunContext, inputs: StageInputs):
-    """The policy to train (earlier adapters merged) and the TrainingArguments every stage shares."""
+def start_policy_stage(context: RunContext) -> tuple[StageInputs, object, dict]:
+    """The start every TRL stage that trains the policy shares: its inputs, the policy (earlier adapters merged) and
+    the TrainingArguments every stage shares, as keywords for the stage's own config class."""
+    inputs = stage_inputs(context)
     model = load_policy(inputs.source, context.config, inputs.device,
                         bf16=precision_args(context.config, inputs.device)["bf16"])
-    return model, common_training_args(context, inputs.device, count_parameters(model))
+    return inputs, model, common_training_args(context, inputs.device, count_parameters(model))
+
+
+def train_and_finish(context: RunContext, trainer):
+    """The end every TRL stage shares: the recorder's lines instead of the trainer's own printer, training from
+    the checkpoint being resumed (if any), and the trainer returned for save_final (SavesModel)."""
+    quiet(trainer)
+    trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
+    return trainer

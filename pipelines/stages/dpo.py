@@ -14,7 +14,7 @@ from pipelines.errors import StudioError
 from pipelines.signals import preference_signs
 from pipelines.stages import declare
 from pipelines.stages.checks import few_pairs_warning
-from pipelines.stages.common import RunContext, eval_args, lora_config, policy_and_args, quiet, stage_inputs
+from pipelines.stages.common import RunContext, lora_config, start_policy_stage, train_and_finish
 
 
 # TRL 1.16's DPO losses (DPOConfig.loss_type), but for 'sft', which is not a preference loss on its own.
@@ -65,11 +65,9 @@ def run(context: RunContext):
     from pipelines.preference_check import with_preference_check   # loads transformers: only when the stage runs
 
     config = context.config
-    inputs = stage_inputs(context)
-    model, common = policy_and_args(context, inputs)
+    inputs, model, common = start_policy_stage(context)
     full = config.peft.method == "full"
-    args = DPOConfig(**common, **eval_args(config, inputs.eval_dataset is not None), beta=config.dpo.beta,
-                     **dpo_losses(config.dpo), label_smoothing=config.dpo.label_smoothing,
+    args = DPOConfig(**common, beta=config.dpo.beta, **dpo_losses(config.dpo), label_smoothing=config.dpo.label_smoothing,
                      max_length=config.train.max_length, precompute_ref_log_probs=full)
     sft_term = f" + {config.dpo.sft_weight:g} × SFT on chosen" if config.dpo.sft_weight else ""
     print(f"DPO ({config.dpo.loss_type}{sft_term}, beta {config.dpo.beta}): {config.model} on {inputs.device}, "
@@ -79,6 +77,4 @@ def run(context: RunContext):
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=inputs.train_dataset,
                          eval_dataset=inputs.eval_dataset, processing_class=inputs.tokenizer,
                          peft_config=lora_config(config), callbacks=with_preference_check(context, inputs))
-    quiet(trainer)
-    trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
-    return trainer
+    return train_and_finish(context, trainer)

@@ -14,7 +14,7 @@ from pipelines.config import MAX_TEMPERATURE, reward_source, setting
 from pipelines.errors import StudioError
 from pipelines.signals import rl_signs
 from pipelines.stages import declare
-from pipelines.stages.common import RunContext, lora_config, policy_and_args, quiet, stage_inputs
+from pipelines.stages.common import RunContext, lora_config, start_policy_stage, train_and_finish
 
 
 @dataclass
@@ -56,8 +56,7 @@ def sampled_rl_parts(context: RunContext, settings):
     from pipelines.rl.trl_rewards import StepTracker, StudioReward
     from pipelines.train import is_main_process
 
-    inputs = stage_inputs(context)
-    model, common = policy_and_args(context, inputs)
+    inputs, model, common = start_policy_stage(context)
     if settings.beta > 0 and context.config.peft.method == "full" and inputs.source.adapters:
         point_reference_at_the_start(model, context.staging_dir / "reference")
     tracker = StepTracker()
@@ -98,6 +97,4 @@ def run(context: RunContext):
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=GRPOConfig(**common, **sampling, loss_type=config.grpo.loss_type),
                           train_dataset=inputs.train_dataset, processing_class=inputs.tokenizer,
                           peft_config=lora_config(config), callbacks=[tracker, *context.callbacks])
-    quiet(trainer)
-    trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
-    return trainer
+    return train_and_finish(context, trainer)

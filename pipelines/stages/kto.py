@@ -15,7 +15,7 @@ from pipelines.errors import StudioError
 from pipelines.signals import preference_signs
 from pipelines.stages import declare
 from pipelines.stages.checks import few_pairs_warning
-from pipelines.stages.common import RunContext, eval_args, lora_config, policy_and_args, quiet, stage_inputs
+from pipelines.stages.common import RunContext, lora_config, start_policy_stage, train_and_finish
 
 
 @dataclass
@@ -45,19 +45,15 @@ def run(context: RunContext):
     from pipelines.preference_check import pairs_from_unpaired, with_preference_check   # loads transformers
 
     config = context.config
-    inputs = stage_inputs(context)
-    model, common = policy_and_args(context, inputs)
+    inputs, model, common = start_policy_stage(context)
     labels = inputs.train_dataset["label"]
-    args = KTOConfig(**common, **eval_args(config, inputs.eval_dataset is not None), beta=config.kto.beta,
-                     loss_type=config.kto.loss_type, desirable_weight=config.kto.desirable_weight,
-                     undesirable_weight=config.kto.undesirable_weight, max_length=config.train.max_length,
-                     precompute_ref_log_probs=config.peft.method == "full")
+    args = KTOConfig(**common, beta=config.kto.beta, loss_type=config.kto.loss_type,
+                     desirable_weight=config.kto.desirable_weight, undesirable_weight=config.kto.undesirable_weight,
+                     max_length=config.train.max_length, precompute_ref_log_probs=config.peft.method == "full")
     print(f"KTO (beta {config.kto.beta}): {config.model} on {inputs.device}, {sum(labels)} desirable and "
           f"{len(labels) - sum(labels)} undesirable answers of {config.dataset}", flush=True)
     trainer = KTOTrainer(model=model, ref_model=None, args=args, train_dataset=inputs.train_dataset,
                          eval_dataset=inputs.eval_dataset, processing_class=inputs.tokenizer,
                          peft_config=lora_config(config),
                          callbacks=with_preference_check(context, inputs, pairs_from_unpaired(list(inputs.train_dataset))))
-    quiet(trainer)
-    trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
-    return trainer
+    return train_and_finish(context, trainer)

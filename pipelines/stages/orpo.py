@@ -11,7 +11,7 @@ from pipelines.errors import StudioError
 from pipelines.signals import preference_signs
 from pipelines.stages import declare
 from pipelines.stages.checks import few_pairs_warning
-from pipelines.stages.common import RunContext, eval_args, lora_config, policy_and_args, quiet, stage_inputs
+from pipelines.stages.common import RunContext, lora_config, start_policy_stage, train_and_finish
 
 
 @dataclass
@@ -35,8 +35,7 @@ def orpo_classes():
     try:
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
     except ImportError:
-        raise StudioError("The installed TRL has no ORPO trainer (trl.experimental.orpo); install a TRL that has it, "
-                          "or use DPO or KTO.") from None
+        raise StudioError("stage.no_orpo") from None
     return ORPOConfig, ORPOTrainer
 
 
@@ -44,15 +43,11 @@ def run(context: RunContext):
     from pipelines.preference_check import with_preference_check   # loads transformers: only when the stage runs
     ORPOConfig, ORPOTrainer = orpo_classes()
     config = context.config
-    inputs = stage_inputs(context)
-    model, common = policy_and_args(context, inputs)
-    args = ORPOConfig(**common, **eval_args(config, inputs.eval_dataset is not None), beta=config.orpo.beta,
-                      max_length=config.train.max_length)
+    inputs, model, common = start_policy_stage(context)
+    args = ORPOConfig(**common, beta=config.orpo.beta, max_length=config.train.max_length)
     print(f"ORPO (TRL experimental, beta {config.orpo.beta}): {config.model} on {inputs.device}, "
           f"{len(inputs.train_dataset)} pairs of {config.dataset}", flush=True)
     trainer = ORPOTrainer(model=model, args=args, train_dataset=inputs.train_dataset, eval_dataset=inputs.eval_dataset,
                           processing_class=inputs.tokenizer, peft_config=lora_config(config),
                           callbacks=with_preference_check(context, inputs))
-    quiet(trainer)
-    trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
-    return trainer
+    return train_and_finish(context, trainer)

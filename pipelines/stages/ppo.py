@@ -17,10 +17,10 @@ what lets PPO run with LoRA on a laptop; the price is that value-loss gradients 
 weights, which the small vf_coef keeps in check. Dropout is off throughout, so a token's log-prob is the
 same when it is generated and when it is trained on.
 
-The loop drives the run recorder with the same events a Trainer would (log, step end, save), so metrics,
-status, stop, checkpoints and resume work as for every stage. Where the run's precision is bf16 (a GPU, by
-default) rollouts and training forwards run under bf16 autocast, as the Trainer stages do; trained weights
-stay fp32.
+The loop tells the run's callbacks what happens through the Trainer's own events and flow (CallbackLoop,
+pipelines/stages/loop.py: one update is one step), so metrics, status, stop, checkpoints, probes and resume work
+as for every stage. Where the run's precision is bf16 (a GPU, by default) rollouts and training forwards run under
+bf16 autocast, as the Trainer stages do; trained weights stay fp32.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from pipelines.signals import rl_signs
 from pipelines.stages import declare
 from pipelines.stages.common import (RunContext, count_parameters, load_policy, lora_config, precision_args,
                                      refuse_several_processes, stage_inputs, use_gradient_checkpointing)
+from pipelines.stages.loop import CallbackLoop
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 OPTIMIZER_FILE = "ppo_optimizer.pt"
@@ -83,7 +84,6 @@ STAGE = declare(
 )
 
 
-
 def run(context: RunContext):
     refuse_several_processes("PPO")
     runner = PPORunner(context)
@@ -115,7 +115,7 @@ class PPORunner:
         import copy
 
         import torch
-        from transformers import TrainerControl, TrainerState, get_scheduler
+        from transformers import get_scheduler
 
         from pipelines.rl.ppo_math import AdaptiveKLController
         from pipelines.rl.rewards import RewardScorer, reward_for_run, reward_model_margin
@@ -154,9 +154,9 @@ class PPORunner:
         self.kl_controller = AdaptiveKLController(settings.kl_coef, settings.kl_target, settings.kl_horizon) if settings.kl_target > 0 else None
         self.scorer = RewardScorer(reward_for_run(settings.reward, context.workspace, context.run_dir), context.workspace)
         self.reward_margin = reward_model_margin(self.scorer.source, context.workspace)   # see pipelines/signals.py
-        self.state = TrainerState(max_steps=self.max_steps, logging_steps=train.logging_steps, save_steps=train.save_steps)
-        self.state.is_world_process_zero = True
-        self.control = TrainerControl()
+        self.loop = CallbackLoop(context, self.max_steps, self.device, steps_per_epoch=len(self.prompts) / train.batch_size,
+                                 model=self.model, processing_class=self.tokenizer, optimizer=self.optimizer,
+                                 lr_scheduler=self.scheduler)
         print(f"PPO: {self.config.model} on {self.device}, {len(self.prompts)} prompts of {self.config.dataset}, "
               f"reward = {self.scorer.source.describe()}, reference = "
               f"{'a frozen copy' if self.ref_model else 'the same weights with the adapter disabled'}, "
@@ -196,33 +196,20 @@ class PPORunner:
         return batch
 
     def train(self) -> None:
-        from transformers import set_seed
-
         start = self._resume() if self.context.resume_from else 0
         if start:   # samples past the checkpoint belong to the abandoned branch (see run_samples)
             run_files.append_jsonl(self.context.run_dir / "samples.jsonl", {"resumed_from": start})
-        self.state.global_step = start
-        for callback in self.context.callbacks:
-            callback.on_train_begin(None, self.state, self.control)
-        for update in range(start, self.max_steps):
-            set_seed(self.config.train.seed + update)   # sampling (and a rule file's randomness) repeats after a resume
-            logs, samples = self._update(update)
-            self.state.global_step = update + 1
-            self.state.epoch = (update + 1) * self.config.train.batch_size / len(self.prompts)
-            for sample in samples:
-                run_files.append_jsonl(self.context.run_dir / "samples.jsonl", {"step": update + 1, **sample})
-            last = update + 1 == self.max_steps
-            self.control.should_save = (update + 1) % self.config.train.save_steps == 0 or last
-            for callback in self.context.callbacks:
-                self.control = callback.on_step_end(None, self.state, self.control) or self.control
-            if (update + 1) % self.config.train.logging_steps == 0 or last:
-                for callback in self.context.callbacks:
-                    callback.on_log(None, self.state, self.control, logs=logs)
-            if self.control.should_save:
-                self._save_checkpoint()
-                self.control.should_save = False
-            if self.control.should_training_stop:
-                break
+        self.loop.train(start, self._step, save=self._save_checkpoint)
+
+    def _step(self, update: int) -> dict:
+        """Update `update` (0-based) as one step: its samples join the samples table; returns its logs."""
+        from transformers import set_seed
+
+        set_seed(self.config.train.seed + update)   # sampling (and a rule file's randomness) repeats after a resume
+        logs, samples = self._update(update)
+        for sample in samples:
+            run_files.append_jsonl(self.context.run_dir / "samples.jsonl", {"step": update + 1, **sample})
+        return logs
 
     def _update(self, update: int) -> tuple[dict, list[dict]]:
         import torch
@@ -303,19 +290,21 @@ class PPORunner:
                                        ("entropy", masked_mean(entropy, mask))):
                         totals.setdefault(key, []).append(float(value.detach()))
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
+                self.loop.before_optimizer_step()
                 self.optimizer.step()
+                self.loop.after_optimizer_step()
                 totals.setdefault("grad_norm", []).append(float(grad_norm))
         return {key: sum(values) / len(values) for key, values in totals.items()}
 
     def _save_checkpoint(self) -> None:
+        """checkpoint-<step> in the staging folder; the callbacks' on_save then publishes it and the probes answer."""
         import torch
 
-        folder = self.context.staging_dir / f"checkpoint-{self.state.global_step}"
+        step = self.loop.state.global_step
+        folder = self.context.staging_dir / f"checkpoint-{step}"
         self.save_model(str(folder))
-        torch.save({"optimizer": self.optimizer.state_dict(), "kl_coef": self.kl_coef, "step": self.state.global_step},
+        torch.save({"optimizer": self.optimizer.state_dict(), "kl_coef": self.kl_coef, "step": step},
                    folder / OPTIMIZER_FILE)
-        for callback in self.context.callbacks:   # the recorder publishes the checkpoint; probes answer with the model
-            callback.on_save(None, self.state, self.control, model=self.model, processing_class=self.tokenizer)
 
     def _resume(self) -> int:
         """Load the adapter (or weights), value head, optimizer and KL coefficient of the checkpoint; return its step."""
@@ -327,7 +316,7 @@ class PPORunner:
             from peft import set_peft_model_state_dict
             loaded = set_peft_model_state_dict(self.model, load_file(folder / "adapter_model.safetensors"))
             if getattr(loaded, "unexpected_keys", None):
-                raise StudioError(f"{folder.name} holds an adapter of another shape than this run's; it cannot resume it.")
+                raise StudioError("stage.adapter_shape", checkpoint=folder.name)
         else:
             from transformers import AutoModelForCausalLM
             self.model.load_state_dict(AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True).state_dict())

@@ -16,6 +16,7 @@ from pipelines.config import MAX_TEMPERATURE, reward_source, setting
 from pipelines.errors import StudioError
 from pipelines.stages import declare
 from pipelines.stages.common import RunContext, refuse_several_processes, stage_inputs
+from pipelines.stages.loop import CallbackLoop
 
 KEPT_FILE = run_files.PROGRESS_FILE
 
@@ -38,12 +39,10 @@ STAGE = declare(
 )
 
 
-
-def run(context: RunContext):
+def run(context: RunContext) -> None:
+    """Sample and keep; nothing to save as final/ (the registry says output "datasets")."""
     refuse_several_processes("Rejection sampling")
-    sampler = BestOfN(context)
-    sampler.run()
-    return sampler
+    BestOfN(context).run()
 
 
 def output_names(run_id: str) -> dict:
@@ -53,7 +52,6 @@ def output_names(run_id: str) -> dict:
 class BestOfN:
     def __init__(self, context: RunContext):
         import torch
-        from transformers import TrainerControl, TrainerState
 
         from pipelines.models import load_model
         from pipelines.rl.rewards import RewardScorer, reward_for_run
@@ -68,43 +66,35 @@ class BestOfN:
         self.max_steps = min(self.config.train.max_steps, batches) if self.config.train.max_steps > 0 else batches
         self.model = load_model(inputs.source, dtype=torch.float32, device=self.device).eval()
         self.scorer = RewardScorer(reward_for_run(settings.reward, context.workspace, context.run_dir), context.workspace)
-        self.state = TrainerState(max_steps=self.max_steps)
-        self.state.is_world_process_zero = True
-        self.control = TrainerControl()
+        # Nothing is trained, so the callbacks get no model (no weights to check before a save, none to save: a
+        # finished batch in kept.jsonl is this stage's checkpoint).
+        self.loop = CallbackLoop(context, self.max_steps, self.device, steps_per_epoch=batches,
+                                 processing_class=self.tokenizer, saves=False)
         print(f"Best-of-{settings.num_samples}: {self.config.model} on {self.device}, "
               f"{min(len(self.prompts), self.max_steps * size)} prompts of {self.config.dataset}, "
               f"scored by {self.scorer.source.describe()}", flush=True)
 
-    def is_world_process_zero(self) -> bool:
-        return True
-
     def run(self) -> None:
-        import torch
-
         kept_path = self.context.run_dir / KEPT_FILE
         start = len(run_files.read_jsonl(kept_path))   # one line per finished batch: a resumed run carries on after them
-        size = self.config.train.batch_size
-        self.state.global_step = start
-        for callback in self.context.callbacks:
-            callback.on_train_begin(None, self.state, self.control)
-        for step in range(start, self.max_steps):
-            torch.manual_seed(self.config.train.seed + step)
-            rows = self._sample(self.prompts[step * size:(step + 1) * size])
-            run_files.append_jsonl(kept_path, {"step": step + 1, "rows": rows})   # a batch is kept whole or not at all
-            self.state.global_step = step + 1
-            for callback in self.context.callbacks:
-                self.control = callback.on_step_end(None, self.state, self.control) or self.control
-            whole = [r for r in rows if r["best"] is not None] or rows[:0]
-            logs = {"mean_score": sum(sum(r["scores"]) / len(r["scores"]) for r in rows) / len(rows),
-                    "kept_prompts": len(whole)}
-            if whole:
-                logs["best_score"] = sum(r["scores"][r["best"]] for r in whole) / len(whole)
-                logs["worst_score"] = sum(r["scores"][r["worst"]] for r in whole) / len(whole)
-            for callback in self.context.callbacks:
-                callback.on_log(None, self.state, self.control, logs=logs)
-            if self.control.should_training_stop:
-                break
+        self.loop.train(start, self._step)
         self._save_datasets([row for batch in run_files.read_jsonl(kept_path) for row in batch["rows"]])
+
+    def _step(self, step: int) -> dict:
+        """Batch `step` (0-based) of prompts sampled, scored and kept; returns its logs."""
+        import torch
+
+        size = self.config.train.batch_size
+        torch.manual_seed(self.config.train.seed + step)
+        rows = self._sample(self.prompts[step * size:(step + 1) * size])
+        run_files.append_jsonl(self.context.run_dir / KEPT_FILE, {"step": step + 1, "rows": rows})   # kept whole or not at all
+        whole = [r for r in rows if r["best"] is not None] or rows[:0]
+        logs = {"mean_score": sum(sum(r["scores"]) / len(r["scores"]) for r in rows) / len(rows),
+                "kept_prompts": len(whole)}
+        if whole:
+            logs["best_score"] = sum(r["scores"][r["best"]] for r in whole) / len(whole)
+            logs["worst_score"] = sum(r["scores"][r["worst"]] for r in whole) / len(whole)
+        return logs
 
     def _sample(self, prompts: list[list[dict]]) -> list[dict]:
         """N answers per prompt, their scores, and which is best and worst."""
@@ -141,12 +131,12 @@ class BestOfN:
         from pipelines.data.store import write_dataset
 
         if not kept:
-            raise StudioError("No prompt was finished, so there is nothing to save.")
+            raise StudioError("stage.nothing_finished")
         names = output_names(self.context.run_dir.name)
         source = f"rejection sampling run {self.context.run_dir.name}"
         kept = [r for r in kept if r["best"] is not None]   # prompts whose every answer was cut off give nothing
         if not kept:
-            raise StudioError("Every answer was cut off at rejection_sampling.response_length; raise it and run again.")
+            raise StudioError("stage.every_answer_cut")
         best = [{"messages": r["prompt"] + [{"role": "assistant", "content": r["answers"][r["best"]]}]} for r in kept]
         write_dataset(names["best"], self.context.workspace, "instruction", "messages", best, source)
         saved = {"best": names["best"]}

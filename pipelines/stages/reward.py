@@ -17,8 +17,8 @@ from pipelines.config import setting
 from pipelines.errors import StudioError
 from pipelines.signals import reward_model_signs
 from pipelines.stages import declare
-from pipelines.stages.common import (RunContext, common_training_args, count_parameters, eval_args, lora_config,
-                                     precision_args, quiet, stage_inputs)
+from pipelines.stages.common import (RunContext, common_training_args, count_parameters, lora_config, precision_args,
+                                     stage_inputs, train_and_finish)
 
 
 @dataclass
@@ -86,7 +86,7 @@ def run(context: RunContext):
     model = load_reward_backbone(inputs.source, torch.bfloat16 if bf16 and config.peft.method == "lora" else torch.float32)
     model.config.pad_token_id = inputs.tokenizer.pad_token_id
     common = common_training_args(context, inputs.device, count_parameters(model))
-    args = RewardConfig(**common, **eval_args(config, inputs.eval_dataset is not None), max_length=config.train.max_length,
+    args = RewardConfig(**common, max_length=config.train.max_length,
                         center_rewards_coefficient=config.reward.center_rewards or None)
     checker = length_check(inputs.tokenizer, inputs.train_dataset if inputs.eval_dataset is None else inputs.eval_dataset)
     trainer = RewardTrainer(model=model, args=args, train_dataset=inputs.train_dataset, eval_dataset=inputs.eval_dataset,
@@ -95,11 +95,8 @@ def run(context: RunContext):
     checker.trainer = trainer
     kept = len(trainer.train_dataset)
     if kept == 0:  # RewardTrainer drops pairs longer than max_length instead of cutting them
-        raise StudioError(f"Every pair of {config.dataset} is longer than max_length {config.train.max_length} tokens; "
-                          "raise train.max_length.")
+        raise StudioError("stage.pairs_too_long", dataset=config.dataset, max_length=config.train.max_length)
     dropped = len(inputs.train_dataset) - kept
     print(f"Reward model: {config.model} + a scalar head on {inputs.device}, {kept} pairs of {config.dataset}"
           + (f" ({dropped} longer than max_length {config.train.max_length} left out)" if dropped else ""), flush=True)
-    quiet(trainer)
-    trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
-    return trainer
+    return train_and_finish(context, trainer)

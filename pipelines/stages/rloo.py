@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pipelines.signals import rl_signs
 from pipelines.stages import declare
-from pipelines.stages.common import RunContext, lora_config, quiet
+from pipelines.stages.common import RunContext, lora_config, train_and_finish
 from pipelines.stages.grpo import SampledRLSettings, sampled_rl_parts, validate_groups
 
 
@@ -35,6 +35,4 @@ def run(context: RunContext):
     trainer = RLOOTrainer(model=model, reward_funcs=[reward], args=RLOOConfig(**common, **sampling),
                           train_dataset=inputs.train_dataset, processing_class=inputs.tokenizer,
                           peft_config=lora_config(config), callbacks=[tracker, *context.callbacks])
-    quiet(trainer)
-    trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
-    return trainer
+    return train_and_finish(context, trainer)

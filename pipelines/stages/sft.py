@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from pipelines.models import check_chat_template, check_context_length, estimate_training_memory
 from pipelines.stages import declare
-from pipelines.stages.common import (RunContext, count_parameters, eval_args, lora_config, policy_and_args, quiet,
-                                     stage_inputs)
+from pipelines.stages.common import RunContext, count_parameters, lora_config, start_policy_stage, train_and_finish
 
 
 STAGE = declare(
@@ -19,13 +18,12 @@ STAGE = declare(
 )
 
 
-def run(context: RunContext) -> None:
+def run(context: RunContext):
     from trl import SFTConfig, SFTTrainer
 
     config = context.config
-    inputs = stage_inputs(context)
+    inputs, model, args = start_policy_stage(context)
     assistant_only = prepare_chat_template(inputs.tokenizer, config.model)
-    model, args = policy_and_args(context, inputs)
     check_context_length(config.train.max_length, model.config)
     memory = estimate_training_memory(count_parameters(model), getattr(model.config, "hidden_size", 0) or 0,
                                       getattr(model.config, "num_hidden_layers", 0) or 0,
@@ -36,17 +34,14 @@ def run(context: RunContext) -> None:
           f"memory ≈ {memory['full' if config.peft.method == 'full' else 'lora']} GB at most (estimate)", flush=True)
     trainer = SFTTrainer(
         model=model,
-        args=SFTConfig(**args, **eval_args(config, inputs.eval_dataset is not None), max_length=config.train.max_length,
-                       assistant_only_loss=assistant_only, packing=False),
+        args=SFTConfig(**args, max_length=config.train.max_length, assistant_only_loss=assistant_only, packing=False),
         train_dataset=inputs.train_dataset,
         eval_dataset=inputs.eval_dataset,
         processing_class=inputs.tokenizer,
         peft_config=lora_config(config),
         callbacks=context.callbacks,
     )
-    quiet(trainer)
-    trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
-    return trainer
+    return train_and_finish(context, trainer)
 
 
 def prepare_chat_template(tokenizer, model: str) -> bool:
