@@ -103,6 +103,99 @@ def test_rows_typed_into_the_table_are_checked_and_saved(app, browser):
     page.keyboard.press("Enter")
     page.wait_for_timeout(500)
     save.click()
-    page.get_by_text("typed · 1 rows · preference").wait_for(timeout=15000)
+    page.get_by_text("typed saved · 1 row · preference pairs").wait_for(timeout=15000)
     row = json.loads((app.workspace / "datasets" / "typed" / "data.jsonl").read_text())
     assert row["chosen"][0]["content"] == "4" and row["rejected"][0]["content"] == "5"
+
+
+def shown(page, label: str):
+    """The input labelled `label` on the tab in view (a tab visited once stays in the page, hidden)."""
+    return page.locator(f"input[aria-label='{label}']:visible")
+
+
+def test_a_dataset_saved_on_the_data_tab_reaches_train_only_when_asked(app, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page.goto(app.local_url)
+    page.get_by_role("button", name="Start", exact=True).wait_for(timeout=30000)
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_role("tab", name="Add data").click()
+    upload = write_jsonl(tmp_path / "fresh.jsonl", TINY_ROWS)
+    page.locator("input[type=file]").first.set_input_files(str(upload))
+    page.get_by_label("Save as (name; empty: the file's or Hub dataset's name)").fill("fresh-upload")
+    page.get_by_role("button", name="Check and save").first.click()
+    page.get_by_text("fresh-upload saved · 4 rows · instructions · read as Alpaca").wait_for(timeout=15000)
+    page.get_by_role("tab", name="Train").click()
+    dataset = shown(page, "Dataset")
+    page.wait_for_timeout(1000)
+    assert dataset.input_value() == "alpaca-en-sample", "saving a dataset elsewhere does not change the run's"
+    dataset.click()   # the list offers what was saved after the page loaded
+    page.get_by_role("option", name="fresh-upload").wait_for(timeout=10000)
+    page.keyboard.press("Escape")
+    page.get_by_role("tab", name="Data").click()
+    page.get_by_role("button", name="Use in Train").click()
+    page.get_by_text("The Train tab will now train on fresh-upload.").wait_for(timeout=10000)
+    page.get_by_role("tab", name="Train").click()
+    assert shown(page, "Dataset").input_value() == "fresh-upload"
+
+
+def test_a_model_tried_on_the_model_tab_stays_off_the_train_form_until_asked(app, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page.goto(app.local_url)
+    page.get_by_role("button", name="Start", exact=True).wait_for(timeout=30000)
+    before = shown(page, "Model").input_value()
+    page.get_by_role("tab", name="Model", exact=True).click()
+    picker = shown(page, "Model")
+    picker.fill("no-such-org/no-such-model")
+    picker.press("Enter")
+    page.wait_for_timeout(1000)
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_timeout(500)
+    assert shown(page, "Model").input_value() == before
+    page.get_by_role("tab", name="Model", exact=True).click()
+    page.get_by_role("button", name="Use in Train").click()
+    page.get_by_text("The Train tab will now train no-such-org/no-such-model.").wait_for(timeout=10000)
+    page.get_by_role("tab", name="Train").click()
+    assert shown(page, "Model").input_value() == "no-such-org/no-such-model"
+
+
+def finished_run(workspace, run_id: str):
+    """A completed DPO run of 6 steps as the trainer leaves it on disk: status, config and metrics (no weights)."""
+    import time
+
+    from pipelines import run_files
+
+    run = workspace / "runs" / run_id
+    (run / "checkpoints" / "checkpoint-6").mkdir(parents=True)
+    (run / "config.yaml").write_text(f"name: {run_id}\nstage: dpo\nmodel: smollm2-135m-instruct\ndataset: hh-en-sample\n")
+    (run / "train.log").write_text("done\n")
+    now = time.time()
+    write_jsonl(run / "metrics.jsonl", [{"step": step, "time": now, "split": "train", "loss": 0.7 / step,
+                                         "rewards/chosen": step / 10, "rewards/rejected": -step / 10,
+                                         "rewards/accuracies": 0.5 + step / 20} for step in range(1, 7)])
+    run_files.write_json_atomic(run / "status.json", {"status": "completed", "step": 6, "max_steps": 6, "eta_s": 0,
+                                                      "created_at": now, "started_at": now, "ended_at": now,
+                                                      "last_metrics": {"loss": 0.12, "step": 6}})
+
+
+def test_a_korean_browser_gets_korean_errors_charts_and_run_table(app, browser):
+    from pipelines.messages import catalog, render
+
+    korean = catalog("ko")
+    finished_run(app.workspace, "zz-korean-chart")   # the newest run: the Train tab shows it first
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="ko-KR")
+    page.goto(app.local_url)
+    page.get_by_role("button", name="시작", exact=True).wait_for(timeout=30000)
+    chart = page.locator(".js-plotly-plot")
+    for title in ("chart.loss", "chart.rewards", "chart.accuracy", "chart.step"):
+        chart.get_by_text(korean[title], exact=True).first.wait_for(timeout=30000)
+    assert chart.locator("g.legend, g.legend2, g.legend3").count() == 3, "each panel has its own legend"
+    table = page.locator(".reading-table, table").filter(has_text="zz-korean-chart").first
+    for header in ("train.col.run_id", "train.col.status", "train.col.stage", "train.col.checkpoints"):
+        assert table.get_by_text(korean[header], exact=True).count() >= 1, header
+    assert table.get_by_text(korean["status.completed"], exact=True).count() >= 1
+    rate = page.get_by_label(korean["train.learning_rate"], exact=True)   # 0 passes the box's minimum, not the config's
+    rate.fill("0")
+    rate.press("Tab")
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="시작", exact=True).click()
+    page.get_by_text(render("config.not_above", "ko", path="train.learning_rate", minimum=0, value="0.0")).wait_for(timeout=15000)

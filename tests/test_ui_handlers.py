@@ -145,6 +145,7 @@ def test_the_data_tab_names_the_source_format_not_the_kind_twice():
 
 def test_the_train_tab_offers_datasets_saved_after_the_page_loaded(workspace):
     from pipelines import api
+    from studio.choices import dataset_choices
 
     before = train.refresh_pickers(workspace)[1]["choices"]
     (workspace / "fresh.jsonl").write_text('{"instruction": "a", "input": "", "output": "b"}\n', encoding="utf-8")
@@ -152,7 +153,7 @@ def test_the_train_tab_offers_datasets_saved_after_the_page_loaded(workspace):
     model, dataset, eval_dataset = train.refresh_pickers(workspace)
     assert "fresh" not in before and "fresh" in dataset["choices"] and eval_dataset["choices"][0] == ""
     assert "fresh" in eval_dataset["choices"] and "value" not in dataset, "the pick stays the visitor's"
-    assert "fresh" in train.dataset_choices(workspace)["choices"]
+    assert "fresh" in dataset_choices(workspace)["choices"]
 
 
 def test_the_model_and_data_tabs_hand_a_choice_to_train_only_when_asked(workspace, monkeypatch):

@@ -100,9 +100,9 @@ def build(workspace: Path) -> DataTab:
                         split = gr.Button(t("data.split"))
                 tool_report = gr.Markdown()
 
-    quiet = {"show_progress": "hidden"}
-    on(tab.select, partial(refresh_dataset_choices, workspace), [dataset], current=dataset, **quiet)
-    on(tab.select, partial(refresh_checkpoint_choices, workspace), [model], current=model, **quiet)
+    quiet = {"api_visibility": "private", "show_progress": "hidden"}
+    tab.select(shows_errors(partial(dataset_choices, workspace)), None, [dataset], **quiet)
+    tab.select(shows_errors(partial(checkpoint_choices, workspace)), None, [model], **quiet)
     on(show.click, partial(preview_html, workspace), [preview], dataset=dataset, model=model, n=rows)
     on(measure.click, partial(length_report, workspace), [stats, histogram], dataset=dataset, model=model,
        max_length=max_length)

@@ -14,7 +14,8 @@ import gradio as gr
 from pipelines import api
 from pipelines.config import BUNDLED_MODEL_ID
 from pipelines.messages import has_message, text
-from studio.choices import refresh_checkpoint_choices
+from studio.choices import checkpoint_choices
+from studio.errors import shows_errors
 from studio.form import on
 from studio.i18n import t
 
@@ -33,7 +34,8 @@ def build(workspace: Path) -> ModelTab:
             inspect = gr.Button(t("model.inspect"), variant="primary", scale=1)
             use_in_train = gr.Button(t("use_in_train"), scale=1)
         card = gr.Markdown(label=t("model.card"))
-    on(tab.select, partial(refresh_checkpoint_choices, workspace), [model], show_progress="hidden", current=model)
+    tab.select(shows_errors(partial(checkpoint_choices, workspace)), None, [model], api_visibility="private",
+               show_progress="hidden")
     on(inspect.click, partial(model_card, workspace), [card], model=model)
     return ModelTab(model=model, use_in_train=use_in_train)
 

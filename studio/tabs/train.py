@@ -18,7 +18,7 @@ from pipelines.config import (RunConfig, TrainSettings, stage_defaults, stage_na
 from pipelines.errors import StudioError
 from pipelines.messages import has_message, text
 from studio.charts import training_curves
-from studio.choices import dataset_names
+from studio.choices import checkpoint_choices, dataset_choices, dataset_names
 from studio.errors import shows_errors
 from studio.form import field_component, form_settings, on, section_fields, values_to_config
 from studio.i18n import t
@@ -132,7 +132,7 @@ def build(workspace: Path):
     tab.select(shows_errors(partial(refresh_pickers, workspace)), None, [model, dataset, eval_dataset], **quiet)
     dataset.focus(shows_errors(partial(dataset_choices, workspace)), None, [dataset], **quiet)
     eval_dataset.focus(shows_errors(partial(dataset_choices, workspace, optional=True)), None, [eval_dataset], **quiet)
-    model.focus(shows_errors(partial(model_choices, workspace)), None, [model], **quiet)
+    model.focus(shows_errors(partial(checkpoint_choices, workspace)), None, [model], **quiet)
     return model, dataset, run, runs_table
 
 
@@ -184,19 +184,9 @@ def use_dataset(workspace: Path, dataset: str | None):
     return gr.update(choices=dataset_names(workspace), value=dataset)
 
 
-def dataset_choices(workspace: Path, optional: bool = False):
-    """Every dataset as the disk has it now (optional: "" first, for none); the pick stays as it is (it may be a
-    file path typed in)."""
-    return gr.update(choices=[""] * optional + dataset_names(workspace))
-
-
-def model_choices(workspace: Path):
-    return gr.update(choices=api.list_checkpoints(workspace))
-
-
 def refresh_pickers(workspace: Path):
     """The model, dataset and eval dataset lists as the disk has them, for a visitor coming back to the tab."""
-    return model_choices(workspace), dataset_choices(workspace), dataset_choices(workspace, optional=True)
+    return checkpoint_choices(workspace), dataset_choices(workspace), dataset_choices(workspace, optional=True)
 
 
 def stop_clicked(workspace: Path, run_id: str | None) -> str:
