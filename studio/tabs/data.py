@@ -17,7 +17,8 @@ from pipelines.config import BUNDLED_MODEL_ID, TrainSettings
 from pipelines.data.table import TABLE_COLUMNS
 from pipelines.messages import has_message, text
 from studio.charts import length_histogram
-from studio.choices import dataset_names, refresh_checkpoint_choices, refresh_dataset_choices
+from studio.choices import checkpoint_choices, dataset_choices, dataset_names
+from studio.errors import shows_errors
 from studio.form import on
 from studio.i18n import t
 
