@@ -20,12 +20,13 @@ from pipelines.errors import StudioError
 from pipelines.paths import check_apart_from_uploads
 from studio.choices import refresh_checkpoint_choices, refresh_dataset_choices
 from studio.errors import log_errors_in, shows_errors
-from studio.i18n import I18N, t
+from studio.i18n import I18N, ChosenLanguageFirst, language_picker, t
 from studio.tabs import chat, compare, data, model, reward, road, train
 
 CSS = """
 .studio-header h1 { margin-bottom: 0; }
 .studio-header p { margin-top: 4px; opacity: .8; }
+#studio-language { align-self: flex-start; margin-top: 12px; }
 footer { opacity: .8; }
 .run-log textarea { font-family: ui-monospace, monospace; font-size: 12px; }
 /* Tables one reads (probe answers, RL samples, runs): headers on one line, long text wrapped inside its column. */
@@ -41,9 +42,11 @@ def build_app(workspace: Path) -> gr.Blocks:
     workspace.mkdir(parents=True, exist_ok=True)
     log_errors_in(workspace)
     with gr.Blocks(title="Alignment Studio") as app:
-        with gr.Column(elem_classes="studio-header"):
-            gr.Markdown(t("title"))
-            gr.Markdown(t("subtitle"))
+        with gr.Row(elem_classes="studio-header", equal_height=False):
+            with gr.Column(scale=1):
+                gr.Markdown(t("title"))
+                gr.Markdown(t("subtitle"))
+            language_picker(app)
         with gr.Tabs(selected="train") as tabs:
             road_tab = road.build(workspace)
             model_tab = model.build(workspace)
@@ -54,7 +57,6 @@ def build_app(workspace: Path) -> gr.Blocks:
             compare_tab = compare.build(workspace)
         road_tab.compare.click(shows_errors(partial(road.compare_clicked, workspace, tabs, compare_tab)), [road_tab.road],
                                road.compare_outputs(tabs, compare_tab), api_visibility="private")
-        gr.Markdown(t("language_hint"))
         # Choices made on the Model and Data tabs carry over to the training form only when asked: Use in Train.
         model_tab.use_in_train.click(shows_errors(train.use_model), [model_tab.model], [train_model], api_visibility="private")
         data_tab.use_in_train.click(shows_errors(partial(train.use_dataset, workspace)), [data_tab.dataset], [train_dataset],
@@ -122,6 +124,7 @@ def launch_app(workspace: Path, host: str = "127.0.0.1", port: int = 7860, auth:
                share: bool = False, prevent_thread_lock: bool = False) -> gr.Blocks:
     """Serve the app; returns the Blocks (its `local_url` says where) once the server is up."""
     from pipelines.run_queue import dispatch
+    from starlette.middleware import Middleware
 
     app = build_app(workspace)
     dispatch(workspace)   # runs that were waiting when the app last stopped start again, in their order
@@ -130,5 +133,6 @@ def launch_app(workspace: Path, host: str = "127.0.0.1", port: int = 7860, auth:
     # the text of any other exception, from a handler shows_errors does not wrap, stays on the server.
     app.launch(server_name=host, server_port=port, auth=auth, share=share, i18n=I18N,
                       theme=gr.themes.Soft(primary_hue="indigo"), css=CSS, prevent_thread_lock=prevent_thread_lock,
-                      show_error=False, footer_links=["api", "settings"])
+                      show_error=False, footer_links=["api"],   # the header's language picker replaces Settings
+                      app_kwargs={"middleware": [Middleware(ChosenLanguageFirst)]})
     return app

@@ -1,4 +1,5 @@
-"""Plotly figures drawn from a run's metrics records."""
+"""Plotly figures drawn from a run's metrics records, their titles and axes in the visitor's language (the catalog's
+chart.* codes; a handler renders them inside shows_errors' language)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pipelines.signals import KL_WARNING, REPEAT_WARNING
 COLORS = ("#4f46e5", "#dc2626", "#059669", "#d97706")
 # Where a run's warning signs begin (pipelines/signals.py), drawn across their panels: a curve that crosses the line
 # is what the status line's "signs of reward hacking" refers to.
-WARNING_LINES = {"objective/kl": (KL_WARNING, "reward-hacking warning above (when rising)"),
-                 "answers/repeated_3grams": (REPEAT_WARNING, "reward-hacking warning above (when rising)")}
+WARNING_LINES = {"objective/kl": KL_WARNING, "answers/repeated_3grams": REPEAT_WARNING}
+LEGEND_WIDTH = 190   # px right of the panels: each panel's own legend stands beside it
 MAX_POINTS = 2000  # per series
 SMOOTH_FROM = 10   # points of a train series before a smoothed line is drawn over the raw one
 
@@ -34,7 +35,8 @@ def _points(metrics: list[dict], key: str) -> list[tuple]:
 
 
 def training_curves(metrics: list[dict], title: str = "", smooth: bool = True, log_scale: bool = False) -> go.Figure:
-    """Every curve the run logged, one panel per quantity (pipelines/panels.py), against the step."""
+    """Every curve the run logged, one panel per quantity (pipelines/panels.py), against the step. Each panel has its
+    own legend beside it, naming its curves in their colours (a colour means one quantity within its panel)."""
     known = all_panels()
     panels = [panel for panel in known
               if any(_points(metrics, k) or _points(metrics, f"eval_{k}") for k in panel.keys)] or known[:1]
@@ -42,6 +44,7 @@ def training_curves(metrics: list[dict], title: str = "", smooth: bool = True, l
     figure = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.2 / len(panels),
                            row_heights=[h / sum(heights) for h in heights], subplot_titles=[text(panel.title) for panel in panels])
     for row, panel in enumerate(panels, start=1):
+        legend = "legend" if row == 1 else f"legend{row}"
         if panel.y_range:
             figure.update_yaxes(range=list(panel.y_range), row=row, col=1)
         for index, key in enumerate(panel.keys):
@@ -50,30 +53,31 @@ def training_curves(metrics: list[dict], title: str = "", smooth: bool = True, l
             if train:
                 steps, values = zip(*train)
                 noisy = smooth and len(train) >= SMOOTH_FROM and key != "learning_rate"
-                figure.add_trace(go.Scatter(x=steps, y=values, name=key, legendgroup=key, showlegend=not noisy,
-                                            mode="lines+markers" if len(train) < 40 else "lines",
+                figure.add_trace(go.Scatter(x=steps, y=values, name=key, legend=legend, legendgroup=key,
+                                            showlegend=not noisy, mode="lines+markers" if len(train) < 40 else "lines",
                                             marker={"size": 4, "color": color}, line={"color": color},
                                             opacity=0.3 if noisy else 1.0), row=row, col=1)
                 if noisy:  # per-step values of a small batch are noisy; the trend is what a person reads
-                    figure.add_trace(go.Scatter(x=steps, y=ema(values), name=key, legendgroup=key, mode="lines",
-                                                line={"width": 2.5, "color": color}), row=row, col=1)
+                    figure.add_trace(go.Scatter(x=steps, y=ema(values), name=key, legend=legend, legendgroup=key,
+                                                mode="lines", line={"width": 2.5, "color": color}), row=row, col=1)
             if train and key in WARNING_LINES:
-                level, text = WARNING_LINES[key]
-                figure.add_hline(y=level, row=row, col=1, line={"dash": "dot", "color": "#dc2626", "width": 1},
-                                 annotation={"text": text, "font": {"color": "#dc2626", "size": 10}},
+                figure.add_hline(y=WARNING_LINES[key], row=row, col=1, line={"dash": "dot", "color": "#dc2626", "width": 1},
+                                 annotation={"text": text("chart.hacking_line"), "font": {"color": "#dc2626", "size": 10}},
                                  annotation_position="top left")
             held_out = _points(metrics, f"eval_{key}")
             if held_out:
                 steps, values = zip(*held_out)
-                figure.add_trace(go.Scatter(x=steps, y=values, name=f"eval {key}", mode="lines+markers",
-                                            line={"dash": "dash", "color": color}, marker={"size": 7, "symbol": "diamond"}),
-                                 row=row, col=1)
+                figure.add_trace(go.Scatter(x=steps, y=values, name=text("chart.held_out", key=key), legend=legend,
+                                            legendgroup=key, mode="lines+markers", line={"dash": "dash", "color": color},
+                                            marker={"size": 7, "symbol": "diamond"}), row=row, col=1)
+        top = figure.layout[f"yaxis{'' if row == 1 else row}"].domain[1]
+        figure.update_layout({legend: {"x": 1.01, "xanchor": "left", "y": top, "yanchor": "top", "font": {"size": 11},
+                                       "tracegroupgap": 2, "bgcolor": "rgba(255,255,255,0)"}})
     if log_scale:
         figure.update_yaxes(type="log", row=1, col=1)
-    figure.update_layout(height=220 + 150 * len(panels), margin={"l": 50, "r": 20, "t": 40 if title else 24, "b": 30},
-                         title=title or None, legend={"orientation": "h", "y": -0.08}, template="plotly_white",
-                         uirevision="keep")
-    figure.update_xaxes(title_text="step", row=len(panels), col=1)
+    figure.update_layout(height=220 + 150 * len(panels), template="plotly_white", uirevision="keep", title=title or None,
+                         margin={"l": 50, "r": LEGEND_WIDTH, "t": 40 if title else 24, "b": 30}, showlegend=True)
+    figure.update_xaxes(title_text=text("chart.step"), row=len(panels), col=1)
     if metrics and max(m.get("step", 0) for m in metrics) <= 12:
         figure.update_xaxes(dtick=1)  # whole steps only, not 1.5
     return figure
@@ -81,12 +85,12 @@ def training_curves(metrics: list[dict], title: str = "", smooth: bool = True, l
 
 def length_histogram(lengths: list[int], max_length: int, title: str = "") -> go.Figure:
     """Rows per token length, with the max length drawn where truncation starts."""
-    figure = go.Figure(go.Histogram(x=lengths, nbinsx=min(50, max(5, len(set(lengths)))), name="rows",
+    figure = go.Figure(go.Histogram(x=lengths, nbinsx=min(50, max(5, len(set(lengths)))), name=text("chart.rows"),
                                     marker={"color": "#6366f1"}))
     figure.add_vline(x=max_length, line={"dash": "dash", "color": "#dc2626"},
-                     annotation={"text": f"max_length {max_length}", "font": {"color": "#dc2626"}})
+                     annotation={"text": text("chart.max_length", max_length=max_length), "font": {"color": "#dc2626"}})
     figure.update_layout(height=320, margin={"l": 50, "r": 20, "t": 40 if title else 24, "b": 40}, title=title or None,
-                         xaxis_title="tokens per row (chat template included)", yaxis_title="rows",
+                         xaxis_title=text("chart.tokens_per_row"), yaxis_title=text("chart.rows"),
                          template="plotly_white", bargap=0.05)
     return figure
 
@@ -96,7 +100,7 @@ def margin_histogram(margins: list[float], title: str = "") -> go.Figure:
     figure = go.Figure(go.Histogram(x=margins, nbinsx=min(40, max(5, len(margins) // 3)), marker={"color": "#10b981"}))
     figure.add_vline(x=0, line={"dash": "dash", "color": "#dc2626"})
     figure.update_layout(height=300, margin={"l": 50, "r": 20, "t": 40 if title else 24, "b": 40}, title=title or None,
-                         xaxis_title="reward(chosen) − reward(rejected)", yaxis_title="pairs", template="plotly_white")
+                         xaxis_title=text("chart.margin"), yaxis_title=text("chart.pairs"), template="plotly_white")
     return figure
 
 
@@ -104,6 +108,6 @@ def mean_score_bars(means: dict[str, float]) -> go.Figure:
     """Mean score per checkpoint, best first."""
     ordered = sorted(means.items(), key=lambda kv: -kv[1])
     figure = go.Figure(go.Bar(x=[c for c, _ in ordered], y=[m for _, m in ordered], marker={"color": "#6366f1"}))
-    figure.update_layout(height=300, margin={"l": 50, "r": 20, "t": 24, "b": 60}, yaxis_title="mean score",
+    figure.update_layout(height=300, margin={"l": 50, "r": 20, "t": 24, "b": 60}, yaxis_title=text("chart.mean_score"),
                          template="plotly_white")
     return figure

@@ -1,7 +1,9 @@
-"""Show a user's mistake as one sentence in the UI (and to API clients), never as a traceback.
+"""Show a user's mistake as one sentence in the visitor's language (in the UI and to API clients), never as a traceback.
 
-Anything else that goes wrong in a handler is a fault of the studio, not of the visitor: the visitor gets one
-sentence naming the server log and an incident id, and the traceback goes to that log for the operator.
+Every handler and endpoint runs inside `speaking(language)`, the visitor's language: the one they picked in the
+header (a cookie the page sets, LANGUAGE_COOKIE), else their browser's Accept-Language. Anything else that goes
+wrong in a handler is a fault of the studio, not of the visitor: the visitor gets one sentence naming the server log
+and an incident id, and the traceback goes to that log for the operator.
 """
 
 from __future__ import annotations
@@ -10,13 +12,17 @@ import functools
 import inspect
 import logging
 import secrets
+import typing
 from pathlib import Path
 
 import gradio as gr
 
 from pipelines.errors import StudioError
+from pipelines.messages import LANGUAGES, current_language, language_of, speaking, text
 
 SERVER_LOG = Path("logs") / "server.log"   # inside the workspace
+LANGUAGE_COOKIE = "studio_language"        # set by the header's language picker (studio/i18n.py)
+REQUEST = "studio_request"                 # the parameter through which Gradio hands shows_errors the request
 _log = logging.getLogger("alignment_studio.server")
 
 
@@ -30,44 +36,106 @@ def log_errors_in(workspace: Path) -> None:
         _log.addHandler(handler)
 
 
+def visitor_language(request: gr.Request | None) -> str:
+    """The language picked in the header, else the browser's; without a request (a direct call) the one spoken now."""
+    if request is None:
+        return current_language()
+    chosen = _request_field(request, "cookies", LANGUAGE_COOKIE)
+    return chosen if chosen in LANGUAGES else language_of(_request_field(request, "headers", "accept-language"))
+
+
+def _request_field(request: gr.Request, part: str, name: str) -> str | None:
+    try:
+        value = getattr(request, part).get(name)   # a starlette mapping, or Gradio's Obj once queued
+    except AttributeError:
+        return None
+    return value if isinstance(value, str) else None
+
+
 def _action(fn) -> str:
     """What the visitor was doing: the endpoint's or handler's name (a partial's function's)."""
     name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "")
     return name if name.isidentifier() else "this action"   # a lambda is "<lambda>"
 
 
-def _unexpected(fn, exc: Exception) -> gr.Error:
-    incident = secrets.token_hex(4)
-    _log.error("%s: %s failed", incident, _action(fn), exc_info=exc)
-    return gr.Error(f"Something went wrong in {_action(fn)}; details are in the workspace's {SERVER_LOG} ({incident}).",
-                    print_exception=False)
+def _as_gr_error(fn, exc: Exception, language: str) -> gr.Error:
+    with speaking(language):
+        if isinstance(exc, StudioError):
+            sentence = exc.text()
+        else:
+            incident = secrets.token_hex(4)
+            _log.error("%s: %s failed", incident, _action(fn), exc_info=exc)
+            sentence = text("studio.unexpected", action=_action(fn), log=str(SERVER_LOG), incident=incident)
+        return gr.Error(sentence, print_exception=False)
 
 
 def shows_errors(fn):
-    """Turn StudioError into gr.Error, and any other exception into one sentence pointing at the server log, for
-    plain and generator handlers, keeping the signature for gr.api. gr.Error passes as it is; KeyboardInterrupt
-    and SystemExit are not Exceptions and pass too."""
+    """Run `fn` in the visitor's language and turn StudioError into gr.Error in that language, and any other
+    exception into one sentence pointing at the server log, for plain and generator handlers. gr.Error passes as it
+    is; KeyboardInterrupt and SystemExit are not Exceptions and pass too.
+
+    The wrapper keeps fn's signature and type hints for gr.api, plus one gr.Request parameter that Gradio fills in
+    (helpers.special_args) and leaves out of the API description (utils.get_function_params)."""
     if inspect.isgeneratorfunction(fn):   # a partial of one counts too
         @functools.wraps(fn)
         def generator(*args, **kwargs):
+            args, kwargs, language = _take_request(args, kwargs)
+            steps = fn(*args, **kwargs)
             try:
-                yield from fn(*args, **kwargs)
-            except gr.Error:
-                raise
-            except StudioError as exc:
-                raise gr.Error(str(exc), print_exception=False) from None
-            except Exception as exc:
-                raise _unexpected(fn, exc) from None
-        return generator
+                while True:   # Gradio may run each step on another thread: speak the language around each one
+                    with speaking(language):
+                        try:
+                            value = next(steps)
+                        except StopIteration:
+                            return
+                        except gr.Error:
+                            raise
+                        except Exception as exc:
+                            raise _as_gr_error(fn, exc, language) from None
+                    yield value
+            finally:
+                steps.close()
+        return _with_request_parameter(generator, fn)
 
     @functools.wraps(fn)
     def plain(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except StudioError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except Exception as exc:
-            raise _unexpected(fn, exc) from None
-    return plain
+        args, kwargs, language = _take_request(args, kwargs)
+        with speaking(language):
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as exc:
+                raise _as_gr_error(fn, exc, language) from None
+    return _with_request_parameter(plain, fn)
+
+
+def _take_request(args: tuple, kwargs: dict) -> tuple[tuple, dict, str]:
+    """The handler's own arguments, and the visitor's language from the gr.Request Gradio put among them (Gradio
+    inserts it at the parameter's place, or after the inputs when fewer inputs than parameters are sent)."""
+    request = kwargs.pop(REQUEST, None)
+    if request is None:
+        request = next((arg for arg in args if isinstance(arg, gr.Request)), None)
+        args = tuple(arg for arg in args if arg is not request)
+    return args, kwargs, visitor_language(request)
+
+
+def _with_request_parameter(wrapper, fn):
+    """Give `wrapper` fn's signature and resolved type hints, and a gr.Request parameter after fn's positional ones."""
+    signature = inspect.signature(fn)
+    parameters = list(signature.parameters.values())
+    at = next((i for i, p in enumerate(parameters) if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)),
+              len(parameters))
+    request = inspect.Parameter(REQUEST, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)
+    wrapper.__signature__ = signature.replace(parameters=[*parameters[:at], request, *parameters[at:]])
+    wrapper.__annotations__ = {**_type_hints(fn), REQUEST: gr.Request}   # a new dict: wraps shared fn's
+    return wrapper
+
+
+def _type_hints(fn) -> dict:
+    """fn's annotations resolved to objects (a partial's function's), as gr.api reads them; {} where they cannot be."""
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    try:
+        return typing.get_type_hints(target)
+    except Exception:   # a hint naming what its module does not import: gr.api gets no types, as before
+        return {}

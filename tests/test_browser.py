@@ -68,14 +68,24 @@ def test_korean_browsers_get_the_korean_ui(app, browser):
         page.get_by_text("✅ 완료 · 6 / 6").wait_for(timeout=30000)
 
 
-def test_the_settings_language_switch_turns_the_ui_korean(app, browser):
+def test_the_header_language_picker_relabels_every_tab_and_is_remembered(app, browser):
+    from pipelines.messages import catalog
+
+    korean_tabs = [catalog("ko")[f"tab.{name}"] for name in ("road", "model", "data", "train", "reward", "chat", "compare")]
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
     page.goto(app.local_url)
     page.get_by_role("button", name="Start", exact=True).wait_for(timeout=30000)
-    page.get_by_text("Settings").last.click()
-    page.get_by_label("Language").click()
-    page.get_by_role("option", name="한국어").click()
-    page.get_by_role("button", name="시작", exact=True).wait_for(timeout=10000)
+    assert page.get_by_text("Settings", exact=True).count() == 0, "the studio's picker replaces Gradio's Settings"
+    page.get_by_label("한국어").check()
+    page.get_by_role("button", name="시작", exact=True).wait_for(timeout=30000)
+    assert [tab.inner_text() for tab in page.get_by_role("tab").all()][:7] == korean_tabs   # tabs never opened too
+    page.get_by_role("tab", name=catalog("ko")["tab.data"]).click()
+    page.get_by_role("tab", name=catalog("ko")["data.add"]).wait_for(timeout=10000)
+    page.reload()
+    page.get_by_role("button", name="시작", exact=True).wait_for(timeout=30000)
+    assert page.get_by_label("한국어").is_checked()
+    page.get_by_label("English").check()
+    page.get_by_role("button", name="Start", exact=True).wait_for(timeout=30000)
 
 
 def test_rows_typed_into_the_table_are_checked_and_saved(app, browser):

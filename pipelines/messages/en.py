@@ -102,6 +102,19 @@ MESSAGES = {
     "chart.best_of_n": "best-of-N scores",
     "chart.learning_rate": "learning rate",
     "chart.grad_norm": "grad norm",
+    # chart titles, axes and legends, the language picker, the unexpected-fault sentence (studio/charts.py,
+    # studio/i18n.py, studio/errors.py)
+    "chart.step": "step",
+    "chart.held_out": "{key} (held-out)",
+    "chart.hacking_line": "reward-hacking warning above this line (when rising)",
+    "chart.rows": "rows",
+    "chart.tokens_per_row": "tokens per row (chat template included)",
+    "chart.max_length": "max_length {max_length}: longer rows are cut",
+    "chart.margin": "reward(chosen) − reward(rejected)",
+    "chart.pairs": "pairs",
+    "chart.mean_score": "mean score",
+    "language.picker": "Language",
+    "studio.unexpected": "Something went wrong in {action}; details are in the workspace's {log} ({incident}).",
     # checks a stage declares (pipelines/stages/*.py)
     "check.reward.no_qlora": "QLoRA is not available for the reward stage; use LoRA or a full fine-tune.",
     "check.dpo.exo_pair_smoothing": "The exo_pair loss needs dpo.label_smoothing above 0 (the EXO paper uses 1e-3).",
@@ -114,7 +127,6 @@ MESSAGES = {
     "check.no_eval_for_rl": "{stage} has no eval dataset: its samples table shows the answers as it trains; clear eval_dataset.",
     "title": "# 🧭 Alignment Studio",
     "subtitle": "Take a base model through the alignment pipeline — instruction tuning, then preference and RL stages — and chat with every checkpoint.",
-    "language_hint": "Language: your browser's, or Settings (footer) → Language.",
     # tabs
     "tab.model": "Model", "tab.data": "Data", "tab.train": "Train", "tab.chat": "Chat", "tab.reward": "Reward model",
     "tab.compare": "Compare", "compare.columns": "Columns", "compare.blind": "Blind mode (names hidden until the vote)",
