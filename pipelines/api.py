@@ -105,14 +105,14 @@ def _memory_warnings(config: RunConfig, model_config) -> list[str]:
     return []
 
 
-def _length_warnings(source, kind: str, data, max_length: int) -> list[str]:
+def _length_warnings(source, kind: str, data, max_length: int) -> list[dict]:
     """Rows the run's max_length would cut, counted with the model's own tokenizer and chat template."""
     from pipelines.data.stats import length_stats
     from pipelines.models import check_chat_template, load_tokenizer
 
     tokenizer = load_tokenizer(source)
     check_chat_template(tokenizer, source.spec)   # every dataset is normalised to conversations, rendered by it
-    return length_stats(kind, data.format, data.rows, tokenizer, max_length)["warnings"]
+    return length_stats(kind, data.format, data.rows, tokenizer, max_length)["warning_messages"]   # kept as codes
 
 
 def _model_config(source):

@@ -17,7 +17,6 @@ from pipelines.errors import StudioError, quote
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 CHECKPOINT_ID = re.compile(r"^(?P<run>[A-Za-z0-9][A-Za-z0-9._-]{0,79})/(?P<ckpt>checkpoint-\d+|final)$")
-HUB_TIMEOUT_S = 10
 MAX_MODEL_CHARS = 1024   # far beyond any Hub id (193) or sensible folder; bounds what is quoted and looked up
 
 
@@ -42,11 +41,10 @@ def trust_remote_code() -> bool:
 def resolve_model(spec: str, workspace: Path, check_hub: bool = True) -> ModelSource:
     """Say which weights `spec` names, or raise StudioError in one sentence if it names none."""
     if spec is not None and not isinstance(spec, str):
-        raise StudioError(f"A model is named by text (an id, a Hub id or a folder), not {quote(spec)}.")
+        raise StudioError("models.not_text", value=quote(spec))
     spec = (spec or "").strip()
     if len(spec) > MAX_MODEL_CHARS:
-        raise StudioError(f"The model name is {len(spec)} characters long; a model id or folder has at most "
-                          f"{MAX_MODEL_CHARS}.")
+        raise StudioError("models.long_name", length=len(spec), limit=MAX_MODEL_CHARS)
     if spec == BUNDLED_MODEL_ID:
         from pipelines.bundled import bundled_model_dir
         return ModelSource(spec, "bundled", str(bundled_model_dir()))
@@ -57,13 +55,12 @@ def resolve_model(spec: str, workspace: Path, check_hub: bool = True) -> ModelSo
     path = Path(spec).expanduser()
     if spec.startswith((".", "/", "~")) or _is_folder(path):
         if not _is_folder(path) or not (path / "config.json").is_file():
-            raise StudioError(f"{quote(spec)} is not a model directory: it has no config.json. Point to a folder saved with save_pretrained.")
+            raise StudioError("models.not_model_folder", model=quote(spec))
         if (path / "adapter_config.json").is_file():
-            raise StudioError(f"{quote(spec)} is a LoRA adapter, not a model; pick the run's checkpoint id instead.")
+            raise StudioError("models.adapter_folder", model=quote(spec))
         return ModelSource(spec, "local", str(path.resolve()))
     if "://" in spec or ".." in spec or not HUB_ID.fullmatch(spec):
-        raise StudioError(f"{quote(spec)} is not a model id: use the bundled model, a Hub id like 'org/name' "
-                          "(no URLs, no '..'), a local folder, or a checkpoint id like 'my-run/final'.")
+        raise StudioError("models.not_model_id", model=quote(spec))
     if check_hub:
         _check_hub_model(spec)
     return ModelSource(spec, "hub", spec)
@@ -80,7 +77,7 @@ def _resolve_checkpoint(spec: str, path: Path, workspace: Path) -> ModelSource:
     from pipelines.runs import load_config  # the run's own config says its stage and which base its adapter sits on
 
     if not path.is_dir():
-        raise StudioError(f"The checkpoint {spec!r} does not exist (yet); list_checkpoints() shows those that do.")
+        raise StudioError("models.no_checkpoint", checkpoint=quote(spec))
     config = load_config(path.parent.parent if path.name != "final" else path.parent)
     if not (path / "adapter_config.json").is_file():
         return ModelSource(spec, "checkpoint", str(path), stage=config.stage)
@@ -93,8 +90,7 @@ def check_generative(source: ModelSource) -> None:
     from pipelines.stages import get_stage
     stage = get_stage(source.stage) if source.stage else None
     if stage and not stage.generates:
-        raise StudioError(f"{source.spec!r} is a reward model: it scores answers and cannot generate them. "
-                          "Pick the base model or a checkpoint of an SFT, DPO, KTO or ORPO run.")
+        raise StudioError("models.reward_cannot_generate", model=quote(source.spec))
 
 
 def check_reward_model(source: ModelSource) -> None:
@@ -119,23 +115,16 @@ def check_context_length(max_length: int, config) -> None:
 
 
 def _check_hub_model(repo_id: str) -> None:
-    """A Hub model must be in the local cache or answer on the Hub within HUB_TIMEOUT_S."""
-    from huggingface_hub import HfApi, try_to_load_from_cache
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    """A Hub model must be in the local cache or answer on the Hub within pipelines.hub_check.HUB_TIMEOUT_S."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from pipelines.hub_check import check_on_hub, offline_error
 
     if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
         return
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise StudioError(f"{repo_id!r} is not in the local Hugging Face cache and the Hub is off (HF_HUB_OFFLINE=1).")
-    try:
-        HfApi().model_info(repo_id, timeout=HUB_TIMEOUT_S)
-    except RepositoryNotFoundError:
-        raise StudioError(f"The Hub has no model {repo_id!r} (or it is private); check the spelling.") from None
-    except GatedRepoError:
-        raise StudioError(f"{repo_id!r} is gated: accept its licence on the Hub and log in with `hf auth login`.") from None
-    except Exception as exc:  # connection refused, DNS failure, timeout: all mean "cannot reach the Hub"
-        raise StudioError(f"Could not reach the Hugging Face Hub to find {repo_id!r} within {HUB_TIMEOUT_S} s "
-                          f"({type(exc).__name__}); check the network or use a local model.") from None
+        raise offline_error(repo_id, "model")
+    check_on_hub(repo_id, "model")
 
 
 def load_tokenizer(source: ModelSource):
@@ -196,7 +185,7 @@ def describe_model(spec: str, workspace: Path, batch_size: int = 4, seq_len: int
     try:
         config = AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code())
     except OSError as exc:
-        raise StudioError(f"Could not read the config of {spec!r}: {str(exc).splitlines()[0]}") from None
+        raise StudioError("models.no_config", model=quote(spec), problem=str(exc).splitlines()[0]) from None
     n_params = count_config_parameters(config)
     tokenizer = load_tokenizer(source)
     device = best_device()

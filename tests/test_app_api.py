@@ -98,7 +98,7 @@ def test_data_round_trip_through_the_api(client, tiny_model, tmp_path):
     bad.write_text('{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}\n'
                    '{"prompt": "Bye", "chosen": "", "rejected": "No."}\n', encoding="utf-8")
     report = client.predict(handle_file(str(bad)), "api-prefs", api_name="/upload_dataset")
-    assert (report["kind"], report["format"], report["saved"]) == ("preference", "preference", False)
+    assert (report["kind"], report["format"], report["saved"]) == ("preference", "chosen_rejected", False)
     assert report["errors"] == [{"row": 2, "field": "chosen", "message": "missing or empty"}]
     report = client.predict(handle_file(str(bad)), "api-prefs", True, "", api_name="/upload_dataset")
     assert report["saved"] and report["rows"] == 1

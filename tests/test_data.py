@@ -6,6 +6,7 @@ from pipelines.data.files import read_records
 from pipelines.data.formats import normalise_instruction
 from pipelines.data.store import list_datasets, load_rows, save_upload
 from pipelines.errors import StudioError
+from pipelines.messages import has_message, speaking
 from pipelines.paths import ASSETS_DIR
 from tests.conftest import TINY_ROWS, write_jsonl
 
@@ -210,10 +211,41 @@ def test_duplicates_and_length_bias_are_warned_about_not_refused():
     from pipelines.data.store import normalise_records
 
     _, result = normalise_records([ALPACA, {"instruction": "x"}, dict(ALPACA, output="Other."), ALPACA])
-    assert len(result.rows) == 3 and result.warnings == ["1 duplicate row(s); the first is row 4, a copy of row 1."]
+    assert len(result.rows) == 3 and [str(w) for w in result.warnings] == ["1 duplicate row; it is row 4, a copy of row 1."]
+    _, result = normalise_records([ALPACA, ALPACA, ALPACA])
+    assert [str(w) for w in result.warnings] == ["2 duplicate rows; the first is row 2, a copy of row 1."]
     _, result = normalise_records([{"prompt": f"q{i}", "chosen": "a long and careful answer " * 4, "rejected": "no"}
                                    for i in range(3)])
-    assert "as long as rejected" in result.warnings[0]
+    assert "as long as rejected" in str(result.warnings[0])
+    with speaking("ko"):
+        assert "배" in result.report()["warnings"][0]   # the report is in the visitor's language
+
+
+def test_a_preference_dataset_is_named_by_the_format_its_rows_came_in():
+    from pipelines.data.store import normalise_records
+
+    prompt = [{"role": "user", "content": "Hi?"}]
+    hh = {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello!", "rejected": "\n\nHuman: Hi?\n\nAssistant: Go."}
+    ultrafeedback = {"prompt": "Hi?", "chosen": prompt + [{"role": "assistant", "content": "Hello!"}],
+                     "rejected": prompt + [{"role": "assistant", "content": "Go."}]}
+    conversational = {"prompt": prompt, "chosen": [{"role": "assistant", "content": "Hello!"}],
+                      "rejected": [{"role": "assistant", "content": "Go."}]}
+    columns = {"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go."}
+    ranked = {"prompt": "Hi?", "answers": [{"text": "Hello!", "rank": 1}, {"text": "Go.", "rank": 2}]}
+    for record, named in ((hh, "hh_rlhf"), (ultrafeedback, "ultrafeedback"), (conversational, "chosen_rejected_messages"),
+                          (columns, "chosen_rejected"), (ranked, "ranked")):
+        kind, result = normalise_records([record, record | {}])
+        assert (kind, result.format, result.errors) == ("preference", named, []), record
+        assert has_message(f"data.format.{named}")
+
+
+def test_row_errors_keep_their_structure_in_the_visitors_language():
+    from pipelines.data.store import normalise_records
+
+    records = [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go."}, {"prompt": "Bye", "chosen": "", "rejected": "No."}]
+    assert normalise_records(records)[1].report()["errors"] == [{"row": 2, "field": "chosen", "message": "missing or empty"}]
+    with speaking("ko"):
+        assert normalise_records(records)[1].report()["errors"] == [{"row": 2, "field": "chosen", "message": "없거나 비어 있습니다"}]
 
 
 def test_the_preview_marks_exactly_the_assistant_tokens(tiny_model, workspace):
@@ -227,6 +259,18 @@ def test_the_preview_marks_exactly_the_assistant_tokens(tiny_model, workspace):
         assert "".join(s["text"] for s in row["segments"]) == row["text"]
         assert 0 < row["loss_tokens"] < row["tokens"]
     assert "<span style=" in preview_html(workspace, "tiny.jsonl", str(tiny_model), 1)
+
+
+def test_the_preview_of_a_preference_pair_shows_the_chosen_and_the_rejected_answer(tiny_model, workspace):
+    from pipelines.api import preview_dataset
+    from studio.tabs.data import preview_html
+
+    write_jsonl(workspace / "pairs.jsonl", [{"prompt": "Sky?", "chosen": "Blue, by day.", "rejected": "Green."}])
+    row = preview_dataset(workspace, "pairs.jsonl", str(tiny_model), 1)[0]
+    assert "".join(s["text"] for s in row["segments"] if s["loss"]).startswith("Blue, by day.")
+    assert "".join(s["text"] for s in row["rejected"]["segments"] if s["loss"]).startswith("Green.")
+    shown = preview_html(workspace, "pairs.jsonl", str(tiny_model), 1)
+    assert "Blue, by day." in shown and "Green." in shown and "rejected" in shown
 
 
 def test_line_separators_inside_jsonl_strings_are_text_not_line_breaks(workspace, tmp_path):

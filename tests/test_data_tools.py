@@ -31,7 +31,7 @@ def test_a_column_mapping_reads_a_file_with_other_column_names(workspace, tmp_pa
 def test_hub_import_offline_is_one_sentence_fast_and_writes_nothing(workspace, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     started = time.time()
-    with pytest.raises(StudioError, match="not in the local cache and the Hub is off") as error:
+    with pytest.raises(StudioError, match="not in the local Hugging Face cache and the Hub is off") as error:
         api.import_hub_dataset(workspace, "nobody-has/this-dataset", None, "train", "hub-data")
     assert time.time() - started < 15 and "\n" not in str(error.value)
     assert saved_names(workspace) == set()
@@ -190,7 +190,7 @@ def test_split_keeps_pairs_of_one_prompt_on_one_side(workspace):
                for side in ("train", "eval")}
     assert len(prompts["eval"]) == 4 and not prompts["train"] & prompts["eval"]
     kind, eval_data = load_dataset("ranked-eval", workspace)
-    assert kind == "preference" and eval_data.format == "preference"
+    assert kind == "preference" and eval_data.format == "chosen_rejected_messages"
     with pytest.raises(StudioError, match="between 0 and 1"):
         api.split_dataset(workspace, "ranked.jsonl", "other", eval_fraction=1.5)
 
@@ -203,6 +203,27 @@ def test_a_run_records_the_rows_its_max_length_would_cut(tiny_model, workspace):
     warnings = api.run_status(workspace, run_dir.name)["warnings"]
     assert len(warnings) == 1 and warnings[0].startswith("4 of 4 rows are longer than max_length")
     assert api.run_status(workspace, api.prepare_run(workspace, tiny_config(tiny_model)).name)["warnings"] == []
+
+
+def test_a_runs_warnings_and_error_are_kept_as_codes_and_read_in_the_visitors_language(tiny_model, workspace):
+    import json
+
+    from pipelines import run_files
+    from pipelines.messages import Message, speaking
+    from tests.conftest import tiny_config
+
+    shortest = min(api.dataset_stats(workspace, "tiny.jsonl", str(tiny_model))["lengths"])
+    with speaking("ko"):   # a Korean visitor starts it: status.json still keeps English beside the codes
+        run_dir = api.prepare_run(workspace, tiny_config(tiny_model, max_length=shortest - 1))
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["warnings"][0].startswith("4 of 4 rows are longer") and \
+        status["warning_messages"][0]["code"] == "data.rows_over_max_length"
+    run_files.update_status(run_dir, status="failed", **run_files.error_fields(Message("runs.out_of_memory")))
+    assert api.run_status(workspace, run_dir.name)["error"].startswith("Out of memory")
+    with speaking("ko"):
+        said = api.run_status(workspace, run_dir.name)
+        assert said["error"].startswith("메모리가 부족합니다") and "행 중" in said["warnings"][0]
+        assert next(r for r in api.list_runs(workspace) if r["run_id"] == run_dir.name)["error"] == said["error"]
 
 
 def test_punctuation_keeps_rows_apart_for_exact_matching(workspace):

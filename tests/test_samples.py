@@ -17,7 +17,7 @@ def _bulleted(text: str) -> bool:
 def test_preference_sample_is_clean_and_teaches_the_house_style(lang):
     records = read_records(SAMPLES_DIR / f"preference-{lang}-sample.json")
     kind, result = normalise_records(records)
-    assert kind == "preference" and result.format == "preference"
+    assert kind == "preference" and result.format == "chosen_rejected"
     assert result.errors == []
     assert result.warnings == []  # no duplicate rows and no chosen/rejected length bias
     assert len(result.rows) == 200

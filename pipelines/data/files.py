@@ -10,28 +10,27 @@ from pathlib import Path
 
 import orjson
 
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, shorten
+from pipelines.messages import Message
 
 MAX_FILE_BYTES = int(os.environ.get("ALIGNMENT_STUDIO_MAX_UPLOAD_MB", "200")) * 1024 * 1024
 MAX_FIELD_CHARS = 10 * 1024 * 1024
 SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet")
 # What a file really is, whatever its name says: the first bytes of formats people upload by mistake.
-DISGUISES = ((b"PK\x03\x04", "a zip archive"), (b"\x1f\x8b", "a gzip archive"), (b"\x80", "a Python pickle"),
-             (b"PAR1", "a Parquet file"), (b"%PDF", "a PDF document"))
-MARKUP = (("<!doctype html", "an HTML page"), ("<html", "an HTML page"), ("<svg", "an SVG image"), ("<?xml", "an XML document"))
+DISGUISES = ((b"PK\x03\x04", "zip"), (b"\x1f\x8b", "gzip"), (b"\x80", "pickle"), (b"PAR1", "parquet"), (b"%PDF", "pdf"))
+MARKUP = (("<!doctype html", "html"), ("<html", "html"), ("<svg", "svg"), ("<?xml", "xml"))   # data.file_is.<what>
 
 
 def read_records(path: Path) -> list:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise StudioError(f"{path.name}: unsupported file type; upload .json, .jsonl, .csv, .tsv or .parquet.")
+        raise StudioError("data.unsupported_file", file=path.name)
     size = path.stat().st_size
     if size == 0:
-        raise StudioError(f"{path.name} is empty.")
+        raise StudioError("data.empty_file", file=path.name)
     if size > MAX_FILE_BYTES:
-        raise StudioError(f"{path.name} is {size / 2**20:.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit "
-                          "(set ALIGNMENT_STUDIO_MAX_UPLOAD_MB to raise it).")
+        raise StudioError("data.file_too_large", file=path.name, size=round(size / 2**20), limit=MAX_FILE_BYTES // 2**20)
     with open(path, "rb") as handle:
         _refuse_disguised(path.name, handle.read(512), suffix)
     with paused_gc():
@@ -62,13 +61,13 @@ def paused_gc():
 def _refuse_disguised(name: str, raw: bytes, suffix: str) -> None:
     for magic, what in DISGUISES:
         if raw.startswith(magic) and not (suffix == ".parquet" and magic == b"PAR1"):
-            raise StudioError(f"{name} is {what}, not {suffix[1:].upper()} data; upload the data file itself.")
+            raise StudioError("data.disguised", file=name, what=Message(f"data.file_is.{what}"), suffix=suffix[1:].upper())
     if suffix == ".parquet" and not raw.startswith(b"PAR1"):
-        raise StudioError(f"{name} is not a Parquet file (it lacks the PAR1 header).")
+        raise StudioError("data.not_parquet", file=name)
     head = raw[:512].lstrip().lower()
     for marker, what in MARKUP:
         if head.startswith(marker.encode()):
-            raise StudioError(f"{name} is {what}, not data; upload JSON, JSONL, CSV, TSV or Parquet rows.")
+            raise StudioError("data.markup", file=name, what=Message(f"data.file_is.{what}"))
 
 
 def check_field_sizes(name: str, records: list) -> None:
@@ -76,8 +75,8 @@ def check_field_sizes(name: str, records: list) -> None:
         if isinstance(record, dict):
             for key, value in record.items():
                 if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
-                    raise StudioError(f"{name}: row {number}, field '{key}' holds {len(value) / 2**20:.0f} MB of text, "
-                                      "over the 10 MB a field may hold; split or shorten it.")
+                    raise StudioError("data.field_too_large", file=name, row=number, field=shorten(str(key)),
+                                      size=round(len(value) / 2**20), limit=MAX_FIELD_CHARS // 2**20)
 
 
 def _read_parquet(path: Path) -> list:
@@ -86,7 +85,7 @@ def _read_parquet(path: Path) -> list:
     try:
         return pq.read_table(path).to_pylist()
     except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise StudioError(f"{path.name} could not be read as Parquet: {str(exc).splitlines()[0]}.") from None
+        raise StudioError("data.bad_parquet", file=path.name, problem=str(exc).splitlines()[0]) from None
 
 
 def _read_text(path: Path, raw: bytes, suffix: str) -> list:
@@ -94,22 +93,22 @@ def _read_text(path: Path, raw: bytes, suffix: str) -> list:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
-        raise StudioError(f"{path.name} is not valid UTF-8 text (line {line}); save it as UTF-8.") from None
+        raise StudioError("data.not_utf8", file=path.name, line=line) from None
     if suffix in (".csv", ".tsv"):
         return _parse_delimited(path.name, text, "," if suffix == ".csv" else "\t")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise StudioError(f"{path.name} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from None
+        raise StudioError("data.bad_json", file=path.name, line=exc.lineno, column=exc.colno, problem=exc.msg) from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) == 1:  # {"data": [...]} and the like
             return lists[0]
-        raise StudioError(f"{path.name} holds a JSON object; expected an array of rows like [{{...}}, {{...}}].")
+        raise StudioError("data.json_object", file=path.name)
     if not isinstance(data, list):
-        raise StudioError(f"{path.name} holds a single JSON value; expected an array of rows.")
+        raise StudioError("data.json_value", file=path.name)
     if not data:
-        raise StudioError(f"{path.name} holds an empty array: there are no rows.")
+        raise StudioError("data.json_empty", file=path.name)
     return data
 
 
@@ -128,12 +127,12 @@ def _parse_jsonl(path: Path) -> list:
                 try:
                     line.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise StudioError(f"{path.name} is not valid UTF-8 text (line {number}); save it as UTF-8.") from None
+                    raise StudioError("data.not_utf8", file=path.name, line=number) from None
                 last = not any(rest.strip() for rest in handle)
-                hint = " (the last line looks cut off)" if last else ""
-                raise StudioError(f"{path.name}: line {number} is not valid JSON{hint}: {exc.msg}.") from None
+                raise StudioError("data.bad_jsonl_cut" if last else "data.bad_jsonl", file=path.name, line=number,
+                                  problem=exc.msg) from None
     if not records:
-        raise StudioError(f"{path.name} has no rows.")
+        raise StudioError("data.no_rows", file=path.name)
     return records
 
 
@@ -145,16 +144,17 @@ def _parse_delimited(name: str, text: str, delimiter: str) -> list:
     try:
         rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
     except csv.Error as exc:
-        raise StudioError(f"{name} is not valid {'CSV' if delimiter == ',' else 'TSV'}: {exc}.") from None
+        raise StudioError("data.bad_delimited", file=name, format="CSV" if delimiter == "," else "TSV",
+                          problem=shorten(str(exc))) from None
     header = text.splitlines()[0] if text else ""
     if rows and len(rows[0]) == 1:
-        other = {"\t": "tabs (save it as .tsv)", ";": "semicolons (save it with commas)", ",": "commas (save it as .csv)"}
-        for sign, advice in other.items():
+        other = {"\t": "tabs", ";": "semicolons", ",": "commas"}   # data.single_column.<separator>
+        for sign, separator in other.items():
             if sign != delimiter and sign in header:
-                raise StudioError(f"{name} has a single column: its header is separated by {advice}.")
+                raise StudioError(f"data.single_column.{separator}", file=name)
     if not rows:
-        raise StudioError(f"{name} has a header but no rows.")
+        raise StudioError("data.header_only", file=name)
     for number, row in enumerate(rows, start=1):
         if None in row:  # more cells than the header has names
-            raise StudioError(f"{name}: row {number} has more cells than the header; check quoting and the delimiter.")
+            raise StudioError("data.too_many_cells", file=name, row=number)
     return rows

@@ -2,12 +2,15 @@
 
 Every row becomes `{"messages": [{"role": ..., "content": ...}, ...]}`. A row that cannot be
 normalised becomes a RowError naming its 1-based row number and the field at fault: nothing is
-dropped silently.
+dropped silently. What is wrong with a row is a catalog message (data.row.*), told in the visitor's language.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+
+from pipelines.errors import quote
+from pipelines.messages import Message
 
 ROLES = ("system", "user", "assistant")
 
@@ -16,10 +19,17 @@ ROLES = ("system", "user", "assistant")
 class RowError:
     row: int        # 1-based, as a person counts rows in a file
     field: str
-    message: str
+    problem: Message
+
+    @property
+    def message(self) -> str:
+        return self.problem.text()
+
+    def as_message(self) -> Message:
+        return Message("data.row_error", row=self.row, field=self.field, problem=self.problem)
 
     def __str__(self) -> str:
-        return f"row {self.row}, field '{self.field}': {self.message}"
+        return str(self.as_message())
 
 
 @dataclass
@@ -27,7 +37,7 @@ class Normalised:
     format: str
     rows: list[dict] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Message] = field(default_factory=list)
     sources: list[int] = field(default_factory=list)   # the file row each normalised row came from
 
     def add(self, source_row: int, *rows: dict) -> None:
@@ -35,8 +45,10 @@ class Normalised:
         self.sources.extend([source_row] * len(rows))
 
     def report(self) -> dict:
-        return {"format": self.format, "rows": len(self.rows), "errors": [asdict(e) for e in self.errors],
-                "warnings": self.warnings}
+        """Plain data in the visitor's language: errors as {row, field, message}, warnings as sentences."""
+        return {"format": self.format, "rows": len(self.rows),
+                "errors": [{"row": e.row, "field": e.field, "message": e.message} for e in self.errors],
+                "warnings": [w.text() for w in self.warnings]}
 
 
 def detect_format(records: list[dict]) -> str:
@@ -68,39 +80,38 @@ def normalise_instruction(records: list) -> Normalised:
     result = Normalised(kind)
     if kind == "unknown":
         keys = sorted(records[0]) if records and isinstance(records[0], dict) else []
-        result.errors.append(RowError(1, ",".join(keys) or "-", "unrecognised format: expected Alpaca "
-                                      "(instruction/input/output), chat 'messages', ShareGPT 'conversations', "
-                                      "or prompt/completion columns"))
+        result.errors.append(RowError(1, ",".join(keys) or "-", Message("data.row.unknown_format")))
         return result
     convert = {"alpaca": _from_alpaca, "messages": _from_messages, "sharegpt": _from_sharegpt,
                "prompt_completion": _from_prompt_completion}[kind]
     for index, record in enumerate(records, start=1):
         if not isinstance(record, dict):
-            result.errors.append(RowError(index, "-", f"expected an object with fields, got {type(record).__name__}"))
+            result.errors.append(RowError(index, "-", Message("data.row.not_object", type=type(record).__name__)))
             continue
         try:
             result.add(index, {"messages": convert(record)})
         except _Bad as bad:
-            result.errors.append(RowError(index, bad.field, bad.message))
+            result.errors.append(RowError(index, bad.field, bad.problem))
     return result
 
 
 class _Bad(Exception):
-    def __init__(self, field_name: str, message: str):
-        super().__init__(message)
-        self.field, self.message = field_name, message
+    """A row's field at fault, and what is wrong with it (a data.row.* message)."""
+    def __init__(self, field_name: str, code: str, **params):
+        self.field, self.problem = field_name, Message(code, **params)
+        super().__init__(str(self.problem))
 
 
 def _text(record: dict, name: str, required: bool = True) -> str:
     value = record.get(name)
     if value is None or value == "":
         if required:
-            raise _Bad(name, "missing or empty")
+            raise _Bad(name, "data.row.missing")
         return ""
     if not isinstance(value, str):
-        raise _Bad(name, f"must be text, got {type(value).__name__}")
+        raise _Bad(name, "data.row.not_text", type=type(value).__name__)
     if required and not value.strip():
-        raise _Bad(name, "is only whitespace")
+        raise _Bad(name, "data.row.whitespace")
     return value
 
 
@@ -128,7 +139,7 @@ def _from_prompt_completion(record: dict) -> list[dict]:
 def _from_messages(record: dict) -> list[dict]:
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise _Bad("messages", "must be a non-empty list of {role, content} turns")
+        raise _Bad("messages", "data.row.bad_messages")
     return _checked_turns(messages, "messages")
 
 
@@ -140,14 +151,14 @@ def _from_sharegpt(record: dict) -> list[dict]:
     """ShareGPT: `conversations` of {from: human|gpt|system, value: ...}."""
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
-        raise _Bad("conversations", "must be a non-empty list of {from, value} turns")
+        raise _Bad("conversations", "data.row.bad_conversations")
     converted = []
     for index, turn in enumerate(turns, start=1):
         where = f"conversations[{index}]"
         if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-            raise _Bad(where, "each turn needs 'from' and 'value'")
+            raise _Bad(where, "data.row.turn_from_value")
         if turn["from"] not in SHAREGPT_ROLES:
-            raise _Bad(f"{where}.from", f"unknown speaker {turn['from']!r}; use human, gpt or system")
+            raise _Bad(f"{where}.from", "data.row.unknown_speaker", speaker=quote(turn["from"]))
         converted.append({"role": SHAREGPT_ROLES[turn["from"]], "content": turn["value"]})
     return _checked_turns(converted, "conversations")
 
@@ -157,18 +168,18 @@ def _checked_turns(turns: list, field_name: str) -> list[dict]:
     clean = []
     for turn_index, turn in enumerate(turns, start=1):
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
-            raise _Bad(f"{field_name}[{turn_index}]", "each turn needs 'role' and 'content'")
+            raise _Bad(f"{field_name}[{turn_index}]", "data.row.turn_role_content")
         role, content = turn["role"], turn["content"]
         if role not in ROLES:
-            raise _Bad(f"{field_name}[{turn_index}].role", f"unknown role {role!r}; use system, user or assistant")
+            raise _Bad(f"{field_name}[{turn_index}].role", "data.row.unknown_role", role=quote(role))
         if not isinstance(content, str):
-            raise _Bad(f"{field_name}[{turn_index}].content", f"must be text, got {type(content).__name__}")
+            raise _Bad(f"{field_name}[{turn_index}].content", "data.row.not_text", type=type(content).__name__)
         clean.append({"role": role, "content": content})
     speakers = [t["role"] for t in clean if t["role"] != "system"]
     if not speakers or speakers[0] != "user":
-        raise _Bad(field_name, "the first non-system turn must be the user's")
+        raise _Bad(field_name, "data.row.user_first")
     if "assistant" not in speakers:
-        raise _Bad(field_name, "has no assistant turn to learn from")
+        raise _Bad(field_name, "data.row.no_answer")
     if any(not t["content"].strip() for t in clean if t["role"] == "assistant"):
-        raise _Bad(field_name, "has an empty assistant turn")
+        raise _Bad(field_name, "data.row.empty_answer")
     return clean

@@ -15,13 +15,14 @@ from pathlib import Path
 
 from pipelines.data.files import check_field_sizes
 from pipelines.data.store import check_new_name, free_name, save_records
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, quote
+from pipelines.hub_check import check_on_hub, offline_error
+from pipelines.messages import Message
 
 # org/name only: a bare name is what `datasets` would also try as a folder beside the app, or as a packaged
 # loader ("json", "csv"); "buckets/…" is its route to storage buckets.
 DATASET_ID = re.compile(r"(?!buckets/)[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 SPLIT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-HUB_TIMEOUT_S = 10
 MAX_ROWS = 10_000   # rows taken unless asked for more (at most a hundred times this)
 
 
@@ -31,18 +32,17 @@ def import_hub_dataset(repo_id: str, config: str | None, split: str, name: str, 
     """Fetch up to `max_rows` rows of `repo_id` (config, split), check them and save them as dataset `name`."""
     repo_id, config, split = (repo_id or "").strip(), (config or "").strip() or None, (split or "train").strip()
     if ".." in repo_id or not DATASET_ID.fullmatch(repo_id):
-        raise StudioError(f"{repo_id[:80]!r} is not a Hub dataset id: write it as 'org/name' (for example "
-                          "Anthropic/hh-rlhf).")
+        raise StudioError("data.not_hub_id", repo=quote(repo_id))
     if not SPLIT.fullmatch(split) or (config and not SPLIT.fullmatch(config)):
-        raise StudioError("The config and split are plain names such as 'default' and 'train'.")
+        raise StudioError("data.bad_hub_split")
     if not 1 <= int(max_rows) <= 100 * MAX_ROWS:
-        raise StudioError(f"max_rows must be between 1 and {100 * MAX_ROWS}.")
+        raise StudioError("data.bad_max_rows", maximum=100 * MAX_ROWS)
     if name is None or (isinstance(name, str) and not name.strip()):   # named after the dataset
         name = free_name(repo_id.split("/")[-1], workspace)
     check_new_name(name, workspace, overwrite=replace)
     records = fetch_rows(repo_id, config, split, int(max_rows))
     if not records:
-        raise StudioError(f"{repo_id} ({split}) has no rows.")
+        raise StudioError("data.hub_no_rows", repo=repo_id, split=split)
     check_field_sizes(repo_id, records)
     source = f"hub:{repo_id}" + (f" ({config}, {split})" if config else f" ({split})")
     return {**save_records(records, name, workspace, source, drop_bad_rows, columns, replace), "source": source}
@@ -58,7 +58,7 @@ def fetch_rows(repo_id: str, config: str | None, split: str, max_rows: int) -> l
 
     from pipelines.paths import cache_dir
 
-    where = f"{repo_id}" + (f" (config {config!r})" if config else "")
+    where = Message("data.hub_where_config", repo=repo_id, config=quote(config)) if config else repo_id
     # hf://datasets/ makes `datasets` look on the Hub only: a plain "org/name" that is also a folder relative to the
     # app's working directory would be read from that folder.
     hub_only, cache = f"hf://datasets/{repo_id}", str(cache_dir() / "datasets")
@@ -66,34 +66,17 @@ def fetch_rows(repo_id: str, config: str | None, split: str, max_rows: int) -> l
         if hub_offline():  # only the local cache can answer; load_dataset knows the Hub is off and fails fast
             dataset = datasets.load_dataset(hub_only, config, split=split, cache_dir=cache)
             return [dict(row) for row in islice(dataset, max_rows)]
-        _check_reachable(repo_id)
+        check_on_hub(repo_id, "dataset")
         stream = datasets.load_dataset(hub_only, config, split=split, streaming=True, cache_dir=cache)
         return [dict(row) for row in islice(stream, max_rows)]
     except StudioError:
         raise
     except ConnectionError:
-        raise StudioError(f"{repo_id!r} is not in the local cache and the Hub is off (HF_HUB_OFFLINE=1); "
-                          "connect to the network or upload the data as a file.") from None
+        raise offline_error(repo_id, "dataset") from None
     except ValueError as exc:  # unknown config or split: datasets names the ones that exist
-        raise StudioError(f"{where}: {_first_line(exc)}") from None
+        raise StudioError("data.hub_refused", where=where, problem=_first_line(exc)) from None
     except Exception as exc:  # a dataset that cannot be read (no data files, gated, a broken shard)
-        raise StudioError(f"Could not read {where} from the Hub: {_first_line(exc)}") from None
-
-
-def _check_reachable(repo_id: str) -> None:
-    """Ask the Hub about the dataset with a timeout first, so a dead network costs seconds, not minutes."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    try:
-        HfApi().dataset_info(repo_id, timeout=HUB_TIMEOUT_S)
-    except RepositoryNotFoundError:
-        raise StudioError(f"The Hub has no dataset {repo_id!r} (or it is private); check the spelling.") from None
-    except GatedRepoError:
-        raise StudioError(f"{repo_id!r} is gated: accept its terms on the Hub and log in with `hf auth login`.") from None
-    except Exception as exc:  # connection refused, DNS failure, timeout: all mean "cannot reach the Hub"
-        raise StudioError(f"Could not reach the Hugging Face Hub to fetch {repo_id!r} within {HUB_TIMEOUT_S} s "
-                          f"({type(exc).__name__}); check the network, or upload the data as a file.") from None
+        raise StudioError("data.hub_unreadable", where=where, problem=_first_line(exc)) from None
 
 
 def _first_line(exc: Exception) -> str:

@@ -8,6 +8,9 @@ Shapes read: prompt/chosen/rejected as strings or message lists, including Ultra
 whose chosen and rejected repeat the prompt; Anthropic HH-RLHF transcripts with no prompt column (the
 shared prefix is the prompt); ranked answers (one prompt, several answers with a rank or score) made
 into every ordered pair; prompt/completion/label; a `prompt` column or messages ending with a user turn.
+
+A preference dataset's format names the shape its rows came in (most rows win), so the Data tab can say
+"read as HH-RLHF" rather than "preference": PREFERENCE_FORMATS, each with its name in the catalog (data.format.*).
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ from itertools import combinations
 from pipelines.data.formats import Normalised, RowError, _Bad, _checked_turns, _text
 
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+PREFERENCE_FORMATS = ("chosen_rejected",            # TRL's prompt / chosen / rejected columns, as text
+                      "chosen_rejected_messages",   # the same as message lists (TRL's conversational preference)
+                      "ultrafeedback",              # chosen and rejected are whole conversations repeating the prompt
+                      "hh_rlhf",                    # Anthropic HH-RLHF: two transcripts, no prompt column
+                      "ranked")                     # one prompt, several answers with a rank or score
 
 
 def detect_kind(records: list[dict]) -> str:
@@ -34,28 +42,56 @@ def detect_kind(records: list[dict]) -> str:
 
 
 def normalise_preference(records: list) -> Normalised:
-    result = Normalised("ranked" if detect_kind(records) == "ranked" else "preference")
+    result = Normalised("ranked" if detect_kind(records) == "ranked" else "chosen_rejected")
     for index, record in enumerate(records, start=1):
         try:
             if not isinstance(record, dict):
-                raise _Bad("-", f"expected an object with fields, got {type(record).__name__}")
+                raise _Bad("-", "data.row.not_object", type=type(record).__name__)
             pairs = _ranked_pairs(record) if result.format == "ranked" else [_pair(record)]
             result.add(index, *pairs)
         except _Bad as bad:
-            result.errors.append(RowError(index, bad.field, bad.message))
+            result.errors.append(RowError(index, bad.field, bad.problem))
+    if result.format != "ranked":
+        result.format = pair_format(records)
     return result
+
+
+def pair_format(records: list) -> str:
+    """The shape most of the first rows of a pair dataset come in (one of PREFERENCE_FORMATS but ranked)."""
+    votes: dict[str, int] = {}
+    for record in records[:50]:
+        if isinstance(record, dict):
+            shape = _pair_shape(record)
+            votes[shape] = votes.get(shape, 0) + 1
+    return max(votes, key=votes.get) if votes else "chosen_rejected"
+
+
+def _pair_shape(record: dict) -> str:
+    chosen, rejected, prompt = record.get("chosen"), record.get("rejected"), record.get("prompt")
+    if _is_hh(record):
+        return "hh_rlhf"
+    if isinstance(chosen, list) or isinstance(rejected, list):
+        turns = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        repeats = isinstance(chosen, list) and len(chosen) > len(turns) and chosen[:len(turns)] == turns
+        return "ultrafeedback" if repeats else "chosen_rejected_messages"
+    return "chosen_rejected_messages" if isinstance(prompt, list) else "chosen_rejected"
+
+
+def _is_hh(record: dict) -> bool:
+    chosen, rejected = record.get("chosen"), record.get("rejected")
+    return "prompt" not in record and isinstance(chosen, str) and isinstance(rejected, str) and "\n\nHuman: " in chosen
 
 
 def _pair(record: dict) -> dict:
     chosen, rejected = record.get("chosen"), record.get("rejected")
-    if "prompt" not in record and isinstance(chosen, str) and isinstance(rejected, str) and "\n\nHuman: " in chosen:
+    if _is_hh(record):
         prompt, chosen_text, rejected_text = _split_hh(chosen, rejected)
     else:
         prompt = _prompt_turns(record)
         chosen_text = _answer(record, "chosen", prompt)
         rejected_text = _answer(record, "rejected", prompt)
     if chosen_text.strip() == rejected_text.strip():
-        raise _Bad("rejected", "is identical to chosen: the pair teaches nothing")
+        raise _Bad("rejected", "data.row.identical")
     return {"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen_text}],
             "rejected": [{"role": "assistant", "content": rejected_text}]}
 
@@ -71,7 +107,7 @@ def _checked_prompt(turns: list) -> list[dict]:
     """Prompt turns end with the user's: check them by checking them with a placeholder answer."""
     checked = _checked_turns(list(turns) + [{"role": "assistant", "content": "·"}], "prompt")
     if checked[-2]["role"] != "user":
-        raise _Bad("prompt", "must end with a user turn")
+        raise _Bad("prompt", "data.row.prompt_ends_user")
     return checked[:-1]
 
 
@@ -81,7 +117,7 @@ def _answer(record: dict, key: str, prompt: list[dict]) -> str:
         turns = value[len(prompt):] if value[:len(prompt)] == prompt else value
         answers = [t for t in turns if isinstance(t, dict) and t.get("role") == "assistant"]
         if len(answers) != 1 or not isinstance(answers[0].get("content"), str) or not answers[0]["content"].strip():
-            raise _Bad(key, "must hold exactly one non-empty assistant answer after the prompt")
+            raise _Bad(key, "data.row.one_answer")
         return answers[0]["content"]
     return _text(record, key)
 
@@ -91,12 +127,12 @@ def _split_hh(chosen: str, rejected: str) -> tuple[list[dict], str, str]:
     def turns(text: str, field_name: str) -> list[dict]:
         parts = HH_TURN.split(text)
         if parts[0].strip() or len(parts) < 5:
-            raise _Bad(field_name, "is not a '\\n\\nHuman: …\\n\\nAssistant: …' transcript")
+            raise _Bad(field_name, "data.row.not_hh")
         return [{"role": "user" if who == "Human" else "assistant", "content": said.strip()}
                 for who, said in zip(parts[1::2], parts[2::2])]
     chosen_turns, rejected_turns = turns(chosen, "chosen"), turns(rejected, "rejected")
     if chosen_turns[:-1] != rejected_turns[:-1] or chosen_turns[-1]["role"] != "assistant":
-        raise _Bad("rejected", "does not share chosen's conversation up to the last answer")
+        raise _Bad("rejected", "data.row.hh_differs")
     return _checked_prompt(chosen_turns[:-1]), chosen_turns[-1]["content"], rejected_turns[-1]["content"]
 
 
@@ -105,17 +141,17 @@ def _ranked_pairs(record: dict) -> list[dict]:
     key = "answers" if "answers" in record else "responses"
     answers = record.get(key)
     if not isinstance(answers, list) or len(answers) < 2:
-        raise _Bad(key, "needs at least two answers to rank")
+        raise _Bad(key, "data.row.two_answers")
     ranked = []
     for index, answer in enumerate(answers, start=1):
         if not isinstance(answer, dict) or not isinstance(answer.get("text"), str) or not answer["text"].strip():
-            raise _Bad(f"{key}[{index}]", "each answer needs a non-empty 'text'")
+            raise _Bad(f"{key}[{index}]", "data.row.answer_text")
         if isinstance(answer.get("rank"), (int, float)):
             ranked.append((-answer["rank"], answer["text"]))
         elif isinstance(answer.get("score"), (int, float)):
             ranked.append((answer["score"], answer["text"]))
         else:
-            raise _Bad(f"{key}[{index}]", "each answer needs a numeric 'rank' (1 = best) or 'score' (higher = better)")
+            raise _Bad(f"{key}[{index}]", "data.row.answer_rank")
     prompt = _prompt_turns(record)
     ranked.sort(key=lambda item: item[0], reverse=True)
     return [{"prompt": prompt, "chosen": [{"role": "assistant", "content": better}],
@@ -131,12 +167,12 @@ def normalise_unpaired(records: list) -> Normalised:
             if isinstance(label, str) and label.lower() in ("true", "false"):
                 label = label.lower() == "true"  # CSV has no booleans
             if not isinstance(label, bool):
-                raise _Bad("label", "must be true (desirable) or false (undesirable)")
+                raise _Bad("label", "data.row.bad_label")
             result.add(index, {"prompt": _prompt_turns(record),
                                 "completion": [{"role": "assistant", "content": _answer(record, "completion", [])}],
                                 "label": label})
         except _Bad as bad:
-            result.errors.append(RowError(index, bad.field, bad.message))
+            result.errors.append(RowError(index, bad.field, bad.problem))
     return result
 
 
@@ -147,10 +183,10 @@ def normalise_prompt_only(records: list) -> Normalised:
             if "messages" in record:
                 messages = record["messages"]
                 if not isinstance(messages, list) or not messages:
-                    raise _Bad("messages", "must be a non-empty list of turns")
+                    raise _Bad("messages", "data.row.bad_turns")
                 result.add(index, {"prompt": _checked_prompt(messages)})
             else:
                 result.add(index, {"prompt": _prompt_turns(record)})
         except _Bad as bad:
-            result.errors.append(RowError(index, bad.field, bad.message))
+            result.errors.append(RowError(index, bad.field, bad.problem))
     return result

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 
+from pipelines.messages import Message
+
 MAX_MEASURED_ROWS = 5000   # beyond this, rows are sampled evenly: the histogram's shape does not need them all
 
 
@@ -34,7 +36,8 @@ def token_lengths(kind: str, rows: list[dict], tokenizer) -> list[int]:
 
 
 def length_stats(kind: str, format_name: str, rows: list[dict], tokenizer, max_length: int) -> dict:
-    """Rows, mean/median/max tokens, a histogram's worth of lengths, and the rows `max_length` would cut."""
+    """Rows, mean/median/max tokens, a histogram's worth of lengths, and the rows `max_length` would cut: its warnings
+    as sentences in the visitor's language, and as messages (code and parameters, `warning_messages`) to keep."""
     step = max(1, -(-len(rows) // MAX_MEASURED_ROWS))
     measured = rows[::step]
     lengths = token_lengths(kind, measured, tokenizer)
@@ -42,12 +45,12 @@ def length_stats(kind: str, format_name: str, rows: list[dict], tokenizer, max_l
     scale = len(rows) / max(len(measured), 1)   # sampled counts scaled back to the whole dataset
     warnings = []
     if over:
-        warnings.append(f"{round(len(over) * scale)} of {len(rows)} rows are longer than max_length {max_length}: "
-                        f"{round(sum(over) * scale)} tokens would be cut (the longest row has {max(lengths)} tokens). "
-                        "Raise train.max_length or filter long rows out.")
+        warnings.append(Message("data.rows_over_max_length", over=round(len(over) * scale), rows=len(rows),
+                                max_length=max_length, cut=round(sum(over) * scale), longest=max(lengths)))
     return {"kind": kind, "format": format_name, "rows": len(rows), "measured_rows": len(measured),
             "mean_tokens": round(statistics.fmean(lengths), 1) if lengths else 0,
             "median_tokens": statistics.median(lengths) if lengths else 0,
             "max_tokens": max(lengths, default=0), "min_tokens": min(lengths, default=0),
             "max_length": max_length, "rows_over_max_length": round(len(over) * scale),
-            "tokens_cut": round(sum(over) * scale), "lengths": lengths, "warnings": warnings}
+            "tokens_cut": round(sum(over) * scale), "lengths": lengths,
+            "warnings": [w.text() for w in warnings], "warning_messages": [w.to_dict() for w in warnings]}

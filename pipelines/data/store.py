@@ -16,7 +16,8 @@ from pathlib import Path
 from pipelines.data.files import SUFFIXES, paused_gc, read_records
 from pipelines.data.formats import Normalised, normalise_instruction
 from pipelines.data.preference import detect_kind, normalise_preference, normalise_prompt_only, normalise_unpaired
-from pipelines.errors import StudioError, quote
+from pipelines.errors import StudioError, quote, shorten
+from pipelines.messages import Message
 from pipelines.paths import ASSETS_DIR, check_name, inside
 
 SAMPLES_DIR = ASSETS_DIR / "datasets"
@@ -57,14 +58,10 @@ def locate(name: str, workspace: Path) -> Path:
         path = inside(Path(workspace), name, "dataset path")
         if path.is_file():
             return path
-    raise StudioError(f"There is no dataset {quote(name)}: pick a sample, a saved dataset (list_datasets()), "
-                      "or upload a file first.")
+    raise StudioError("data.no_dataset", name=quote(name))
 
 
-KIND_OF_STAGE_DATA = {"instruction": "instruction rows (Alpaca, chat messages, ShareGPT or prompt/completion)",
-                      "preference": "preference pairs (prompt / chosen / rejected, HH-RLHF transcripts or ranked answers)",
-                      "unpaired": "unpaired preference rows (prompt / completion / label)",
-                      "prompt_only": "prompt-only rows (a prompt column, or messages ending with a user turn)"}
+KINDS = ("instruction", "preference", "unpaired", "prompt_only")   # data.holds.<kind>, data.wrong_kind.<kind>
 
 
 def normalise_records(records: list) -> tuple[str, Normalised]:
@@ -89,7 +86,7 @@ def _normalise(records: list, kind: str) -> tuple[str, Normalised]:
 LENGTH_IMBALANCE = 1.5   # chosen answers this much longer (or shorter) on average than rejected ones
 
 
-def quality_warnings(kind: str, rows: list[dict], sources: list[int]) -> list[str]:
+def quality_warnings(kind: str, rows: list[dict], sources: list[int]) -> list[Message]:
     """Not errors, but worth knowing before training: duplicates, and a length bias a reward model would learn."""
     warnings = []
     seen: dict[str, int] = {}
@@ -101,14 +98,14 @@ def quality_warnings(kind: str, rows: list[dict], sources: list[int]) -> list[st
         seen.setdefault(key, number)
     if duplicates:
         number, first = duplicates[0]
-        warnings.append(f"{len(duplicates)} duplicate row(s); the first is row {number}, a copy of row {first}.")
+        warnings.append(Message("data.one_duplicate" if len(duplicates) == 1 else "data.duplicates",
+                                count=len(duplicates), row=number, copy=first))
     if kind == "preference" and rows:
         chosen = sum(len(r["chosen"][0]["content"]) for r in rows) / len(rows)
         rejected = sum(len(r["rejected"][0]["content"]) for r in rows) / len(rows)
         ratio = chosen / max(rejected, 1)
         if ratio > LENGTH_IMBALANCE or ratio < 1 / LENGTH_IMBALANCE:
-            warnings.append(f"Chosen answers are {ratio:.1f}× as long as rejected ones on average: a model can learn "
-                            "to prefer length instead of quality (a known reward-hacking signal).")
+            warnings.append(Message("data.length_imbalance", ratio=ratio))
     return warnings
 
 
@@ -129,11 +126,12 @@ def load_dataset(name: str, workspace: Path, kind: str | None = None) -> tuple[s
     if kind and found != kind:
         _refuse_kind(name, found, kind)
     if result.errors:
-        first = result.errors[0]
-        more = f" (and {len(result.errors) - 1} more)" if len(result.errors) > 1 else ""
-        raise StudioError(f"Dataset {name!r} has bad rows: {first}{more}. Fix the file or re-upload it with bad rows dropped.")
+        first, more = result.errors[0].as_message(), len(result.errors) - 1
+        if more:
+            raise StudioError("data.has_bad_rows_more", name=quote(name), first=first, more=more)
+        raise StudioError("data.has_bad_rows", name=quote(name), first=first)
     if not result.rows:
-        raise StudioError(f"Dataset {name!r} has no usable rows.")
+        raise StudioError("data.no_usable_rows_in", name=quote(name))
     return found, result
 
 
@@ -167,12 +165,8 @@ def stage_rows(name: str, found: str, rows: list[dict], stage: str, seed: int = 
 
 
 def _refuse_kind(name: str, found: str, kind: str):
-    how = {"preference": " such as preference-en-sample", "unpaired": " or preference pairs",
-           "instruction": " such as alpaca-en-sample",
-           "prompt_only": " such as prompts-en-sample, or a file whose rows have only a prompt column (answers would be "
-                          "ignored by a stage that writes its own)"}.get(kind, "")
-    raise StudioError(f"Dataset {name!r} holds {KIND_OF_STAGE_DATA[found]}, but this stage needs "
-                      f"{KIND_OF_STAGE_DATA[kind]}; pick or upload a dataset of that kind{how}.")
+    raise StudioError(f"data.wrong_kind.{kind}", name=quote(name), has=Message(f"data.holds.{found}"),
+                      needs=Message(f"data.holds.{kind}"))
 
 
 def parse_columns(columns: dict | str | None) -> dict[str, str]:
@@ -187,7 +181,7 @@ def parse_columns(columns: dict | str | None) -> dict[str, str]:
             if part.strip():
                 field_name, sep, column = part.partition("=")
                 if not sep or not field_name.strip() or not column.strip():
-                    raise StudioError(f"Column mapping {quote(part.strip())} is not 'field=column' (for example output=answer).")
+                    raise StudioError("data.bad_column_mapping", mapping=quote(part.strip()))
                 pairs.append((field_name, column))
     return {str(k).strip(): str(v).strip() for k, v in pairs}
 
@@ -200,8 +194,11 @@ def map_columns(records: list, columns: dict | str | None) -> list:
     present = set().union(*(r.keys() for r in records if isinstance(r, dict)))
     for field_name, column in mapping.items():
         if column not in present:
-            raise StudioError(f"Column mapping {field_name}={column}: the data has no column {column!r} "
-                              f"(it has {', '.join(sorted(map(str, present))) or 'none'}).")
+            columns_present = ", ".join(sorted(map(str, present)))
+            if columns_present:
+                raise StudioError("data.no_such_column", field=field_name, column=quote(column),
+                                  present=shorten(columns_present))
+            raise StudioError("data.no_columns", field=field_name, column=quote(column))
     renamed = set(mapping.values())
     return [{**{k: v for k, v in r.items() if k not in renamed}, **{f: r.get(c) for f, c in mapping.items()}}
             if isinstance(r, dict) else r for r in records]
@@ -250,13 +247,11 @@ def free_name(wanted: str, workspace: Path) -> str:
 def check_new_name(name: str, workspace: Path, overwrite: bool) -> None:
     check_name(name, "dataset name")
     if name.lower().endswith(SUFFIXES):   # `dataset: x.jsonl` in a config must mean one thing: the file
-        raise StudioError(f"The dataset name {name!r} looks like a file name, and a dataset named so would hide the "
-                          f"file {name!r} in the workspace; name it without {Path(name).suffix!r}.")
+        raise StudioError("data.name_like_file", name=quote(name), suffix=quote(Path(name).suffix))
     if name in sample_files():
-        raise StudioError(f"{name!r} is the name of a bundled sample; choose another name.")
+        raise StudioError("data.sample_name", name=quote(name))
     if not overwrite and (datasets_root(workspace) / name).exists():
-        raise StudioError(f"A dataset named {name!r} already exists; choose another name, or tick 'replace' to "
-                          "overwrite it (runs that used it would then read the new rows).")
+        raise StudioError("data.name_taken", name=quote(name))
 
 
 def write_dataset(name: str, workspace: Path, kind: str, format_name: str, rows: list[dict], source: str,
@@ -279,18 +274,26 @@ def write_dataset(name: str, workspace: Path, kind: str, format_name: str, rows:
 def preview(name: str, workspace: Path, tokenizer, n: int = 3) -> list[dict]:
     """The first `n` rows as the model sees them: chat template applied, token counts, and the text split into
     segments marked `loss: True` where the tokens carry the training loss (assistant tokens, when the
-    template marks them with {% generation %}; otherwise every token)."""
+    template marks them with {% generation %}; otherwise every token). A preference row is shown with its chosen
+    answer, and under `rejected` the same for its rejected answer."""
     rows = normalise_file(locate(name, workspace)).rows[:n]
     rendered = []
     for row in rows:
         conversation = row.get("messages") or row["prompt"] + (row.get("chosen") or row.get("completion") or [])
-        text = tokenizer.apply_chat_template(conversation, tokenize=False)
-        encoded = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True,
-                                                return_assistant_tokens_mask=True)
-        ids, mask = encoded["input_ids"], encoded.get("assistant_masks") or [1] * len(encoded["input_ids"])
-        rendered.append({"messages": conversation, "text": text, "tokens": len(ids),
-                         "loss_tokens": sum(mask), "segments": _segments(tokenizer, ids, mask)})
+        shown = _rendered(tokenizer, conversation)
+        if row.get("rejected"):   # a pair is two conversations: the answer preferred, and the one it is preferred to
+            shown["rejected"] = _rendered(tokenizer, row["prompt"] + row["rejected"])
+        rendered.append(shown)
     return rendered
+
+
+def _rendered(tokenizer, conversation: list[dict]) -> dict:
+    text = tokenizer.apply_chat_template(conversation, tokenize=False)
+    encoded = tokenizer.apply_chat_template(conversation, tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+    ids, mask = encoded["input_ids"], encoded.get("assistant_masks") or [1] * len(encoded["input_ids"])
+    return {"messages": conversation, "text": text, "tokens": len(ids), "loss_tokens": sum(mask),
+            "segments": _segments(tokenizer, ids, mask)}
 
 
 def _segments(tokenizer, ids: list[int], mask: list[int]) -> list[dict]:

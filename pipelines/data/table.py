@@ -23,7 +23,7 @@ TABLE_COLUMNS = {
 
 def columns_of(kind: str) -> tuple[str, ...]:
     if not isinstance(kind, str) or kind not in TABLE_COLUMNS:
-        raise StudioError(f"Unknown dataset kind {quote(kind)}; choose one of {', '.join(TABLE_COLUMNS)}.")
+        raise StudioError("data.unknown_kind", kind=quote(kind), kinds=", ".join(TABLE_COLUMNS))
     return TABLE_COLUMNS[kind]
 
 
@@ -31,15 +31,13 @@ def table_of(name: str, workspace: Path) -> dict:
     """A dataset as {kind, columns, rows}; refuses multi-turn rows, which a table of single turns cannot hold."""
     kind, result = load_dataset(name, workspace)
     if len(result.rows) > MAX_TABLE_ROWS:
-        raise StudioError(f"Dataset {name!r} has {len(result.rows)} rows; the table edits up to {MAX_TABLE_ROWS}. "
-                          "Split or filter it first (Less but better), or edit the file.")
+        raise StudioError("data.table_too_long", name=quote(name), rows=len(result.rows), limit=MAX_TABLE_ROWS)
     rows = []
     for number, row in zip(result.sources, result.rows):
         try:
             rows.append(_cells(kind, row))
-        except ValueError as why:
-            raise StudioError(f"Dataset {name!r} row {number} {why}; the table edits single-turn rows, "
-                              "so edit that dataset as a file instead.") from None
+        except _MultiTurn as turns:
+            raise StudioError("data.table_multi_turn", name=quote(name), row=number, turns=turns.count) from None
     return {"kind": kind, "columns": list(columns_of(kind)), "rows": rows}
 
 
@@ -49,7 +47,7 @@ def _cells(kind: str, row: dict) -> list:
     spoken = [t for t in turns if t["role"] != "system"]
     expected = ["user", "assistant"] if kind == "instruction" else ["user"]
     if [t["role"] for t in spoken] != expected or len(system) > 1 or (system and kind != "instruction"):
-        raise ValueError(f"has {len(turns)} turns")
+        raise _MultiTurn(len(turns))
     user = spoken[0]["content"]
     if kind == "instruction":
         return [user, "", spoken[1]["content"], system[0] if system else ""]
@@ -58,6 +56,12 @@ def _cells(kind: str, row: dict) -> list:
     if kind == "unpaired":
         return [user, row["completion"][0]["content"], "true" if row["label"] else "false"]
     return [user]
+
+
+class _MultiTurn(ValueError):
+    def __init__(self, count: int):
+        super().__init__(count)
+        self.count = count
 
 
 def records_from_table(kind: str, rows: list[list]) -> list[dict]:
@@ -84,7 +88,7 @@ def save_table(kind: str, rows: list[list], name: str, workspace: Path, drop_bad
     """Check the table's rows as `kind` and save them as dataset `name` (nothing written while a row is bad)."""
     records = records_from_table(kind, rows)
     if not records:
-        raise StudioError("The table is empty; add at least one row.")
+        raise StudioError("data.table_empty")
     return save_records(records, name, workspace, "table", drop_bad_rows, replace=replace)  # the columns decide the kind
 
 

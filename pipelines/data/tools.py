@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipelines.data.stats import token_lengths
 from pipelines.data.store import check_new_name, load_dataset, write_dataset
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, quote
 
 SHINGLE = 5          # characters per shingle: works for Korean as well as English, which word n-grams would not
 NUM_HASHES = 64      # MinHash signature length
@@ -80,7 +80,7 @@ def near_duplicates(texts: list[str], threshold: float) -> dict[int, int]:
 def deduplicate(name: str, workspace: Path, new_name: str, near: bool = True, threshold: float = 0.8) -> dict:
     """Keep the first of each group of exact (ignoring case and spacing) or near duplicates."""
     if not 0.5 <= threshold <= 1:
-        raise StudioError("The near-duplicate similarity threshold must be between 0.5 and 1.")
+        raise StudioError("data.bad_threshold")
     check_new_name(new_name, workspace, overwrite=False)
     kind, data = load_dataset(name, workspace)
     texts = [canonical(row_text(row)) for row in data.rows]
@@ -106,7 +106,7 @@ def filter_by_length(name: str, workspace: Path, new_name: str, tokenizer, min_t
                      max_tokens: int | None = None) -> dict:
     """Keep rows whose token length (chat template included) lies in [min_tokens, max_tokens]."""
     if min_tokens < 0 or (max_tokens is not None and max_tokens < max(min_tokens, 1)):
-        raise StudioError("The length filter needs 0 ≤ min tokens ≤ max tokens, and max tokens of at least 1.")
+        raise StudioError("data.bad_length_filter")
     check_new_name(new_name, workspace, overwrite=False)
     kind, data = load_dataset(name, workspace)
     lengths = token_lengths(kind, data.rows, tokenizer)
@@ -119,9 +119,9 @@ def split(name: str, workspace: Path, new_name: str, eval_fraction: float = 0.1,
     """Write `<new_name>-train` and `<new_name>-eval`. Rows with the same prompt stay on one side, so pairs made
     from one ranked prompt cannot leak from train into eval."""
     if not 0 < eval_fraction < 1:
-        raise StudioError("The eval fraction must be between 0 and 1 (for example 0.1).")
+        raise StudioError("data.bad_eval_fraction")
     if not new_name:
-        raise StudioError("Give the new datasets a name; they are saved as <name>-train and <name>-eval.")
+        raise StudioError("data.split_needs_name")
     train_name, eval_name = f"{new_name}-train", f"{new_name}-eval"
     check_new_name(train_name, workspace, overwrite=False)
     check_new_name(eval_name, workspace, overwrite=False)
@@ -132,7 +132,7 @@ def split(name: str, workspace: Path, new_name: str, eval_fraction: float = 0.1,
         groups.setdefault(row_text({"prompt": prompt}), []).append(row)
     keys = list(groups)
     if len(keys) < 2:
-        raise StudioError(f"Dataset {name!r} has only one distinct prompt; it cannot be split.")
+        raise StudioError("data.one_prompt", name=quote(name))
     random.Random(seed).shuffle(keys)
     n_eval = min(max(1, round(len(keys) * eval_fraction)), len(keys) - 1)
     eval_rows = [row for key in keys[:n_eval] for row in groups[key]]
@@ -146,6 +146,6 @@ def split(name: str, workspace: Path, new_name: str, eval_fraction: float = 0.1,
 
 def _save(new_name, workspace, kind, format_name, rows, source, rows_in, **details) -> dict:
     if not rows:
-        raise StudioError("No rows would be left; loosen the filter.")
+        raise StudioError("data.nothing_left")
     write_dataset(new_name, workspace, kind, format_name, rows, source, **details)
     return {"name": new_name, "kind": kind, "rows_in": rows_in, "rows_out": len(rows), **details}
