@@ -33,6 +33,7 @@ footer { opacity: .8; }
 .reading-table th, .reading-table th * { white-space: nowrap; }
 .reading-table td, .reading-table td * { white-space: pre-wrap; overflow-wrap: anywhere; }
 .reading-table td { vertical-align: top; }
+.reading-table td .cell-wrap { align-items: flex-start; }
 """
 
 
