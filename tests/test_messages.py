@@ -46,3 +46,60 @@ def test_an_unknown_code_with_parameters_is_a_bug_not_a_sentence():
                                               ("fr-FR,ko;q=0.5", "ko"), ("", "en"), (None, "en"), ("de;q=x", "en")])
 def test_the_browser_language_picks_a_catalog(header, language):
     assert language_of(header) == language
+
+
+def _visitor(accept_language: str = "", chosen: str | None = None):
+    import gradio as gr
+    return gr.Request(headers={"accept-language": accept_language}, cookies={"studio_language": chosen} if chosen else {})
+
+
+def _failing_run_lookup(run_id: str) -> str:
+    raise StudioError("runs.not_found", run_id=run_id)
+
+
+def test_shows_errors_speaks_the_visitor_language_from_the_browser_or_the_header_picker():
+    import gradio as gr
+
+    from studio.errors import shows_errors
+
+    handler = shows_errors(_failing_run_lookup)
+    for visitor, language in ((_visitor("ko-KR,ko;q=0.9"), "ko"), (_visitor("ko-KR", chosen="en"), "en"),
+                              (_visitor("en-US", chosen="ko"), "ko"), (None, "en")):
+        with pytest.raises(gr.Error) as raised:
+            handler("r1", visitor)
+        assert raised.value.message == render("runs.not_found", language, run_id="r1")
+    assert shows_errors(lambda: text("chart.step"))(_visitor("ko")) == render("chart.step", "ko")
+
+
+def test_a_streaming_handler_speaks_the_language_at_every_step_on_any_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from studio.errors import shows_errors
+
+    def steps():
+        for _ in range(3):
+            yield text("chart.step")
+
+    stream = shows_errors(steps)(_visitor("ko-KR"))
+    with ThreadPoolExecutor(max_workers=3) as pool:   # Gradio may resume a generator on another worker thread
+        said = [pool.submit(next, stream).result() for _ in range(3)]
+    assert said == [render("chart.step", "ko")] * 3
+    assert text("chart.step") == render("chart.step", "en")   # nothing leaks out of the handler
+
+
+def test_shows_errors_adds_a_request_gradio_fills_in_and_the_api_does_not_list():
+    import inspect
+
+    import gradio as gr
+    from gradio.utils import get_function_params, get_type_hints
+
+    from studio.errors import REQUEST, shows_errors
+
+    def endpoint(run_id: str, limit: int = 5) -> dict:
+        return {}
+
+    wrapped = shows_errors(endpoint)
+    assert list(inspect.signature(wrapped).parameters) == ["run_id", "limit", REQUEST]
+    assert get_type_hints(wrapped)[REQUEST] is gr.Request
+    assert get_function_params(wrapped) == get_function_params(endpoint)
+    assert endpoint.__annotations__.get(REQUEST) is None
