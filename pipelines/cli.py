@@ -78,13 +78,12 @@ def _dispatch(args, workspace: Path) -> int:
         if target.is_dir() and (target / "config.yaml").is_file():
             run_dir = target
         elif target.is_file() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise StudioError("Under accelerate launch every process needs the same run: create it first with "
-                              "`python -m pipelines create config.yaml`, then launch `train <run_dir>`.")
+            raise StudioError("cli.create_first")
         elif target.is_file():
             run_dir = api.prepare_run(workspace, target.read_text(encoding="utf-8"))
             print(f"run {run_dir.name} in {run_dir}", flush=True)
         else:
-            raise StudioError(f"{args.target} is neither a config file nor a run directory.")
+            raise StudioError("cli.bad_target", target=str(args.target))
         return _train(run_dir, args.resume)
     if args.command == "create":
         print(api.prepare_run(workspace, Path(args.config).read_text(encoding="utf-8")))

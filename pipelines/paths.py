@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipelines.errors import StudioError, quote
+from pipelines.messages import Message, has_message
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 
@@ -24,25 +25,28 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ALIGNMENT_STUDIO_CACHE", default))
 
 
+def _named(what: str) -> Message | str:
+    """What a name or path is for ("run id"), as the catalog words it (paths.what.run_id)."""
+    code = "paths.what." + re.sub(r"[^a-z]+", "_", what.lower())
+    return Message(code) if has_message(code) else what
+
+
 def check_name(name: str, what: str = "name") -> str:
     """Return `name` if it is safe to use as a single directory name, else raise StudioError."""
     if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
-        raise StudioError(
-            f"The {what} {quote(name)} is not allowed: use 1–80 letters, digits, '-', '_' or '.', "
-            "starting with a letter or digit, with no '/' or '..'."
-        )
+        raise StudioError("paths.bad_name", what=_named(what), name=quote(name))
     return name
 
 
 def inside(root: Path, relative: str, what: str = "path") -> Path:
     """Resolve `relative` under `root`; refuse absolute paths and anything that escapes `root`."""
     if not isinstance(relative, str) or "\0" in relative:   # a NUL byte makes the file system raise, not answer
-        raise StudioError(f"The {what} {quote(relative)} is not a path.")
+        raise StudioError("paths.not_a_path", what=_named(what), path=quote(relative))
     if not relative or os.path.isabs(relative) or relative.startswith("~"):
-        raise StudioError(f"The {what} {quote(relative)} must be a relative path inside the workspace {root}.")
+        raise StudioError("paths.not_relative", what=_named(what), path=quote(relative), root=str(root))
     resolved = (root / relative).resolve()
     if resolved != root.resolve() and root.resolve() not in resolved.parents:
-        raise StudioError(f"The {what} {quote(relative)} points outside the workspace {root}; use a path inside it.")
+        raise StudioError("paths.outside", what=_named(what), path=quote(relative), root=str(root))
     return resolved
 
 
@@ -57,9 +61,7 @@ def check_apart_from_uploads(workspace: Path) -> None:
     run. So the workspace and the upload folder must not hold one another."""
     root, uploads = Path(workspace).resolve(), upload_folder()
     if uploads.is_relative_to(root) or root.is_relative_to(uploads):
-        raise StudioError(f"The workspace {root} and the folder uploads go to ({uploads}) lie one inside the other, "
-                          "so an uploaded file could be run as a reward rule; choose a --workspace apart from it, or "
-                          "set GRADIO_TEMP_DIR to a folder outside the workspace.")
+        raise StudioError("paths.uploads_overlap", workspace=str(root), uploads=str(uploads))
 
 
 @contextmanager

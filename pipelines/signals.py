@@ -1,10 +1,13 @@
 """Warning signs read from a run's metrics while it trains: patterns that mean preference learning is going wrong.
 
 Each check looks at the training records only (eval records are sparser) and smooths over a short window,
-so one noisy step does not raise an alarm.
+so one noisy step does not raise an alarm. A sign is a catalog message (signals.*): the run page shows it in the
+visitor's language, the run log in English.
 """
 
 from __future__ import annotations
+
+from pipelines.messages import Message
 
 WINDOW = 5            # logged steps averaged per reading
 MIN_STEPS = 2 * WINDOW
@@ -32,13 +35,13 @@ SCORE_RISE = 0.25
 
 
 def warning_signs(stage: str, metrics: list[dict], rule_reward: bool = False) -> list[str]:
-    """Sentences for the run page; empty while nothing looks wrong. rule_reward: an RL run scored by rule files
-    alone, no reward model (pipelines/rl/rewards.rule_only)."""
-    return list(signs_by_kind(stage, metrics, rule_reward).values())
+    """Sentences for the run page, in the visitor's language; empty while nothing looks wrong. rule_reward: an RL run
+    scored by rule files alone, no reward model (pipelines/rl/rewards.rule_only)."""
+    return [sign.text() for sign in signs_by_kind(stage, metrics, rule_reward).values()]
 
 
-def signs_by_kind(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, str]:
-    """{kind: sentence}: the kind stays the same while the sentence's numbers move (the run log prints each kind once).
+def signs_by_kind(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, Message]:
+    """{kind: message}: the kind stays the same while the sentence's numbers move (the run log prints each kind once).
     Which signs a stage watches for, its declaration says (`warning_signs`: one of the functions below)."""
     from pipelines.stages import get_stage
 
@@ -46,38 +49,33 @@ def signs_by_kind(stage: str, metrics: list[dict], rule_reward: bool = False) ->
     return declared.warning_signs(stage, metrics, rule_reward) if declared and declared.warning_signs else {}
 
 
-def reward_model_signs(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, str]:
+def reward_model_signs(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, Message]:
     return _length_signs(metrics)
 
 
-def rl_signs(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, str]:
+def rl_signs(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, Message]:
     return {**_flat_score_signs(stage, metrics, rule_reward), **_reward_hacking_signs(stage, metrics)}
 
 
-def preference_signs(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, str]:
+def preference_signs(stage: str, metrics: list[dict], rule_reward: bool = False) -> dict[str, Message]:
     signs = _greedy_signs(stage, metrics)
     margins = _series(metrics, "rewards/margins")
     if len(margins) >= MIN_STEPS:
         smoothed = [_mean(margins[i:i + WINDOW]) for i in range(len(margins) - WINDOW + 1)]
         peak, now = max(smoothed), smoothed[-1]
         if peak > MIN_PEAK_MARGIN and now < 0.25 * peak:
-            signs["margin_collapse"] = (
-                f"Margin collapse: rewards/margins fell from {peak:.3g} to {now:.3g}; the model no longer "
-                "separates chosen from rejected. Lower the learning rate or check the data.")
+            signs["margin_collapse"] = Message("signals.margin_collapse", peak=peak, now=now)
     chosen, rejected = _series(metrics, "rewards/chosen"), _series(metrics, "rewards/rejected")
     if stage != "orpo" and min(len(chosen), len(rejected)) >= MIN_STEPS:
         early_c, late_c = _mean(chosen[:WINDOW]), _mean(chosen[-WINDOW:])
         early_r, late_r = _mean(rejected[:WINDOW]), _mean(rejected[-WINDOW:])
         # Chosen drifting a little below zero while rejected falls much further is healthy; both falling alike is not.
         if late_c < 0 and late_r < early_r and early_c - late_c >= 0.5 * (early_r - late_r):
-            signs["both_falling"] = (
-                f"Chosen and rejected rewards are both falling (chosen {late_c:.3g}, rejected {late_r:.3g}): "
-                "the model makes every answer less likely, not just the rejected ones; a known DPO failure. "
-                "Raise beta, lower the learning rate, or raise the SFT term (dpo.sft_weight).")
+            signs["both_falling"] = Message("signals.both_falling", chosen=late_c, rejected=late_r)
     return signs
 
 
-def _greedy_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
+def _greedy_signs(stage: str, metrics: list[dict]) -> dict[str, Message]:
     """The run ranks the pairs right against the reference, but the policy itself still prefers the rejected answer
     where the two first differ: greedy answers stay as they were."""
     first_token = _series(metrics, "prefers_chosen/first_token")
@@ -92,14 +90,11 @@ def _greedy_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
     if not ranks_right:
         return {}
     rejected_share = round(100 * (1 - first_token[-1]))
-    sft_term = ", or raise the SFT term on the chosen answers (dpo.sft_weight)" if stage == "dpo" else ""
-    return {"greedy_unchanged": (
-        f"The model ranks the pairs right, but still prefers the rejected answer in {rejected_share}% of them at the "
-        f"first token where the two differ: greedy answers will not change yet. Train longer, raise the learning "
-        f"rate{sft_term}.")}
+    code = "signals.greedy_unchanged_dpo" if stage == "dpo" else "signals.greedy_unchanged"   # DPO has an SFT term
+    return {"greedy_unchanged": Message(code, share=rejected_share)}
 
 
-def _flat_score_signs(stage: str, metrics: list[dict], rule_reward: bool) -> dict[str, str]:
+def _flat_score_signs(stage: str, metrics: list[dict], rule_reward: bool) -> dict[str, Message]:
     """Every score of the latest update was the same: advantages carry no reward signal, so nothing is learned."""
     key, flat_when = ("objective/scores_std", 0.0) if stage == "ppo" else ("frac_reward_zero_std", 1.0)
     readings = _series(metrics, key)
@@ -111,20 +106,16 @@ def _flat_score_signs(stage: str, metrics: list[dict], rule_reward: bool) -> dic
     if len(scores) > 1 and scores[-1] > scores[0] + 1e-9:   # all alike because all now earn more: it learned
         return {}
     flat = sum(abs(r - flat_when) <= 1e-9 for r in readings)
-    what = ("every sampled answer got the same score" if stage == "ppo"
-            else "every prompt's answers all got the same score")
-    more = "a larger train.batch_size" if stage == "ppo" else f"more {stage}.num_generations"
+    what = Message("signals.same_score_ppo" if stage == "ppo" else "signals.same_score_groups")
+    more = Message("signals.more_batch") if stage == "ppo" else Message("signals.more_generations", stage=stage)
     # A rule that never fires gains from a reward model's graded scores; a reward model that scores everything
     # alike has not learned what tells these answers apart.
-    source = ("use a reward model trained on the same preferences instead of a 0/1 rule" if rule_reward else
-              "check that the reward model tells such answers apart (a reward run's accuracy on held-out pairs)")
-    return {"flat_scores": (
-        f"Nothing to learn: in the latest update {what} ({flat} of {len(readings)} updates so far), so the reward gives "
-        f"no direction. Sample more answers ({more}), raise the temperature, {source}, or first train SFT on a few "
-        "rows that show the behaviour.")}
+    source = Message("signals.use_reward_model" if rule_reward else "signals.check_reward_model")
+    return {"flat_scores": Message("signals.flat_scores", what=what, flat=flat, updates=len(readings), more=more,
+                                   source=source)}
 
 
-def _little_to_learn_signs(metrics: list[dict]) -> dict[str, str]:
+def _little_to_learn_signs(metrics: list[dict]) -> dict[str, Message]:
     """PPO against a reward model whose scores of the sampled answers barely differ, measured against how far apart
     it scores its own training pairs, while the score does not rise: the policy never samples what the reward model
     prefers (an SFT model that always stops before a sign-off), so there is nothing better to move toward."""
@@ -135,15 +126,10 @@ def _little_to_learn_signs(metrics: list[dict]) -> dict[str, str]:
     margin, now = margins[-1], _mean(spread[-WINDOW:])
     if now >= NEAR_FLAT_SHARE * margin or _mean(scores[-WINDOW:]) - _mean(scores[:WINDOW]) >= SCORE_RISE * margin:
         return {}
-    return {"little_to_learn": (
-        f"Little to learn: the answers the policy samples differ in score by {now:.2g} (the last {WINDOW} updates), "
-        f"while the reward model tells its training pairs apart by {margin:.2g}. The policy does not sample what the "
-        "reward model prefers, so PPO has nothing better to move toward. Raise ppo.temperature or train.batch_size, "
-        "first train SFT on a few rows that show the behaviour, or use DPO, which learns from the chosen answers "
-        "themselves.")}
+    return {"little_to_learn": Message("signals.little_to_learn", spread=now, window=WINDOW, margin=margin)}
 
 
-def _reward_hacking_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
+def _reward_hacking_signs(stage: str, metrics: list[dict]) -> dict[str, Message]:
     """The policy drifting far from the reference, with answers that repeat themselves or grow: the score may rise
     because the policy found what the reward over-values, not the behaviour."""
     if stage == "ppo":
@@ -155,17 +141,16 @@ def _reward_hacking_signs(stage: str, metrics: list[dict]) -> dict[str, str]:
     repeats = _series(metrics, "answers/repeated_3grams")
     found = []
     if len(kl) >= MIN_STEPS and _mean(kl[-WINDOW:]) > KL_WARNING and _mean(kl[-WINDOW:]) > _mean(kl[:WINDOW]):
-        found.append(f"KL to the reference {_mean(kl[-WINDOW:]):.3g} and rising")
+        found.append(Message("signals.kl_rising", kl=_mean(kl[-WINDOW:])))
     if len(repeats) >= MIN_STEPS and _mean(repeats[-WINDOW:]) > REPEAT_WARNING and _mean(repeats[-WINDOW:]) > _mean(repeats[:WINDOW]):
-        found.append(f"answers repeat themselves ({100 * _mean(repeats[-WINDOW:]):.0f}% of their 3-word phrases are repeats)")
+        found.append(Message("signals.repeating", share=100 * _mean(repeats[-WINDOW:])))
     if not found:
         return {}
     if len(lengths) >= MIN_STEPS and _mean(lengths[-WINDOW:]) > LENGTH_GROWTH * _mean(lengths[:WINDOW]):
-        found.append(f"answers grew from {_mean(lengths[:WINDOW]):.0f} to {_mean(lengths[-WINDOW:]):.0f} tokens")
-    knob = "raise ppo.kl_coef (or set ppo.kl_target)" if stage == "ppo" else f"raise {stage}.beta"
-    return {"reward_hacking": (
-        f"Signs of reward hacking: {'; '.join(found)}. The policy may be exploiting the reward rather than learning "
-        f"the behaviour: {knob}, or stop and pick an earlier checkpoint.")}
+        found.append(Message("signals.growing", start=_mean(lengths[:WINDOW]), end=_mean(lengths[-WINDOW:])))
+    knob = Message("signals.raise_kl_coef") if stage == "ppo" else Message("signals.raise_beta", stage=stage)
+    # The signs found, joined in the language being spoken (the log's English, the visitor's on the run page).
+    return {"reward_hacking": Message("signals.reward_hacking", found="; ".join(sign.text() for sign in found), knob=knob)}
 
 
 def repeated_ngram_share(text: str, n: int = 3) -> float:
@@ -175,13 +160,11 @@ def repeated_ngram_share(text: str, n: int = 3) -> float:
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
-def _length_signs(metrics: list[dict]) -> dict[str, str]:
+def _length_signs(metrics: list[dict]) -> dict[str, Message]:
     """A reward model whose latest rewards follow answer length (pipelines/stages/reward.py logs it at each save)."""
     from pipelines.scoring import LENGTH_CORRELATION_WARNING
 
     readings = [m["length_correlation"] for m in metrics if isinstance(m.get("length_correlation"), (int, float))]
     if not readings or abs(readings[-1]) < LENGTH_CORRELATION_WARNING:
         return {}
-    return {"length_bias": f"Rewards follow answer length (correlation {readings[-1]:+.2f} at the last save): the model may be "
-            "learning 'longer is better' rather than quality, a known reward-hacking path. Balance the lengths of "
-            "chosen and rejected answers in the data."}
+    return {"length_bias": Message("signals.length_bias", correlation=readings[-1])}

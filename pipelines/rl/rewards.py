@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.errors import StudioError
+from pipelines.errors import StudioError, quote
 from pipelines.paths import inside, upload_folder
 from pipelines.rl.rule_worker import RuleWorker
 
@@ -36,21 +36,19 @@ def parse_reward(spec: str, workspace: Path, file_must_exist: bool = True) -> Re
     """`checkpoint`, `file.py` or `checkpoint + file.py` → a RewardSource (paths checked, nothing loaded)."""
     parts = _parts(spec)
     if not parts:
-        raise StudioError("This stage needs a reward: a reward run's checkpoint (for example my-rm/final), a Python "
-                          "reward-function file in the workspace (rules.py), or both joined by '+'.")
+        raise StudioError("rl.no_reward")
     checkpoint = function_file = None
     for part in parts:
         if part.endswith(".py"):
             if function_file:
-                raise StudioError("Give one reward-function file; put several rules in one `reward` function.")
+                raise StudioError("rl.two_rule_files")
             function_file = inside(Path(workspace), part, "reward-function file")
             if function_file.is_relative_to(upload_folder()):   # anyone could have put it there (paths.py)
-                raise StudioError(f"The reward-function file {part!r} lies in the folder uploads go to; a rule must "
-                                  "be a file you wrote in the workspace, not an upload.")
+                raise StudioError("rl.rule_uploaded", file=quote(part))
             if file_must_exist and not function_file.is_file():
-                raise StudioError(f"The reward-function file {part!r} does not exist in the workspace {workspace}.")
+                raise StudioError("rl.no_rule_file", file=quote(part), workspace=str(workspace))
         elif checkpoint:
-            raise StudioError("Give one reward checkpoint (and optionally one .py file), joined by '+'.")
+            raise StudioError("rl.two_checkpoints")
         else:
             checkpoint = part
     return RewardSource(checkpoint, function_file)
@@ -175,7 +173,6 @@ def check_reward(spec: str, workspace: Path) -> RewardSource:
         from pipelines.models import CHECKPOINT_ID
         match = CHECKPOINT_ID.match(source.checkpoint)
         if match and not (Path(workspace) / "runs" / match["run"] / "config.yaml").is_file():
-            raise StudioError(f"There is no run {match['run']!r} in this workspace; the reward must be the checkpoint "
-                              "of a reward run (list_checkpoints() shows them).")
+            raise StudioError("rl.no_reward_run", run_id=quote(match["run"]))
         check_reward_model(resolve_model(source.checkpoint, workspace))
     return source

@@ -25,6 +25,7 @@ import weakref
 from pathlib import Path
 
 from pipelines.errors import StudioError
+from pipelines.messages import Message, has_message
 
 # A rule scores one batch of answers (a PPO update's, the answers to one prompt in Compare) with string checks, in
 # well under a second; one that takes 30 s is stuck in a loop or waiting on something, and the run or visitor with it.
@@ -78,16 +79,16 @@ class RuleWorker:
     def _reply(self, seconds: float) -> dict:
         if not select.select([self.process.stdout], [], [], seconds)[0]:
             self.close()
-            raise StudioError(f"{self.name} did not answer within {seconds:g} s; the scorer process was stopped"
-                              f"{self._last_output()} — make `reward` return sooner.")
+            raise StudioError("rl.rule_timeout", rule=self.name, seconds=f"{seconds:g}", printed=self._last_output())
         try:
             reply = json.loads(self.process.stdout.readline())
         except ValueError:   # b"": the process is gone
             reply = None
         if not isinstance(reply, dict):
             raise self._ended()
-        if "error" in reply:
-            raise StudioError(str(reply["error"]))
+        if "error" in reply:   # the worker's StudioError, with its code when it had one
+            message = reply.get("error_message")
+            raise StudioError(Message.from_dict(message) if has_message((message or {}).get("code")) else str(reply["error"]))
         return reply
 
     def _ended(self) -> StudioError:
@@ -97,14 +98,14 @@ class RuleWorker:
             pass
         self.close()
         code = self.process.returncode
-        how = f"it exited with code {code}" if code >= 0 else f"it was ended by {signal.Signals(-code).name}"
-        return StudioError(f"{self.name} stopped the scorer process: {how}{self._last_output()} — a reward function "
-                           "must return its scores, not end the process.")
+        how = Message("rl.exit_code", code=code) if code >= 0 else Message("rl.ended_by", signal=signal.Signals(-code).name)
+        return StudioError("rl.rule_ended", rule=self.name, how=how, printed=self._last_output())
 
-    def _last_output(self) -> str:
+    def _last_output(self) -> Message | str:
+        """What the rule printed last, as a phrase for a sentence ("" when it printed nothing)."""
         self._reader.join(timeout=1)   # the process is gone: its last lines are on their way
         last = next((line.strip() for line in reversed(self.output) if line.strip()), "")
-        return f" (it printed last: {last[:QUOTED_OUTPUT]!r})" if last else ""
+        return Message("rl.printed_last", output=repr(last[:QUOTED_OUTPUT])) if last else ""
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -132,11 +133,11 @@ def check_scores(scores, expected: int, where: str) -> list[float]:
     try:
         values = [float(s) for s in scores]
     except (TypeError, ValueError):
-        raise StudioError(f"{where}'s reward returned {type(scores).__name__}, not a list of numbers.") from None
+        raise StudioError("rl.scores_not_list", rule=where, type=type(scores).__name__) from None
     if len(values) != expected:
-        raise StudioError(f"{where}'s reward returned {len(values)} scores for {expected} completions; return one each.")
+        raise StudioError("rl.scores_count", rule=where, scores=len(values), expected=expected)
     if not all(math.isfinite(v) for v in values):
-        raise StudioError(f"{where}'s reward returned a NaN or infinite score.")
+        raise StudioError("rl.scores_not_finite", rule=where)
     return values
 
 
@@ -157,7 +158,7 @@ def serve(path: Path) -> None:
     try:
         function = _import_reward(path)
     except StudioError as exc:
-        return answer({"error": str(exc)})
+        return answer(_error_reply(exc))
     answer({"ready": True})
     for line in requests:
         request = json.loads(line)
@@ -165,9 +166,14 @@ def serve(path: Path) -> None:
             scores = function(request["prompts"], request["completions"])
             answer({"scores": check_scores(scores, len(request["completions"]), path.name)})
         except StudioError as exc:
-            answer({"error": str(exc)})
+            answer(_error_reply(exc))
         except BaseException as exc:  # the user's code: whatever it raises (SystemExit too) is theirs to see, in one line
-            answer({"error": f"{path.name}'s reward raised {_one_line(exc)}."})
+            answer(_error_reply(StudioError("rl.rule_raised", rule=path.name, problem=_one_line(exc))))
+
+
+def _error_reply(error: StudioError) -> dict:
+    """A StudioError as one JSON line: its English sentence, and its code and parameters to be told in any language."""
+    return {"error": str(error), "error_message": error.catalog_message.to_dict() if error.catalog_message else None}
 
 
 def _import_reward(path: Path):
@@ -178,10 +184,10 @@ def _import_reward(path: Path):
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:  # the user's code, as above
-        raise StudioError(f"{path.name} does not import: {_one_line(exc)}") from None
+        raise StudioError("rl.rule_import", rule=path.name, problem=_one_line(exc)) from None
     function = getattr(module, "reward", None)
     if not callable(function):
-        raise StudioError(f"{path.name} has no function `reward(prompts, completions)` returning a list of floats.")
+        raise StudioError("rl.no_reward_function", rule=path.name)
     return function
 
 
