@@ -32,8 +32,6 @@ footer { opacity: .8; }
 /* Tables one reads (probe answers, RL samples, runs): headers on one line, long text wrapped inside its column. */
 .reading-table th, .reading-table th * { white-space: nowrap; }
 .reading-table td, .reading-table td * { white-space: pre-wrap; overflow-wrap: anywhere; }
-.reading-table td { vertical-align: top; }
-.reading-table td .cell-wrap { align-items: flex-start; }
 """
 
 
