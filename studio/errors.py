@@ -116,6 +116,7 @@ def _take_request(args: tuple, kwargs: dict) -> tuple[tuple, dict, str]:
     request = kwargs.pop(REQUEST, None)
     if request is None:
         request = next((arg for arg in args if isinstance(arg, gr.Request)), None)
+    if request is not None:
         args = tuple(arg for arg in args if arg is not request)
     return args, kwargs, visitor_language(request)
 

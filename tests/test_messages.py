@@ -69,6 +69,7 @@ def test_shows_errors_speaks_the_visitor_language_from_the_browser_or_the_header
             handler("r1", visitor)
         assert raised.value.message == render("runs.not_found", language, run_id="r1")
     assert shows_errors(lambda: text("chart.step"))(_visitor("ko")) == render("chart.step", "ko")
+    assert shows_errors(lambda value, other: (value, other))(None, _visitor("ko"), 0) == (None, 0)   # None stays
 
 
 def test_a_streaming_handler_speaks_the_language_at_every_step_on_any_thread():
