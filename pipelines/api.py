@@ -125,6 +125,7 @@ def _model_config(source):
         raise StudioError("api.no_model_config", model=quote(source.spec), problem=str(exc).splitlines()[0]) from None
 
 
+@endpoint
 def list_stages(workspace: Path) -> list[dict]:
     """Every training stage, in road order: stage, data_kind (the rows it trains on), output (chat_model,
     reward_model or datasets), takes_reward, defaults (dataset, train settings), and settings of its own section

@@ -199,7 +199,8 @@ def test_every_endpoint_answers_wrong_typed_arguments_without_python_text(app_cl
         except AppError as error:
             reply = str(error)
         assert not any(raw in reply for raw in RAW_PYTHON), (name, bad, reply[:500])
-        assert len(reply) < 1000, (name, bad, reply[:500])   # the 20 kB string is never echoed back
+        assert "x" * 100 not in reply, (name, reply[:500])   # the 20 kB string is never echoed back
+        assert len(reply) < 1000 or not count, (name, bad, reply[:500])
     assert len(jobs) > 100
     assert not run_folders(workspace)
 
