@@ -257,7 +257,6 @@ MESSAGES = {
     "data.kind.unpaired": "unpaired preferences", "data.kind.prompt_only": "prompts only",
     "data.format.alpaca": "Alpaca", "data.format.messages": "chat messages", "data.format.sharegpt": "ShareGPT",
     "data.format.prompt_completion": "prompt / completion", "data.format.ranked": "ranked answers",
-    "data.format.unpaired": "prompt / completion / label", "data.format.prompt_only": "prompts",
     "data.in_format": "read as {format}",
     "data.measured_on": "measured on {rows}",
     "data.token_lengths": "tokens: mean {mean}, median {median}, max {max}",

@@ -249,7 +249,6 @@ MESSAGES = {
     "data.kind.unpaired": "비쌍 선호 데이터", "data.kind.prompt_only": "프롬프트만",
     "data.format.alpaca": "Alpaca", "data.format.messages": "채팅 메시지", "data.format.sharegpt": "ShareGPT",
     "data.format.prompt_completion": "프롬프트 / 완성", "data.format.ranked": "순위 매긴 답변",
-    "data.format.unpaired": "프롬프트 / 완성 / 레이블", "data.format.prompt_only": "프롬프트",
     "data.in_format": "{format} 형식으로 읽음",
     "data.measured_on": "{rows}에서 측정",
     "data.token_lengths": "토큰: 평균 {mean}, 중앙값 {median}, 최대 {max}",
