@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines import panels
 from pipelines.config import setting
 from pipelines.errors import StudioError
 from pipelines.signals import preference_signs
@@ -47,6 +48,7 @@ STAGE = declare(
     # reached greedy answers in 40 steps; 2e-4 with the SFT term (dpo.sft_weight 1) taught each one
     # (bench/preference_behaviours.py).
     warning_signs=preference_signs,
+    panels=panels.PREFERENCE,
     defaults={"dataset": "preference-en-sample", "train": {"learning_rate": 2.0e-4, "max_steps": 40, "save_steps": 20}},
 )
 

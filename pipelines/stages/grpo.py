@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines import panels
 from pipelines.config import MAX_TEMPERATURE, reward_source, setting
 from pipelines.errors import StudioError
 from pipelines.signals import rl_signs
@@ -46,6 +47,7 @@ STAGE = declare(
     takes_reward=True,
     validate=validate_groups,
     warning_signs=rl_signs,
+    panels=panels.RL,
     defaults={"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines import panels
 from pipelines.config import setting
 from pipelines.errors import StudioError
 from pipelines.signals import preference_signs
@@ -36,6 +37,7 @@ STAGE = declare(
     __name__, name="kto", probes_own_prompts=True, order=4, data_kind="unpaired", settings=KTOSettings,
     check_start=check_start,
     warning_signs=preference_signs,
+    panels=panels.PREFERENCE,
     defaults={"dataset": "preference-en-sample", "train": {"learning_rate": 5.0e-5, "max_steps": 40, "save_steps": 20}},
 )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from pipelines import panels
 from pipelines.config import setting
 from pipelines.errors import StudioError
 from pipelines.signals import preference_signs
@@ -25,6 +26,7 @@ STAGE = declare(
     rows_per_example=2,
     check_start=few_pairs_warning,
     warning_signs=preference_signs,
+    panels=panels.PREFERENCE,
     defaults={"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40, "save_steps": 20}},
 )
 

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines import run_files
+from pipelines import panels, run_files
 from pipelines.config import MAX_STEPS, MAX_TEMPERATURE, reward_source, setting
 from pipelines.errors import StudioError
 from pipelines.signals import rl_signs
@@ -80,6 +80,7 @@ STAGE = declare(
     __name__, name="ppo", probes_own_prompts=True, order=6, data_kind="prompt_only", settings=PPOSettings,
     takes_reward=True, validate=validate,
     warning_signs=rl_signs,
+    panels=panels.RL,
     defaults={"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
 )
 

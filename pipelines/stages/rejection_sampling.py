@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines import run_files
+from pipelines import panels, run_files
 from pipelines.config import MAX_TEMPERATURE, reward_source, setting
 from pipelines.errors import StudioError
 from pipelines.stages import declare
@@ -35,6 +35,7 @@ STAGE = declare(
     __name__, name="rejection_sampling", order=9, data_kind="prompt_only", settings=RejectionSamplingSettings,
     takes_reward=True, output="datasets",
     # max_steps counts batches of prompts here (0 = every prompt); nothing is trained, so the learning rate is unused.
+    panels=panels.BEST_OF_N,
     defaults={"dataset": "prompts-en-sample", "train": {"learning_rate": 2.0e-4, "max_steps": 0, "save_steps": 20}},
 )
 

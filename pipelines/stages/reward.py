@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines import panels
 from pipelines.config import setting
 from pipelines.errors import StudioError
 from pipelines.signals import reward_model_signs
@@ -36,6 +37,7 @@ STAGE = declare(
     __name__, name="reward", order=2, data_kind="preference", settings=RewardSettings, output="reward_model",
     rows_per_example=2, validate=validate,
     warning_signs=reward_model_signs,
+    panels=panels.REWARD_MODEL,
     defaults={"dataset": "preference-en-sample", "train": {"learning_rate": 1.0e-4, "max_steps": 40, "save_steps": 20}},
 )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines import panels
 from pipelines.signals import rl_signs
 from pipelines.stages import declare
 from pipelines.stages.common import RunContext, lora_config, train_and_finish
@@ -21,6 +22,7 @@ STAGE = declare(
     takes_reward=True,
     validate=validate_groups,
     warning_signs=rl_signs,
+    panels=panels.RL,
     defaults={"dataset": "prompts-en-sample", "train": {"learning_rate": 3.0e-5, "max_steps": 30, "save_steps": 10}},
 )
 
