@@ -122,7 +122,8 @@ def build(workspace: Path) -> CompareTab:
 
     run_eval.click(shows_errors(evaluate_clicked), {eval_dataset, eval_prompts, scorer, count, max_new, *pickers},
                    [eval_panel.job, eval_panel.timer], **private)
-    evaluation.expand(partial(job_view.refresh_jobs, workspace, EVAL_KINDS), [eval_panel.job], [eval_panel.job], **private)
+    evaluation.expand(shows_errors(partial(job_view.refresh_jobs, workspace, EVAL_KINDS)), [eval_panel.job], [eval_panel.job],
+                      **private)
     eval_panel.job.change(shows_errors(partial(show_evaluation, workspace)), [eval_panel.job], eval_shown, **private)
     eval_panel.timer.tick(shows_errors(partial(show_evaluation, workspace)), [eval_panel.job], eval_shown, **private)
     eval_panel.cancel.click(shows_errors(partial(job_view.cancel, workspace)), [eval_panel.job], [eval_panel.progress],

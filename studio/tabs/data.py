@@ -70,7 +70,8 @@ def build(workspace: Path) -> DataTab:
                 add_report = gr.Markdown()
             with gr.Tab(t("data.table")):
                 with gr.Row():
-                    kind = gr.Dropdown(choices=list(TABLE_COLUMNS), value="instruction", label=t("data.kind"), scale=2)
+                    kind = gr.Dropdown(choices=[(t(f"data.kind.{k}"), k) for k in TABLE_COLUMNS], value="instruction",
+                                       label=t("data.kind"), scale=2)
                     load_table = gr.Button(t("data.table_load"), scale=2)
                     new_table = gr.Button(t("data.table_new"), scale=1)
                 table = gr.Dataframe(**{k: v for k, v in empty_table("instruction").items() if k != "__type__"}, type="array",

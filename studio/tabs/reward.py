@@ -59,7 +59,8 @@ def build(workspace: Path) -> None:
     private = {"api_visibility": "private"}
     shown = [panel.job, panel.cancel, panel.timer, panel.progress, summary, histogram, ranked, files]
     tab.select(partial(refresh_reward_choices, workspace), [checkpoint], [checkpoint], **private)
-    tab.select(partial(job_view.refresh_jobs, workspace, KINDS), [panel.job], [panel.job], **private).then(
+    relist = shows_errors(partial(job_view.refresh_jobs, workspace, KINDS))   # its labels say how each job ended
+    tab.select(relist, [panel.job], [panel.job], **private).then(
         shows_errors(partial(show_job, workspace)), [panel.job], shown, **private)
     score.click(shows_errors(partial(score_answers, workspace)), [checkpoint, prompt, answers], [scores], **private)
     for button, kind in ((evaluate, "evaluate_reward"), (rank, "score_dataset")):
