@@ -94,7 +94,7 @@ def test_rows_typed_into_the_table_are_checked_and_saved(app, browser):
     page.get_by_role("tab", name="Data").click()
     page.get_by_role("tab", name="Edit as a table").click()
     page.get_by_label("Kind of rows").click()
-    page.get_by_role("option", name="preference").click()
+    page.get_by_role("option", name="preference pairs").click()
     save = page.get_by_role("button", name="Check and save").last
     page.get_by_label("Save as (name)").last.fill("typed")
     for column, text in enumerate(["What is 2+2?", "4", "4"]):
