@@ -44,10 +44,14 @@ def test_hub_import_with_no_network_says_so_without_hanging(workspace, monkeypat
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     started = time.time()
-    with pytest.raises(StudioError, match="Could not reach the Hugging Face Hub"):
+    with pytest.raises(StudioError, match="Could not reach the Hugging Face Hub") as for_data:
         api.import_hub_dataset(workspace, "org/data", None, "train", "hub-data")
     assert time.time() - started < 15
     assert saved_names(workspace) == set()
+    from pipelines.models import resolve_model
+    with pytest.raises(StudioError) as for_model:   # one check, one wording, for models and datasets
+        resolve_model("org/model", workspace)
+    assert for_data.value.code == for_model.value.code == "hub.unreachable"
 
 
 @pytest.mark.parametrize("repo_id", ["https://evil.example/x", "../etc", "a/b/c", "", "secretdir", "json",

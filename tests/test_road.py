@@ -82,7 +82,7 @@ def test_a_road_walks_every_step_stops_between_them_and_continues(workspace, tin
     assert filled["count"] == 4 and [filled[f"l{i}"] for i in range(4)] == ["base", "SFT", "DPO", "PPO"]
     assert filled["p3"]["value"] == f"{by_step['ppo']}/final" and filled["prompt"] == road.HELD_OUT_PROMPTS["en"][0]
     line, rows, button = road_tab.view(workspace, road_id)
-    assert "completed" in line and [r[3] for r in rows] == ["completed"] * 4 and button["interactive"]
+    assert "completed" in line and [r[2] for r in rows["value"]["data"]] == ["completed"] * 4 and button["interactive"]
 
 
 def test_a_road_whose_process_died_reads_interrupted(workspace, tiny_model):
@@ -90,10 +90,13 @@ def test_a_road_whose_process_died_reads_interrupted(workspace, tiny_model):
 
     road_dir = road.create_road(workspace, "en", str(tiny_model))
     line, rows, button = road_tab.view(workspace, road_dir.name)
-    assert "queued" in line and [r[3] for r in rows] == ["waiting"] * 4 and not button["interactive"]
+    assert "queued" in line and [r[2] for r in rows["value"]["data"]] == ["waiting"] * 4 and not button["interactive"]
     run_files.update_status(road_dir, status="running", pid=2 ** 22 + 7, pid_started=1.0)
     report = api.road_status(workspace, road_dir.name)
     assert report["status"] == "interrupted" and "start it again" in report["error"]
+    from pipelines.messages import speaking
+    with speaking("ko"):   # kept as a code in status.json: told in the visitor's language
+        assert "다시 시작하세요" in api.road_status(workspace, road_dir.name)["error"]
     assert api.list_roads(workspace)[0]["status"] == "interrupted"
 
 

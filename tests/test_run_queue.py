@@ -85,6 +85,26 @@ def test_a_resume_waits_in_the_queue_too(tiny_model, workspace, fake_launch):
     assert fake_launch[-1] == ("stopped", True), "launched with --resume when its turn came"
 
 
+def test_resume_is_refused_in_one_wording_wherever_it_is_asked(tiny_model, workspace, fake_launch):
+    from pipelines.errors import StudioError
+    from pipelines.messages import speaking
+
+    run_id = _start(workspace, tiny_model, "r")
+    run_dir = workspace / "runs" / run_id
+    with pytest.raises(StudioError, match="is still running; stop it before resuming") as active:
+        api.resume_run(workspace, run_id)
+    assert active.value.code == "runs.still_active"
+    with speaking("ko"):
+        assert "학습 중 상태입니다" in active.value.text()
+    update_status(run_dir, status="failed", pid=None)
+    with pytest.raises(StudioError, match="no complete checkpoint to resume from") as nothing:
+        api.resume_run(workspace, run_id)
+    assert runs.why_not_resumable(run_dir, read_status(run_dir)) == nothing.value.catalog_message
+    update_status(run_dir, status="completed", pid=None)
+    with pytest.raises(StudioError, match="already completed"):
+        run_queue.resume(run_dir)
+
+
 def test_real_runs_started_together_never_train_at_the_same_time(tiny_model, workspace, monkeypatch):
     monkeypatch.delenv(run_queue.MAX_PARALLEL_ENV, raising=False)
     ids = [_start(workspace, tiny_model, n) for n in ("one", "two", "three")]
