@@ -83,13 +83,14 @@ def language_picker(app: gr.Blocks) -> gr.Radio:
 
 
 class ChosenLanguageFirst:
-    """ASGI middleware: an HTML page the app serves gets HEAD as the first thing in its <head>."""
+    """ASGI middleware: the app's page (under any root path) gets HEAD as the first thing in its <head>; files and
+    API routes pass untouched."""
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "GET":
+        if scope["type"] != "http" or scope["method"] != "GET" or not _is_page(scope["path"]):
             return await self.app(scope, receive, send)
         start, body = None, []
 
@@ -111,3 +112,7 @@ class ChosenLanguageFirst:
             await send({"type": "http.response.body", "body": page})
 
         await self.app(scope, receive, send_with_head)
+
+
+def _is_page(path: str) -> bool:
+    return "/gradio_api" not in path and "." not in path.rsplit("/", 1)[-1]   # not an endpoint, a file or an asset
