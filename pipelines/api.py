@@ -77,7 +77,7 @@ def check_startable(workspace: Path, config: RunConfig):
                     + _memory_warnings(config, model_config))
 
 
-def _memory_warnings(config: RunConfig, model_config) -> list[str]:
+def _memory_warnings(config: RunConfig, model_config) -> list[Message]:
     """On the CPU, refuse a run whose estimated peak (pipelines/models.estimate_training_memory) is beyond the
     machine's whole memory; warn when it is beyond what is free now."""
     import psutil
@@ -101,7 +101,7 @@ def _memory_warnings(config: RunConfig, model_config) -> list[str]:
     if estimate > total:
         raise StudioError("api.memory_beyond_total", needed=estimate, device=device, total=total, fixes=fixes)
     if estimate > free:
-        return [text("api.memory_beyond_free", needed=estimate, device=device, free=free, fixes=fixes)]
+        return [Message("api.memory_beyond_free", needed=estimate, device=device, free=free, fixes=fixes)]
     return []
 
 

@@ -93,6 +93,9 @@ def test_a_preference_run_on_a_handful_of_pairs_starts_but_says_so(tiny_model, w
                                          "train: {max_length: 64}")
     warnings = api.run_status(workspace, run_dir.name)["warnings"]
     assert any("Too few rows for DPO" in w and "(1; at least 8" in w for w in warnings), warnings
+    from pipelines.messages import speaking
+    with speaking("ko"):   # kept as a code: a Korean visitor reads it in Korean
+        assert any("행이 너무 적습니다(1개" in w for w in api.run_status(workspace, run_dir.name)["warnings"])
     many = [{"prompt": f"Q{i}", "chosen": "Yes.", "rejected": "No."} for i in range(8)]
     write_jsonl(workspace / "eight-pairs.jsonl", many)
     run_dir = api.prepare_run(workspace, f"stage: dpo\nmodel: {tiny_model}\ndataset: eight-pairs.jsonl\n"

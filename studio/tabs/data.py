@@ -152,11 +152,15 @@ def preview_html(workspace: Path, dataset: str, model: str, n: int) -> str:
     """Each row as the model sees it; highlighted text carries the loss, the rest is context."""
     blocks = []
     for index, row in enumerate(api.preview_dataset(workspace, dataset, model, int(n)), start=1):
-        body = "".join(f"<span style='{LOSS_STYLE}'>{html.escape(s['text'])}</span>" if s["loss"] else html.escape(s["text"])
-                       for s in row["segments"])
-        head = html.escape(text("data.preview_head", tokens=row["tokens"], loss_tokens=row["loss_tokens"]))
-        blocks.append(f"<details open><summary><b>#{index}</b> · {head}</summary>"
-                      f"<pre style='white-space:pre-wrap'>{body}</pre></details>")
+        sides = [(text("data.preview_chosen"), row), (text("data.preview_rejected"), row["rejected"])] \
+            if row.get("rejected") else [("", row)]   # a preference pair: both of its answers
+        for side, shown in sides:
+            body = "".join(f"<span style='{LOSS_STYLE}'>{html.escape(s['text'])}</span>" if s["loss"]
+                           else html.escape(s["text"]) for s in shown["segments"])
+            head = html.escape(text("data.preview_head", tokens=shown["tokens"], loss_tokens=shown["loss_tokens"]))
+            label = f" · <b>{html.escape(side)}</b>" if side else ""
+            blocks.append(f"<details open><summary><b>#{index}</b>{label} · {head}</summary>"
+                          f"<pre style='white-space:pre-wrap'>{body}</pre></details>")
     return "\n".join(blocks)
 
 
