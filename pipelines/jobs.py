@@ -38,6 +38,7 @@ from pipelines.messages import Message
 from pipelines.paths import check_name
 
 ACTIVE = ("queued", "running")
+STATES = (*ACTIVE, "completed", "failed", "cancelled", "interrupted")
 JOB_FILE, RESULTS, RESULTS_CSV, SUMMARY, LOG = "job.json", "results.jsonl", "results.csv", "summary.json", "job.log"
 KEPT_JOBS = 100              # ended jobs kept (the newest); every blocking evaluate or score_dataset call makes one
 CANCEL_GRACE_SECONDS = 5.0   # a job stopped by SIGTERM finishes its batch's write; then its group is killed

@@ -11,7 +11,7 @@ training form are keyed `<section>.<field>` after the config dataclasses (see st
 
 import gradio as gr
 
-from pipelines.messages import LANGUAGES, catalog
+from pipelines.messages import LANGUAGES, catalog, text
 from studio.errors import LANGUAGE_COOKIE
 
 EN = dict(catalog("en"))
@@ -36,6 +36,16 @@ I18N = gr.I18n(en=EN, ko=KO)
 def t(key: str):
     """The translatable text for `key` (resolved in the browser)."""
     return I18N(key)
+
+
+def time_left(seconds: float) -> str:
+    """An ETA as a duration in the visitor's language, never a clock time: "40 s left", "9 min left", "1.5 h left"
+    (runs, roads and jobs alike)."""
+    if seconds < 60:
+        return text("eta.seconds", seconds=max(int(round(seconds)), 1))
+    if seconds < 3600:
+        return text("eta.minutes", minutes=int(round(seconds / 60)))
+    return text("eta.hours", hours=seconds / 3600)
 
 
 LANGUAGE_NAMES = {"en": "English", "ko": "한국어"}   # each in its own language: anyone finds theirs

@@ -7,7 +7,6 @@ The job runs in its own process: nothing here blocks a worker for longer than on
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -16,12 +15,12 @@ from pathlib import Path
 import gradio as gr
 
 from pipelines import api
+from pipelines.jobs import ACTIVE, STATES
 from pipelines.messages import text
-from studio.i18n import t
+from studio.i18n import t, time_left
 
 POLL_SECONDS = 1.0
 SHOWN_ROWS = 200   # a table of 20 000 scored answers would freeze the page; the download holds them all
-ACTIVE = ("queued", "running")
 
 
 @dataclass
@@ -61,18 +60,8 @@ def started(workspace: Path, kinds: tuple[str, ...], job_id: str):
     return gr.update(choices=job_choices(workspace, kinds), value=job_id), gr.Timer(active=True)
 
 
-STATES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
-
-
 def state_word(status: str | None) -> str:
     return text(f"jobs.state.{status}") if status in STATES else text("status.unknown")
-
-
-def remaining(seconds: float) -> str:
-    """'9 min left', never a clock time."""
-    if seconds < 60:
-        return text("jobs.under_a_minute")
-    return text("jobs.minutes_left", minutes=math.ceil(seconds / 60))
 
 
 def progress_line(status: dict) -> str:
@@ -83,7 +72,7 @@ def progress_line(status: dict) -> str:
     elif status.get("total"):
         parts.append(text("jobs.rows_done", done=status["done"], total=status["total"]))
     if status["status"] == "running" and status.get("eta_s") is not None:
-        parts.append(remaining(status["eta_s"]))
+        parts.append(time_left(status["eta_s"]))
     line = " · ".join(parts)
     if status.get("error"):
         line += f"\n\n❌ {status['error']}"

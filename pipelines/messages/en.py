@@ -157,7 +157,6 @@ MESSAGES = {
     "jobs.cancelled_now": "Job {job_id} is cancelled.",
     "jobs.loading": "starting: loading the model…",
     "jobs.rows_done": "{done} / {total} rows",
-    "jobs.minutes_left": "{minutes} min left", "jobs.under_a_minute": "under a minute left",
     "jobs.rows_shown": "The first {shown} of {rows} rows are shown; the download holds them all.",
     "jobs.choice": "{job_id} · {state}",
     "jobs.state.queued": "queued", "jobs.state.running": "running", "jobs.state.completed": "completed",

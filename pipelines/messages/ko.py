@@ -153,7 +153,6 @@ MESSAGES = {
     "jobs.cancelled_now": "작업 {job_id}를 취소했습니다.",
     "jobs.loading": "시작 중: 모델을 불러오고 있습니다…",
     "jobs.rows_done": "{done} / {total}행",
-    "jobs.minutes_left": "{minutes}분 남음", "jobs.under_a_minute": "1분 이내 남음",
     "jobs.rows_shown": "{rows}행 중 처음 {shown}행을 보여 줍니다. 내려받은 파일에는 모두 들어 있습니다.",
     "jobs.choice": "{job_id} · {state}",
     "jobs.state.queued": "대기 중", "jobs.state.running": "실행 중", "jobs.state.completed": "완료",

@@ -16,8 +16,8 @@ from pipelines import api
 from pipelines.errors import StudioError
 from pipelines.messages import has_message, text
 from studio.form import on
-from studio.i18n import t
-from studio.tabs.train import state_text, time_left
+from studio.i18n import t, time_left
+from studio.tabs.train import state_text
 
 REFRESH_S = 3.0
 STEP_COLUMNS = ["step", "run", "status", "progress", "eta"]

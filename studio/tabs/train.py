@@ -21,7 +21,7 @@ from studio.charts import training_curves
 from studio.choices import checkpoint_choices, dataset_choices, dataset_names
 from studio.errors import shows_errors
 from studio.form import field_component, form_settings, on, section_fields, values_to_config
-from studio.i18n import t
+from studio.i18n import t, time_left
 
 REFRESH_S = 1.5          # the selected run's status, chart and log
 RUNS_REFRESH_S = 4.0     # the runs list and picker
@@ -285,15 +285,6 @@ def train_on_output(workspace: Path, stage: str, run_id: str | None):
 
 
 STATUS_ICONS = {"queued": "⏳", "running": "🟢", "stopping": "🟡", "completed": "✅", "failed": "❌", "stopped": "⏹️", "interrupted": "⚠️"}
-
-
-def time_left(seconds: float) -> str:
-    """An ETA as a duration, never a clock time: "40 s left", "9 min left", "1.5 h left"."""
-    if seconds < 60:
-        return text("eta.seconds", seconds=max(int(round(seconds)), 1))
-    if seconds < 3600:
-        return text("eta.minutes", minutes=int(round(seconds / 60)))
-    return text("eta.hours", hours=seconds / 3600)
 
 
 def status_markdown(status: dict) -> str:
