@@ -7,8 +7,7 @@ it into checkpoints/, so checkpoints/ only ever holds complete ones — and only
   non-finite at that very step, whatever logging_steps is, so no checkpoint is saved from what follows;
 - before a save, the weights in memory are checked, and the disk must have room for a checkpoint (the size of the
   previous one, or estimated from the trainable parameters);
-- a staged checkpoint whose weights are not all finite is never published (our own PPO loop has no gradients to
-  show the callback).
+- a staged checkpoint whose weights are not all finite is never published (a second guard, after the gradients).
 Any of these ends the run `failed` with one sentence (train.py raises `failure`).
 """
 
