@@ -16,7 +16,7 @@ from typing import Iterator
 
 from pipelines import run_files, run_queue, runs
 from pipelines.config import BUNDLED_MODEL_ID, RunConfig, parse_config_text
-from pipelines.errors import StudioError, quote
+from pipelines.errors import StudioError, quote, shorten
 from pipelines.messages import Message, has_message, text
 from pipelines.stages import get_stage
 
@@ -122,7 +122,7 @@ def _model_config(source):
     try:
         return AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code())
     except OSError as exc:
-        raise StudioError("api.no_model_config", model=quote(source.spec), problem=str(exc).splitlines()[0]) from None
+        raise StudioError("api.no_model_config", model=quote(source.spec), problem=shorten(str(exc))) from None
 
 
 @endpoint

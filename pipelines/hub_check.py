@@ -27,10 +27,10 @@ def check_on_hub(repo_id: str, kind: str) -> None:
     ask = HfApi().model_info if kind == "model" else HfApi().dataset_info
     try:
         ask(repo_id, timeout=HUB_TIMEOUT_S)
+    except GatedRepoError:   # before RepositoryNotFoundError: it is one of them
+        raise StudioError("hub.gated", repo=quote(repo_id)) from None
     except RepositoryNotFoundError:
         raise StudioError("hub.not_found", kind=Message(f"hub.kind.{kind}"), repo=quote(repo_id)) from None
-    except GatedRepoError:
-        raise StudioError("hub.gated", repo=quote(repo_id)) from None
     except Exception as exc:  # connection refused, DNS failure, timeout: all mean "cannot reach the Hub"
         raise StudioError("hub.unreachable", repo=quote(repo_id), seconds=HUB_TIMEOUT_S, error=type(exc).__name__,
                           fallback=Message(f"hub.fallback.{kind}")) from None

@@ -133,12 +133,12 @@ def launch(job_dir: Path) -> int:
 
 def refresh_status(job_dir: Path) -> dict:
     """The job's status as it truly is: one whose process died (killed, crashed, out of memory) is `interrupted`."""
-    status = runs.refresh_status(job_dir, interrupted=str(Message("jobs.interrupted")))
+    status = runs.refresh_status(job_dir, interrupted=Message("jobs.interrupted"))
     if status.get("status") == "queued" and not status.get("pid") and \
             time.time() - (status.get("created_at") or 0) > LAUNCH_SECONDS:
         with contextlib.suppress(OSError):
             status = run_files.update_status(job_dir, only_if=lambda now: now.get("status") == "queued" and not now.get("pid"),
-                                             status="interrupted", error=str(Message("jobs.interrupted")))
+                                             status="interrupted", **run_files.error_fields(Message("jobs.interrupted")))
     return status
 
 
@@ -182,9 +182,7 @@ def raise_unless_completed(job_dir: Path, status: dict) -> None:
         return
     if status.get("status") == "cancelled":
         raise StudioError("jobs.was_cancelled", job_id=job_dir.name)
-    if status.get("error_message"):
-        raise StudioError(Message.from_dict(status["error_message"]))
-    raise StudioError(status.get("error") or str(Message("jobs.interrupted")))
+    raise StudioError(runs.error_of(status) or Message("jobs.interrupted"))
 
 
 def list_job_dirs(workspace: Path) -> list[Path]:
@@ -352,11 +350,9 @@ def _stored(value):
 
 
 def _finish(job_dir: Path, state: str, error: StudioError | None, only_if_status: str = "running") -> None:
-    message = error.catalog_message.to_dict() if error is not None and error.catalog_message else None
     with contextlib.suppress(OSError):   # a full disk: the next look reads it interrupted
         run_files.update_status(job_dir, only_if=lambda now: now.get("status") == only_if_status, status=state,
-                                error=str(error) if error is not None else None, error_message=message, eta_s=None,
-                                finished_at=time.time())
+                                **run_files.error_fields(error), eta_s=None, finished_at=time.time())
 
 
 # ---- Evaluate: every prompt through every checkpoint, scored

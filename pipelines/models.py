@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.config import BUNDLED_MODEL_ID
-from pipelines.errors import StudioError, quote
+from pipelines.errors import StudioError, quote, shorten
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 CHECKPOINT_ID = re.compile(r"^(?P<run>[A-Za-z0-9][A-Za-z0-9._-]{0,79})/(?P<ckpt>checkpoint-\d+|final)$")
@@ -185,7 +185,7 @@ def describe_model(spec: str, workspace: Path, batch_size: int = 4, seq_len: int
     try:
         config = AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code())
     except OSError as exc:
-        raise StudioError("models.no_config", model=quote(spec), problem=str(exc).splitlines()[0]) from None
+        raise StudioError("models.no_config", model=quote(spec), problem=shorten(str(exc))) from None
     n_params = count_config_parameters(config)
     tokenizer = load_tokenizer(source)
     device = best_device()

@@ -137,7 +137,7 @@ def test_the_data_tab_names_the_source_format_not_the_kind_twice():
     from studio.tabs.data import what_it_holds
 
     assert what_it_holds("preference", "preference") == "preference pairs"
-    assert what_it_holds("preference", "HH-RLHF") == "preference pairs · read as HH-RLHF"
+    assert what_it_holds("preference", "hh_rlhf") == "preference pairs · read as Anthropic HH-RLHF transcripts"
     assert what_it_holds("instruction", "alpaca") == "instructions · read as Alpaca"
     with speaking("ko"):
         assert what_it_holds("preference", "UltraFeedback") == "선호 쌍 · UltraFeedback 형식으로 읽음"

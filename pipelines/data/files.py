@@ -85,7 +85,7 @@ def _read_parquet(path: Path) -> list:
     try:
         return pq.read_table(path).to_pylist()
     except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise StudioError("data.bad_parquet", file=path.name, problem=str(exc).splitlines()[0]) from None
+        raise StudioError("data.bad_parquet", file=path.name, problem=shorten(str(exc))) from None
 
 
 def _read_text(path: Path, raw: bytes, suffix: str) -> list:

@@ -280,7 +280,7 @@ MESSAGES = {
     "road.label.base": "base",
     # chat tab
     "chat.checkpoint": "Checkpoint", "chat.refresh": "Refresh checkpoints", "chat.message": "Message",
-    "chat.send": "Send", "chat.clear": "Clear", "chat.settings": "Generation", "chat.max_new_tokens": "Max new tokens",
+    "chat.conversation": "Conversation", "chat.send": "Send", "chat.clear": "Clear", "chat.settings": "Generation", "chat.max_new_tokens": "Max new tokens",
     "chat.temperature": "Temperature (0 = greedy)", "chat.top_p": "Top-p", "chat.system_prompt": "System prompt (optional)",
     "chat.placeholder": "Ask something, then try the same question on another checkpoint.",
     # run-config field labels

@@ -271,7 +271,7 @@ MESSAGES = {
     "road.pick_first": "먼저 로드맵 실행을 고르거나 ‘길 따라가기’로 시작하세요.",
     "road.label.base": "베이스",
     "chat.checkpoint": "체크포인트", "chat.refresh": "체크포인트 새로고침", "chat.message": "메시지",
-    "chat.send": "보내기", "chat.clear": "지우기", "chat.settings": "생성 설정", "chat.max_new_tokens": "최대 생성 토큰",
+    "chat.conversation": "대화", "chat.send": "보내기", "chat.clear": "지우기", "chat.settings": "생성 설정", "chat.max_new_tokens": "최대 생성 토큰",
     "chat.temperature": "온도 (0 = 탐욕적)", "chat.top_p": "Top-p", "chat.system_prompt": "시스템 프롬프트 (선택)",
     "chat.placeholder": "질문해 보고, 같은 질문을 다른 체크포인트에도 던져 보세요.",
     "name": "실행 이름 (선택)", "stage": "단계", "model": "모델", "dataset": "데이터셋",

@@ -36,7 +36,7 @@ class Stage:
     warning_signs: Callable | None = None   # warning_signs(stage, metrics, rule_reward) -> {kind: sentence}
                                             # (pipelines/signals.py: preference_signs, rl_signs, …)
     panels: tuple = ()             # the chart panels of what it logs beyond the loss (pipelines/panels.py)
-    run_module: str = ""           # the module whose run(context) trains it (default: the declaring module)
+    run_module: str = ""           # the module whose run(context) trains it (declare() gives the declaring one)
 
     def __post_init__(self):
         if self.data_kind not in DATA_KINDS or self.output not in OUTPUTS:

@@ -23,7 +23,7 @@ def build(workspace: Path) -> gr.Dropdown:
             refresh = gr.Button(t("chat.refresh"), scale=1)
         with gr.Row():
             with gr.Column(scale=4):
-                chatbot = gr.Chatbot(height=440, placeholder=t("chat.placeholder"))
+                chatbot = gr.Chatbot(label=t("chat.conversation"), height=440, placeholder=t("chat.placeholder"))
                 with gr.Row():
                     message = gr.Textbox(show_label=False, placeholder=t("chat.message"), scale=5, autofocus=True)
                     send = gr.Button(t("chat.send"), variant="primary", scale=1)

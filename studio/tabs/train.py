@@ -42,7 +42,7 @@ def build(workspace: Path):
         form[component] = (section, spec.name)
         return component
 
-    top = {spec.name: spec for spec in section_fields_top()}
+    top = {spec.name: spec for spec in top_fields()}
     with gr.Tab(t("tab.train"), id="train") as tab:
         with gr.Row():
             with gr.Column(scale=2):
@@ -134,10 +134,6 @@ def build(workspace: Path):
     eval_dataset.focus(shows_errors(partial(dataset_choices, workspace, optional=True)), None, [eval_dataset], **quiet)
     model.focus(shows_errors(partial(checkpoint_choices, workspace)), None, [model], **quiet)
     return model, dataset, run, runs_table
-
-
-def section_fields_top():
-    return top_fields()
 
 
 def stage_changed(stage: str):
