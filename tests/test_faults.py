@@ -316,6 +316,8 @@ def test_a_reward_file_that_prints_without_end_leaves_a_train_log_under_its_cap(
     try:
         status = wait_for(lambda: (s := runs.refresh_status(run_dir))["status"] not in run_files.ACTIVE_STATES and s,
                           timeout=240, what="the run to end")
+        # The status is written before the last log line and the last cut: the log is whole once the process is gone.
+        wait_for(lambda: not runs.process_alive(pid), timeout=60, what="the training process to exit")
     finally:
         if runs.process_alive(pid):
             os.kill(pid, signal.SIGKILL)
