@@ -1,23 +1,33 @@
-"""The run queue: at most max_parallel_runs() runs train at a time; the others wait, first started first.
+"""The run queue: at most max_parallel_runs() runs train at a time on the server; the others wait, taking turns
+between users.
 
 The queue is nothing but the run directories' own state on disk. A run waits while its status is `queued` with no
-process (`pid` null) and a `queued_at` time, which gives its place. Whoever may free or take a place calls
-`dispatch`: a start, a resume, a training process as it ends, the app as it starts and whenever it reads runs.
-Under one lock per workspace, dispatch launches the oldest waiting runs while fewer than max_parallel_runs() are
-active, and besides those, a run given GPUs (train.gpus) that no active run uses. So the queue survives an app
-restart, and a run killed at any instant frees its place the next time anyone looks. A run started in a terminal (`python -m pipelines train config.yaml`) trains in the foreground
-without waiting, and counts as active while it does.
+process (`pid` null) and a `queued_at` time. Whoever may free or take a place calls `dispatch`: a start, a resume,
+a training process as it ends, the app as it starts and whenever it reads runs. The queue spans the whole server:
+the root workspace and every user's (pipelines/users.py, all_workspaces), under one lock at the root. Dispatch
+launches waiting runs in turn order while fewer than max_parallel_runs() are active on the server, and besides
+those, a run given GPUs (train.gpus) that no active run uses. So the queue survives an app restart, and a run killed
+at any instant frees its place the next time anyone looks. A run started in a terminal (`python -m pipelines train
+config.yaml`) trains in the foreground without waiting, and counts as active while it does.
+
+The turn order is round-robin between users (a workspace is a user): the next place goes to the waiting user served
+least recently (whose latest run was launched longest ago, or never), to their run queued first; that user then goes
+to the back of the round. So nobody's second waiting run goes before everyone else's first, however early it was
+queued. With one workspace (the local default) this is simply first queued, first started. `queue_position` counts
+in the same order: it is the place the user is shown.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from pathlib import Path
 
-from pipelines import run_files, runs
+from pipelines import hosting, run_files, runs
 from pipelines.errors import StudioError
 from pipelines.paths import file_lock
+from pipelines.users import all_workspaces, server_root
 
 MAX_PARALLEL_ENV = "ALIGNMENT_STUDIO_MAX_PARALLEL_RUNS"   # set by launch.py --max-parallel-runs; children inherit it
 # One: a GPU shared by two trainings runs out of memory or runs both slower, and on a 2-core CPU two runs take
@@ -48,12 +58,13 @@ def resume(run_dir: Path) -> dict:
     # Under the lock two Resume clicks cannot both pass the check: the first leaves the run `queued`.
     with file_lock(run_dir / ".launch.lock"):
         runs.check_resumable(run_dir)
+        hosting.check_active_runs(run_dir.parent.parent)   # hosted mode: a resume takes a place as a start does
         return start(run_dir, resume=True)
 
 
 def stop(run_dir: Path) -> dict:
     """Cancel a waiting run (it never started: `stopped`, nothing trained), or ask an active one to save and stop."""
-    with _queue_lock(run_dir.parent.parent):
+    with _queue_lock(server_root(run_dir.parent.parent)):
         status = runs.refresh_status(run_dir)
         if is_waiting(status):
             return run_files.update_status(run_dir, status="stopped", queued_at=None, finished_at=time.time())
@@ -61,13 +72,14 @@ def stop(run_dir: Path) -> dict:
 
 
 def dispatch(workspace: Path) -> list[str]:
-    """Launch the oldest waiting runs while there is room; return the ids launched."""
+    """Launch waiting runs of the whole server, in turn order, while there is room; return the ids launched."""
     launched = []
-    with _queue_lock(workspace):
-        statuses = [(run_dir, runs.refresh_status(run_dir)) for run_dir in runs.list_run_dirs(workspace)]
+    root = server_root(Path(workspace))
+    with _queue_lock(root):
+        statuses = [(run_dir, runs.refresh_status(run_dir)) for run_dir in _server_run_dirs(root)]
         # Active: handed a process. A run created but never queued (`create` for accelerate) holds no place.
-        active = [_gpus(d) for d, s in statuses if s.get("status") in run_files.ACTIVE_STATES and s.get("pid")]
-        for run_dir, status in sorted(((d, s) for d, s in statuses if is_waiting(s)), key=lambda item: item[1]["queued_at"]):
+        active = [_gpus(d) for d, s in statuses if is_active(s)]
+        for run_dir, status in turn_order(statuses):
             if not _fits(_gpus(run_dir), active):
                 continue   # a later run on other GPUs may still fit
             try:
@@ -80,6 +92,46 @@ def dispatch(workspace: Path) -> list[str]:
             launched.append(run_dir.name)
             active.append(_gpus(run_dir))
     return launched
+
+
+def is_active(status: dict) -> bool:
+    """Handed a process that has not ended."""
+    return status.get("status") in run_files.ACTIVE_STATES and bool(status.get("pid"))
+
+
+def holds_place(status: dict) -> bool:
+    """Waiting or active: what a user's runs queued or training count (pipelines/hosting.py)."""
+    return is_waiting(status) or is_active(status)
+
+
+def turn_order(statuses: list[tuple[Path, dict]]) -> list[tuple[Path, dict]]:
+    """The waiting runs among (run_dir, status) pairs of the server, in the order they take places: each turn to the
+    user served least recently (ties: whose next run was queued first), their run queued first."""
+    waiting: dict[Path, collections.deque] = {}
+    for run_dir, status in sorted(((d, s) for d, s in statuses if is_waiting(s)), key=lambda item: item[1]["queued_at"]):
+        waiting.setdefault(_owner(run_dir), collections.deque()).append((run_dir, status))
+    served: dict[Path, float] = {}   # when each user's latest run was handed a process
+    for run_dir, status in statuses:
+        launched = max(status.get("launched_at") or 0, status.get("started_at") or 0)
+        served[_owner(run_dir)] = max(served.get(_owner(run_dir), 0), launched)
+    now = max([time.time(), *served.values()])
+    order = []
+    while waiting:
+        owner = min(waiting, key=lambda o: (served.get(o, 0), waiting[o][0][1]["queued_at"]))
+        order.append(waiting[owner].popleft())
+        if not waiting[owner]:
+            del waiting[owner]
+        now += 1
+        served[owner] = now   # served this turn: to the back of the round
+    return order
+
+
+def _owner(run_dir: Path) -> Path:
+    return run_dir.parent.parent   # the workspace the run lies in: one user's
+
+
+def _server_run_dirs(root: Path) -> list[Path]:
+    return [run_dir for workspace in all_workspaces(root) for run_dir in runs.list_run_dirs(workspace)]
 
 
 def _fits(gpus: set[str], active: list[set[str]]) -> bool:
@@ -98,13 +150,16 @@ def _gpus(run_dir: Path) -> set[str]:
 
 
 def queue_position(run_dir: Path, status: dict) -> int | None:
-    """1 for the next run to start; None for a run that is not waiting."""
+    """1 for the next run of the server to start; None for a run that is not waiting."""
     if not is_waiting(status):
         return None
-    ahead = [s for d in runs.list_run_dirs(run_dir.parent.parent) if d != run_dir
-             and is_waiting(s := run_files.read_status(d)) and s["queued_at"] < status["queued_at"]]
-    return len(ahead) + 1
+    root = server_root(run_dir.parent.parent)
+    here = run_dir.resolve()
+    statuses = [(d, status if d.resolve() == here else run_files.read_status(d)) for d in _server_run_dirs(root)]
+    order = [d.resolve() for d, _ in turn_order(statuses)]
+    return order.index(here) + 1 if here in order else len(order) + 1
 
 
-def _queue_lock(workspace: Path):
-    return file_lock(runs.runs_root(workspace) / ".queue.lock")
+def _queue_lock(root: Path):
+    """One lock for the whole server's queue, at its root workspace."""
+    return file_lock(runs.runs_root(root) / ".queue.lock")
