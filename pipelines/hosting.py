@@ -6,10 +6,11 @@ Hosted, the limits travel in the ALIGNMENT_STUDIO_HOSTED environment variable as
 processes and jobs the app spawns read the same ones (`current`). Each limit is one check, called where the thing
 it bounds is asked for, before anything is written, and refusing in one sentence that says the limit and the way on:
 
-- a run: at most max_steps steps (a run of epochs only is refused: its steps have no bound until it runs), at most
-  max_active_runs of the user's runs queued or training, and a workspace within disk_quota_mb (api.prepare_run and
-  a resume, run_queue.resume); at most max_wall_minutes of training per process, after which the run saves a
-  checkpoint and stops as at a user's Stop (pipelines/stop.py);
+- a run: at most max_steps steps (a run of epochs only is refused: its steps are not known until it runs; best-of-N,
+  which trains nothing, may take every prompt once), at most max_active_runs of the user's runs queued or training,
+  and a workspace within disk_quota_mb (api.prepare_run, and run_queue.resume for the active runs); at most
+  max_wall_minutes of training per process, after which the run saves a checkpoint and stops as at a user's Stop
+  (pipelines/stop.py);
 - a model (pipelines/models.resolve_model, so training, chat, compare and scoring alike): the bundled model, a
   checkpoint of the user's own runs, or one of allow_models; so no other Hub download happens;
 - user code: no Python reward or scorer file unless allow_user_code (pipelines/rl/rewards.parse_reward);
@@ -111,7 +112,9 @@ def from_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None =
             raise ValueError(problem)
         return None
     if "allow_models" in given:
-        given["allow_models"] = tuple(m.strip() for m in given["allow_models"].split(",") if m.strip())
+        # A folder as a full path: the training processes run in another working folder (pipelines/runs.spawn).
+        given["allow_models"] = tuple(str(Path(m).expanduser().resolve()) if m.startswith((".", "/", "~")) else m
+                                      for m in (m.strip() for m in given["allow_models"].split(",")) if m)
     return HostedLimits(**given)
 
 
@@ -135,8 +138,11 @@ def check_run(workspace: Path, config) -> None:
     limits = current()
     if limits is None:
         return
+    from pipelines.stages import get_stage
     steps = config.train.max_steps
-    if steps <= 0:
+    # 0 trains for train.epochs, steps unknown until it runs: refused. Best-of-N trains nothing, and its 0 means
+    # every prompt once, bounded by its dataset (itself bounded as an upload) and by the training time.
+    if steps <= 0 and get_stage(config.stage).output != "datasets":
         raise StudioError("hosting.steps_unbounded", limit=limits.max_steps)
     if steps > limits.max_steps:
         raise StudioError("hosting.too_many_steps", steps=steps, limit=limits.max_steps)
