@@ -141,13 +141,18 @@ def test_the_caches_move_onto_the_volume_unless_the_operator_chose(env, tmp_path
 def test_starting_on_a_space_with_a_volume_puts_threads_and_the_hub_cache_in_place(env, tmp_path):
     volume = tmp_path / "bucket"
     env.setattr(space, "MOUNTINFO", mountinfo(tmp_path, (str(volume), "rw,relatime", "fuse.hf-mount")))
+    (tmp_path / "cgroup").mkdir()
+    (tmp_path / "cgroup" / "cpu.max").write_text("100000 100000\n")   # one CPU, whatever the host has
+    env.setattr(space, "CGROUP_ROOT", tmp_path / "cgroup")
     env.setenv("SPACE_ID", "someone/alignment-studio")
     line = start_on_space(volume / "workspace")
-    assert str(volume) in line and os.environ["OMP_NUM_THREADS"] == str(cpu_count())
-    # huggingface_hub reads HF_HOME as it is imported: a fresh process with this environment caches on the volume
-    hub_cache = subprocess.run([sys.executable, "-c", "import huggingface_hub.constants as c; print(c.HF_HUB_CACHE)"],
-                               capture_output=True, text=True, check=True, env=dict(os.environ)).stdout.strip()
-    assert Path(hub_cache).is_relative_to(volume)
+    assert str(volume) in line and os.environ["OMP_NUM_THREADS"] == "1"
+    # torch and huggingface_hub read these as they are imported: a process started with this environment (a
+    # training run inherits it) uses one thread and caches on the volume
+    code = "import torch, huggingface_hub.constants as c; print(torch.get_num_threads(), c.HF_HUB_CACHE)"
+    threads, hub_cache = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                        env=dict(os.environ)).stdout.split()
+    assert threads == "1" and Path(hub_cache).is_relative_to(volume)
 
 
 def test_starting_on_a_space_without_a_volume_says_so_in_the_log(env, tmp_path):
