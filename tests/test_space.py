@@ -205,6 +205,7 @@ def space_app(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SPACE_ID", "someone/alignment-studio")
+        patch.setattr(space, "MOUNTINFO", mountinfo(tmp_path_factory.mktemp("mounts")))   # whatever this machine has
         workspace = tmp_path_factory.mktemp("space-workspace")
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
