@@ -131,7 +131,15 @@ def _owner(run_dir: Path) -> Path:
 
 
 def _server_run_dirs(root: Path) -> list[Path]:
-    return [run_dir for workspace in all_workspaces(root) for run_dir in runs.list_run_dirs(workspace)]
+    found = []
+    for workspace in all_workspaces(root):
+        if workspace != root and not (workspace / "runs").is_dir():
+            continue   # a user with no runs: nothing to create there
+        try:
+            found += runs.list_run_dirs(workspace)
+        except FileNotFoundError:   # a sandbox expiring meanwhile (pipelines/users.py)
+            continue
+    return found
 
 
 def _fits(gpus: set[str], active: list[set[str]]) -> bool:
