@@ -27,14 +27,14 @@ def rule_builder(section: str, rules_box: gr.Textbox) -> None:
     """The builder's row under `rules_box` (the rules field of stage `section`), wired to append to it."""
     gr.Markdown(t("rules.builder.title"))
     with gr.Row(equal_height=True):
-        kind = gr.Dropdown(choices=list(KINDS), value="ends_with", label=t("rules.builder.kind"), scale=2, min_width=140)
-        value = gr.Textbox(label=t("rules.builder.value"), placeholder=t("rules.hint.text"), scale=3, min_width=160)
-        with gr.Column(scale=1, min_width=110):
-            per_line = gr.Checkbox(label=t("rules.builder.per_line"), value=False)
-            ignore_case = gr.Checkbox(label=t("rules.builder.ignore_case"), value=False)
+        kind = gr.Dropdown(choices=list(KINDS), value="ends_with", label=t("rules.builder.kind"), scale=2, min_width=120)
+        value = gr.Textbox(label=t("rules.builder.value"), placeholder=t("rules.hint.text"), scale=3, min_width=140)
+    with gr.Row(equal_height=True):
+        per_line = gr.Checkbox(label=t("rules.builder.per_line"), value=False, scale=1, min_width=80)
+        ignore_case = gr.Checkbox(label=t("rules.builder.ignore_case"), value=False, scale=1, min_width=80)
         weight = gr.Number(value=1.0, minimum=-10, maximum=10, step=0.5, label=t("rules.builder.weight"), scale=1,
-                           min_width=90)
-        add = gr.Button(t("rules.builder.add"), size="sm", scale=1, min_width=90)
+                           min_width=80)
+        add = gr.Button(t("rules.builder.add"), size="sm", scale=1, min_width=80)
     on(kind.change, kind_hint, [value], show_progress="hidden", kind=kind)
     on(add.click, partial(added_rule, section), [rules_box], rules=rules_box, kind=kind, value=value, per_line=per_line,
        ignore_case=ignore_case, weight=weight)

@@ -205,3 +205,24 @@ def test_grpo_and_best_of_n_score_with_rules(tiny_model, prompts):
     assert train_run(best_of_n, echo=False) == "completed", read_status(best_of_n)
     for row in (r for batch in read_jsonl(best_of_n / "kept.jsonl") for r in batch["rows"]):
         assert row["scores"] == pytest.approx([rule.score(a) for a in row["answers"]])
+
+
+def test_the_forms_rule_builder_writes_lines_the_config_reads_back():
+    from studio.form import values_to_config
+    from studio.rule_builder import added_rule
+
+    box = added_rule("ppo", "", "ends_with", "Hope this helps!", False, False, 1.0)
+    box = added_rule("ppo", box, "contains_any", "thanks | please", True, True, 0.5)
+    box = added_rule("ppo", box, "max_words", "80", False, False, 1)
+    box = added_rule("ppo", box, "json_valid", "", False, False, -1)
+    assert box.count("\n") == 4, "one rule a line"
+    expected = [{"ends_with": "Hope this helps!"},
+                {"contains_any": ["thanks", "please"], "per_line": True, "ignore_case": True, "weight": 0.5},
+                {"max_words": 80}, {"json_valid": True, "weight": -1}]
+    config = values_to_config({("", "stage"): "ppo", ("ppo", "rules"): box})
+    assert config["ppo"]["rules"] == expected, "the config preview shows the list, not the text"
+    assert parse_config_text(yaml.safe_dump(config)).ppo.rules == expected
+    with pytest.raises(StudioError, match=r"^Rule 5 of ppo.rules: 'min_words' must be a whole number"):
+        added_rule("ppo", box, "min_words", "many", False, False, 1)
+    with pytest.raises(StudioError, match=r"^Rule 5 of ppo.rules: 'per_line' applies only"):
+        added_rule("ppo", box, "max_chars", "10", True, False, 1)
