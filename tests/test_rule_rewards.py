@@ -25,6 +25,7 @@ def score(rule: dict, answer: str) -> float:
 @pytest.mark.parametrize("rule, answer, expected", [
     ({"contains": "thanks"}, "Many thanks!", 1.0),
     ({"contains": "Thanks"}, "many thanks", 0.0),
+    ({"contains": 42}, "It is 42.", 1.0),                                  # YAML reads 42 as a number
     ({"contains": "Thanks", "ignore_case": True}, "many THANKS", 1.0),
     ({"contains_any": ["thanks", "please"]}, "please do", 1.0),
     ({"contains_any": ["thanks", "please"]}, "no", 0.0),
@@ -86,7 +87,8 @@ def one_sentence(message: str) -> bool:
     ({"contains": "x" * 1001}, "'contains' must be a text"),
     ({"contains_any": []}, "list of 1 to 100 texts"),
     ({"contains_any": ["a"] * 101}, "list of 1 to 100 texts"),
-    ({"contains_any": ["a", 3]}, "list of 1 to 100 texts"),
+    ({"contains_any": ["a", None]}, "list of 1 to 100 texts"),
+    ({"contains": 2.5}, "'contains' must be a text"),
     ({"regex": "("}, "does not compile"),
     ({"regex": "a" * (MAX_PATTERN + 1)}, f"at most {MAX_PATTERN} are allowed"),
     ({"regex": "(a+)+$"}, "repeats a part that itself repeats"),

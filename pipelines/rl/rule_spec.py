@@ -15,7 +15,8 @@ Text kinds (per_line and ignore_case apply): contains, not_contains (one text or
 contains_any (1 if any occurs), contains_all (the share of the texts that occur), starts_with and ends_with (on the
 answer, or the line, with surrounding whitespace stripped), regex (Python `re.search`).
 Counting kinds, 1 when met, otherwise the share of the way there (min_words: 80 scores an answer of 40 words 0.5;
-max_words: 80 scores one of 160 words 0.5): min_words, max_words, min_chars, max_chars, min_lines, max_lines.
+max_words: 80 scores one of 160 words 0.5): min_words, max_words, min_chars, max_chars, min_lines, max_lines
+(words are split at whitespace, characters counted with the answer stripped, lines only when not blank).
 Others: json_valid (1 if the whole answer, or the one ```json block it is, parses as JSON), language (en or ko: the
 share of the answer's letters that are Latin letters A-Z, or Hangul), no_repeats (1 minus the share of repeated word
 3-grams, the run page's answers/repeated_3grams).
@@ -119,15 +120,22 @@ def _parse_rule(rule: Any, n: int, path: str) -> Rule:
     return Rule(kind, value, float(weight), **flags)
 
 
+def _as_text(value: Any) -> Any:
+    """A whole number where a text is wanted is its digits (YAML reads `contains: 42` as a number)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def _parse_value(kind: str, value: Any, where: dict, ignore_case: bool) -> Any:
     if kind in TEXT_KINDS:
+        value = _as_text(value)
         if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
             raise StudioError("rules.not_text", **where, kind=kind, limit=MAX_TEXT, value=quote(value))
         if kind == "regex":
             _check_pattern(value, where, ignore_case)
         return value
     if kind in LIST_KINDS:
-        items = [value] if isinstance(value, str) else value
+        items = [value] if isinstance(_as_text(value), str) else value
+        items = [_as_text(item) for item in items] if isinstance(items, list) else items
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS or \
                 not all(isinstance(i, str) and i.strip() and len(i) <= MAX_TEXT for i in items):
             raise StudioError("rules.not_texts", **where, kind=kind, items=MAX_ITEMS, limit=MAX_TEXT,
