@@ -33,6 +33,8 @@ def prepare_run(workspace: Path, config_text: str) -> Path:
     """Validate a config against its model and data, then create the run directory (nothing is started).
     What is worth knowing but not wrong (duplicates, rows max_length would cut) goes into its status as warnings."""
     config = parse_config_text(config_text)
+    from pipelines import hosting
+    hosting.check_run(workspace, config)   # hosted mode: its steps, the user's active runs and disk
     source, warnings = check_startable(workspace, config)
     free = run_files.free_bytes(next(p for p in (Path(workspace), *Path(workspace).parents) if p.exists()))
     if free < run_files.SPARE_BYTES:   # not even a run folder fits: refuse before writing one
@@ -42,7 +44,8 @@ def prepare_run(workspace: Path, config_text: str) -> Path:
     run_dir = runs.create_run(workspace, config, {"warnings": warnings})
     if get_stage(config.stage).takes_reward:   # the rules it was checked with are the rules it trains on
         from pipelines.rl.rewards import keep_reward_file, parse_reward
-        keep_reward_file(parse_reward(getattr(config, config.stage).reward, workspace), run_dir)
+        settings = getattr(config, config.stage)
+        keep_reward_file(parse_reward(settings.reward, workspace, rules=settings.rules), run_dir)
     return run_dir
 
 
@@ -63,7 +66,8 @@ def check_startable(workspace: Path, config: RunConfig):
         load_stage_rows(config.eval_dataset, workspace, config.stage)
     if stage.takes_reward:
         from pipelines.rl.rewards import check_reward
-        check_reward(getattr(config, config.stage).reward, workspace)   # a function file is imported and tried on a sample
+        settings = getattr(config, config.stage)
+        check_reward(settings.reward, workspace, settings.rules)   # a function file is imported and tried on a sample
         if config.eval_dataset:
             raise StudioError("check.no_eval_for_rl", stage=config.stage.upper())
     stage_warnings = stage.check_start(config, rows) if stage.check_start else []
@@ -521,10 +525,11 @@ def job_results(workspace: Path, job_id: str) -> dict:
     return jobs.results_of(jobs.job_dir_of(workspace, job_id))
 
 
-def free_models() -> int:
-    """Drop every cached chat and reward model; return how many were freed."""
+def free_models(workspace: Path | None = None) -> int:
+    """Drop the cached chat and reward models loaded from `workspace`'s runs (None: every one); return how many
+    were freed."""
     from pipelines.inference import free_models as free_cached_models
-    return free_cached_models()
+    return free_cached_models(Path(workspace).resolve() if workspace else None)
 
 
 @endpoint

@@ -177,11 +177,15 @@ def fit_notice(sources: list) -> str:
     return text("chat.fit_notice", bases=len(sizes), needed=needed / 2**30, budget=budget / 2**30)
 
 
-def free_models() -> int:
-    """Drop every cached model; return how many were freed."""
+def free_models(inside: Path | None = None) -> int:
+    """Drop every cached model, or only those loaded from under `inside` (a user's workspace: their own runs'
+    weights, while the base models all visitors share stay loaded); return how many were freed."""
     with _cache_lock:
-        count = len(_cache)
-        _cache.clear()
+        keys = [key for key in _cache if inside is None or any(
+            Path(part).is_relative_to(inside) for part in key.split("|") if part.startswith("/"))]
+        for key in keys:
+            del _cache[key]
+        count = len(keys)
     import gc
     gc.collect()
     return count

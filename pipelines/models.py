@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines import users
 from pipelines.config import BUNDLED_MODEL_ID
 from pipelines.errors import StudioError, quote, shorten
 
@@ -45,6 +46,8 @@ def resolve_model(spec: str, workspace: Path, check_hub: bool = True) -> ModelSo
     spec = (spec or "").strip()
     if len(spec) > MAX_MODEL_CHARS:
         raise StudioError("models.long_name", length=len(spec), limit=MAX_MODEL_CHARS)
+    from pipelines.hosting import check_model
+    check_model(spec, workspace)   # hosted mode: the bundled model, the user's checkpoints, the operator's list
     if spec == BUNDLED_MODEL_ID:
         from pipelines.bundled import bundled_model_dir
         return ModelSource(spec, "bundled", str(bundled_model_dir()))
@@ -54,7 +57,7 @@ def resolve_model(spec: str, workspace: Path, check_hub: bool = True) -> ModelSo
             return _resolve_checkpoint(spec, run_dir / ("checkpoints/" + match["ckpt"] if match["ckpt"] != "final" else "final"), workspace)
     path = Path(spec).expanduser()
     if spec.startswith((".", "/", "~")) or _is_folder(path):
-        if not _is_folder(path) or not (path / "config.json").is_file():
+        if not _is_folder(path) or not (path / "config.json").is_file() or not users.may_read(path, workspace):
             raise StudioError("models.not_model_folder", model=quote(spec))
         if (path / "adapter_config.json").is_file():
             raise StudioError("models.adapter_folder", model=quote(spec))

@@ -54,6 +54,16 @@ def user_of(workspace: Path) -> str | None:
     return workspace.name if workspace.parent.name == USERS_DIR else None
 
 
+def may_read(path: Path, workspace: Path) -> bool:
+    """Whether a user acting in `workspace` may read the folder or file `path` they named: nothing of the server's
+    root but their own workspace (another user's runs, the server's log), and anything else the process may read
+    (a base model's folder). Told apart from a missing folder by nobody: the caller says "no such model"."""
+    if user_of(workspace) is None:
+        return True   # the one user, or an admin's view of the root: everything is theirs
+    resolved, root = Path(path).resolve(), server_root(Path(workspace)).resolve()
+    return not resolved.is_relative_to(root) or resolved.is_relative_to(Path(workspace).resolve())
+
+
 def all_workspaces(root: Path) -> list[Path]:
     """The root itself, then every user's workspace, by id."""
     users = Path(root) / USERS_DIR

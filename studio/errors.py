@@ -19,6 +19,7 @@ import gradio as gr
 
 from pipelines.errors import StudioError
 from pipelines.messages import LANGUAGES, current_language, language_of, speaking, text
+from studio.identity import acting_for, request_field
 
 SERVER_LOG = Path("logs") / "server.log"   # inside the workspace
 LANGUAGE_COOKIE = "studio_language"        # set by the header's language picker (studio/i18n.py)
@@ -40,16 +41,8 @@ def visitor_language(request: gr.Request | None) -> str:
     """The language picked in the header, else the browser's; without a request (a direct call) the one spoken now."""
     if request is None:
         return current_language()
-    chosen = _request_field(request, "cookies", LANGUAGE_COOKIE)
-    return chosen if chosen in LANGUAGES else language_of(_request_field(request, "headers", "accept-language"))
-
-
-def _request_field(request: gr.Request, part: str, name: str) -> str | None:
-    try:
-        value = getattr(request, part).get(name)   # a starlette mapping, or Gradio's Obj once queued
-    except AttributeError:
-        return None
-    return value if isinstance(value, str) else None
+    chosen = request_field(request, "cookies", LANGUAGE_COOKIE)
+    return chosen if chosen in LANGUAGES else language_of(request_field(request, "headers", "accept-language"))
 
 
 def _action(fn) -> str:
@@ -70,7 +63,7 @@ def _as_gr_error(fn, exc: Exception, language: str) -> gr.Error:
 
 
 def shows_errors(fn):
-    """Run `fn` in the visitor's language and turn StudioError into gr.Error in that language, and any other
+    """Run `fn` for the visitor (studio/identity.py: their workspace), in their language, and turn StudioError into gr.Error in that language, and any other
     exception into one sentence pointing at the server log, for plain and generator handlers. gr.Error passes as it
     is; KeyboardInterrupt and SystemExit are not Exceptions and pass too.
 
@@ -79,11 +72,12 @@ def shows_errors(fn):
     if inspect.isgeneratorfunction(fn):   # a partial of one counts too
         @functools.wraps(fn)
         def generator(*args, **kwargs):
-            args, kwargs, language = _take_request(args, kwargs)
+            args, kwargs, request = _take_request(args, kwargs)
+            language = visitor_language(request)
             steps = fn(*args, **kwargs)
             try:
-                while True:   # Gradio may run each step on another thread: speak the language around each one
-                    with speaking(language):
+                while True:   # Gradio may run each step on another thread: set the visitor around each one
+                    with speaking(language), acting_for(request):
                         try:
                             value = next(steps)
                         except StopIteration:
@@ -99,8 +93,9 @@ def shows_errors(fn):
 
     @functools.wraps(fn)
     def plain(*args, **kwargs):
-        args, kwargs, language = _take_request(args, kwargs)
-        with speaking(language):
+        args, kwargs, request = _take_request(args, kwargs)
+        language = visitor_language(request)
+        with speaking(language), acting_for(request):
             try:
                 return fn(*args, **kwargs)
             except gr.Error:
@@ -110,15 +105,15 @@ def shows_errors(fn):
     return _with_request_parameter(plain, fn)
 
 
-def _take_request(args: tuple, kwargs: dict) -> tuple[tuple, dict, str]:
-    """The handler's own arguments, and the visitor's language from the gr.Request Gradio put among them (Gradio
+def _take_request(args: tuple, kwargs: dict) -> tuple[tuple, dict, gr.Request | None]:
+    """The handler's own arguments, and the gr.Request Gradio put among them (Gradio
     inserts it at the parameter's place, or after the inputs when fewer inputs than parameters are sent)."""
     request = kwargs.pop(REQUEST, None)
     if request is None:
         request = next((arg for arg in args if isinstance(arg, gr.Request)), None)
     if request is not None:
         args = tuple(arg for arg in args if arg is not request)
-    return args, kwargs, visitor_language(request)
+    return args, kwargs, request
 
 
 def _with_request_parameter(wrapper, fn):

@@ -140,7 +140,7 @@ def test_the_blocking_endpoints_keep_their_shapes_and_warn_about_training_data(t
     from pipelines.messages import speaking
     from studio.tabs import reward
 
-    picker, timer = reward.start_job(workspace, "score_dataset", checkpoint, "pairs.jsonl")
+    picker, timer = reward.start_reward_job(workspace, "score_dataset", checkpoint, "pairs.jsonl")
     job_id = picker["value"]
     assert timer.active and job_id in [value for _, value in picker["choices"]]
     wait_for(lambda: api.job_status(workspace, job_id)["status"] == "completed", timeout=120, what="the ranking")
@@ -152,7 +152,7 @@ def test_the_blocking_endpoints_keep_their_shapes_and_warn_about_training_data(t
     assert [path.rsplit(".", 1)[1] for path in files["value"]] == ["csv", "jsonl"]
     assert not cancel["interactive"] and not timer.active, "a finished job is not polled"
     assert (f"{job_id} · 완료", job_id) in picker["choices"], "the picker says how it ended"
-    picker, _ = reward.start_job(workspace, "evaluate_reward", checkpoint, "pairs.jsonl")
+    picker, _ = reward.start_reward_job(workspace, "evaluate_reward", checkpoint, "pairs.jsonl")
     wait_for(lambda: api.job_status(workspace, picker["value"])["status"] == "completed", timeout=120, what="the accuracy")
     *_, progress, summary, histogram, table, files = reward.show_job(workspace, picker["value"])
     assert "of 8 pairs scored chosen above rejected" in summary and histogram["value"] is not None

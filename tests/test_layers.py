@@ -49,9 +49,9 @@ def test_the_password_can_stay_out_of_ps_and_the_queue_size_is_bounded(tmp_path,
     from launch import parse_args
     secret = tmp_path / "login"
     secret.write_text("me:from-a-file\n", encoding="utf-8")
-    assert parse_args(["--host", "0.0.0.0", "--auth-file", str(secret)]).auth == "me:from-a-file"
+    assert parse_args(["--host", "0.0.0.0", "--auth-file", str(secret)]).logins == {"me": "from-a-file"}
     monkeypatch.setenv("ALIGNMENT_STUDIO_AUTH", "me:from-the-environment")
-    assert parse_args(["--host", "0.0.0.0"]).auth == "me:from-the-environment"
+    assert parse_args(["--host", "0.0.0.0"]).logins == {"me": "from-the-environment"}
     assert parse_args([]).max_parallel_runs == 1
     for argv in (["--max-parallel-runs", "0"], ["--auth-file", str(tmp_path / "missing")]):
         with pytest.raises(SystemExit):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -13,6 +12,7 @@ from pipelines.messages import LANGUAGES, render, text
 from studio.choices import refresh_checkpoint_choices
 from studio.form import on
 from studio.i18n import t
+from studio.identity import for_visitor, in_workspace
 
 
 def build(workspace: Path) -> gr.Dropdown:
@@ -36,12 +36,12 @@ def build(workspace: Path) -> gr.Dropdown:
                 system_prompt = gr.Textbox(label=t("chat.system_prompt"), lines=3)
     private = {"api_visibility": "private"}
     for trigger in (send.click, message.submit):
-        on(trigger, partial(respond_stream, workspace), [chatbot, message], checkpoint=checkpoint, message=message, history=chatbot, max_new_tokens=max_new_tokens,
+        on(trigger, for_visitor(respond_stream), [chatbot, message], checkpoint=checkpoint, message=message, history=chatbot, max_new_tokens=max_new_tokens,
            temperature=temperature, top_p=top_p, system_prompt=system_prompt)
     clear.click(lambda: ([], ""), None, [chatbot, message], **private)
     # New checkpoints appear as runs save them: offer them whenever the tab is opened, or on demand.
     for trigger in (refresh.click, tab.select):
-        trigger(partial(refresh_checkpoint_choices, workspace, kind="chat"), [checkpoint], [checkpoint], **private)
+        trigger(in_workspace(refresh_checkpoint_choices, kind="chat"), [checkpoint], [checkpoint], **private)
     return checkpoint
 
 

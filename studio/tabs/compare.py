@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -24,6 +23,7 @@ from studio.choices import dataset_names
 from studio.errors import shows_errors
 from studio.i18n import t
 from studio.tabs.chat import shown_reply, without_cut_marks
+from studio.identity import current_workspace, in_workspace, visitor
 
 MAX_COLUMNS = 4
 LETTERS = "ABCD"
@@ -94,14 +94,14 @@ def build(workspace: Path) -> CompareTab:
             eval_files = gr.File(label=t("compare.export"), file_count="multiple", interactive=False)
 
     private = {"api_visibility": "private"}
-    tab.select(partial(refresh_pickers, workspace), pickers, pickers, **private)
+    tab.select(in_workspace(refresh_pickers), pickers, pickers, **private)
     count.change(lambda n: [gr.update(visible=i < n) for i in range(MAX_COLUMNS)], [count], columns, **private)
     asking = dict(prompt=prompt, count=count, blind=blind, max_new=max_new, temperature=temperature, top_p=top_p,
                   seed=seed, system=system, previous=mapping)
     per_column = dict(pickers=pickers, overrides=overrides, labels=labels, chatbots=chatbots)
 
     def ask_clicked(values: dict):
-        yield from ask(workspace, **{name: values[component] for name, component in asking.items()},
+        yield from ask(current_workspace(), **{name: values[component] for name, component in asking.items()},
                        **{name: [values[c] for c in components] for name, components in per_column.items()})
 
     send.click(shows_errors(ask_clicked), {*asking.values(), *pickers, *overrides, *labels, *chatbots},
@@ -109,26 +109,32 @@ def build(workspace: Path) -> CompareTab:
     clear.click(lambda: [[] for _ in chatbots] + [[], {}], None, [*chatbots, mapping, asked], **private)
     vote_inputs, vote_outputs = [votes, asked, mapping], [vote_report, asked, *chatbots]
     for button, ranks in ((a_better, "A>B"), (b_better, "B>A"), (tie, "A=B"), (both_bad, "bad")):
-        button.click(shows_errors(partial(cast_ranking, workspace, ranks)), vote_inputs, vote_outputs, **private)
-    rank_vote.click(shows_errors(partial(cast_typed_ranking, workspace)), [ranking, *vote_inputs], vote_outputs, **private)
-    free.click(shows_errors(lambda: text("compare.freed", count=api.free_models())), None, [vote_report], **private)
+        button.click(in_workspace(cast_ranking, ranks), vote_inputs, vote_outputs, **private)
+    rank_vote.click(in_workspace(cast_typed_ranking), [ranking, *vote_inputs], vote_outputs, **private)
+    free.click(shows_errors(free_clicked), None, [vote_report], **private)
     # Evaluate: a job in its own process, followed by the panel's timer.
     eval_shown = [eval_panel.job, eval_panel.cancel, eval_panel.timer, eval_panel.progress, eval_summary, eval_chart,
                   eval_table, eval_files]
 
     def evaluate_clicked(values: dict):
-        return start_evaluation(workspace, values[eval_dataset], values[eval_prompts], values[scorer],
+        return start_evaluation(current_workspace(), values[eval_dataset], values[eval_prompts], values[scorer],
                                 [values[p] for p in pickers[:int(values[count])]], values[max_new])
 
     run_eval.click(shows_errors(evaluate_clicked), {eval_dataset, eval_prompts, scorer, count, max_new, *pickers},
                    [eval_panel.job, eval_panel.timer], **private)
-    evaluation.expand(shows_errors(partial(job_view.refresh_jobs, workspace, EVAL_KINDS)), [eval_panel.job], [eval_panel.job],
+    evaluation.expand(in_workspace(job_view.refresh_jobs, EVAL_KINDS), [eval_panel.job], [eval_panel.job],
                       **private)
-    eval_panel.job.change(shows_errors(partial(show_evaluation, workspace)), [eval_panel.job], eval_shown, **private)
-    eval_panel.timer.tick(shows_errors(partial(show_evaluation, workspace)), [eval_panel.job], eval_shown, **private)
-    eval_panel.cancel.click(shows_errors(partial(job_view.cancel, workspace)), [eval_panel.job], [eval_panel.progress],
+    eval_panel.job.change(in_workspace(show_evaluation), [eval_panel.job], eval_shown, **private)
+    eval_panel.timer.tick(in_workspace(show_evaluation), [eval_panel.job], eval_shown, **private)
+    eval_panel.cancel.click(in_workspace(job_view.cancel), [eval_panel.job], [eval_panel.progress],
                             **private)
     return CompareTab(count=count, pickers=pickers, labels=labels, prompt=prompt, eval_prompts=eval_prompts)
+
+
+def free_clicked() -> str:
+    """Free the cached models: on a shared server only those of the visitor's own runs, unless an admin asks."""
+    mine = visitor()
+    return text("compare.freed", count=api.free_models(None if mine.admin else mine.workspace))
 
 
 def _default(checkpoints: list[str], index: int) -> str:

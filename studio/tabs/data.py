@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -18,9 +17,9 @@ from pipelines.data.table import TABLE_COLUMNS
 from pipelines.messages import has_message, text
 from studio.charts import length_histogram
 from studio.choices import checkpoint_choices, dataset_choices, dataset_names
-from studio.errors import shows_errors
 from studio.form import on
 from studio.i18n import t
+from studio.identity import for_visitor, in_workspace
 
 FILE_TYPES = [".json", ".jsonl", ".csv", ".tsv", ".parquet"]
 MAX_ERRORS_SHOWN = 20
@@ -103,25 +102,25 @@ def build(workspace: Path) -> DataTab:
                 tool_report = gr.Markdown()
 
     quiet = {"api_visibility": "private", "show_progress": "hidden"}
-    tab.select(shows_errors(partial(dataset_choices, workspace)), None, [dataset], **quiet)
-    tab.select(shows_errors(partial(checkpoint_choices, workspace)), None, [model], **quiet)
-    on(show.click, partial(preview_html, workspace), [preview], dataset=dataset, model=model, n=rows)
-    on(measure.click, partial(length_report, workspace), [stats, histogram], dataset=dataset, model=model,
+    tab.select(in_workspace(dataset_choices), None, [dataset], **quiet)
+    tab.select(in_workspace(checkpoint_choices), None, [model], **quiet)
+    on(show.click, for_visitor(preview_html), [preview], dataset=dataset, model=model, n=rows)
+    on(measure.click, for_visitor(length_report), [stats, histogram], dataset=dataset, model=model,
        max_length=max_length)
     adding = {"name": name, "drop_bad_rows": drop_bad, "columns": columns, "replace": replace}
-    on(save_file.click, partial(save_file_dataset, workspace), [add_report, dataset], file=upload, **adding)
-    on(save_hub.click, partial(save_hub_dataset, workspace), [add_report, dataset], repo_id=hub_id, config=hub_config,
+    on(save_file.click, for_visitor(save_file_dataset), [add_report, dataset], file=upload, **adding)
+    on(save_hub.click, for_visitor(save_hub_dataset), [add_report, dataset], repo_id=hub_id, config=hub_config,
        split=hub_split, max_rows=hub_rows, **adding)
-    on(load_table.click, partial(table_of_dataset, workspace), [table, kind, table_name], dataset=dataset)
+    on(load_table.click, for_visitor(table_of_dataset), [table, kind, table_name], dataset=dataset)
     on(new_table.click, empty_table, [table], kind=kind)
     on(kind.input, empty_table, [table], kind=kind)
-    on(save_rows.click, partial(save_table_dataset, workspace), [table_report, dataset], kind=kind, rows=table,
+    on(save_rows.click, for_visitor(save_table_dataset), [table_report, dataset], kind=kind, rows=table,
        name=table_name, drop_bad_rows=table_drop_bad, replace=table_replace)
-    on(dedupe.click, partial(deduplicate, workspace), [tool_report, dataset], dataset=dataset, new_name=tool_name,
+    on(dedupe.click, for_visitor(deduplicate), [tool_report, dataset], dataset=dataset, new_name=tool_name,
        near=near, threshold=threshold)
-    on(length_filter.click, partial(filter_by_length, workspace), [tool_report, dataset], dataset=dataset,
+    on(length_filter.click, for_visitor(filter_by_length), [tool_report, dataset], dataset=dataset,
        new_name=tool_name, model=model, min_tokens=min_tokens, max_tokens=max_tokens)
-    on(split.click, partial(split_off_eval, workspace), [tool_report, dataset], dataset=dataset, new_name=tool_name,
+    on(split.click, for_visitor(split_off_eval), [tool_report, dataset], dataset=dataset, new_name=tool_name,
        eval_fraction=eval_fraction, seed=split_seed)
     return DataTab(dataset=dataset, use_in_train=use_in_train)
 

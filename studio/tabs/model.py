@@ -6,7 +6,6 @@ thereby the one a run trains)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -15,9 +14,9 @@ from pipelines import api
 from pipelines.config import BUNDLED_MODEL_ID
 from pipelines.messages import has_message, text
 from studio.choices import checkpoint_choices
-from studio.errors import shows_errors
 from studio.form import on
 from studio.i18n import t
+from studio.identity import for_visitor, in_workspace
 
 
 @dataclass
@@ -34,9 +33,9 @@ def build(workspace: Path) -> ModelTab:
             inspect = gr.Button(t("model.inspect"), variant="primary", scale=1)
             use_in_train = gr.Button(t("use_in_train"), scale=1)
         card = gr.Markdown(label=t("model.card"))
-    tab.select(shows_errors(partial(checkpoint_choices, workspace)), None, [model], api_visibility="private",
+    tab.select(in_workspace(checkpoint_choices), None, [model], api_visibility="private",
                show_progress="hidden")
-    on(inspect.click, partial(model_card, workspace), [card], model=model)
+    on(inspect.click, for_visitor(model_card), [card], model=model)
     return ModelTab(model=model, use_in_train=use_in_train)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import re
-from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -19,8 +18,8 @@ from pipelines.messages import text
 from studio import job_view
 from studio.charts import margin_histogram
 from studio.choices import dataset_names
-from studio.errors import shows_errors
 from studio.i18n import t
+from studio.identity import in_workspace
 
 ANSWER_SEPARATOR = re.compile(r"(?m)^\s*---\s*$")   # a line of three dashes, alone
 KINDS = ("evaluate_reward", "score_dataset")
@@ -58,17 +57,17 @@ def build(workspace: Path) -> None:
         files = gr.File(label=t("reward.export"), file_count="multiple", interactive=False, visible=False)
     private = {"api_visibility": "private"}
     shown = [panel.job, panel.cancel, panel.timer, panel.progress, summary, histogram, ranked, files]
-    tab.select(partial(refresh_reward_choices, workspace), [checkpoint], [checkpoint], **private)
-    relist = shows_errors(partial(job_view.refresh_jobs, workspace, KINDS))   # its labels say how each job ended
+    tab.select(in_workspace(refresh_reward_choices), [checkpoint], [checkpoint], **private)
+    relist = in_workspace(job_view.refresh_jobs, KINDS)   # its labels say how each job ended
     tab.select(relist, [panel.job], [panel.job], **private).then(
-        shows_errors(partial(show_job, workspace)), [panel.job], shown, **private)
-    score.click(shows_errors(partial(score_answers, workspace)), [checkpoint, prompt, answers], [scores], **private)
+        in_workspace(show_job), [panel.job], shown, **private)
+    score.click(in_workspace(score_answers), [checkpoint, prompt, answers], [scores], **private)
     for button, kind in ((evaluate, "evaluate_reward"), (rank, "score_dataset")):
-        button.click(shows_errors(partial(start_job, workspace, kind)), [checkpoint, dataset], [panel.job, panel.timer],
+        button.click(in_workspace(start_reward_job, kind), [checkpoint, dataset], [panel.job, panel.timer],
                      **private)
-    panel.job.change(shows_errors(partial(show_job, workspace)), [panel.job], shown, **private)
-    panel.timer.tick(shows_errors(partial(show_job, workspace)), [panel.job], shown, **private)
-    panel.cancel.click(shows_errors(partial(job_view.cancel, workspace)), [panel.job], [panel.progress], **private)
+    panel.job.change(in_workspace(show_job), [panel.job], shown, **private)
+    panel.timer.tick(in_workspace(show_job), [panel.job], shown, **private)
+    panel.cancel.click(in_workspace(job_view.cancel), [panel.job], [panel.progress], **private)
 
 
 def refresh_reward_choices(workspace: Path, current: str | None):
@@ -85,7 +84,7 @@ def score_answers(workspace: Path, checkpoint: str, prompt: str, answers: str) -
     return f"| {text('reward.col.reward')} | {text('reward.col.answer')} |\n|---:|---|\n" + "\n".join(rows)
 
 
-def start_job(workspace: Path, kind: str, checkpoint: str, dataset: str):
+def start_reward_job(workspace: Path, kind: str, checkpoint: str, dataset: str):
     """Measure the checkpoint on the dataset's pairs (evaluate_reward) or rank its answers (score_dataset), as a job."""
     job_id = api.start_job(workspace, kind, {"checkpoint": checkpoint, "dataset": dataset})
     return job_view.started(workspace, KINDS, job_id)

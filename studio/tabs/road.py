@@ -7,7 +7,6 @@ Like the Train tab it holds nothing the disk does not: a timer re-reads the pick
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -18,6 +17,7 @@ from pipelines.messages import has_message, text
 from studio.form import on
 from studio.i18n import t, time_left
 from studio.tabs.train import state_text
+from studio.identity import for_visitor
 
 REFRESH_S = 3.0
 STEP_COLUMNS = ["step", "run", "status", "progress", "eta"]
@@ -50,11 +50,11 @@ def build(workspace: Path) -> RoadTab:
         timer = gr.Timer(REFRESH_S)
 
     outputs = [road, status, steps, compare]
-    on(start.click, partial(start_clicked, workspace), outputs, language=language)
-    on(stop.click, partial(stop_clicked, workspace), outputs, road_id=road)
-    on(again.click, partial(continue_clicked, workspace), outputs, road_id=road)
-    on(road.change, partial(view, workspace), [status, steps, compare], road_id=road)
-    on(timer.tick, partial(view, workspace), [status, steps, compare], show_progress="hidden", road_id=road)
+    on(start.click, for_visitor(start_clicked), outputs, language=language)
+    on(stop.click, for_visitor(stop_clicked), outputs, road_id=road)
+    on(again.click, for_visitor(continue_clicked), outputs, road_id=road)
+    on(road.change, for_visitor(view), [status, steps, compare], road_id=road)
+    on(timer.tick, for_visitor(view), [status, steps, compare], show_progress="hidden", road_id=road)
     return RoadTab(road=road, compare=compare)
 
 

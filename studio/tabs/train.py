@@ -19,9 +19,10 @@ from pipelines.errors import StudioError
 from pipelines.messages import has_message, text
 from studio.charts import training_curves
 from studio.choices import checkpoint_choices, dataset_choices, dataset_names
-from studio.errors import shows_errors
 from studio.form import field_component, form_settings, on, section_fields, values_to_config
 from studio.i18n import t, time_left
+from studio.rule_builder import rule_builder
+from studio.identity import for_visitor, in_workspace
 
 REFRESH_S = 1.5          # the selected run's status, chart and log
 RUNS_REFRESH_S = 4.0     # the runs list and picker
@@ -62,7 +63,9 @@ def build(workspace: Path):
                     for section in stage_sections():
                         with gr.Group(visible=False) as stage_groups[section]:
                             for spec in section_fields(section):
-                                add(section, spec, field_component(section, spec))
+                                component = add(section, spec, field_component(section, spec))
+                                if spec.name == "rules":   # a stage that takes a reward: declarative rules
+                                    rule_builder(section, component)
                 with gr.Accordion(t("train.lora"), open=False):
                     for spec in section_fields("peft"):
                         add("peft", spec, field_component("peft", spec))
@@ -113,26 +116,26 @@ def build(workspace: Path):
     stage_outputs = [dataset, stage_box, *stage_groups.values(), *(by_key[("train", n)] for n in stage_train_settings())]
     by_key[("", "stage")].input(stage_changed, [by_key[("", "stage")]], stage_outputs, **private)
     for button, stage in ((sft_on_it, "sft"), (dpo_on_it, "dpo")):
-        button.click(shows_errors(partial(train_on_output, workspace, stage)), [run],
+        button.click(in_workspace(train_on_output, stage), [run],
                      [by_key[("", "stage")], *stage_outputs], **private)
     for component in form:
         component.change(partial(config_preview, form), set(form), [config_yaml], **private, show_progress="hidden")
-    start.click(shows_errors(partial(start_clicked, workspace, form)), set(form), [run], **private)
-    on(stop.click, partial(stop_clicked, workspace), [status], run_id=run)
-    on(resume.click, partial(resume_clicked, workspace), [status], run_id=run)
-    view = partial(run_view, workspace)
+    start.click(in_workspace(start_clicked, form), set(form), [run], **private)
+    on(stop.click, for_visitor(stop_clicked), [status], run_id=run)
+    on(resume.click, for_visitor(resume_clicked), [status], run_id=run)
+    view = for_visitor(run_view)
     view_outputs = [status, chart, log, samples, use_row, probes]
     for trigger in (run.change, smooth.change, log_scale.change):
         on(trigger, view, view_outputs, run_id=run, smooth=smooth, log_scale=log_scale)
     on(timer.tick, view, view_outputs, show_progress="hidden", run_id=run, smooth=smooth, log_scale=log_scale)
-    on(list_timer.tick, partial(refresh_runs, workspace), [run, runs_table], show_progress="hidden", selected=run)
+    on(list_timer.tick, for_visitor(refresh_runs), [run, runs_table], show_progress="hidden", selected=run)
     # Datasets and checkpoints made since the page loaded (an upload, Compare's votes, a run that finished) are
     # offered as soon as one comes back to this tab or opens a list; only the choices change, never the pick.
     quiet = {**private, "show_progress": "hidden"}
-    tab.select(shows_errors(partial(refresh_pickers, workspace)), None, [model, dataset, eval_dataset], **quiet)
-    dataset.focus(shows_errors(partial(dataset_choices, workspace)), None, [dataset], **quiet)
-    eval_dataset.focus(shows_errors(partial(dataset_choices, workspace, optional=True)), None, [eval_dataset], **quiet)
-    model.focus(shows_errors(partial(checkpoint_choices, workspace)), None, [model], **quiet)
+    tab.select(in_workspace(refresh_pickers), None, [model, dataset, eval_dataset], **quiet)
+    dataset.focus(in_workspace(dataset_choices), None, [dataset], **quiet)
+    eval_dataset.focus(in_workspace(dataset_choices, optional=True), None, [eval_dataset], **quiet)
+    model.focus(in_workspace(checkpoint_choices), None, [model], **quiet)
     return model, dataset, run, runs_table
 
 
