@@ -1,4 +1,5 @@
-"""Stopping a run cleanly: SIGTERM, SIGINT or a stop file in the run directory, agreed by every rank.
+"""Stopping a run cleanly: SIGTERM, SIGINT, a stop file in the run directory, or (hosted mode) the end of its
+training time, agreed by every rank.
 
 Light on purpose: the training process installs this before its heavy imports, so a Stop pressed
 while it is still starting up is not lost.
@@ -7,17 +8,21 @@ while it is still starting up is not lost.
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 from pipelines import run_files
 
 
 class StopSignal:
-    """Set by SIGTERM/SIGINT or the stop file; read by the callback at each step."""
+    """Set by SIGTERM/SIGINT, the stop file or the hosted time limit; read by the callback at each step."""
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
         self.requested = False
+        from pipelines.hosting import wall_deadline
+        self.deadline = wall_deadline()   # hosted mode: when this process's training time is up
+        self.reason = None                # why, when no user asked: a Message for the run's status
 
     def install(self) -> None:
         self._previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -37,6 +42,9 @@ class StopSignal:
     def check(self) -> bool:
         if not self.requested and (self.run_dir / run_files.STOP_REQUEST_FILE).exists():
             self.requested = True
+        if not self.requested and self.deadline is not None and time.time() > self.deadline:
+            from pipelines.hosting import wall_time_reached
+            self.requested, self.reason = True, wall_time_reached()
         self.requested = _agree_across_ranks(self.requested)  # every rank then finishes the same way
         return self.requested
 

@@ -100,8 +100,9 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
             final_status = "completed"
             if main:  # what the trainer left in its output_dir (a model card) is not part of the run
                 shutil.rmtree(staging, ignore_errors=True)
-        if main:
-            run_files.update_status(run_dir, status=final_status, pid=None)
+        if main:   # stopped by a hosted limit, not a user: the status says which limit
+            said = run_files.error_fields(stop.reason) if final_status == "stopped" and stop.reason else {}
+            run_files.update_status(run_dir, status=final_status, pid=None, **said)
         if echo and main:
             with contextlib.suppress(OSError):   # the run is complete whether or not the log still takes a line
                 print(f"run {run_dir.name} {final_status}", flush=True)

@@ -44,6 +44,8 @@ def import_hub_dataset(repo_id: str, config: str | None, split: str, name: str, 
     if not records:
         raise StudioError("data.hub_no_rows", repo=repo_id, split=split)
     check_field_sizes(repo_id, records)
+    from pipelines.hosting import check_data, records_bytes
+    check_data(workspace, records_bytes(records), "rows")   # hosted mode: bounded as an upload is
     source = f"hub:{repo_id}" + (f" ({config}, {split})" if config else f" ({split})")
     return {**save_records(records, name, workspace, source, drop_bad_rows, columns, replace), "source": source}
 

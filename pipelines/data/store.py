@@ -226,6 +226,9 @@ def save_upload(upload: Path, name: str, workspace: Path, drop_bad_rows: bool = 
     if name is None or (isinstance(name, str) and not name.strip()):
         name = free_name(Path(upload).stem, workspace)
     check_new_name(name, workspace, overwrite=replace)   # before reading what may be 200 MB
+    if Path(upload).is_file():   # hosted mode: the upload's size and the user's quota, before it is read
+        from pipelines.hosting import check_data
+        check_data(workspace, Path(upload).stat().st_size, "file")
     return save_records(read_records(Path(upload)), name, workspace, Path(upload).name, drop_bad_rows, columns, replace)
 
 

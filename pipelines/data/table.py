@@ -89,6 +89,8 @@ def save_table(kind: str, rows: list[list], name: str, workspace: Path, drop_bad
     records = records_from_table(kind, rows)
     if not records:
         raise StudioError("data.table_empty")
+    from pipelines.hosting import check_data, records_bytes
+    check_data(workspace, records_bytes(records), "table")   # hosted mode: bounded as an upload is
     return save_records(records, name, workspace, "table", drop_bad_rows, replace=replace)  # the columns decide the kind
 
 
