@@ -150,7 +150,8 @@ def describe_settings(section: str) -> list[dict]:
         key = f"help.{section}.{spec.name}" if section else f"help.{spec.name}"
         meta = spec.metadata
         described.append({"name": spec.name, "type": spec.type if isinstance(spec.type, str) else spec.type.__name__,
-                          "default": spec.default, "help": catalog(current_language()).get(key) or meta["help"],
+                          "default": spec.default_factory() if spec.default is dataclasses.MISSING else spec.default,
+                          "help": catalog(current_language()).get(key) or meta["help"],
                           "choices": list(meta["choices"]) if meta.get("choices") else None,
                           "minimum": meta.get("minimum"), "maximum": meta.get("maximum")})
     return described
@@ -164,7 +165,20 @@ def stage_train_settings() -> tuple[str, ...]:
 def reward_source(scored: str = "rewards"):
     """The `reward` setting of each stage that scores answers (PPO, GRPO, RLOO, best-of-N): one help text for all."""
     return setting("", f"Where {scored} come from: a reward run's checkpoint (my-rm/final), a Python file in the "
-                       "workspace defining reward(prompts, completions) -> list of floats (rules.py), or both joined by '+'.")
+                       "workspace defining reward(prompts, completions) -> list of floats (rules.py), or both joined by '+'. "
+                       "May be empty when `rules` are given.")
+
+
+def reward_rules():
+    """The `rules` setting beside each `reward`: declarative rule rewards (pipelines/rl/rule_spec.py), a list."""
+    return field(default_factory=list, metadata={
+        "help": "Rules written as data, no code: each scores an answer from 0 to 1, times its weight, added to the "
+                "reward. A YAML or JSON list, one rule a line, such as  - ends_with: Hope this helps!  and  - max_words: "
+                "80. Kinds: contains, contains_any, contains_all, not_contains, starts_with, ends_with, regex, "
+                "min_words, max_words, min_chars, max_chars, min_lines, max_lines, json_valid, language (en or ko), "
+                "no_repeats; options: weight (-10 to 10, default 1), per_line (the share of non-empty lines that "
+                "match), ignore_case. They run in the training process.",
+        "choices": None, "minimum": None, "exclusive_minimum": False, "maximum": None})
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -265,10 +279,26 @@ def _coerce(path: str, spec: dataclasses.Field, value: Any) -> Any:
             if isinstance(value, bool) and {"on", "off"} <= set(spec.metadata.get("choices") or ()):
                 return "on" if value else "off"   # YAML 1.1 reads a bare on / off as true / false
             return "" if value is None else str(value)
+        if kind == "list" and (value is None or isinstance(value, str)):   # the form's rules box holds YAML text
+            return list_from_text(value, path)
     except (TypeError, ValueError, OverflowError):
         raise StudioError("config.not_whole" if kind == "int" else "config.not_finite", path=path,
                           value=quote(value)) from None
     return value
+
+
+def list_from_text(value: str | None, path: str) -> Any:
+    """A list setting written as YAML or JSON text (the form's rules box, one rule a line): the list; one mapping
+    alone is a list of one. What is not a list is left for the setting's own check to name."""
+    if not value or not value.strip():
+        return []
+    if len(value) > MAX_CONFIG_CHARS:
+        raise StudioError("config.too_long", length=len(value), limit=MAX_CONFIG_CHARS)
+    try:
+        parsed = yaml.load(value, Loader=_ConfigLoader)
+    except (yaml.YAMLError, ValueError):
+        raise StudioError("config.not_yaml_list", path=path) from None
+    return [parsed] if isinstance(parsed, dict) else [] if parsed is None else parsed
 
 
 GPU_LIST = re.compile(r"\d{1,2}(,\d{1,2}){0,15}")
@@ -299,6 +329,9 @@ def validate(config: RunConfig) -> None:
             if section is config and spec.name not in {f.name for f in top_fields()}:
                 continue
             _check_bounds(f"{section_name}.{spec.name}".lstrip("."), spec, getattr(section, spec.name))
+    if stage.takes_reward:   # declarative rules: checked (regexes compiled) before anything is written
+        from pipelines.rl.rule_spec import parse_rules
+        parse_rules(getattr(config, config.stage).rules, f"{config.stage}.rules")
     if stage.validate:
         stage.validate(config)
 

@@ -34,7 +34,7 @@ PREFERENCE = (
           SHARE),
 )
 RL = (
-    Panel("chart.rl_objective", ("objective/scores", "objective/rlhf_reward", "reward")),
+    Panel("chart.rl_objective", ("objective/scores", "objective/rule_scores", "objective/rlhf_reward", "reward")),
     Panel("chart.kl", ("kl", "objective/kl")),
     Panel("chart.ppo_losses", ("loss/policy", "loss/value")),
     Panel("chart.ppo_health", ("policy/clipfrac", "value/clipfrac", "policy/approx_kl", "value/explained_variance")),

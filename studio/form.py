@@ -11,8 +11,10 @@ import inspect
 import math
 
 import gradio as gr
+import yaml
 
-from pipelines.config import sections
+from pipelines.config import list_from_text, sections
+from pipelines.errors import StudioError
 from studio.errors import shows_errors
 from studio.i18n import t
 
@@ -21,7 +23,8 @@ def field_component(section: str, spec: dataclasses.Field, default=None):
     """A Gradio input for one config field."""
     key = f"{section}.{spec.name}" if section else spec.name
     meta = spec.metadata
-    value = spec.default if default is None else default
+    declared = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default   # a list: a factory
+    value = declared if default is None else default
     common = {"label": t(key), "info": t(f"help.{key}"), "value": value}
     if meta.get("choices"):
         return gr.Dropdown(choices=list(meta["choices"]), **common)
@@ -30,6 +33,9 @@ def field_component(section: str, spec: dataclasses.Field, default=None):
         return gr.Number(precision=0, minimum=meta.get("minimum"), maximum=meta.get("maximum"), **common)
     if kind == "float":
         return gr.Number(minimum=meta.get("minimum"), maximum=meta.get("maximum"), step=_step(value), **common)
+    if kind == "list":   # a stage's rules: YAML text, one rule a line (studio/rule_builder.py adds lines)
+        common["value"] = yaml.safe_dump(value, allow_unicode=True, sort_keys=False, default_flow_style=None) if value else ""
+        return gr.Textbox(lines=3, max_lines=16, placeholder=t("form.rules_placeholder"), **common)
     return gr.Textbox(lines=3 if spec.name.endswith("prompts") else 1, **common)   # one prompt per line
 
 
@@ -42,10 +48,20 @@ def section_fields(section: str) -> list[dataclasses.Field]:
     return list(dataclasses.fields(sections()[section]))
 
 
+def _kind(section: str, name: str) -> str:
+    spec = next((f for f in dataclasses.fields(sections()[section]) if f.name == name), None) if section in sections() else None
+    return "" if spec is None else spec.type if isinstance(spec.type, str) else spec.type.__name__
+
+
 def values_to_config(settings: dict[tuple[str, str], object]) -> dict:
     """Form values by (section, field) → the nested dict a RunConfig is made from."""
     config: dict = {}
     for (section, name), value in settings.items():
+        if section and isinstance(value, str) and _kind(section, name) == "list":
+            try:   # the config shows the list itself; text that is no list is left for Start to name
+                value = list_from_text(value, f"{section}.{name}")
+            except StudioError:
+                pass
         if section:
             config.setdefault(section, {})[name] = value
         else:

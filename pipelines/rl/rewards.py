@@ -1,4 +1,5 @@
-"""Where an RL stage's reward comes from: a reward checkpoint, a Python reward-function file, or both added.
+"""Where an RL stage's reward comes from: a reward checkpoint, a Python reward-function file, declarative rules
+(the stage's `rules` setting, pipelines/rl/rule_spec.py), or any of them added.
 
 A reward setting is written `my-rm/final`, `rules.py`, or `my-rm/final + rules.py`. A reward-function file
 lies inside the workspace and defines
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from pipelines.errors import StudioError, quote
 from pipelines.paths import inside, upload_folder
+from pipelines.rl.rule_spec import Rule, parse_rules, rules_score
 from pipelines.rl.rule_worker import RuleWorker
 
 # Two samples, not one: a function that returns one score whatever it is given passes a one-sample check.
@@ -27,21 +29,27 @@ PROBE = (["Say hi", "Add 2 and 3"], ["Hi there! Hope this helps!", "2 + 3 = 5."]
 class RewardSource:
     checkpoint: str | None            # a reward run's checkpoint id
     function_file: Path | None        # a .py file inside the workspace
+    rules: tuple[Rule, ...] = ()      # declarative rules (the stage's `rules` setting)
 
     def describe(self) -> str:
-        return " + ".join(p for p in (self.checkpoint, self.function_file and self.function_file.name) if p)
+        rules = self.rules and (f"{len(self.rules)} rule" + ("s" if len(self.rules) > 1 else ""))
+        return " + ".join(p for p in (self.checkpoint, self.function_file and self.function_file.name, rules) if p)
 
 
-def parse_reward(spec: str, workspace: Path, file_must_exist: bool = True) -> RewardSource:
-    """`checkpoint`, `file.py` or `checkpoint + file.py` → a RewardSource (paths checked, nothing loaded)."""
+def parse_reward(spec: str, workspace: Path, file_must_exist: bool = True, rules=None) -> RewardSource:
+    """`checkpoint`, `file.py` or `checkpoint + file.py`, with the stage's `rules` (plain data, may be empty) → a
+    RewardSource (paths and rules checked, nothing loaded). A reward needs at least one of the three."""
     parts = _parts(spec)
-    if not parts:
+    parsed_rules = tuple(parse_rules(rules))
+    if not parts and not parsed_rules:
         raise StudioError("rl.no_reward")
     checkpoint = function_file = None
     for part in parts:
         if part.endswith(".py"):
             if function_file:
                 raise StudioError("rl.two_rule_files")
+            from pipelines.hosting import check_user_code
+            check_user_code(part)   # hosted mode: no visitor's Python unless the operator allows it
             function_file = inside(Path(workspace), part, "reward-function file")
             if function_file.is_relative_to(upload_folder()):   # anyone could have put it there (paths.py)
                 raise StudioError("rl.rule_uploaded", file=quote(part))
@@ -51,7 +59,7 @@ def parse_reward(spec: str, workspace: Path, file_must_exist: bool = True) -> Re
             raise StudioError("rl.two_checkpoints")
         else:
             checkpoint = part
-    return RewardSource(checkpoint, function_file)
+    return RewardSource(checkpoint, function_file, parsed_rules)
 
 
 def _parts(spec: str | None) -> list[str]:
@@ -59,9 +67,11 @@ def _parts(spec: str | None) -> list[str]:
 
 
 def rule_only(config) -> bool:
-    """Whether an RL run scores with rule files alone, no reward model (pipelines/signals.py hints differ)."""
-    parts = _parts(getattr(getattr(config, config.stage, None), "reward", None))
-    return bool(parts) and all(p.endswith(".py") for p in parts)
+    """Whether an RL run scores with rules alone (a rule file and/or declarative rules), no reward model
+    (pipelines/signals.py hints differ)."""
+    settings = getattr(config, config.stage, None)
+    parts = _parts(getattr(settings, "reward", None))
+    return (bool(parts) or bool(getattr(settings, "rules", None))) and all(p.endswith(".py") for p in parts)
 
 
 RUN_COPY_FOLDER = "reward"
@@ -82,21 +92,22 @@ def keep_reward_file(source: RewardSource, run_dir: Path) -> RewardSource:
         staged = copy.with_name(f".{copy.name}.{os.getpid()}")   # every process of a multi-GPU run may get here
         shutil.copy2(source.function_file, staged)
         os.replace(staged, copy)
-    return RewardSource(source.checkpoint, copy)
+    return RewardSource(source.checkpoint, copy, source.rules)
 
 
-def reward_for_run(spec: str, workspace: Path, run_dir: Path) -> RewardSource:
-    """The reward source a training process scores with: the run's own copy of the function file."""
-    source = parse_reward(spec, workspace, file_must_exist=False)
+def reward_for_run(spec: str, workspace: Path, run_dir: Path, rules=None) -> RewardSource:
+    """The reward source a training process scores with: the run's own copy of the function file (its rules are
+    in its own config.yaml)."""
+    source = parse_reward(spec, workspace, file_must_exist=False, rules=rules)
     if not source.function_file:
         return source
     copy = Path(run_dir) / RUN_COPY_FOLDER / source.function_file.name
     if not copy.is_file():   # a run created before runs kept their copy
-        return keep_reward_file(parse_reward(spec, workspace), run_dir)
+        return keep_reward_file(parse_reward(spec, workspace, rules=rules), run_dir)
     if not source.function_file.is_file() or copy.read_bytes() != source.function_file.read_bytes():
         print(f"reward: {source.function_file.name} changed or went from the workspace since this run was created; "
               f"the run scores with the copy it was created with ({copy.relative_to(run_dir)}).", flush=True)
-    return RewardSource(source.checkpoint, copy)
+    return RewardSource(source.checkpoint, copy, source.rules)
 
 
 def load_reward_function(path: Path) -> RuleWorker:
@@ -111,10 +122,12 @@ def load_reward_function(path: Path) -> RuleWorker:
 
 
 class RewardScorer:
-    """Scores completions with every source of a RewardSource, added together."""
+    """Scores completions with every source of a RewardSource, added together. After each call, `rule_scores`
+    holds the declarative rules' part of each score (None without rules), which PPO logs on its own."""
 
     def __init__(self, source: RewardSource, workspace: Path):
         self.source = source
+        self.rule_scores: list[float] | None = None
         self.function = load_reward_function(source.function_file) if source.function_file else None
         self.reward_model = None
         if source.checkpoint:
@@ -134,6 +147,9 @@ class RewardScorer:
         if self.function:
             last_user = [next((t["content"] for t in reversed(p) if t["role"] == "user"), "") for p in prompts]
             totals = [t + s for t, s in zip(totals, self.function(last_user, completions))]
+        if self.source.rules:
+            self.rule_scores = rules_score(list(self.source.rules), completions)
+            totals = [t + s for t, s in zip(totals, self.rule_scores)]
         return totals
 
     def close(self) -> None:
@@ -162,11 +178,11 @@ def reward_model_margin(source: RewardSource, workspace: Path) -> float | None:
     return sum(margins) / len(margins) if margins else None
 
 
-def check_reward(spec: str, workspace: Path) -> RewardSource:
-    """Everything about a reward setting that can be checked before a run starts."""
+def check_reward(spec: str, workspace: Path, rules=None) -> RewardSource:
+    """Everything about a reward setting (and the stage's rules) that can be checked before a run starts."""
     from pipelines.models import check_reward_model, resolve_model
 
-    source = parse_reward(spec, workspace)
+    source = parse_reward(spec, workspace, rules=rules)
     if source.function_file:
         load_reward_function(source.function_file).close()
     if source.checkpoint:

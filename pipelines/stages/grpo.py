@@ -1,7 +1,7 @@
 """GRPO (group-relative policy optimisation) with TRL's GRPOTrainer: several answers per prompt, each answer's
 advantage is its reward against the others of its group, so no value model is needed.
 
-The reward is ours (a reward checkpoint and/or a rule file, see pipelines/rl/rewards.py). The reference of the
+The reward is ours (a reward checkpoint, a rule file and/or the config's rules, see pipelines/rl/rewards.py). The reference of the
 KL term is the model the run starts from: with LoRA, the same weights with the adapter disabled; in a full
 fine-tune, a copy TRL loads.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines import panels
-from pipelines.config import MAX_TEMPERATURE, reward_source, setting
+from pipelines.config import MAX_TEMPERATURE, reward_rules, reward_source, setting
 from pipelines.errors import StudioError
 from pipelines.signals import rl_signs
 from pipelines.stages import declare
@@ -22,6 +22,7 @@ from pipelines.stages.common import RunContext, lora_config, start_policy_stage,
 class SampledRLSettings:
     """What GRPO and RLOO share: several answers per prompt, each judged against the others of its group."""
     reward: str = reward_source()
+    rules: list = reward_rules()
     num_generations: int = setting(4, "Answers sampled per prompt; each is compared with the others of its prompt (train.batch_size must be a multiple).",
                                   minimum=2, maximum=64)
     response_length: int = setting(48, "Longest generated answer, in tokens.", minimum=1, maximum=4096)
@@ -62,7 +63,8 @@ def sampled_rl_parts(context: RunContext, settings):
     if settings.beta > 0 and context.config.peft.method == "full" and inputs.source.adapters:
         point_reference_at_the_start(model, context.staging_dir / "reference")
     tracker = StepTracker()
-    scorer = RewardScorer(reward_for_run(settings.reward, context.workspace, context.run_dir), context.workspace)
+    scorer = RewardScorer(reward_for_run(settings.reward, context.workspace, context.run_dir, settings.rules),
+                          context.workspace)
     reward = StudioReward(scorer, context.run_dir, tracker, is_main_process())
     sampling = {"num_generations": settings.num_generations, "max_completion_length": settings.response_length,
                 "temperature": settings.temperature, "beta": settings.beta}

@@ -2,7 +2,7 @@
 
 One update:
   1. sample a batch of prompts and generate answers with the policy (left-padded prompts, sampled tokens);
-  2. score them (reward checkpoint and/or reward-function file; minus a penalty for answers cut off);
+  2. score them (reward checkpoint, reward-function file and/or the config's rules; minus a penalty for answers cut off);
   3. per-token KL to the reference — the same weights with the LoRA adapter disabled, so no second copy —
      turned into rewards: −β·KL at every token plus the score at the last one;
   4. GAE advantages (whitened) and returns from the value head;
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines import panels, run_files
-from pipelines.config import MAX_STEPS, MAX_TEMPERATURE, reward_source, setting
+from pipelines.config import MAX_STEPS, MAX_TEMPERATURE, reward_rules, reward_source, setting
 from pipelines.errors import StudioError
 from pipelines.signals import rl_signs
 from pipelines.stages import declare
@@ -48,6 +48,7 @@ SAMPLES_PER_UPDATE = 4
 @dataclass
 class PPOSettings:
     reward: str = reward_source()
+    rules: list = reward_rules()
     kl_coef: float = setting(0.05, "Weight of the per-token KL penalty to the reference (the SFT model): the guard against reward hacking.", minimum=0.0, maximum=100.0)
     kl_target: float = setting(0.0, "0 keeps kl_coef fixed; above 0 adapts it so the KL per response tracks this target (Ziegler et al. 2019).", minimum=0.0, maximum=1000.0)
     kl_horizon: int = setting(10000, "How fast the adaptive kl_coef moves: by at most 20% × train.batch_size ÷ kl_horizon per update, so kl_horizon must be at least train.batch_size. The paper's 10000 barely moves β in a short run; a few times train.batch_size moves it every update.",
@@ -153,7 +154,8 @@ class PPORunner:
                                        num_training_steps=self.max_steps)
         self.kl_coef = settings.kl_coef
         self.kl_controller = AdaptiveKLController(settings.kl_coef, settings.kl_target, settings.kl_horizon) if settings.kl_target > 0 else None
-        self.scorer = RewardScorer(reward_for_run(settings.reward, context.workspace, context.run_dir), context.workspace)
+        self.scorer = RewardScorer(reward_for_run(settings.reward, context.workspace, context.run_dir, settings.rules),
+                                   context.workspace)
         self.reward_margin = reward_model_margin(self.scorer.source, context.workspace)   # see pipelines/signals.py
         self.loop = CallbackLoop(context, self.max_steps, self.device, steps_per_epoch=len(self.prompts) / train.batch_size,
                                  model=self.model, processing_class=self.tokenizer, optimizer=self.optimizer,
@@ -251,6 +253,8 @@ class PPORunner:
             logs["objective/scores_std"] = raw_scores.std(unbiased=False).item()
         if self.reward_margin is not None:
             logs["reward_model/margin"] = self.reward_margin
+        if self.scorer.rule_scores is not None:   # the declarative rules' part of objective/scores
+            logs["objective/rule_scores"] = sum(self.scorer.rule_scores) / len(self.scorer.rule_scores)
         self.scheduler.step()
         if self.kl_controller:
             self.kl_coef = self.kl_controller.update(mean_kl, self.config.train.batch_size)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines import panels, run_files
-from pipelines.config import MAX_TEMPERATURE, reward_source, setting
+from pipelines.config import MAX_TEMPERATURE, reward_rules, reward_source, setting
 from pipelines.errors import StudioError
 from pipelines.stages import declare
 from pipelines.stages.common import RunContext, refuse_several_processes, stage_inputs
@@ -24,6 +24,7 @@ KEPT_FILE = run_files.PROGRESS_FILE
 @dataclass
 class RejectionSamplingSettings:
     reward: str = reward_source("scores")
+    rules: list = reward_rules()
     num_samples: int = setting(4, "Answers generated per prompt (the N of best-of-N).", minimum=2, maximum=64)
     response_length: int = setting(96, "Longest generated answer, in tokens.", minimum=1, maximum=4096)
     temperature: float = setting(0.8, "Sampling temperature: high enough that the N answers differ.", minimum=0, exclusive_minimum=True, maximum=MAX_TEMPERATURE)
@@ -66,7 +67,8 @@ class BestOfN:
         batches = -(-len(self.prompts) // size)
         self.max_steps = min(self.config.train.max_steps, batches) if self.config.train.max_steps > 0 else batches
         self.model = load_model(inputs.source, dtype=torch.float32, device=self.device).eval()
-        self.scorer = RewardScorer(reward_for_run(settings.reward, context.workspace, context.run_dir), context.workspace)
+        self.scorer = RewardScorer(reward_for_run(settings.reward, context.workspace, context.run_dir, settings.rules),
+                                   context.workspace)
         # Nothing is trained, so the callbacks get no model (no weights to check before a save, none to save: a
         # finished batch in kept.jsonl is this stage's checkpoint).
         self.loop = CallbackLoop(context, self.max_steps, self.device, steps_per_epoch=batches,
