@@ -83,9 +83,7 @@ def check_startable(workspace: Path, config: RunConfig):
 
 def _memory_warnings(config: RunConfig, model_config) -> list[Message]:
     """On the CPU, refuse a run whose estimated peak (pipelines/models.estimate_training_memory) is beyond the
-    machine's whole memory; warn when it is beyond what is free now."""
-    import psutil
-
+    machine's whole memory (a container's limit: pipelines/space.memory); warn when it is beyond what is free now."""
     from pipelines.models import best_device, count_config_parameters, estimate_training_memory, hidden_size
     from pipelines.stages.common import precision_args
 
@@ -99,8 +97,8 @@ def _memory_warnings(config: RunConfig, model_config) -> list[Message]:
                                         device=device)["full" if config.peft.method == "full" else "lora"]
     if device != "cpu":   # calibrated on the CPU only; asking a GPU would also open a CUDA context in the server
         return []
-    memory = psutil.virtual_memory()
-    free, total = memory.available / 1024 ** 3, memory.total / 1024 ** 3
+    from pipelines.space import memory
+    total, free = (value / 1024 ** 3 for value in memory())
     fixes = Message("api.memory_fixes_full" if config.peft.method == "full" else "api.memory_fixes")
     if estimate > total:
         raise StudioError("api.memory_beyond_total", needed=estimate, device=device, total=total, fixes=fixes)

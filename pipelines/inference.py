@@ -70,8 +70,8 @@ def memory_budget(device: str) -> int:
         import torch
         total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
     else:
-        import psutil
-        total = psutil.virtual_memory().total
+        from pipelines.space import memory
+        total = memory()[0]
     return int(total * BUDGET_SHARE.get(device, 0.5))
 
 

@@ -61,6 +61,28 @@ def _cgroup_quota(root: Path) -> float | None:
     return int(quota) / int(period) if int(quota) > 0 else None
 
 
+def memory(cgroup_root: Path | None = None) -> tuple[int, int]:
+    """(total, available) bytes of memory for this process: the machine's, capped by a cgroup memory limit. In a
+    container (a Space, Docker) psutil sees the host's memory, and a model cache or a run sized to it gets the
+    container killed; the limit is what counts."""
+    import psutil
+
+    machine = psutil.virtual_memory()
+    total, available = machine.total, machine.available
+    root = cgroup_root or CGROUP_ROOT
+    for limit_file, usage_file in (("memory.max", "memory.current"),
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            limit = (root / limit_file).read_text().strip()
+            usage = int((root / usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < total:   # "max", or v1's huge number for none: no limit
+            total, available = int(limit), min(available, max(int(limit) - usage, 0))
+        break
+    return total, available
+
+
 def use_cpu_count(count: int) -> None:
     """Have torch (the app's and every training process's: they inherit the environment) use `count` threads,
     unless the operator set OMP_NUM_THREADS. Must run before torch is imported."""

@@ -234,3 +234,23 @@ def test_a_space_without_a_volume_says_so_on_every_page(space_app, locale, langu
         page.get_by_role("tab", name=catalog(language)["tab.chat"]).click()
         assert banner.get_by_text(sentence).is_visible(), "above the tabs: the Chat tab shows it too"
         browser.close()
+
+
+def test_memory_is_the_containers_limit_where_it_is_below_the_machines(tmp_path):
+    import psutil
+    machine = psutil.virtual_memory().total
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text(f"{16 * 2**30}\n")
+    (v2 / "memory.current").write_text(f"{10 * 2**30}\n")
+    total, available = space.memory(v2)
+    assert total == min(16 * 2**30, machine)
+    assert available <= 6 * 2**30 or total == machine
+    (v2 / "memory.max").write_text("max\n")
+    assert space.memory(v2)[0] == machine, "no limit: the machine's"
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{2**30}\n")
+    (v1 / "memory.usage_in_bytes").write_text(f"{2**29}\n")
+    assert space.memory(v1.parent) == (2**30, min(2**29, psutil.virtual_memory().available))
+    assert space.memory(tmp_path / "none")[0] == machine
