@@ -161,6 +161,21 @@ def check_active_runs(workspace: Path) -> None:
         raise StudioError("hosting.too_many_active", limit=limits.max_active_runs)
 
 
+ACTIVE_JOBS = 1   # per user in hosted mode: an evaluation or scoring job takes the CPU a run would train on
+
+
+def check_job(workspace: Path) -> None:
+    """A new job (Evaluate, scoring) for the user of `workspace`: one at a time, and room on their quota."""
+    limits = current()
+    if limits is None:
+        return
+    from pipelines import jobs
+    active = sum(jobs.refresh_status(d).get("status") in jobs.ACTIVE for d in jobs.list_job_dirs(workspace))
+    if active >= ACTIVE_JOBS:
+        raise StudioError("hosting.too_many_jobs", limit=ACTIVE_JOBS)
+    check_disk(workspace)
+
+
 def check_disk(workspace: Path, adding: int = 0) -> None:
     """The user's runs, datasets and jobs, with `adding` bytes more, within the quota."""
     limits = current()

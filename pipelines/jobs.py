@@ -92,6 +92,8 @@ def start(workspace: Path, kind: str, spec: dict) -> Path:
     if not isinstance(spec, dict):
         raise StudioError("jobs.spec_not_mapping", kind=kind)
     spec, warnings = known[kind].prepare(workspace, spec)
+    from pipelines.hosting import check_job
+    check_job(workspace)   # hosted mode: one job of a user's at a time, within their quota
     free = run_files.free_bytes(jobs_root(workspace))
     if free < run_files.SPARE_BYTES:   # not even its status would fit: refuse before writing a folder
         raise StudioError("jobs.disk_full", free=run_files.megabytes(free))

@@ -267,3 +267,15 @@ def test_a_run_past_its_training_time_saves_a_checkpoint_and_stops_saying_why(ti
     assert status["error"] == render("hosting.wall_time", "en", minutes=0.03)
     assert "0.03 minutes" in status["error"]
     assert read_status(run_dir)["error_message"]["code"] == "hosting.wall_time", "told in the visitor's language"
+
+
+def test_a_user_runs_one_job_at_a_time_in_hosted_mode(tiny_model, workspace, hosted, monkeypatch):
+    hosted(allow_user_code=True)
+    monkeypatch.setattr(jobs, "launch", lambda job_dir: None)   # the job stays queued, as in its first seconds
+    (workspace / "lengths.py").write_text(LENGTHS)
+    spec = {"checkpoints": [str(tiny_model)], "prompts": ["Hi?"], "scorer": "lengths.py"}
+    first = api.start_job(workspace, "evaluate", spec)
+    error = refused("hosting.too_many_jobs", lambda: api.start_job(workspace, "evaluate", spec), workspace)
+    assert "1 evaluation or scoring job" in str(error)
+    update_status(jobs.job_dir_of(workspace, first), status="completed")
+    assert api.start_job(workspace, "evaluate", spec) != first, "once it ended, another may start"

@@ -71,6 +71,7 @@ MESSAGES = {
     "hosting.too_many_steps": "On this server a run trains at most {limit} steps, and train.max_steps is {steps}: set it from 1 to {limit}.",
     "hosting.steps_unbounded": "On this server a run trains at most {limit} steps, so train.max_steps must be set, from 1 to {limit}: 0 trains for train.epochs instead, which this server cannot bound.",
     "hosting.too_many_active": "You already have {limit} runs queued or training, the most one person may have on this server: wait for one to end, or stop one, then start again.",
+    "hosting.too_many_jobs": "You already have {limit} evaluation or scoring job running, the most one person may have on this server at a time: wait for it to end, or cancel it, then start again.",
     "hosting.quota_full": "Your runs, datasets and jobs use {used} of your {quota} on this server: nothing new can be saved until some are deleted (ask the server's operator).",
     "hosting.quota_upload": "This data is {size}, and your runs, datasets and jobs already use {used} of your {quota} on this server: it would not fit; save less, or have old runs or datasets deleted (ask the server's operator).",
     "hosting.data_too_big": "This data is {size}; on this server a dataset is added at most {limit} MB at a time: {fix}.",

@@ -68,6 +68,7 @@ MESSAGES = {
     "hosting.too_many_steps": "이 서버에서는 실행 하나가 최대 {limit} 스텝까지 학습하는데 train.max_steps가 {steps}입니다. 1에서 {limit} 사이로 설정하세요.",
     "hosting.steps_unbounded": "이 서버에서는 실행 하나가 최대 {limit} 스텝까지 학습하므로 train.max_steps를 1에서 {limit} 사이로 설정해야 합니다. 0이면 train.epochs만큼 학습하는데, 이 서버는 그 길이를 제한할 수 없습니다.",
     "hosting.too_many_active": "이미 대기 중이거나 학습 중인 실행이 {limit}개로, 이 서버에서 한 사람이 가질 수 있는 최대치입니다. 하나가 끝나기를 기다리거나 하나를 중지한 뒤 다시 시작하세요.",
+    "hosting.too_many_jobs": "이미 평가 또는 채점 작업 {limit}개가 실행 중이며, 이 서버에서 한 사람이 한 번에 가질 수 있는 최대치입니다. 끝나기를 기다리거나 취소한 뒤 다시 시작하세요.",
     "hosting.quota_full": "이 서버에서 실행, 데이터셋, 작업이 할당량 {quota} 중 {used}를 쓰고 있습니다. 일부를 지우기 전에는 새로 저장할 수 없습니다 (서버 운영자에게 요청하세요).",
     "hosting.quota_upload": "이 데이터는 {size}인데, 실행, 데이터셋, 작업이 이미 이 서버의 할당량 {quota} 중 {used}를 쓰고 있어 들어가지 않습니다. 더 적게 저장하거나, 오래된 실행이나 데이터셋을 지워 달라고 서버 운영자에게 요청하세요.",
     "hosting.data_too_big": "이 데이터는 {size}입니다. 이 서버에서는 데이터셋을 한 번에 최대 {limit} MB까지 추가할 수 있습니다: {fix}.",
