@@ -469,12 +469,13 @@ def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpo
 
 @endpoint
 def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, scorer: str,
-             settings: dict | None = None) -> dict:
+             settings: dict | None = None, rules: list | None = None) -> dict:
     """Every prompt (a list, or a dataset name) through every checkpoint, each answer scored (reward checkpoint
-    and/or rule file): rows, means, win_rates, prompts, scorer. Runs as a job (start_job "evaluate") and waits."""
+    and/or rule file, or "", plus declarative rules as in a run's config): rows, means, win_rates, prompts, scorer.
+    Runs as a job (start_job "evaluate") and waits."""
     from pipelines import jobs
     results = jobs.run_to_end(workspace, "evaluate", {"checkpoints": checkpoints, "prompts": prompts, "scorer": scorer,
-                                                      "settings": settings or {}})
+                                                      "rules": rules or [], "settings": settings or {}})
     return {"rows": results["rows"], **results["summary"]}
 
 

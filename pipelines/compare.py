@@ -253,9 +253,9 @@ def win_rates(scores: dict[str, list[float]]) -> dict[str, dict[str, float]]:
 
 
 def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, scorer: str,
-             settings: dict | None = None, on_rows=None) -> dict:
+             settings: dict | None = None, on_rows=None, rules: list | None = None) -> dict:
     """Every prompt through every checkpoint (greedy unless settings say otherwise), every answer scored by a reward
-    checkpoint and/or a rule file; per-answer scores, mean per checkpoint, pairwise win rates. `on_rows` is given
+    checkpoint, a rule file and/or declarative `rules`; per-answer scores, mean per checkpoint, pairwise win rates. `on_rows` is given
     each prompt's rows as they are scored (a job's progress, pipelines/jobs.py)."""
     from pipelines.rl.rewards import RewardScorer, check_reward
 
@@ -263,7 +263,7 @@ def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, 
     settings = {"temperature": 0, "max_new_tokens": 128, **(settings or {})}
     rows = []
     by_checkpoint: dict[str, list[float]] = {c: [] for c in checkpoints}
-    with RewardScorer(check_reward(scorer, workspace), workspace) as scoring:   # a rule file: one process, stopped after
+    with RewardScorer(check_reward(scorer, workspace, rules=rules), workspace) as scoring:   # a rule file: one process, stopped after
         for prompt in prompt_list:
             answers = compare(workspace, checkpoints, prompt, settings)
             scores = scoring([[{"role": "user", "content": prompt}]] * len(answers), answers)

@@ -361,7 +361,8 @@ def _finish(job_dir: Path, state: str, error: StudioError | None, only_if_status
 
 def prepare_evaluation(workspace: Path, spec: dict) -> tuple[dict, list[Message]]:
     """spec: checkpoints (list of model ids), prompts (a list, or a dataset name), scorer (a reward checkpoint
-    and/or a rules .py, joined by +), settings (generation settings, as chat's)."""
+    and/or a rules .py, joined by +, or ""), rules (declarative rules, pipelines/rl/rule_spec.py: a list, or its
+    YAML text), settings (generation settings, as chat's). The scorer, the rules or both score the answers."""
     from pipelines.compare import evaluation_prompts
     from pipelines.inference import check_settings
     from pipelines.models import check_generative, resolve_model
@@ -377,12 +378,16 @@ def prepare_evaluation(workspace: Path, spec: dict) -> tuple[dict, list[Message]
     prompts = spec.get("prompts")
     if not isinstance(prompts, (str, list)):
         raise StudioError("jobs.no_prompts")
-    scorer = spec.get("scorer")
+    scorer = spec.get("scorer") or ""
     if not isinstance(scorer, str):
         raise StudioError("jobs.no_scorer")
-    check_reward(scorer, workspace)
+    rules = spec.get("rules") or []
+    if isinstance(rules, str):
+        from pipelines.config import list_from_text
+        rules = list_from_text(rules, "rules")
+    check_reward(scorer, workspace, rules=rules)
     return {"checkpoints": checkpoints, "prompts": evaluation_prompts(workspace, prompts), "scorer": scorer,
-            "settings": settings}, []
+            "rules": rules, "settings": settings}, []
 
 
 def run_evaluation(workspace: Path, spec: dict, progress: Progress) -> dict:
@@ -390,5 +395,5 @@ def run_evaluation(workspace: Path, spec: dict, progress: Progress) -> dict:
 
     progress.total(len(spec["prompts"]) * len(spec["checkpoints"]))
     report = evaluate(workspace, spec["checkpoints"], spec["prompts"], spec["scorer"], spec["settings"],
-                      on_rows=progress.rows)
+                      on_rows=progress.rows, rules=spec.get("rules"))
     return {key: value for key, value in report.items() if key != "rows"}   # the rows are in results.jsonl

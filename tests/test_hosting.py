@@ -279,3 +279,20 @@ def test_a_user_runs_one_job_at_a_time_in_hosted_mode(tiny_model, workspace, hos
     assert "1 evaluation or scoring job" in str(error)
     update_status(jobs.job_dir_of(workspace, first), status="completed")
     assert api.start_job(workspace, "evaluate", spec) != first, "once it ended, another may start"
+
+
+def test_evaluate_scores_with_declarative_rules_where_python_files_are_off(tiny_model, workspace, hosted):
+    """In hosted mode rules are the scorer anyone may use: Compare's Evaluate with rules alone, as a job."""
+    from studio.tabs import compare
+    from tests.conftest import wait_for
+    hosted()
+    refused("hosting.no_user_code", lambda: api.start_job(workspace, "evaluate", {
+        "checkpoints": [str(tiny_model)], "prompts": ["Hi?"], "scorer": "rules.py"}), workspace)
+    picker, _ = compare.start_evaluation(workspace, "", "Say hi\nName a color\n", "", [str(tiny_model)], 6,
+                                         "- {max_chars: 1000}\n- {contains: zzzz-never, weight: 2}\n")
+    wait_for(lambda: api.job_status(workspace, picker["value"])["status"] in ("completed", "failed"), timeout=120,
+             what="the evaluation")
+    results = api.job_results(workspace, picker["value"])
+    assert api.job_status(workspace, picker["value"])["status"] == "completed", results
+    assert [row["score"] for row in results["rows"]] == [1.0, 1.0], "max_chars met (1), the missing text scores 0"
+    assert results["summary"]["scorer"] == "2 rules"

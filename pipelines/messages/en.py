@@ -159,6 +159,7 @@ MESSAGES = {
     "compare.ranking": "Ranking of 3–4 columns (e.g. B > A > C, = for a tie)", "compare.rank_vote": "Vote with this ranking",
     "compare.evaluate": "Evaluate the picked checkpoints on a prompt set", "compare.eval_dataset": "Prompts from a dataset",
     "compare.eval_prompts": "…or typed, one per line", "compare.scorer": "Scorer (reward checkpoint, rules .py, or both with +)",
+    "compare.eval_rules": "…and/or rules, as in a run's config (one a line)",
     "compare.run_eval": "Evaluate", "compare.export": "Download the scores (CSV, JSONL)",
     "reward.checkpoint": "Reward checkpoint", "reward.checkpoint_help": "The checkpoint or final model of a reward run.",
     "reward.prompt": "Prompt", "reward.answers": "Answers to score, separated by a line with ---",

@@ -155,6 +155,7 @@ MESSAGES = {
     "compare.ranking": "3–4개 열의 순위 (예: B > A > C, 비기면 =)", "compare.rank_vote": "이 순위로 투표",
     "compare.evaluate": "선택한 체크포인트를 프롬프트 모음으로 평가", "compare.eval_dataset": "데이터셋의 프롬프트",
     "compare.eval_prompts": "…또는 한 줄에 하나씩 입력", "compare.scorer": "채점기 (보상 체크포인트, 규칙 .py, 또는 + 로 둘 다)",
+    "compare.eval_rules": "…및/또는 규칙, 실행 설정과 같은 형식 (한 줄에 하나)",
     "compare.run_eval": "평가", "compare.export": "점수 내려받기 (CSV, JSONL)",
     "reward.checkpoint": "보상 모델 체크포인트", "reward.checkpoint_help": "보상(reward) 실행의 체크포인트 또는 최종 모델.",
     "reward.prompt": "프롬프트", "reward.answers": "점수를 매길 답변들 (--- 한 줄로 구분)",

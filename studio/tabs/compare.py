@@ -85,6 +85,8 @@ def build(workspace: Path) -> CompareTab:
                                            label=t("compare.eval_dataset"), scale=2)
                 eval_prompts = gr.Textbox(label=t("compare.eval_prompts"), lines=3, scale=3)
                 scorer = gr.Textbox(label=t("compare.scorer"), placeholder="my-rm/final + rules.py", scale=2)
+                eval_rules = gr.Textbox(label=t("compare.eval_rules"), placeholder="- {max_words: 80}", lines=2,
+                                        scale=2)
             run_eval = gr.Button(t("compare.run_eval"), variant="primary")
             eval_panel = job_view.build_panel()
             eval_summary = gr.Markdown()
@@ -118,9 +120,10 @@ def build(workspace: Path) -> CompareTab:
 
     def evaluate_clicked(values: dict):
         return start_evaluation(current_workspace(), values[eval_dataset], values[eval_prompts], values[scorer],
-                                [values[p] for p in pickers[:int(values[count])]], values[max_new])
+                                [values[p] for p in pickers[:int(values[count])]], values[max_new], values[eval_rules])
 
-    run_eval.click(shows_errors(evaluate_clicked), {eval_dataset, eval_prompts, scorer, count, max_new, *pickers},
+    run_eval.click(shows_errors(evaluate_clicked), {eval_dataset, eval_prompts, scorer, eval_rules, count, max_new,
+                                                    *pickers},
                    [eval_panel.job, eval_panel.timer], **private)
     evaluation.expand(in_workspace(job_view.refresh_jobs, EVAL_KINDS), [eval_panel.job], [eval_panel.job],
                       **private)
@@ -252,12 +255,14 @@ EVAL_COLUMNS = ("prompt", "checkpoint", "score", "answer")
 EVAL_WIDTHS = ["24%", "16%", "8%", "52%"]   # the answer gets the room; long text wraps inside its column
 
 
-def start_evaluation(workspace: Path, dataset: str, typed: str, scorer: str, checkpoints: list[str], max_new):
-    """Every prompt (a dataset's, or typed one per line) through every picked checkpoint, greedy, scored: a job
-    of its own (pipelines/jobs.py), which show_evaluation follows."""
+def start_evaluation(workspace: Path, dataset: str, typed: str, scorer: str, checkpoints: list[str], max_new,
+                     rules: str = ""):
+    """Every prompt (a dataset's, or typed one per line) through every picked checkpoint, greedy, scored by the
+    scorer and/or the rules (YAML, as the Train form's): a job of its own (pipelines/jobs.py), which show_evaluation
+    follows."""
     prompts = dataset if dataset else [line for line in (typed or "").splitlines() if line.strip()]
     job_id = api.start_job(workspace, "evaluate", {"checkpoints": list(checkpoints), "prompts": prompts,
-                                                   "scorer": scorer or "",
+                                                   "scorer": scorer or "", "rules": rules or "",
                                                    "settings": {"max_new_tokens": int(max_new), "temperature": 0}})
     return job_view.started(workspace, EVAL_KINDS, job_id)
 
