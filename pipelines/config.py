@@ -172,12 +172,10 @@ def reward_source(scored: str = "rewards"):
 def reward_rules():
     """The `rules` setting beside each `reward`: declarative rule rewards (pipelines/rl/rule_spec.py), a list."""
     return field(default_factory=list, metadata={
-        "help": "Rules written as data, no code: each scores an answer from 0 to 1, times its weight, added to the "
-                "reward. A YAML or JSON list, one rule a line, such as  - ends_with: Hope this helps!  and  - max_words: "
-                "80. Kinds: contains, contains_any, contains_all, not_contains, starts_with, ends_with, regex, "
-                "min_words, max_words, min_chars, max_chars, min_lines, max_lines, json_valid, language (en or ko), "
-                "no_repeats; options: weight (-10 to 10, default 1), per_line (the share of non-empty lines that "
-                "match), ignore_case. They run in the training process.",
+        "help": "Rules that score each answer without code (0 to 1, times the rule's weight), added to the reward; "
+                "alone, they are the reward. Build them below, or write a YAML list, one rule a line. Kinds: "
+                "contains(_any/_all), not_contains, starts_with, ends_with, regex, min/max_words, min/max_chars, "
+                "min/max_lines, json_valid, language (en, ko), no_repeats.",
         "choices": None, "minimum": None, "exclusive_minimum": False, "maximum": None})
 
 

@@ -30,6 +30,15 @@ def user_id(kind: str, name: str) -> str:
     return f"{kind}-{readable}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
+def display_name(user: str) -> str:
+    """A user id as people read it: the login name ("alice", "alice (Hugging Face)"), or "guest 1a2b3c" for a
+    sandbox. A name that needed a hash to stay apart keeps it."""
+    kind, _, rest = user.partition("-")
+    if kind + "-" == SANDBOX_PREFIX:
+        return f"guest {rest[:6]}"
+    return f"{rest} (Hugging Face)" if kind == "hf" else rest or user
+
+
 def sandbox_id(token: str) -> str:
     """The id of an anonymous visitor's sandbox: a hash of their secret token, so that the folder's name, which an
     admin sees, does not let anyone take the sandbox over."""

@@ -44,12 +44,15 @@ def account_line():
     if me.name:
         line = text("account.signed_in", name=me.name)
         if me.workspace != me.home:
-            line += " " + text("account.acting_as_user", user=me.user)
+            line += " " + text("account.acting_as_user", user=users.display_name(me.user))
     else:
         line = text("account.sandbox", hours=users.SANDBOX_LIFETIME_S // 3600)
+        if oauth_available():   # the login button is beside it
+            line += " " + text("account.log_in_to_keep")
     if not me.admin:
         return line, gr.update(visible=False)
     root = users.server_root(me.workspace)
     own = users.user_of(me.home)
-    choices = [(text("account.mine"), MINE)] + [(user, user) for user in users.users(root) if user != own]
+    choices = [(text("account.mine"), MINE)] + [(users.display_name(user), user) for user in users.users(root)
+                                                 if user != own]
     return line, gr.update(visible=True, choices=choices, value=MINE if me.workspace == me.home else me.user)

@@ -1,17 +1,14 @@
 """Two anonymous visitors of a public demo, in a real Chromium: each is told they are a guest, and what one saves the
 other never sees, while a reload keeps it for the one who saved it (the sandbox cookie)."""
 
-import shutil
 import socket
 
 import pytest
 
 from tests.conftest import TINY_ROWS, write_jsonl
+from tests.test_browser import CHROMIUM, browser  # noqa: F401 (a fixture: one Chromium for the module)
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +23,6 @@ def app(tmp_path_factory):
     blocks.workspace = workspace
     yield blocks
     blocks.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 def data_tab_datasets(page) -> list[str]:

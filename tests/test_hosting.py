@@ -133,7 +133,7 @@ def test_a_run_over_the_step_cap_or_of_epochs_only_is_refused(tiny_model, worksp
 def test_only_the_bundled_model_own_checkpoints_and_allowed_models_are_used(tiny_model, workspace, hosted, tmp_path):
     hosted(allow_models=())
     error = refused("hosting.model_not_allowed", lambda: api.prepare_run(workspace, tiny_config(tiny_model)), workspace)
-    assert BUNDLED_MODEL_ID in str(error) and "--allow-models" in str(error)
+    assert BUNDLED_MODEL_ID in str(error) and "operator can allow others" in str(error)
     hub = "HuggingFaceTB/SmolLM2-360M-Instruct"   # refused before any Hub lookup, so no download either
     refused("hosting.model_not_allowed", lambda: api.prepare_run(workspace, tiny_config(tiny_model).replace(
         f"model: {tiny_model}", f"model: {hub}")), workspace)

@@ -255,3 +255,10 @@ def test_free_models_frees_only_the_callers_own(tmp_path):
         inference._cache.clear()
         inference._cache.update(saved)
 
+
+
+def test_user_ids_read_as_their_login_names():
+    from pipelines import users
+    assert users.display_name(users.user_id("user", "alice")) == "alice"
+    assert users.display_name(users.user_id("hf", "alice")) == "alice (Hugging Face)"
+    assert users.display_name(users.sandbox_id("t")).startswith("guest ")
