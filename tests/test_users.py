@@ -1,7 +1,6 @@
 """A server shared by several people: each user acts in a workspace of their own, and cannot see, stop, resume,
 chat with, compare or vote into anyone else's (studio/identity.py, pipelines/users.py)."""
 
-import json
 import os
 import socket
 import time
