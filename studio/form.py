@@ -16,7 +16,7 @@ import yaml
 from pipelines.config import list_from_text, sections
 from pipelines.errors import StudioError
 from studio.errors import shows_errors
-from studio.i18n import t
+from studio.i18n import hosted_key, t
 
 
 def field_component(section: str, spec: dataclasses.Field, default=None):
@@ -25,7 +25,7 @@ def field_component(section: str, spec: dataclasses.Field, default=None):
     meta = spec.metadata
     declared = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default   # a list: a factory
     value = declared if default is None else default
-    common = {"label": t(key), "info": t(f"help.{key}"), "value": value}
+    common = {"label": t(hosted_key(key)), "info": t(hosted_key(f"help.{key}")), "value": value}
     if meta.get("choices"):
         return gr.Dropdown(choices=list(meta["choices"]), **common)
     kind = spec.type if isinstance(spec.type, str) else spec.type.__name__

@@ -38,6 +38,18 @@ def t(key: str):
     return I18N(key)
 
 
+def hosted_key(key: str) -> str:
+    """`hosted.<key>` where the server is hosted and the catalog words `key` for it (a model field that offers no
+    Hub download, a reward that takes no Python file), else `key`: a label or help built once, with the page."""
+    from pipelines import hosting
+
+    limits = hosting.current()
+    variant = f"hosted.{key}"
+    if limits is None or variant not in EN or (limits.allow_user_code and key.endswith(".reward")):
+        return key
+    return variant
+
+
 def time_left(seconds: float) -> str:
     """An ETA as a duration in the visitor's language, never a clock time: "40 s left", "9 min left", "1.5 h left"
     (runs, roads and jobs alike)."""

@@ -296,3 +296,25 @@ def test_evaluate_scores_with_declarative_rules_where_python_files_are_off(tiny_
     assert api.job_status(workspace, picker["value"])["status"] == "completed", results
     assert [row["score"] for row in results["rows"]] == [1.0, 1.0], "max_chars met (1), the missing text scores 0"
     assert results["summary"]["scorer"] == "2 rules"
+
+
+def test_the_form_words_model_and_reward_for_a_hosted_server(hosted, monkeypatch):
+    """A hosted visitor is offered what the server takes: no Hub download, no Python reward file."""
+    import dataclasses
+
+    from pipelines.config import sections
+    from studio.form import field_component
+
+    reward = next(f for f in dataclasses.fields(sections()["ppo"]) if f.name == "reward")
+
+    def keys():
+        component = field_component("ppo", reward)
+        return component.label.key, component.info.key
+
+    monkeypatch.delenv(hosting.HOSTED_ENV, raising=False)
+    assert keys() == ("ppo.reward", "help.ppo.reward"), "the local default: as always"
+    hosted()
+    assert keys() == ("hosted.ppo.reward", "hosted.help.ppo.reward")
+    hosted(allow_user_code=True)
+    assert keys() == ("ppo.reward", "help.ppo.reward"), "files allowed: the usual words"
+    assert "Python reward files are off" in render("hosted.help.ppo.reward", "en")

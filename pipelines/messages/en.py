@@ -224,6 +224,17 @@ MESSAGES = {
     "road.compare": "Compare base, SFT, DPO and PPO",
     # model tab
     "model.pick": "Model", "model.pick_info": "The bundled model, a Hub id (org/name), a local folder, or a run checkpoint.",
+    # hosted mode (studio.i18n.hosted_key): what a visitor of a hosted server may give
+    "hosted.help.model": "The bundled model, a model this server allows, or a checkpoint id of one of your runs (run/final).",
+    "hosted.model.pick_info": "The bundled model, a model this server allows, or a checkpoint of one of your runs.",
+    "hosted.ppo.reward": "Reward model (optional with rules)",
+    "hosted.help.ppo.reward": "A reward run's checkpoint (my-rm/final), or empty when rules below give the reward; Python reward files are off on this server.",
+    "hosted.grpo.reward": "Reward model (optional with rules)",
+    "hosted.help.grpo.reward": "A reward run's checkpoint (my-rm/final), or empty when rules below give the reward; Python reward files are off on this server.",
+    "hosted.rloo.reward": "Reward model (optional with rules)",
+    "hosted.help.rloo.reward": "A reward run's checkpoint (my-rm/final), or empty when rules below give the reward; Python reward files are off on this server.",
+    "hosted.rejection_sampling.reward": "Reward model (optional with rules)",
+    "hosted.help.rejection_sampling.reward": "A reward run's checkpoint (my-rm/final), or empty when rules below give the score; Python reward files are off on this server.",
     "model.inspect": "Inspect", "model.card": "Model details",
     # data tab
     "data.pick": "Dataset", "data.preview_rows": "Rows to preview", "data.preview": "Preview as the model sees it",

@@ -15,7 +15,7 @@ from pipelines.config import BUNDLED_MODEL_ID
 from pipelines.messages import has_message, text
 from studio.choices import checkpoint_choices
 from studio.form import on
-from studio.i18n import t
+from studio.i18n import hosted_key, t
 from studio.identity import for_visitor, in_workspace
 
 
@@ -29,7 +29,7 @@ def build(workspace: Path) -> ModelTab:
     with gr.Tab(t("tab.model"), id="model") as tab:
         with gr.Row(equal_height=True):
             model = gr.Dropdown(choices=api.list_checkpoints(workspace), value=BUNDLED_MODEL_ID, allow_custom_value=True,
-                                label=t("model.pick"), info=t("model.pick_info"), scale=4)
+                                label=t("model.pick"), info=t(hosted_key("model.pick_info")), scale=4)
             inspect = gr.Button(t("model.inspect"), variant="primary", scale=1)
             use_in_train = gr.Button(t("use_in_train"), scale=1)
         card = gr.Markdown(label=t("model.card"))
