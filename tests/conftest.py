@@ -54,6 +54,14 @@ def tiny_config(model: Path, **train) -> str:
     return f"stage: sft\nmodel: {model}\ndataset: tiny.jsonl\npeft: {{method: lora, r: 8, alpha: 16}}\ntrain: {{{body}}}\n"
 
 
+def free_port() -> int:
+    """A port nobody listens on now, for an app a test launches."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def wait_for(predicate, timeout: float = 120, interval: float = 0.2, what: str = "condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -1,10 +1,9 @@
 """The public API contract, through gradio_client against a launched app."""
 
-import socket
 
 import pytest
 
-from tests.conftest import tiny_config, wait_for
+from tests.conftest import free_port, tiny_config, wait_for
 
 CONTRACT = {"start_run", "run_status", "run_metrics", "stop_run", "list_runs", "list_checkpoints", "chat", "score",
             "compare", "vote", "evaluate"}
@@ -14,12 +13,6 @@ ROAD_ENDPOINTS = {"start_road", "road_status", "stop_road", "continue_road", "li
 JOB_ENDPOINTS = {"start_job", "job_status", "cancel_job", "list_jobs", "job_results"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     from studio.app import launch_app
@@ -27,7 +20,7 @@ def app_url(tmp_path_factory):
     workspace = tmp_path_factory.mktemp("api-workspace")
     from tests.conftest import TINY_ROWS, write_jsonl
     write_jsonl(workspace / "tiny.jsonl", TINY_ROWS)
-    port = _free_port()
+    port = free_port()
     app = launch_app(workspace, port=port, prevent_thread_lock=True)
     yield app.local_url, workspace
     app.close()

@@ -1,12 +1,10 @@
 """Two anonymous visitors of a public demo, in a real Chromium: each is told they are a guest, and what one saves the
 other never sees, while a reload keeps it for the one who saved it (the sandbox cookie)."""
 
-import socket
-
 import pytest
 
-from tests.conftest import TINY_ROWS, write_jsonl
-from tests.test_browser import CHROMIUM, browser  # noqa: F401 (a fixture: one Chromium for the module)
+from tests.conftest import TINY_ROWS, free_port, write_jsonl
+from tests.test_browser import CHROMIUM, browser, upload_on_the_data_tab  # noqa: F401 (browser: a fixture)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 
@@ -16,10 +14,7 @@ def app(tmp_path_factory):
     from studio.app import launch_app
 
     workspace = tmp_path_factory.mktemp("hosted-browser-workspace")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    blocks = launch_app(workspace, port=port, per_user=True, sandboxes=True, prevent_thread_lock=True)
+    blocks = launch_app(workspace, port=free_port(), per_user=True, sandboxes=True, prevent_thread_lock=True)
     blocks.workspace = workspace
     yield blocks
     blocks.close()
@@ -51,13 +46,7 @@ def test_two_guests_get_two_sandboxes_and_a_reload_keeps_ones_own(app, browser, 
     one, other = pages
     assert first.cookies()[0]["value"] != second.cookies()[0]["value"], "each visitor gets a sandbox cookie of their own"
 
-    one.get_by_role("tab", name="Data").click()
-    one.get_by_role("tab", name="Add data").click()
-    upload = write_jsonl(tmp_path / "mine.jsonl", TINY_ROWS)
-    one.locator("input[type=file]").first.set_input_files(str(upload))
-    one.get_by_label("Save as (name; empty: the file's or Hub dataset's name)").fill("guest-one-data")
-    one.get_by_role("button", name="Check and save").first.click()
-    one.get_by_text("guest-one-data saved · 4 rows · instructions · read as Alpaca").wait_for(timeout=15000)
+    upload_on_the_data_tab(one, write_jsonl(tmp_path / "mine.jsonl", TINY_ROWS), "guest-one-data")
     saved = list(app.workspace.glob("users/*/datasets/guest-one-data"))
     assert len(saved) == 1 and not (app.workspace / "datasets" / "guest-one-data").exists(), "saved in a sandbox"
 

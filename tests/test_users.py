@@ -2,20 +2,13 @@
 chat with, compare or vote into anyone else's (studio/identity.py, pipelines/users.py)."""
 
 import os
-import socket
 import time
 
 import pytest
 
-from tests.conftest import TINY_ROWS, tiny_config, wait_for, write_jsonl
+from tests.conftest import TINY_ROWS, free_port, tiny_config, wait_for, write_jsonl
 
 LOGINS = {"alice": "wonderland", "bob": "builder", "root": "admin-password"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +17,7 @@ def team_server(tmp_path_factory):
     from studio.app import launch_app
 
     root = tmp_path_factory.mktemp("team-root")
-    app = launch_app(root, port=_free_port(), logins=LOGINS, per_user=True, admins=frozenset({"root"}),
+    app = launch_app(root, port=free_port(), logins=LOGINS, per_user=True, admins=frozenset({"root"}),
                      prevent_thread_lock=True)
     yield app.local_url, root
     app.close()
@@ -131,7 +124,7 @@ def public_demo(tmp_path_factory):
     from studio.app import launch_app
 
     root = tmp_path_factory.mktemp("demo-root")
-    app = launch_app(root, port=_free_port(), per_user=True, sandboxes=True, prevent_thread_lock=True)
+    app = launch_app(root, port=free_port(), per_user=True, sandboxes=True, prevent_thread_lock=True)
     yield app.local_url, root
     app.close()
 
