@@ -3,6 +3,7 @@ anything is written, and no exception text of Python's reaches a visitor."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
 import socket
@@ -195,7 +196,12 @@ def test_every_endpoint_answers_wrong_typed_arguments_without_python_text(app_cl
             jobs.append((name, bad, count, client.submit(*[bad] * count, api_name=name)))
     for name, bad, count, job in jobs:
         try:
-            reply = str(job.result())
+            try:
+                reply = str(job.result())
+            except concurrent.futures.CancelledError:
+                # gradio_client cancels the jobs still waiting when its shared event stream closes (seen once
+                # under CI load, with 180 jobs queued): ask that one again, alone.
+                reply = str(client.predict(*[bad] * count, api_name=name))
         except AppError as error:
             reply = str(error)
         assert not any(raw in reply for raw in RAW_PYTHON), (name, bad, reply[:500])
