@@ -18,6 +18,7 @@ import yaml
 from pipelines import stages
 from pipelines.errors import StudioError, quote, shorten
 from pipelines.paths import check_name
+from pipelines.trackers import TRACKERS
 
 BUNDLED_MODEL_ID = "smollm2-135m-instruct"
 MAX_RUN_NAME = 72
@@ -68,6 +69,8 @@ class TrainSettings:
     eval_steps: int = setting(10, "Evaluate on the eval dataset (when one is set) every this many steps.", minimum=1, maximum=MAX_STEPS)
     gpus: str = setting("", "The GPUs this run trains on, by CUDA number: 0, or 0,1 for one process per GPU (through accelerate). Runs given GPUs no other active run uses train side by side; empty: every GPU the app sees, in the queue's turn.")
     probe_prompts: str = setting("", "Prompts answered greedily at every checkpoint save, one per line: a prompt × step grid on the run page shows how answers change. Preference and RL runs that name none probe 4 prompts of their own dataset.")
+    report_to: str = setting("none", "Also send every logged step to an experiment tracker: trackio or tensorboard (files in the run folder), wandb (needs `wandb login`, or WANDB_MODE=offline) or mlflow. Needs the tracker's package: pip install 'alignment-studio[trackers]'.",
+                             choices=TRACKERS)
 
 
 

@@ -11,6 +11,7 @@ from pipelines.config import RunConfig
 from pipelines.errors import StudioError
 from pipelines.models import (ModelSource, auto_precision, best_device, load_model, load_tokenizer, resolve_model,
                               trust_remote_code)
+from pipelines.trackers import report_to_args
 
 GRADIENT_CHECKPOINTING_MIN_PARAMS = 1_000_000_000
 
@@ -121,7 +122,7 @@ def common_training_args(context: RunContext, device: str, n_params: int) -> dic
         "save_strategy": "steps",
         "save_steps": train.save_steps,
         "seed": train.seed,
-        "report_to": [],
+        **report_to_args(context.config.train.report_to, context.run_dir),   # trackers; none by default
         "disable_tqdm": True,                    # the recorder prints one clean line per logged step
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": device == "cuda",
