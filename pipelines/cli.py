@@ -10,6 +10,8 @@
     python -m pipelines prepare-model                fetch and convert the bundled model once
     python -m pipelines stages [stage]               the stages, or one stage's settings with their help
     python -m pipelines job workspace/jobs/<id>      do a job the app started (evaluate, score a dataset)
+    python -m pipelines export <checkpoint>          export a checkpoint under exports/, checked by loading it
+                                                     back (--format merged | adapter | gguf-f16 | gguf-q8_0 …)
     python -m pipelines road [--language ko]         try the road: SFT → DPO and SFT → reward model → PPO on a
                                                      bundled sample with defaults, then the answers side by side
 """
@@ -51,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     add_command("prepare-model", help="Download and convert the bundled model.")
     job = add_command("job", help="Do a job the app or the API started (pipelines/jobs.py), in this process.")
     job.add_argument("job_dir")
+    export = add_command("export", help="Export a checkpoint to the workspace's exports/ folder (merged weights, the "
+                         "LoRA adapter alone, or GGUF with an Ollama Modelfile), checked by loading it back; print the "
+                         "result as JSON.")
+    export.add_argument("checkpoint", help="A run's checkpoint id (my-run/final), or any chat model.")
+    export.add_argument("--format", default="merged", help="merged (default), adapter, gguf-f16, gguf-q8_0, gguf-bf16, "
+                        "gguf-f32, or gguf-q4_K_M where llama-cpp-python is installed.")
+    export.add_argument("--dtype", default="float32", help="A merged model's dtype: float32 (default), bfloat16, float16.")
+    export.add_argument("--name", help="The export folder's name (default from the checkpoint and format).")
     stages = add_command("stages", help="List the training stages (" + ", ".join(stage_names()) + "), or the "
                          "settings of one, with their defaults, bounds and help.")
     stages.add_argument("stage", nargs="?", choices=stage_names(), help="The stage whose settings to show.")
@@ -104,6 +114,10 @@ def _dispatch(args, workspace: Path) -> int:
         return _road(workspace, args.target, args.language, args.model, args.max_steps)
     if args.command == "stages":
         _print_stages(args.stage)
+        return 0
+    if args.command == "export":
+        print(json.dumps(api.export_model(workspace, args.checkpoint, args.format,
+                                          {"dtype": args.dtype, "name": args.name}), indent=1, ensure_ascii=False))
         return 0
     if args.command == "job":
         from pipelines.jobs import work

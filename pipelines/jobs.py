@@ -1,5 +1,5 @@
 """Long jobs as processes and files: checkpoints evaluated on a prompt set, a dataset scored by a reward model, a
-reward model measured on preference pairs.
+reward model measured on preference pairs, a model exported (pipelines/export.py).
 
     workspace/jobs/<job_id>/
       job.json        what was asked: {"kind": ..., "spec": {...}, "workspace": ...}
@@ -56,7 +56,7 @@ class JobKind:
 
 
 def kinds() -> dict[str, JobKind]:
-    from pipelines import scoring
+    from pipelines import export, scoring
 
     return {
         "evaluate": JobKind(prepare_evaluation, run_evaluation, ("prompt", "checkpoint", "score", "answer")),
@@ -64,6 +64,7 @@ def kinds() -> dict[str, JobKind]:
                                  ("reward", "side", "prompt", "answer")),
         "evaluate_reward": JobKind(scoring.prepare_evaluate_pairs, scoring.run_evaluate_pairs,
                                    ("margin", "chosen_reward", "rejected_reward", "prompt", "chosen", "rejected")),
+        "export": JobKind(export.prepare_export, export.run_export, export.COLUMNS),
     }
 
 
