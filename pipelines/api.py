@@ -55,9 +55,11 @@ def check_startable(workspace: Path, config: RunConfig):
     from pipelines.data.store import load_dataset, load_stage_rows, stage_rows
     from pipelines.models import best_device, check_generative, resolve_model
     from pipelines.stages.common import check_hardware
+    from pipelines.trackers import check_installed
 
     source = resolve_model(config.model, workspace)
     check_hardware(config, best_device(), source)
+    check_installed(config.train.report_to)   # train.report_to: its tracker's package
     check_generative(source)
     kind, data = load_dataset(config.dataset, workspace)
     stage = get_stage(config.stage)
@@ -522,6 +524,25 @@ def job_results(workspace: Path, job_id: str) -> dict:
     files (the results as CSV and JSONL on the server)."""
     from pipelines import jobs
     return jobs.results_of(jobs.job_dir_of(workspace, job_id))
+
+
+@endpoint
+def export_model(workspace: Path, checkpoint: str, format: str = "merged", options: dict | None = None) -> dict:
+    """Export a checkpoint to workspace/exports/<name>, checked by loading it back (a job; this waits for it).
+    format: "merged" (its adapters merged into the base, or a full fine-tune as it is), "adapter" (the LoRA adapter
+    alone), or "gguf-f16", "gguf-q8_0", "gguf-bf16", "gguf-f32" (and "gguf-q4_K_M" with llama-cpp-python) — one
+    GGUF file with an Ollama Modelfile. options: dtype (float32, bfloat16, float16: a merged model's), name.
+    Returns path (relative to the workspace), files, bytes, format, dtype and verified (same_replies, prompts,
+    token_agreement, tolerance, ok)."""
+    from pipelines import jobs
+    results = jobs.run_to_end(workspace, "export", {"checkpoint": checkpoint, "format": format, "options": options})
+    return {**results["summary"], "warnings": results["warnings"]}
+
+
+def list_exports(workspace: Path) -> list[dict]:
+    """The finished exports, newest first (the Export tab's list)."""
+    from pipelines.export import list_exports as listed
+    return listed(workspace)
 
 
 def free_models(workspace: Path | None = None) -> int:

@@ -105,7 +105,9 @@ def front_matter(chain: list[dict], base: str, kind: str) -> dict:
     """The Hub's card metadata; `kind` is what the folder holds: merged, adapter or gguf."""
     facts = base_facts(base)
     stages = [r["stage"] for r in chain]
-    meta = {"library_name": {"merged": "transformers", "adapter": "peft"}.get(kind), "pipeline_tag": "text-generation",
+    scores = bool(chain) and chain[-1]["stage"] == "reward"   # a reward model scores text, it does not write it
+    meta = {"library_name": {"merged": "transformers", "adapter": "peft"}.get(kind),
+            "pipeline_tag": "text-classification" if scores else "text-generation",
             "base_model": facts["hub_id"], "license": facts["license"], "datasets": hub_datasets(chain) or None,
             "tags": list(dict.fromkeys(["alignment-studio", "trl", *stages, *(["gguf"] if kind == "gguf" else []),
                                         *(["lora"] if kind == "adapter" else [])]))}
@@ -279,3 +281,16 @@ def usage_text(kind: str, repo: str, gguf_file: str | None = None) -> str:
     return ("```python\nfrom transformers import pipeline\n\n"
             f"chat = pipeline(\"text-generation\", model=\"{repo}\")\n"
             "print(chat([{\"role\": \"user\", \"content\": \"Hello!\"}], max_new_tokens=64)[0][\"generated_text\"])\n```")
+
+
+def write_run_card(run_dir: Path, folder: Path) -> None:
+    """The card of a run's final model, written into `folder` (final/ being staged) as the run finishes. A card is
+    worth having, not worth a run: if it cannot be written, the log says why and the run finishes all the same."""
+    import traceback
+
+    kind = "adapter" if (folder / "adapter_config.json").is_file() else "merged"
+    checkpoint = f"{run_dir.name}/final"
+    try:
+        write_card(run_dir.parent.parent, checkpoint, folder, kind, run_dir.name, usage_text(kind, run_dir.name))
+    except Exception:   # noqa: BLE001 — a missing plotting font or an odd metric must not fail a finished run
+        print(f"The model card of {checkpoint} could not be written:\n{traceback.format_exc(limit=3)}", flush=True)

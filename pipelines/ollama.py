@@ -27,19 +27,22 @@ class WrapTemplate:
     suffix: dict
     generation: str
     default_system: str | None   # the system prompt the template adds when a conversation has none
+    head: str = ""               # written once before the first message (Llama 3's BOS token)
 
     def render(self, messages: list[dict]) -> str:
         """What Ollama renders with the Go template below (and the SYSTEM line) for these messages."""
         if self.default_system is not None and (not messages or messages[0]["role"] != "system"):
             messages = [{"role": "system", "content": self.default_system}, *messages]
         body = "".join(self.prefix[m["role"]] + m["content"] + self.suffix[m["role"]] for m in messages)
-        return body + (self.generation if not messages or messages[-1]["role"] != "assistant" else "")
+        return self.head + body + (self.generation if not messages or messages[-1]["role"] != "assistant" else "")
 
-    def go_template(self) -> str:
+    def go_template(self, head: bool = True) -> str:
+        """`head=False` when the runtime adds the head itself (llama.cpp adds BOS where the tokenizer would)."""
         branches = "{{ else if ".join(
             f'eq .Role "{role}" }}}}{_go_text(self.prefix[role])}{{{{ .Content }}}}{_go_text(self.suffix[role])}'
             for role in ROLES)
-        return ('{{ $role := "" }}{{ range .Messages }}{{ $role = .Role }}{{ if ' + branches + "{{ end }}{{ end }}"
+        return ((_go_text(self.head) if head else "")
+                + '{{ $role := "" }}{{ range .Messages }}{{ $role = .Role }}{{ if ' + branches + "{{ end }}{{ end }}"
                 + '{{ if ne $role "assistant" }}' + _go_text(self.generation) + "{{ end }}")
 
 
@@ -53,16 +56,25 @@ def read_template(tokenizer) -> WrapTemplate | None:
     def render(messages, generation=True):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
 
+    # Most templates start with their first message; some (Llama 3's) write the BOS token once before it.
+    heads = ["", *([tokenizer.bos_token] if tokenizer.bos_token else [])]
+    return next((t for t in (_read(render, head) for head in heads) if t), None)
+
+
+def _read(render, head: str) -> WrapTemplate | None:
     def message(role, key=None):
         return {"role": role, "content": MARK[key or role]}
 
     try:
         full = render([message("system"), message("user"), message("assistant"), message("user", "user2")])
-        pieces = _split(full, [MARK["system"], MARK["user"], MARK["assistant"], MARK["user2"]])
         closed = render([message("system"), message("user"), message("assistant")], generation=False)
         without_system = render([message("user")])
     except Exception:   # a template that refuses a system turn, or an unusual role: not of the simple shape
         return None
+    if not all(text.startswith(head) for text in (full, closed, without_system)):
+        return None
+    full, closed, without_system = (text[len(head):] for text in (full, closed, without_system))
+    pieces = _split(full, [MARK["system"], MARK["user"], MARK["assistant"], MARK["user2"]])
     if pieces is None or MARK["assistant"] not in closed:
         return None
     system_prefix, system_user, user_assistant, assistant_user, generation_tail = pieces
@@ -80,7 +92,7 @@ def read_template(tokenizer) -> WrapTemplate | None:
     template = WrapTemplate(
         prefix={"system": system_prefix, "user": prefix_user, "assistant": user_assistant[len(suffix_user):]},
         suffix={"system": suffix_system, "user": suffix_user, "assistant": suffix_assistant},
-        generation=generation_tail[len(suffix_user):], default_system=None)
+        generation=generation_tail[len(suffix_user):], default_system=None, head=head)
     template = _with_default_system(template, without_system)
     return template if template and _agrees(template, render) else None
 
@@ -105,7 +117,7 @@ def _common_prefix(a: str, b: str) -> str:
 
 def _with_default_system(template: WrapTemplate, without_system: str) -> WrapTemplate | None:
     """A conversation with no system turn renders as the template would, or with the one the template adds."""
-    plain = template.render([{"role": "user", "content": MARK["user"]}])
+    plain = template.render([{"role": "user", "content": MARK["user"]}])[len(template.head):]
     if without_system == plain:
         return template
     head, user = template.prefix["system"], template.prefix["user"] + MARK["user"]
@@ -113,7 +125,8 @@ def _with_default_system(template: WrapTemplate, without_system: str) -> WrapTem
         text = without_system[len(head): without_system.index(user)]
         if text.endswith(template.suffix["system"]):
             return WrapTemplate(template.prefix, template.suffix, template.generation,
-                                text[: len(text) - len(template.suffix["system"])] if template.suffix["system"] else text)
+                                text[: len(text) - len(template.suffix["system"])] if template.suffix["system"] else text,
+                                template.head)
     return None
 
 
@@ -143,11 +156,13 @@ def stop_words(tokenizer, template: WrapTemplate | None) -> list[str]:
 def modelfile(gguf_name: str, tokenizer, parameters: dict | None = None) -> tuple[str, bool]:
     """The Modelfile text for `gguf_name` (a file beside it), and whether it carries a TEMPLATE of its own."""
     template = read_template(tokenizer)
-    if template and '"""' in template.go_template() + (template.default_system or ""):
+    # A head that is the BOS token the tokenizer adds anyway is added by llama.cpp too (the GGUF says add_bos_token).
+    go = template and template.go_template(head=not (template.head and adds_bos(tokenizer)))
+    if template and '"""' in go + (template.default_system or ""):
         template = None   # it would end the Modelfile's triple-quoted string: Ollama reads the GGUF's template instead
     lines = [f"FROM ./{gguf_name}", ""]
     if template:
-        lines += [f'TEMPLATE """{template.go_template()}"""', ""]
+        lines += [f'TEMPLATE """{go}"""', ""]
         if template.default_system:
             lines += [f'SYSTEM """{template.default_system}"""', ""]
     for word in stop_words(tokenizer, template):
@@ -155,6 +170,11 @@ def modelfile(gguf_name: str, tokenizer, parameters: dict | None = None) -> tupl
     for name, value in (parameters or {}).items():
         lines.append(f"PARAMETER {name} {value}")
     return "\n".join(lines).rstrip() + "\n", template is not None
+
+
+def adds_bos(tokenizer) -> bool:
+    ids = tokenizer("x").input_ids
+    return tokenizer.bos_token_id is not None and bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
 def _json_string(word: str) -> str:

@@ -159,6 +159,8 @@ def save_final(trainer: SavesModel, run_dir: Path, staging_dir: Path) -> Path:
                           advice=LOWER_THE_LEARNING_RATE)
     final = run_dir / "final"
     if trainer.is_world_process_zero():
+        from pipelines.model_card import write_run_card
+        write_run_card(run_dir, staged)   # README.md: the road that made it, as the Hub reads a card
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staged, final)
     barrier()
