@@ -64,13 +64,13 @@ def state_word(status: str | None) -> str:
     return text(f"jobs.state.{status}") if status in STATES else text("status.unknown")
 
 
-def progress_line(status: dict) -> str:
-    """**running** · 40 / 200 rows · 3 min left, then its error and warnings."""
+def progress_line(status: dict, done_code: str = "jobs.rows_done") -> str:
+    """**running** · 40 / 200 rows · 3 min left, then its error and warnings (`done_code`: what is counted)."""
     parts = [f"**{state_word(status['status'])}**"]
     if status["status"] in ACTIVE and not status.get("total"):
         parts.append(text("jobs.loading"))
     elif status.get("total"):
-        parts.append(text("jobs.rows_done", done=status["done"], total=status["total"]))
+        parts.append(text(done_code, done=status["done"], total=status["total"]))
     if status["status"] == "running" and status.get("eta_s") is not None:
         parts.append(time_left(status["eta_s"]))
     line = " · ".join(parts)

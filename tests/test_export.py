@@ -83,6 +83,21 @@ def test_the_adapter_alone_and_a_bfloat16_merge(chain):
     assert (chain / half["path"] / "model.safetensors").stat().st_size < 0.6 * base_weights.stat().st_size
 
 
+def test_the_export_tab_starts_the_job_and_tells_where_it_went_and_how_it_was_checked(chain):
+    from pipelines import jobs
+    from studio.tabs import export as tab
+
+    assert "gguf-f16" in [f for _, f in tab.format_choices()] and tab._default(["base", "first/final"]) == "first/final"
+    picker, timer = tab.start_export(chain, "first/final", "merged", "float16", "  from-the-tab ")
+    job_id = picker["value"]
+    jobs.wait(jobs.job_dir_of(chain, job_id))
+    _picker, _cancel, _timer, progress, summary, listed = tab.show_job(chain, job_id)
+    assert "completed" in progress and "exports/from-the-tab" in summary, (progress, summary)
+    assert "3 of 3 greedy replies the same" in summary and "from_pretrained(" in summary
+    assert "from-the-tab" in [row[0] for row in listed["data"]]
+    assert tab.show_job(chain, None)[4] == "", "no job picked: no summary"
+
+
 @pytest.mark.parametrize("format, options, says", [
     ("zip", None, "There is no export format"),
     ("merged", "bfloat16", "must be a mapping"),

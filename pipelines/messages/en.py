@@ -79,7 +79,7 @@ MESSAGES = {
     "export.unknown_option": "There is no export option {option}: the options are {options}.",
     "export.bad_dtype": "The export dtype {dtype} is not one of {dtypes}.",
     "export.bad_name": "The export name {name} must be text: letters, digits, - _ and .",
-    "export.exists": "An export named {name} exists already: give another name, or delete workspace/exports/{name} first.",
+    "export.exists": "An export named {name} exists already: give another name, or delete that folder from workspace/exports/ first.",
     "export.adapter_needs_one": "{checkpoint} is a full model, not a LoRA adapter: export it as merged.",
     "export.adapter_chain": "{checkpoint} is an adapter on top of other adapters (say, DPO on an SFT adapter), which works only on the models merged before it: export it as merged.",
     "export.disk_full": "The export needs about {needed} and the disk has {free} free: free some space, or pick a smaller format (gguf-q8_0, or a bfloat16 merge).",
@@ -199,7 +199,7 @@ MESSAGES = {
     "jobs.pick": "Job (pick one to reopen it)", "jobs.cancel": "Cancel", "jobs.none": "No job yet.",
     "jobs.cancelled_now": "Job {job_id} is cancelled.",
     "jobs.loading": "starting: loading the model…",
-    "jobs.rows_done": "{done} / {total} rows",
+    "jobs.rows_done": "{done} / {total} rows", "jobs.steps_done": "{done} / {total} steps",
     "jobs.rows_shown": "The first {shown} of {rows} rows are shown; the download holds them all.",
     "jobs.choice": "{job_id} · {state}",
     "jobs.state.queued": "queued", "jobs.state.running": "running", "jobs.state.completed": "completed",
@@ -226,6 +226,24 @@ MESSAGES = {
     "compare.eval_summary": "**{prompts} prompts**, scored by {scorer}",
     "compare.col.prompt": "prompt", "compare.col.checkpoint": "checkpoint", "compare.col.score": "score",
     "compare.col.answer": "answer", "compare.col.mean_score": "mean score", "compare.col.wins_over": "wins over →",
+    # export tab (studio/tabs/export.py)
+    "tab.export": "Export",
+    "export.intro": ("Take a model out of the studio. **Merged** writes full weights (safetensors) with every LoRA adapter "
+                     "of its road merged in, for transformers, vLLM or the Hub; **adapter** only the last LoRA adapter, "
+                     "for someone who has the base; **GGUF** one file for llama.cpp, Ollama and LM Studio, with an Ollama "
+                     "Modelfile beside it. Every export is loaded back and must answer as the checkpoint does, and holds "
+                     "a model card (README.md) that tells its road."),
+    "export.checkpoint": "Checkpoint", "export.checkpoint_help": "A run's final model or checkpoint, or a base model.",
+    "export.name": "Export name", "export.name_help": "A folder under workspace/exports/; empty: named after the checkpoint and format.",
+    "export.format": "Format", "export.dtype": "Weights dtype",
+    "export.dtype_help": "float32 keeps every bit; bfloat16 and float16 halve the size.",
+    "export.format.merged": "Merged model (safetensors)", "export.format.adapter": "LoRA adapter alone",
+    "export.start": "Export", "export.list": "#### Exports",
+    "export.col.name": "name", "export.col.size": "size", "export.col.files": "files",
+    "export.done": "✅ Exported to `{path}`: {size}, {files} files.",
+    "export.verified": "Loaded back: {same} of {prompts} greedy replies the same as the checkpoint's, {agreement} of its tokens ranked first (at least {tolerance} needed).",
+    "export.verified_llama_cpp": "In llama.cpp itself: {same} of {prompts} greedy replies the same.",
+    "export.use_it": "Use it:",
     # road tab
     "tab.road": "Road",
     "road.intro": ("### 🛣️ Try the road\n"

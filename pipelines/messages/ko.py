@@ -76,7 +76,7 @@ MESSAGES = {
     "export.unknown_option": "{option}이라는 내보내기 옵션은 없습니다. 옵션은 {options}입니다.",
     "export.bad_dtype": "내보내기 dtype {dtype}은(는) {dtypes} 중 하나가 아닙니다.",
     "export.bad_name": "내보내기 이름 {name}은(는) 글자, 숫자, - _ . 로 된 텍스트여야 합니다.",
-    "export.exists": "{name}이라는 내보내기가 이미 있습니다. 다른 이름을 주거나, 먼저 workspace/exports/{name}을 지우세요.",
+    "export.exists": "{name}이라는 내보내기가 이미 있습니다. 다른 이름을 주거나, 먼저 workspace/exports/에서 그 폴더를 지우세요.",
     "export.adapter_needs_one": "{checkpoint}은(는) LoRA 어댑터가 아닌 전체 모델입니다. merged로 내보내세요.",
     "export.adapter_chain": "{checkpoint}은(는) 다른 어댑터 위에 얹은 어댑터(예: SFT 어댑터 위의 DPO)라서, 그 앞의 모델을 병합한 위에서만 동작합니다. merged로 내보내세요.",
     "export.disk_full": "내보내기에 약 {needed}가 필요한데 디스크에 {free}만 남아 있습니다. 공간을 비우거나 더 작은 형식(gguf-q8_0, 또는 bfloat16 병합)을 고르세요.",
@@ -195,7 +195,7 @@ MESSAGES = {
     "jobs.pick": "작업 (골라서 다시 열기)", "jobs.cancel": "취소", "jobs.none": "아직 작업이 없습니다.",
     "jobs.cancelled_now": "작업 {job_id}를 취소했습니다.",
     "jobs.loading": "시작 중: 모델을 불러오고 있습니다…",
-    "jobs.rows_done": "{done} / {total}행",
+    "jobs.rows_done": "{done} / {total}행", "jobs.steps_done": "{done} / {total}단계",
     "jobs.rows_shown": "{rows}행 중 처음 {shown}행을 보여 줍니다. 내려받은 파일에는 모두 들어 있습니다.",
     "jobs.choice": "{job_id} · {state}",
     "jobs.state.queued": "대기 중", "jobs.state.running": "실행 중", "jobs.state.completed": "완료",
@@ -222,6 +222,23 @@ MESSAGES = {
     "compare.eval_summary": "**프롬프트 {prompts}개**, 채점기: {scorer}",
     "compare.col.prompt": "프롬프트", "compare.col.checkpoint": "체크포인트", "compare.col.score": "점수",
     "compare.col.answer": "답변", "compare.col.mean_score": "평균 점수", "compare.col.wins_over": "이긴 비율 →",
+    # export tab (studio/tabs/export.py)
+    "tab.export": "내보내기",
+    "export.intro": ("모델을 스튜디오 밖으로 가져갑니다. **병합**은 학습 경로의 모든 LoRA 어댑터를 합친 전체 가중치(safetensors)를 "
+                     "써서 transformers, vLLM, Hub에서 쓸 수 있게 하고, **어댑터**는 베이스 모델을 가진 사람을 위해 마지막 LoRA "
+                     "어댑터만, **GGUF**는 llama.cpp, Ollama, LM Studio용 파일 하나와 그 옆에 Ollama Modelfile을 씁니다. 내보낸 "
+                     "모델은 모두 다시 불러와 체크포인트와 같은 답을 하는지 확인하며, 학습 경로를 담은 모델 카드(README.md)가 함께 들어갑니다."),
+    "export.checkpoint": "체크포인트", "export.checkpoint_help": "실행의 최종 모델이나 체크포인트, 또는 베이스 모델.",
+    "export.name": "내보내기 이름", "export.name_help": "workspace/exports/ 아래의 폴더 이름. 비워 두면 체크포인트와 형식으로 이름을 짓습니다.",
+    "export.format": "형식", "export.dtype": "가중치 dtype",
+    "export.dtype_help": "float32는 모든 비트를 그대로 두고, bfloat16과 float16은 크기를 절반으로 줄입니다.",
+    "export.format.merged": "병합된 모델 (safetensors)", "export.format.adapter": "LoRA 어댑터만",
+    "export.start": "내보내기", "export.list": "#### 내보낸 모델",
+    "export.col.name": "이름", "export.col.size": "크기", "export.col.files": "파일",
+    "export.done": "✅ `{path}`에 내보냈습니다: {size}, 파일 {files}개.",
+    "export.verified": "다시 불러온 결과: 그리디 답변 {prompts}개 중 {same}개가 체크포인트와 같고, 체크포인트 토큰의 {agreement}를 1순위로 맞혔습니다 (최소 {tolerance} 필요).",
+    "export.verified_llama_cpp": "llama.cpp 자체에서: 그리디 답변 {prompts}개 중 {same}개가 같습니다.",
+    "export.use_it": "사용법:",
     # road tab
     "tab.road": "로드맵",
     "road.intro": ("### 🛣️ 정렬의 길을 따라가 보기\n"
