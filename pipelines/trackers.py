@@ -57,6 +57,23 @@ def check_installed(report_to: str) -> None:
         package = PACKAGES[tracker]
         if importlib.util.find_spec(package) is None:
             raise StudioError("stage.tracker_not_installed", tracker=tracker, package=package)
+        if tracker == "wandb" and not wandb_can_log():
+            raise StudioError("stage.wandb_not_logged_in")
+
+
+def wandb_can_log() -> bool:
+    """W&B without a key fails at the run's first step, prompting for a login nobody can type: check before, as
+    W&B itself does — an API key in the environment or ~/.netrc (what `wandb login` writes), or an offline mode."""
+    import netrc
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def report_to_args(report_to: str, run_dir: Path) -> dict:

@@ -197,3 +197,21 @@ def test_the_train_form_offers_every_tracker_with_its_help_from_the_catalog(work
     with speaking("ko"):
         described = next(s for s in describe_settings("train") if s["name"] == "report_to")
     assert described["help"] == KO["help.train.report_to"] and described["choices"] == list(TRACKERS)
+
+
+def test_wandb_without_a_login_is_refused_at_start_and_offline_mode_is_allowed(tiny_model, workspace, monkeypatch,
+                                                                                tmp_path):
+    pytest.importorskip("wandb")
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))   # no netrc: no `wandb login` on this machine
+    with pytest.raises(StudioError) as caught:
+        api.prepare_run(workspace, tiny_config(tiny_model, report_to="wandb"))
+    assert caught.value.code == "stage.wandb_not_logged_in" and "wandb login" in str(caught.value)
+    assert not (workspace / "runs").exists() or not any((workspace / "runs").iterdir())
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n", encoding="utf-8")
+    from pipelines.trackers import wandb_can_log
+    assert wandb_can_log(), "`wandb login` wrote the key"
+    (tmp_path / "netrc").unlink()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_can_log()

@@ -441,6 +441,7 @@ MESSAGES = {
     "stage.qlora_needs_cuda": "QLoRA needs a CUDA GPU (4-bit weights through bitsandbytes); use LoRA on this machine.",
     "stage.qlora_needs_bitsandbytes": "QLoRA needs the bitsandbytes package: pip install bitsandbytes.",
     "stage.tracker_not_installed": "`train.report_to` is {tracker}, but the {package} package is not installed here: pip install {package} (or pip install 'alignment-studio[trackers]'), or set report_to to none.",
+    "stage.wandb_not_logged_in": "`train.report_to` is wandb, but W&B has no login on this machine: run `wandb login` (or set WANDB_API_KEY) before starting the studio, or set WANDB_MODE=offline to keep the run in runs/<id>/wandb/ and `wandb sync` it later.",
     "stage.qlora_on_adapters": "QLoRA on top of a LoRA checkpoint is not supported; merge it first or use LoRA.",
     "stage.fp16_needs_gpu": "fp16 training needs a GPU; use precision 'auto' or 'fp32' on CPU.",
     "stage.one_process": "{stage} runs in one process on one device; start it without accelerate launch or torchrun.",

@@ -504,6 +504,7 @@ MESSAGES = {
     "stage.qlora_needs_cuda": "QLoRA에는 CUDA GPU가 필요합니다 (bitsandbytes를 통한 4비트 가중치). 이 컴퓨터에서는 LoRA를 사용하세요.",
     "stage.qlora_needs_bitsandbytes": "QLoRA에는 bitsandbytes 패키지가 필요합니다: pip install bitsandbytes.",
     "stage.tracker_not_installed": "`train.report_to`가 {tracker}인데 이곳에는 {package} 패키지가 설치되어 있지 않습니다: pip install {package} (또는 pip install 'alignment-studio[trackers]')로 설치하거나 report_to를 none으로 두세요.",
+    "stage.wandb_not_logged_in": "`train.report_to`가 wandb인데 이 컴퓨터에는 W&B 로그인이 없습니다: 스튜디오를 시작하기 전에 `wandb login`을 실행하거나(또는 WANDB_API_KEY 설정), WANDB_MODE=offline으로 두어 실행 기록을 runs/<id>/wandb/에 남긴 뒤 나중에 `wandb sync`로 올리세요.",
     "stage.qlora_on_adapters": "LoRA 체크포인트 위에서 QLoRA를 학습할 수는 없습니다. 먼저 병합하거나 LoRA를 사용하세요.",
     "stage.fp16_needs_gpu": "fp16 학습에는 GPU가 필요합니다. CPU에서는 precision을 'auto'나 'fp32'로 하세요.",
     "stage.one_process": "{stage}은(는) 한 장치의 한 프로세스에서만 실행됩니다. accelerate launch나 torchrun 없이 시작하세요.",
