@@ -14,6 +14,7 @@ it bounds is asked for, before anything is written, and refusing in one sentence
 - a model (pipelines/models.resolve_model, so training, chat, compare and scoring alike): the bundled model, a
   checkpoint of the user's own runs, or one of allow_models; so no other Hub download happens;
 - user code: no Python reward or scorer file unless allow_user_code (pipelines/rl/rewards.parse_reward);
+- trackers: only those that write into the run folder (trackio, tensorboard), never the owner's W&B or MLflow;
 - data: an upload, a table or a Hub import of at most upload_mb, that fits in the quota. Hub datasets are allowed:
   they are data, not code, and the rows fetched are bounded like an upload.
 """
@@ -133,6 +134,11 @@ def _positive(kind):
 
 # --- the checks: each returns at once when not hosted ---
 
+# Trackers that write into the run folder only. W&B and MLflow would log a visitor's run to the server owner's
+# account or tracking server, with the owner's credentials.
+LOCAL_TRACKERS = ("none", "trackio", "tensorboard")
+
+
 def check_run(workspace: Path, config) -> None:
     """A new run of `config` in `workspace`: its steps, the user's active runs, the user's disk."""
     limits = current()
@@ -146,6 +152,8 @@ def check_run(workspace: Path, config) -> None:
         raise StudioError("hosting.steps_unbounded", limit=limits.max_steps)
     if steps > limits.max_steps:
         raise StudioError("hosting.too_many_steps", steps=steps, limit=limits.max_steps)
+    if config.train.report_to not in LOCAL_TRACKERS:
+        raise StudioError("hosting.remote_tracker", tracker=config.train.report_to, trackers=", ".join(LOCAL_TRACKERS))
     check_active_runs(workspace)
     check_disk(workspace)
 

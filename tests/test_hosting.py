@@ -130,6 +130,15 @@ def test_a_run_over_the_step_cap_or_of_epochs_only_is_refused(tiny_model, worksp
                                                    "rejection_sampling: {reward: a/final}\n"))
 
 
+def test_a_run_may_not_log_to_the_owners_wandb_or_mlflow_but_to_its_own_folder(tiny_model, workspace, hosted):
+    hosted()
+    for tracker in ("wandb", "mlflow"):
+        error = refused("hosting.remote_tracker", lambda: api.prepare_run(
+            workspace, tiny_config(tiny_model, max_steps=5, report_to=tracker)), workspace)
+        assert tracker in str(error) and "trackio, tensorboard" in str(error)
+    assert api.prepare_run(workspace, tiny_config(tiny_model, max_steps=5, report_to="tensorboard")).is_dir()
+
+
 def test_only_the_bundled_model_own_checkpoints_and_allowed_models_are_used(tiny_model, workspace, hosted, tmp_path):
     hosted(allow_models=())
     error = refused("hosting.model_not_allowed", lambda: api.prepare_run(workspace, tiny_config(tiny_model)), workspace)

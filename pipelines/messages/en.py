@@ -70,6 +70,7 @@ MESSAGES = {
     "api.not_uploaded": "That file was not uploaded to this app; send it with gradio_client.handle_file(path).",
     # hosting: the limits of a server shared by many (pipelines/hosting.py)
     "hosting.too_many_steps": "On this server a run trains at most {limit} steps, and train.max_steps is {steps}: set it from 1 to {limit}.",
+    "hosting.remote_tracker": "This server is shared, and {tracker} would log your run under the server owner's account: pick one of {trackers} (their files stay in your run's folder).",
     "hosting.steps_unbounded": "On this server a run trains at most {limit} steps, so train.max_steps must be set, from 1 to {limit}: 0 trains for train.epochs instead, which this server cannot bound.",
     "hosting.too_many_active": "You already have {limit} runs queued or training, the most one person may have on this server: wait for one to end, or stop one, then start again.",
     "hosting.too_many_jobs": "You already have {limit} evaluation, scoring or export job running, the most one person may have on this server at a time: wait for it to end, or cancel it, then start again.",

@@ -67,6 +67,7 @@ MESSAGES = {
     "api.not_uploaded": "그 파일은 이 앱에 업로드된 것이 아닙니다. gradio_client.handle_file(path)로 보내세요.",
     # hosting: the limits of a server shared by many (pipelines/hosting.py)
     "hosting.too_many_steps": "이 서버에서는 실행 하나가 최대 {limit} 스텝까지 학습하는데 train.max_steps가 {steps}입니다. 1에서 {limit} 사이로 설정하세요.",
+    "hosting.remote_tracker": "이 서버는 여럿이 함께 쓰는 서버라 {tracker}는 실행 기록을 서버 주인의 계정으로 남깁니다: {trackers} 중 하나를 고르세요 (그 파일은 실행 폴더 안에 남습니다).",
     "hosting.steps_unbounded": "이 서버에서는 실행 하나가 최대 {limit} 스텝까지 학습하므로 train.max_steps를 1에서 {limit} 사이로 설정해야 합니다. 0이면 train.epochs만큼 학습하는데, 이 서버는 그 길이를 제한할 수 없습니다.",
     "hosting.too_many_active": "이미 대기 중이거나 학습 중인 실행이 {limit}개로, 이 서버에서 한 사람이 가질 수 있는 최대치입니다. 하나가 끝나기를 기다리거나 하나를 중지한 뒤 다시 시작하세요.",
     "hosting.too_many_jobs": "이미 평가, 채점 또는 내보내기 작업 {limit}개가 실행 중이며, 이 서버에서 한 사람이 한 번에 가질 수 있는 최대치입니다. 끝나기를 기다리거나 취소한 뒤 다시 시작하세요.",
