@@ -109,7 +109,7 @@ def front_matter(chain: list[dict], base: str, kind: str) -> dict:
     meta = {"library_name": {"merged": "transformers", "adapter": "peft"}.get(kind),
             "pipeline_tag": "text-classification" if scores else "text-generation",
             "base_model": facts["hub_id"], "license": facts["license"], "datasets": hub_datasets(chain) or None,
-            "tags": list(dict.fromkeys(["alignment-studio", "trl", *stages, *(["gguf"] if kind == "gguf" else []),
+            "tags": list(dict.fromkeys(["alignment-studio", *(["trl"] if chain else []), *stages, *(["gguf"] if kind == "gguf" else []),
                                         *(["lora"] if kind == "adapter" else [])]))}
     if kind == "adapter" and facts["hub_id"] and len(chain) == 1:
         meta["base_model_relation"] = "adapter"
@@ -247,7 +247,7 @@ def card_text(workspace: Path, checkpoint: str, kind: str, title: str, usage: st
              "settings": cell(", ".join([r["peft"], f"lr {r['learning_rate']:g}", f"batch {r['batch_size']}",
                                          *(f"{k} {_short(v)}" for k, v in r["settings"].items())]))}
             for i, r in enumerate(chain)]
-    summary = (f"`{checkpoint}`, exported as {kind}." if chain else f"`{checkpoint}` as it is, exported as {kind}.")
+    summary = (f"`{checkpoint}`, exported as {kind}." if chain else f"`{checkpoint}` ({base_label}) as it is, not trained in the studio, exported as {kind}.")
     environment = Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     return environment.from_string(TEMPLATE.read_text(encoding="utf-8")).render(
         front_matter=yaml.safe_dump(front_matter(chain, base, kind), sort_keys=False, allow_unicode=True),
