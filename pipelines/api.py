@@ -539,6 +539,36 @@ def export_model(workspace: Path, checkpoint: str, format: str = "merged", optio
     return {**results["summary"], "warnings": results["warnings"]}
 
 
+@endpoint
+def push_to_hub(workspace: Path, path: str, repo_id: str, private: bool = True, token: str = "") -> dict:
+    """Push an export folder to the Hugging Face Hub repo repo_id (owner/name), new or existing, private unless
+    private is false, every file in one commit (a job; this waits for it). path is relative to the workspace:
+    exports/<name> (an export_model folder) goes to a model repo, exports/datasets/<name> (an export_dataset folder)
+    to a dataset repo. token: one with write access, used for this push only and never stored; empty: the server's
+    HF_TOKEN or `hf auth login` (never on a shared server). Returns url, repo_id, repo_type, files, bytes, private."""
+    from pipelines import jobs
+    from pipelines.hub_push import TOKEN_ENV
+    spec = {"path": path, "repo_id": repo_id, "private": private}
+    return jobs.run_to_end(workspace, "push_to_hub", spec, secrets={TOKEN_ENV: token or ""})["summary"]
+
+
+def start_push(workspace: Path, path: str, repo_id: str, private: bool = True, token: str = "") -> str:
+    """push_to_hub as a job to follow (the Data and Export tabs): its id; the token reaches the job's process only."""
+    from pipelines import jobs
+    from pipelines.hub_push import TOKEN_ENV
+    spec = {"path": path, "repo_id": repo_id, "private": private}
+    return jobs.start(workspace, "push_to_hub", spec, secrets={TOKEN_ENV: token or ""}).name
+
+
+@endpoint
+def export_dataset(workspace: Path, name: str, format: str = "jsonl") -> str:
+    """A dataset as one file in TRL's column names (messages; prompt, chosen, rejected; prompt, completion, label;
+    prompt), format "jsonl" or "parquet"; the caller receives the file. It is kept with a dataset card in
+    workspace/exports/datasets/<name>/, the folder push_to_hub takes as a dataset repo."""
+    from pipelines.data.export import export_dataset as write
+    return str(write(workspace, name, format))
+
+
 def list_exports(workspace: Path) -> list[dict]:
     """The finished exports, newest first (the Export tab's list)."""
     from pipelines.export import list_exports as listed

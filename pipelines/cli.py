@@ -12,6 +12,10 @@
     python -m pipelines job workspace/jobs/<id>      do a job the app started (evaluate, score a dataset)
     python -m pipelines export <checkpoint>          export a checkpoint under exports/, checked by loading it
                                                      back (--format merged | adapter | gguf-f16 | gguf-q8_0 …)
+    python -m pipelines export-dataset <name>        a dataset in TRL's columns with a dataset card, under
+                                                     exports/datasets/<name>/ (--format jsonl | parquet)
+    python -m pipelines push <path> <repo_id>        push an export folder to the Hugging Face Hub, private unless
+                                                     --public; the token comes from HF_TOKEN or `hf auth login`
     python -m pipelines road [--language ko]         try the road: SFT → DPO and SFT → reward model → PPO on a
                                                      bundled sample with defaults, then the answers side by side
 """
@@ -61,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
                         "gguf-f32, or gguf-q4_K_M where llama-cpp-python is installed.")
     export.add_argument("--dtype", default="float32", help="A merged model's dtype: float32 (default), bfloat16, float16.")
     export.add_argument("--name", help="The export folder's name (default from the checkpoint and format).")
+    export_dataset = add_command("export-dataset", help="Write a dataset in TRL's column names, with a dataset card, "
+                                 "to the workspace's exports/datasets/<name>/; print the file's path.")
+    export_dataset.add_argument("name", help="A dataset name (as list_datasets gives them).")
+    export_dataset.add_argument("--format", default="jsonl", choices=("jsonl", "parquet"), help="jsonl (default) or parquet.")
+    # No --token: a command line is visible to every user of the machine (ps); the token comes from the environment.
+    push = add_command("push", help="Push an export folder to a Hugging Face Hub repo, new or existing, every file in "
+                       "one commit; the token comes from HF_TOKEN or `hf auth login`. Print the result as JSON.")
+    push.add_argument("path", help="The export folder, relative to the workspace: exports/<name> (a model repo) or "
+                      "exports/datasets/<name> (a dataset repo).")
+    push.add_argument("repo_id", help="The Hub repo: your-name/repo-name.")
+    push.add_argument("--public", action="store_true", help="Make a new repo public (default: private).")
     stages = add_command("stages", help="List the training stages (" + ", ".join(stage_names()) + "), or the "
                          "settings of one, with their defaults, bounds and help.")
     stages.add_argument("stage", nargs="?", choices=stage_names(), help="The stage whose settings to show.")
@@ -118,6 +133,13 @@ def _dispatch(args, workspace: Path) -> int:
     if args.command == "export":
         print(json.dumps(api.export_model(workspace, args.checkpoint, args.format,
                                           {"dtype": args.dtype, "name": args.name}), indent=1, ensure_ascii=False))
+        return 0
+    if args.command == "export-dataset":
+        print(api.export_dataset(workspace, args.name, args.format))
+        return 0
+    if args.command == "push":
+        print(json.dumps(api.push_to_hub(workspace, args.path, args.repo_id, not args.public,
+                                         os.environ.get("HF_TOKEN", "")), indent=1, ensure_ascii=False))
         return 0
     if args.command == "job":
         from pipelines.jobs import work

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 from pipelines import run_files
@@ -74,13 +75,13 @@ def prepare_export(workspace: Path, spec: dict) -> tuple[dict, list[Message]]:
     if format == "adapter" and len(source.adapters) != 1:
         raise StudioError("export.adapter_needs_one" if not source.adapters else "export.adapter_chain",
                           checkpoint=quote(checkpoint))
-    name = options.get("name") or default_name(checkpoint, format)
+    name = options.get("name") or default_name(checkpoint, format, options["dtype"])
     check_name(name, "export name")
     if (exports_root(workspace) / name).exists():
         raise StudioError("export.exists", name=quote(name))
     from pipelines.hosting import check_disk
     needed = _bytes_needed(source, format, options["dtype"])
-    check_disk(workspace, needed)   # hosted mode: within the user's quota
+    check_disk(workspace, needed, "hosting.quota_export")   # hosted mode: within the user's quota
     exports_root(workspace).mkdir(parents=True, exist_ok=True)
     free = run_files.free_bytes(exports_root(workspace))
     if free < needed + run_files.SPARE_BYTES:
@@ -104,11 +105,12 @@ def _check_options(options) -> dict:
     return options
 
 
-def default_name(checkpoint: str, format: str) -> str:
-    """my-run/final as gguf-q8_0 → my-run-final-gguf-q8_0; a folder or a Hub id by its last part."""
+def default_name(checkpoint: str, format: str, dtype: str = "float32") -> str:
+    """my-run/final as gguf-q8_0 → my-run-final-gguf-q8_0, merged in bfloat16 → my-run-final-merged-bfloat16; a
+    folder or a Hub id by its last part."""
     stem = checkpoint if not checkpoint.startswith(("/", ".", "~")) else Path(checkpoint).name
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:60] or "model"
-    return f"{stem}-{format}"
+    return f"{stem}-{format}" + (f"-{dtype}" if format == "merged" and dtype != "float32" else "")
 
 
 def _bytes_needed(source, format: str, dtype: str) -> int:
@@ -130,9 +132,21 @@ def _bytes_needed(source, format: str, dtype: str) -> int:
 
 # ---- the job's side: the process that writes and checks the export
 
-STEPS = {"merged": ("merge", "save", "verify", "card"), "adapter": ("copy", "verify", "card"),
-         "gguf": ("merge", "convert", "verify", "modelfile", "card")}
-COLUMNS = ("step", "detail")
+STEPS = {"merged": ("reference", "merge", "verify", "card"), "adapter": ("reference", "copy", "verify", "card"),
+         "gguf": ("reference", "merge", "convert", "verify", "modelfile", "card")}
+COLUMNS = ("step", "detail", "seconds")
+
+
+class _Steps:
+    """The job's Progress, a row per step stamped with the seconds it took: where an export's time goes."""
+
+    def __init__(self, progress):
+        self.progress, self.since = progress, time.perf_counter()
+
+    def done(self, step: str, detail: str) -> None:
+        now = time.perf_counter()
+        self.progress.rows([{"step": step, "detail": detail, "seconds": round(now - self.since, 1)}])
+        self.since = now
 
 
 def run_export(workspace: Path, spec: dict, progress) -> dict:
@@ -144,6 +158,7 @@ def run_export(workspace: Path, spec: dict, progress) -> dict:
     format, name = spec["format"], spec["name"]
     kind = "gguf" if gguf_type(format) else format
     progress.total(len(STEPS[kind]))
+    steps = _Steps(progress)
     source = resolve_model(spec["checkpoint"], workspace)
     root = exports_root(workspace)
     final, staging = root / name, root / f".{name}.partial"
@@ -153,45 +168,56 @@ def run_export(workspace: Path, spec: dict, progress) -> dict:
         tokenizer = load_tokenizer(source)
         reference = load_model(source, dtype=torch.float32, merge_adapters=False).eval()
         expected = _reference_replies(reference, tokenizer)
+        steps.done("reference", f"{len(expected)} greedy replies")
         extra: dict = {}
         if kind == "adapter":
             _copy_adapter(source, tokenizer, staging)
-            progress.rows([{"step": "copy", "detail": "adapter_model.safetensors"}])
+            steps.done("copy", "adapter_model.safetensors")
             verified = _check(_load_adapter(source, staging), tokenizer, expected, TOLERANCE["float32"])
             usage = usage_text("adapter", name)
         else:
             target = staging / ".merged" if kind == "gguf" else staging
             _save_merged(source, tokenizer, target, torch.float32 if kind == "gguf" else getattr(torch, spec["dtype"]))
-            progress.rows([{"step": "merge", "detail": f"{len(source.adapters)} adapter(s) merged"}])
+            steps.done("merge", f"{len(source.adapters)} LoRA, {spec['dtype'] if kind == 'merged' else 'float32'}")
             del reference
             if kind == "merged":
-                progress.rows([{"step": "save", "detail": spec["dtype"]}])
                 verified = _check(_load_folder(staging), tokenizer, expected, TOLERANCE[spec["dtype"]])
                 usage = usage_text("merged", name)
             else:
-                extra, verified, usage = _gguf(target, staging, name, gguf_type(format), tokenizer, expected, progress)
-        progress.rows([{"step": "verify", "detail": _verified_line(verified)}])
+                extra, verified, usage = _gguf(target, staging, name, gguf_type(format), tokenizer, expected, steps)
+        steps.done("verify", _verified_line(verified))
         if not verified["ok"]:
             raise StudioError("export.not_verified", format=format, agreement=f"{verified['token_agreement']:.0%}",
                               tolerance=f"{verified['tolerance']:.0%}")
         write_card(workspace, spec["checkpoint"], staging, kind, name, usage)
-        progress.rows([{"step": "card", "detail": "README.md"}])
+        steps.done("card", "README.md")
         staging.rename(final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     files = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
     return {"path": str(final.relative_to(Path(workspace))), "files": files, "bytes": run_files.folder_bytes(final),
-            "format": format, "dtype": spec["dtype"] if kind == "merged" else None, "verified": verified, **extra}
+            "format": format, "dtype": spec["dtype"] if kind == "merged" else None, "verified": verified,
+            "commands": local_commands(final, extra.get("gguf"), kind), **extra}
 
 
-def _gguf(merged: Path, staging: Path, name: str, kind: str, tokenizer, expected: list, progress):
+def local_commands(folder: Path, gguf_name: str | None, kind: str) -> str:
+    """How to use the export where it lies: Ollama and llama.cpp for a GGUF file, transformers (or PEFT) else."""
+    if gguf_name:
+        return (f"ollama create {folder.name} -f {folder / 'Modelfile'}\nollama run {folder.name}\n"
+                f"llama-cli -m {folder / gguf_name} -cnv")
+    if kind == "adapter":
+        return f"from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained(\"{folder}\")"
+    return f"from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained(\"{folder}\")"
+
+
+def _gguf(merged: Path, staging: Path, name: str, kind: str, tokenizer, expected: list, steps: _Steps):
     from pipelines.gguf_export import convert
     from pipelines.model_card import usage_text
     from pipelines.ollama import modelfile
 
     gguf_name = f"{name}.gguf"
     convert(merged, staging / gguf_name, kind, staging.parent / f".{name}.convert.log")
-    progress.rows([{"step": "convert", "detail": gguf_name}])
+    steps.done("convert", gguf_name)
     shutil.rmtree(merged)
     verified = _check(_load_gguf(staging, gguf_name), tokenizer, expected, TOLERANCE[kind])
     verified["tokenizer_same"] = _gguf_tokenizer_same(staging, gguf_name, tokenizer)
@@ -201,7 +227,7 @@ def _gguf(merged: Path, staging: Path, name: str, kind: str, tokenizer, expected
         verified["llama_cpp"] = llama
     text, has_template = modelfile(gguf_name, tokenizer)
     (staging / "Modelfile").write_text(text, encoding="utf-8")
-    progress.rows([{"step": "modelfile", "detail": "TEMPLATE" if has_template else "no TEMPLATE"}])
+    steps.done("modelfile", "TEMPLATE" if has_template else "no TEMPLATE")
     warnings = [] if has_template else [Message("export.modelfile_without_template")]
     (staging.parent / f".{name}.convert.log").unlink(missing_ok=True)
     return {"gguf": gguf_name, "modelfile_template": has_template, "warnings": warnings}, verified, \

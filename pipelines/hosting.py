@@ -34,7 +34,7 @@ from pipelines.messages import Message
 HOSTED_ENV = "ALIGNMENT_STUDIO_HOSTED"   # JSON of HostedLimits; set by launch.py --hosted, inherited by children
 SPACE_ENV = "SPACE_ID"                   # set by Hugging Face on every Space
 MB = 1024 * 1024
-COUNTED_FOLDERS = ("runs", "datasets", "jobs")   # what a user's disk quota counts in their workspace
+COUNTED_FOLDERS = ("runs", "datasets", "jobs", "exports")   # what a user's disk quota counts in their workspace
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class HostedLimits:
     max_steps: int = 300
     max_wall_minutes: float = 30.0     # per training process; a resume starts a new one (max_steps bounds the total)
     max_active_runs: int = 2           # per user, queued or training
-    disk_quota_mb: int = 2000          # per user: runs, datasets and jobs
+    disk_quota_mb: int = 2000          # per user: runs, datasets, jobs and exports
     upload_mb: int = 20                # one upload, table or Hub import
     allow_models: tuple[str, ...] = ()   # besides the bundled model and the user's own checkpoints
     allow_user_code: bool = False      # Python reward and scorer files
@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-active-runs", type=_positive(int),
                        help=f"Runs one user may have queued or training (default {defaults.max_active_runs}).")
     group.add_argument("--disk-quota-mb", type=_positive(int),
-                       help=f"Megabytes of runs, datasets and jobs per user (default {defaults.disk_quota_mb}).")
+                       help=f"Megabytes of runs, datasets, jobs and exports per user (default {defaults.disk_quota_mb}).")
     group.add_argument("--upload-mb", type=_positive(int),
                        help=f"Megabytes of one upload or Hub import (default {defaults.upload_mb}).")
     group.add_argument("--allow-models", help="Models besides the bundled one, comma-separated Hub ids or folders.")
@@ -184,8 +184,9 @@ def check_job(workspace: Path) -> None:
     check_disk(workspace)
 
 
-def check_disk(workspace: Path, adding: int = 0) -> None:
-    """The user's runs, datasets and jobs, with `adding` bytes more, within the quota."""
+def check_disk(workspace: Path, adding: int = 0, refusal: str = "hosting.quota_upload") -> None:
+    """The user's runs, datasets, jobs and exports, with `adding` bytes more, within the quota (`refusal`: the
+    sentence for what would not fit: data, by default, or an export)."""
     limits = current()
     if limits is None:
         return
@@ -194,12 +195,12 @@ def check_disk(workspace: Path, adding: int = 0) -> None:
     if used + adding <= quota and (adding or used < quota):
         return
     if adding:
-        raise StudioError("hosting.quota_upload", size=megabytes(adding), used=megabytes(used), quota=megabytes(quota))
+        raise StudioError(refusal, size=megabytes(adding), used=megabytes(used), quota=megabytes(quota))
     raise StudioError("hosting.quota_full", used=megabytes(used), quota=megabytes(quota))
 
 
 def used_bytes(workspace: Path) -> int:
-    """What the quota counts: the sizes of the files under the workspace's runs, datasets and jobs."""
+    """What the quota counts: the sizes of the files under the workspace's runs, datasets, jobs and exports."""
     total = 0
     for name in COUNTED_FOLDERS:
         for path in (Path(workspace) / name).rglob("*"):

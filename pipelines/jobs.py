@@ -1,5 +1,6 @@
 """Long jobs as processes and files: checkpoints evaluated on a prompt set, a dataset scored by a reward model, a
-reward model measured on preference pairs, a model exported (pipelines/export.py).
+reward model measured on preference pairs, a model exported (pipelines/export.py), an export pushed to the Hub
+(pipelines/hub_push.py, whose token reaches its process through the environment alone: JobKind.secrets).
 
     workspace/jobs/<job_id>/
       job.json        what was asked: {"kind": ..., "spec": {...}, "workspace": ...}
@@ -53,10 +54,14 @@ class JobKind:
     prepare: Callable[[Path, dict], tuple[dict, list[Message]]]
     run: Callable[[Path, dict, "Progress"], dict]
     columns: tuple[str, ...]   # the CSV's columns, in order
+    # For a job that needs secrets (a Hub token): given the normalised spec and the secrets the caller offered, the
+    # environment variables its process gets (checked: one sentence if one is missing or refused). Secrets live in
+    # that environment alone, never in job.json, status.json, results or the log.
+    secrets: Callable[[Path, dict, dict], dict[str, str]] | None = None
 
 
 def kinds() -> dict[str, JobKind]:
-    from pipelines import export, scoring
+    from pipelines import export, hub_push, scoring
 
     return {
         "evaluate": JobKind(prepare_evaluation, run_evaluation, ("prompt", "checkpoint", "score", "answer")),
@@ -65,6 +70,7 @@ def kinds() -> dict[str, JobKind]:
         "evaluate_reward": JobKind(scoring.prepare_evaluate_pairs, scoring.run_evaluate_pairs,
                                    ("margin", "chosen_reward", "rejected_reward", "prompt", "chosen", "rejected")),
         "export": JobKind(export.prepare_export, export.run_export, export.COLUMNS),
+        "push_to_hub": JobKind(hub_push.prepare_push, hub_push.run_push, hub_push.COLUMNS, hub_push.job_secrets),
     }
 
 
@@ -84,8 +90,9 @@ def job_dir_of(workspace: Path, job_id: str) -> Path:
     return job_dir
 
 
-def start(workspace: Path, kind: str, spec: dict) -> Path:
-    """Check `spec` for a job of `kind`, write its folder and start its process; return the folder."""
+def start(workspace: Path, kind: str, spec: dict, secrets: dict[str, str] | None = None) -> Path:
+    """Check `spec` for a job of `kind`, write its folder and start its process; return the folder. `secrets` (a
+    token) reach the process through its environment only, for a kind that takes them."""
     workspace = Path(workspace).resolve()
     known = kinds()
     if not isinstance(kind, str) or kind not in known:
@@ -93,8 +100,11 @@ def start(workspace: Path, kind: str, spec: dict) -> Path:
     if not isinstance(spec, dict):
         raise StudioError("jobs.spec_not_mapping", kind=kind)
     spec, warnings = known[kind].prepare(workspace, spec)
+    if secrets and not known[kind].secrets:
+        raise ValueError(f"a {kind} job takes no secrets")   # a caller's bug: never let them near a folder
     from pipelines.hosting import check_job
     check_job(workspace)   # hosted mode: one job of a user's at a time, within their quota
+    env = known[kind].secrets(workspace, spec, dict(secrets or {})) if known[kind].secrets else {}
     free = run_files.free_bytes(jobs_root(workspace))
     if free < run_files.SPARE_BYTES:   # not even its status would fit: refuse before writing a folder
         raise StudioError("jobs.disk_full", free=run_files.megabytes(free))
@@ -105,7 +115,7 @@ def start(workspace: Path, kind: str, spec: dict) -> Path:
         "job_id": job_dir.name, "kind": kind, "status": "queued", "pid": None, "done": 0, "total": None, "eta_s": None,
         "error": None, "error_message": None, "warnings": [w.to_dict() for w in warnings],
         "created_at": time.time(), "updated_at": time.time()})
-    launch(job_dir)
+    launch(job_dir, env)
     return job_dir
 
 
@@ -121,9 +131,9 @@ def prune(workspace: Path, keep: int = KEPT_JOBS) -> list[str]:
     return deleted
 
 
-def launch(job_dir: Path) -> int:
+def launch(job_dir: Path, env: dict[str, str] | None = None) -> int:
     try:
-        process = runs.spawn(["job", str(job_dir)], job_dir / LOG)
+        process = runs.spawn(["job", str(job_dir)], job_dir / LOG, env=env)
     except OSError as exc:   # no python, no room for the log: the job fails saying so, and nothing runs
         error = StudioError("jobs.not_started", problem=exc.strerror or type(exc).__name__)   # the OS's words
         _finish(job_dir, "failed", error, only_if_status="queued")
@@ -245,9 +255,9 @@ def results_of(job_dir: Path) -> dict:
             "rows": run_files.read_jsonl(job_dir / RESULTS), "summary": summary, "warnings": warnings, "files": files}
 
 
-def run_to_end(workspace: Path, kind: str, spec: dict) -> dict:
+def run_to_end(workspace: Path, kind: str, spec: dict, secrets: dict[str, str] | None = None) -> dict:
     """Start a job and wait for it: its results, or the sentence it failed with (what the blocking endpoints do)."""
-    job_dir = start(workspace, kind, spec)
+    job_dir = start(workspace, kind, spec, secrets)
     raise_unless_completed(job_dir, wait(job_dir))
     return results_of(job_dir)
 

@@ -139,11 +139,13 @@ def no_room_to_train(run_dir: Path) -> Message | None:
     return run_files.disk_full_sentence(run_dir, free, Message("runs.not_started"), needed)
 
 
-def spawn(arguments: list[str], log_path: Path, gpus: list[str] | None = None) -> subprocess.Popen:
+def spawn(arguments: list[str], log_path: Path, gpus: list[str] | None = None,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
     """`python -m pipelines <arguments>` in its own session, output appended to log_path, reaped when it ends.
     An argument list, never a shell string. Given GPUs, it sees only those; given several, it runs as one process
-    per GPU under `accelerate launch`, as `accelerate launch -m pipelines train <run_dir>` would by hand."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+    per GPU under `accelerate launch`, as `accelerate launch -m pipelines train <run_dir>` would by hand. `env`: more
+    variables for the child alone (a job's secrets: its environment is the one place they are never written)."""
+    env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     command = [sys.executable, "-m", "pipelines", *arguments]
     if gpus:

@@ -93,6 +93,9 @@ def register_api() -> None:
 # Arguments that are files the client uploads (gradio_client.handle_file): typed FileData for the client, and
 # checked on the server to be an upload before the api function sees their path.
 FILE_ARGUMENTS = {"upload_dataset": "file"}
+# Results that are files the client downloads: typed FileData, and copied where Gradio serves files from (its temp
+# folder; the workspace is not among the paths it may serve).
+FILE_RESULTS = {"export_dataset"}
 
 
 def bound_endpoint(fn):
@@ -102,6 +105,9 @@ def bound_endpoint(fn):
     file_argument = FILE_ARGUMENTS.get(fn.__name__)
     if file_argument:
         hints[file_argument] = FileData
+    returns_file = fn.__name__ in FILE_RESULTS
+    if returns_file:
+        hints["return"] = FileData
     parameters = [parameter.replace(annotation=hints[parameter.name])
                   for parameter in list(inspect.signature(fn).parameters.values())[1:]]
     signature = inspect.Signature(parameters, return_annotation=hints.get("return", inspect.Signature.empty))
@@ -111,12 +117,22 @@ def bound_endpoint(fn):
         arguments = signature.bind(*args, **kwargs).arguments
         if file_argument in arguments:
             arguments[file_argument] = uploaded_path(arguments[file_argument])
-        return fn(identity.current_workspace(), **arguments)
+        result = fn(identity.current_workspace(), **arguments)
+        return served_file(result) if returns_file else result
 
     del call.__wrapped__   # gr.api must see the signature below, not fn's
     call.__signature__ = signature
     call.__annotations__ = {name: hint for name, hint in hints.items() if name != "workspace"}
     return call
+
+
+def served_file(path: str) -> FileData:
+    """A copy of a workspace file that Gradio may send to the client, under its own name."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="studio-download-"))
+    return FileData(path=str(shutil.copy(path, folder / Path(path).name)), orig_name=Path(path).name)
 
 
 def uploaded_path(file) -> str:

@@ -139,3 +139,15 @@ def test_a_reward_run_started_and_scored_through_the_api(client, app_url, tiny_m
     from pipelines.data.store import load_rows
     assert load_rows("api-votes", app_url[1], "preference")[0]["prompt"] == [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}], "the row holds what was asked"
+
+
+def test_a_dataset_export_reaches_the_client_as_a_file_and_a_push_without_a_token_is_one_sentence(client):
+    import pyarrow.parquet as pq
+    from gradio_client.exceptions import AppError
+
+    downloaded = client.predict("preference-en-sample", "parquet", api_name="/export_dataset")
+    table = pq.read_table(downloaded)
+    assert table.num_rows > 0 and {"prompt", "chosen", "rejected"} <= set(table.column_names)
+    with pytest.raises(AppError) as refused:   # the server's own token is never lent to a push without one
+        client.predict("exports/datasets/preference-en-sample", "someone/prefs", True, "", api_name="/push_to_hub")
+    assert "token" in str(refused.value).lower() or "HF_HUB_OFFLINE" in str(refused.value)

@@ -93,6 +93,10 @@ def test_the_export_tab_starts_the_job_and_tells_where_it_went_and_how_it_was_ch
     jobs.wait(jobs.job_dir_of(chain, job_id))
     _picker, _cancel, _timer, progress, summary, listed = tab.show_job(chain, job_id)
     assert "completed" in progress and "exports/from-the-tab" in summary, (progress, summary)
+    from pipelines.export import STEPS
+    rows = api.job_results(chain, job_id)["rows"]
+    assert [r["step"] for r in rows] == list(STEPS["merged"]) and all(r["seconds"] >= 0 for r in rows)
+    assert "loaded back and checked" in progress, "each step and the seconds it took"
     assert "3 of 3 greedy replies the same" in summary and "from_pretrained(" in summary
     assert "from-the-tab" in [row[0] for row in listed["data"]]
     assert tab.show_job(chain, None)[4] == "", "no job picked: no summary"

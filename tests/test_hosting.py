@@ -7,6 +7,7 @@ time saves a checkpoint and stops saying why."""
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
@@ -192,6 +193,13 @@ def test_a_workspace_over_its_disk_quota_starts_nothing_and_says_how_much_it_use
     (big / "rows.jsonl").write_bytes(b"x" * (3 * 1024 * 1024 // 2))
     error = refused("hosting.quota_full", lambda: api.prepare_run(workspace, tiny_config(tiny_model)), workspace)
     assert "use 1.5 MB of your 1.0 MB" in str(error)
+    shutil.rmtree(big)
+    exported = workspace / "exports" / "a-model"   # exports count as well: a visitor fills no disk with them
+    exported.mkdir(parents=True)
+    (exported / "model.safetensors").write_bytes(b"x" * (3 * 1024 * 1024 // 2))
+    refused("hosting.quota_full", lambda: api.prepare_run(workspace, tiny_config(tiny_model)), workspace)
+    error = refused("hosting.quota_export", lambda: api.export_model(workspace, str(tiny_model), "merged"), workspace)
+    assert "exports already use 1.5 MB" in str(error)
 
 
 # --- data ---
@@ -280,12 +288,12 @@ def test_a_run_past_its_training_time_saves_a_checkpoint_and_stops_saying_why(ti
 
 def test_a_user_runs_one_job_at_a_time_in_hosted_mode(tiny_model, workspace, hosted, monkeypatch):
     hosted(allow_user_code=True)
-    monkeypatch.setattr(jobs, "launch", lambda job_dir: None)   # the job stays queued, as in its first seconds
+    monkeypatch.setattr(jobs, "launch", lambda job_dir, env=None: None)   # the job stays queued, as in its first seconds
     (workspace / "lengths.py").write_text(LENGTHS)
     spec = {"checkpoints": [str(tiny_model)], "prompts": ["Hi?"], "scorer": "lengths.py"}
     first = api.start_job(workspace, "evaluate", spec)
     error = refused("hosting.too_many_jobs", lambda: api.start_job(workspace, "evaluate", spec), workspace)
-    assert "1 evaluation or scoring job" in str(error)
+    assert "1 job running (an evaluation, a scoring, an export or a push" in str(error)
     update_status(jobs.job_dir_of(workspace, first), status="completed")
     assert api.start_job(workspace, "evaluate", spec) != first, "once it ended, another may start"
 

@@ -15,6 +15,7 @@ from pipelines import api
 from pipelines.config import BUNDLED_MODEL_ID, TrainSettings
 from pipelines.data.table import TABLE_COLUMNS
 from pipelines.messages import has_message, text
+from studio import hub_form
 from studio.charts import length_histogram
 from studio.choices import checkpoint_choices, dataset_choices, dataset_names
 from studio.form import on
@@ -48,6 +49,15 @@ def build(workspace: Path) -> DataTab:
                 stats = gr.Markdown()
                 histogram = gr.Plot(show_label=False)
                 preview = gr.HTML()
+                with gr.Row():
+                    download_jsonl = gr.Button(t("data.download_jsonl"), size="sm")
+                    download_parquet = gr.Button(t("data.download_parquet"), size="sm")
+                downloaded = gr.File(label=t("data.download_file"), interactive=False, visible=False)
+                with gr.Accordion(t("hub.title"), open=False):
+                    gr.Markdown(t("data.push_intro"))
+                    push_format = gr.Radio(choices=[("JSONL", "jsonl"), ("Parquet", "parquet")], value="parquet",
+                                           label=t("data.push_format"))
+                    hub = hub_form.build_form("your-name/my-dataset")
             with gr.Tab(t("data.add")):
                 with gr.Row():
                     with gr.Column():
@@ -105,6 +115,11 @@ def build(workspace: Path) -> DataTab:
     tab.select(in_workspace(dataset_choices), None, [dataset], **quiet)
     tab.select(in_workspace(checkpoint_choices), None, [model], **quiet)
     on(show.click, for_visitor(preview_html), [preview], dataset=dataset, model=model, n=rows)
+    on(download_jsonl.click, for_visitor(download, format="jsonl"), [downloaded], dataset=dataset)
+    on(download_parquet.click, for_visitor(download, format="parquet"), [downloaded], dataset=dataset)
+    hub_form.wire(hub, tab)
+    on(hub.push.click, for_visitor(start_push), [hub.panel.job, hub.panel.timer], dataset=dataset, repo_id=hub.repo,
+       format=push_format, private=hub.private, token=hub.token)
     on(measure.click, for_visitor(length_report), [stats, histogram], dataset=dataset, model=model,
        max_length=max_length)
     adding = {"name": name, "drop_bad_rows": drop_bad, "columns": columns, "replace": replace}
@@ -269,3 +284,20 @@ def split_off_eval(workspace: Path, dataset: str, new_name: str, eval_fraction: 
     line = text("data.split_into", train=report["train"], train_rows=rows_text(report["train_rows"]),
                 eval=report["eval"], eval_rows=rows_text(report["eval_rows"]))
     return _made(workspace, line, report["train"])
+
+
+def download(workspace: Path, dataset: str, format: str):
+    """The dataset exported in TRL's columns, copied where Gradio serves downloads from."""
+    import shutil
+    import tempfile
+
+    path = Path(api.export_dataset(workspace, dataset, format))
+    copy = Path(tempfile.mkdtemp(prefix="studio-dataset-")) / path.name
+    shutil.copy(path, copy)
+    return gr.update(value=str(copy), visible=True)
+
+
+def start_push(workspace: Path, dataset: str, repo_id: str, format: str, private: bool, token: str):
+    """Export the dataset afresh (the latest votes included), then push its folder as a job followed below."""
+    folder = Path(api.export_dataset(workspace, dataset, format)).resolve().parent
+    return hub_form.start(workspace, folder.relative_to(Path(workspace).resolve()).as_posix(), repo_id, private, token)
