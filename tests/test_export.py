@@ -100,6 +100,7 @@ def test_the_export_tab_starts_the_job_and_tells_where_it_went_and_how_it_was_ch
     assert "3 of 3 greedy replies the same" in summary and "from_pretrained(" in summary
     assert "from-the-tab" in [row[0] for row in listed["data"]]
     assert tab.show_job(chain, None)[4] == "", "no job picked: no summary"
+    assert tab.steps_line([{"step": "merge", "detail": "1 LoRA"}]).strip() == "merge", "a row of an earlier version"
 
 
 @pytest.mark.parametrize("format, options, says", [

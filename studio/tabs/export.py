@@ -14,7 +14,7 @@ import gradio as gr
 
 from pipelines import api
 from pipelines.errors import StudioError
-from pipelines.export import DTYPES, EXPORTS_DIR, formats, gguf_type
+from pipelines.export import DTYPES, EXPORTS_DIR, STEPS, formats, gguf_type
 from pipelines.messages import text
 from pipelines.run_files import megabytes
 from studio import hub_form, job_view
@@ -23,6 +23,7 @@ from studio.identity import in_workspace
 
 KINDS = ("export",)
 LIST_COLUMNS = ("name", "size", "files")
+STEP_CODES = {f"export.step.{step}" for steps in STEPS.values() for step in steps}
 
 
 def format_choices() -> list[tuple]:
@@ -114,7 +115,9 @@ def show_job(workspace: Path, job_id: str | None):
 
 def steps_line(rows: list[dict]) -> str:
     """The steps done so far and the seconds each took: reference 6.1 s · merge 2.0 s · …"""
-    done = [f"{text('export.step.' + row['step'])} {row['seconds']:.1f} s" for row in rows]
+    # .get: a job written by an earlier version has rows without seconds, and a summary without commands
+    done = [text("export.step." + row["step"]) + (f" {row['seconds']:.1f} s" if "seconds" in row else "")
+            for row in rows if f"export.step.{row.get('step')}" in STEP_CODES]
     return "\n\n" + " · ".join(done) if done else ""
 
 
@@ -129,7 +132,8 @@ def summary_text(summary: dict | None) -> str:
     if verified.get("llama_cpp"):
         lines.append(text("export.verified_llama_cpp", same=verified["llama_cpp"]["same_replies"],
                           prompts=verified["llama_cpp"]["prompts"]))
-    lines.append(text("export.use_it") + f"\n```\n{summary['commands']}\n```")
+    if summary.get("commands"):
+        lines.append(text("export.use_it") + f"\n```\n{summary['commands']}\n```")
     return "\n\n".join(lines)
 
 
