@@ -114,6 +114,8 @@ def _length_warnings(source, kind: str, data, max_length: int) -> list[dict]:
     from pipelines.data.stats import length_stats
     from pipelines.models import check_chat_template, load_tokenizer
 
+    if kind == "text":   # documents are packed into blocks, never cut, and need no chat template (a base model has none)
+        return []
     tokenizer = load_tokenizer(source)
     check_chat_template(tokenizer, source.spec)   # every dataset is normalised to conversations, rendered by it
     return length_stats(kind, data.format, data.rows, tokenizer, max_length)["warning_messages"]   # kept as codes
@@ -287,6 +289,19 @@ def upload_dataset(workspace: Path, file: str, name: str, drop_bad_rows: bool = 
 
 
 @endpoint
+def upload_texts(workspace: Path, files: list[str], name: str, split: str = "file", drop_bad_rows: bool = False,
+                 replace: bool = False) -> dict:
+    """Check documents for continued pretraining (.txt and .md files, or JSONL, JSON, CSV, Parquet files with a
+    text column; several at once, sent with gradio_client.handle_file) and save them as one text dataset. split:
+    "file" (a text file is one document) or "blank_lines" (a document per block between blank lines). Returns the
+    report of upload_dataset plus files [{file, documents}]."""
+    from pipelines.data.text import save_texts
+    if not files:
+        raise StudioError("api.no_file")
+    return save_texts([files] if isinstance(files, str) else list(files), name, workspace, split, drop_bad_rows, replace)
+
+
+@endpoint
 def import_hub_dataset(workspace: Path, repo_id: str, config: str | None, split: str, name: str,
                        max_rows: int = 10_000, drop_bad_rows: bool = False, columns: dict | str | None = "",
                        replace: bool = False) -> dict:
@@ -300,20 +315,22 @@ def import_hub_dataset(workspace: Path, repo_id: str, config: str | None, split:
 def preview_dataset(workspace: Path, name: str, model: str, n: int = 3) -> list[dict]:
     """The first n rows of a dataset rendered through a model's chat template: messages, text, tokens, loss_tokens
     and segments (marked loss where the tokens are trained on)."""
-    from pipelines.data.store import preview
-    return preview(name, workspace, _template_tokenizer(workspace, model), max(1, min(int(n), 50)))
+    from pipelines.data.store import dataset_kind, preview
+    tokenizer = _tokenizer_for(workspace, model, dataset_kind(name, workspace))
+    return preview(name, workspace, tokenizer, max(1, min(int(n), 50)))
 
 
 @endpoint
 def dataset_stats(workspace: Path, name: str, model: str, max_length: int = 512) -> dict:
     """Rows, kind, format, token lengths through a model's chat template, and how many rows and tokens max_length
-    would cut."""
+    would cut. For a text dataset: documents, total_tokens, characters, tokens_per_char (what the model's tokenizer
+    spends on the language) and the blocks of max_length tokens the documents pack into; no template."""
     from pipelines.data.stats import length_stats
     from pipelines.data.store import load_dataset
     if not 1 <= int(max_length) <= 1_000_000:
         raise StudioError("api.bad_max_length")
     kind, data = load_dataset(name, workspace)
-    stats = length_stats(kind, data.format, data.rows, _template_tokenizer(workspace, model), int(max_length))
+    stats = length_stats(kind, data.format, data.rows, _tokenizer_for(workspace, model, kind), int(max_length))
     return {"name": name, **stats}
 
 
@@ -361,6 +378,14 @@ def split_dataset(workspace: Path, name: str, new_name: str, eval_fraction: floa
     """Save <new_name>-train and <new_name>-eval; rows sharing a prompt stay on one side."""
     from pipelines.data.tools import split
     return split(name, workspace, new_name, float(eval_fraction), int(seed))
+
+
+def _tokenizer_for(workspace: Path, model: str, kind: str):
+    """The tokenizer rows of `kind` go through: raw documents need no chat template (a base model has none)."""
+    if kind != "text":
+        return _template_tokenizer(workspace, model)
+    from pipelines.models import load_tokenizer, resolve_model
+    return load_tokenizer(resolve_model(model, workspace))
 
 
 def _template_tokenizer(workspace: Path, model: str):
@@ -454,6 +479,41 @@ def compare(workspace: Path, checkpoints: list[str], prompt: str, settings: dict
     chat's."""
     from pipelines.compare import compare as answers
     return answers(workspace, list(checkpoints or []), prompt, settings or {})
+
+
+@endpoint
+def next_tokens(workspace: Path, checkpoint: str, text: str, top_k: int = 5) -> dict:
+    """What a model expected at every position of a text: per token its probability, surprisal (bits), rank and the
+    top_k tokens it expected there; `next` after the last token; the text's perplexity."""
+    from pipelines.lens import next_tokens as lens
+    return lens(workspace, checkpoint, text, top_k)
+
+
+@endpoint
+def compare_next_tokens(workspace: Path, checkpoints: list[str], text: str, top_k: int = 5) -> dict:
+    """next_tokens for 2 to 4 checkpoints of one tokenizer side by side, with `delta` per token: how many bits more
+    the last checkpoint expects it than the first."""
+    from pipelines.lens import compare_next_tokens as lens
+    return lens(workspace, list(checkpoints or []), text, top_k)
+
+
+@endpoint
+def pair_logratios(workspace: Path, policy: str, reference: str, prompt: str, chosen: str, rejected: str,
+                   beta: float = 0.1) -> dict:
+    """What DPO trains on, per answer token: the policy's log-prob minus the reference's, for a chosen and a
+    rejected answer, with their sums, the margin (beta × difference) and the DPO loss of the pair."""
+    from pipelines.lens import pair_logratios as lens
+    return lens(workspace, policy, reference, prompt, chosen, rejected, beta)
+
+
+@endpoint
+def sample_step(workspace: Path, checkpoint: str, prompt: str, generated_ids: list[int] | None = None,
+                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+                chat: bool = True, show: int = 10) -> dict:
+    """One token of generation, shown: the most likely candidates with their raw probability, after temperature,
+    cut by top_k or top_p or kept, and renormalised; the token picked and generated_ids to continue from."""
+    from pipelines.lens import sample_step as lens
+    return lens(workspace, checkpoint, prompt, generated_ids, temperature, top_k, top_p, seed, chat, show)
 
 
 @endpoint

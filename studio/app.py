@@ -1,4 +1,4 @@
-"""The Gradio app: eight tabs (Road, Model, Data, Train, Reward, Chat, Compare, Export) and the public API endpoints.
+"""The Gradio app: nine tabs (Road, Model, Data, Train, Reward, Chat, Compare, Lens, Export) and the public API endpoints.
 
 Layout first, wiring after. Every handler is a plain function of plain values bound to the workspace;
 per-visitor state lives in components, never in module globals.
@@ -92,7 +92,7 @@ def register_api() -> None:
 
 # Arguments that are files the client uploads (gradio_client.handle_file): typed FileData for the client, and
 # checked on the server to be an upload before the api function sees their path.
-FILE_ARGUMENTS = {"upload_dataset": "file"}
+FILE_ARGUMENTS = {"upload_dataset": "file", "upload_texts": "files"}   # upload_texts: a list of files
 # Results that are files the client downloads: typed FileData, and copied where Gradio serves files from (its temp
 # folder; the workspace is not among the paths it may serve).
 FILE_RESULTS = {"export_dataset"}
@@ -103,8 +103,9 @@ def bound_endpoint(fn):
     less `workspace`, their type hints resolved (gr.api reads them for the API page and gradio_client)."""
     hints = typing.get_type_hints(fn)
     file_argument = FILE_ARGUMENTS.get(fn.__name__)
+    many = bool(file_argument) and typing.get_origin(hints[file_argument]) is list
     if file_argument:
-        hints[file_argument] = FileData
+        hints[file_argument] = list[FileData] if many else FileData
     returns_file = fn.__name__ in FILE_RESULTS
     if returns_file:
         hints["return"] = FileData
@@ -116,7 +117,9 @@ def bound_endpoint(fn):
     def call(*args, **kwargs):
         arguments = signature.bind(*args, **kwargs).arguments
         if file_argument in arguments:
-            arguments[file_argument] = uploaded_path(arguments[file_argument])
+            value = arguments[file_argument]
+            arguments[file_argument] = ([uploaded_path(item) for item in (value if isinstance(value, list) else [value])]
+                                        if many else uploaded_path(value))
         result = fn(identity.current_workspace(), **arguments)
         return served_file(result) if returns_file else result
 

@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from pipelines.config import RunConfig, parse_config_text, sections, stage_sections, top_fields
+from pipelines.config import RunConfig, parse_config_text, sections, stage_sections, stage_train_settings, top_fields
 from pipelines.messages import speaking
 from studio.i18n import EN, KO
 from studio.tabs import train
@@ -201,12 +201,16 @@ def test_the_model_card_and_the_road_table_speak_korean(workspace, monkeypatch):
 
 
 def test_choosing_a_stage_brings_its_defaults_and_its_own_settings_box():
+    names = stage_train_settings()
     dataset, box, *rest = train.stage_changed("dpo")
-    groups, (learning_rate, max_steps, save_steps) = rest[:-3], rest[-3:]
+    groups, values = rest[:-len(names)], {name: update["value"] for name, update in zip(names, rest[-len(names):])}
     assert dataset["value"] == "preference-en-sample" and box["visible"] is True
     assert [g["visible"] for g in groups] == [section == "dpo" for section in stage_sections()]
-    assert (learning_rate["value"], max_steps["value"], save_steps["value"]) == (2e-4, 40, 20)
-    assert train.stage_changed("ppo")[-1]["value"] == 10, "each stage brings its own save interval"
+    assert (values["learning_rate"], values["max_steps"], values["save_steps"]) == (2e-4, 40, 20)
+    assert values["max_length"] == 512, "a setting only another stage changes comes back to its default"
+    ppo = dict(zip(names, train.stage_changed("ppo")[-len(names):]))
+    assert ppo["save_steps"]["value"] == 10, "each stage brings its own save interval"
+    assert dict(zip(names, train.stage_changed("pretrain")[-len(names):]))["max_length"]["value"] == 256
     assert train.stage_changed("sft")[1]["visible"] is False
 
 

@@ -19,11 +19,12 @@ TEMPLATE = ASSETS_DIR / "dataset_card.md.jinja"
 WHAT = {"instruction": "Instruction conversations for supervised fine-tuning",
         "preference": "Preference pairs: a prompt, the answer preferred and the one rejected",
         "unpaired": "Answers labelled desirable or not (unpaired preference)",
-        "prompt_only": "Prompts for RL and best-of-N, with no answers"}
+        "prompt_only": "Prompts for RL and best-of-N, with no answers",
+        "text": "Raw documents for continued pretraining (next-token prediction)"}
 TRAINER = {"instruction": "SFTTrainer", "preference": "DPOTrainer", "unpaired": "KTOTrainer",
-           "prompt_only": "GRPOTrainer"}
+           "prompt_only": "GRPOTrainer", "text": "SFTTrainer"}   # a `text` column: language modelling
 KIND_TAGS = {"instruction": ["sft"], "preference": ["preference", "dpo"], "unpaired": ["unpaired-preference", "kto"],
-             "prompt_only": ["prompt-only", "rl"]}
+             "prompt_only": ["prompt-only", "rl"], "text": ["pretraining"]}
 SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
          (10_000_000, "1M<n<10M"))
 BEST_OF_N = re.compile(r"rejection sampling run (\S+)")   # the source pipelines/stages/rejection_sampling.py writes

@@ -1,4 +1,5 @@
-"""Read a data file (JSON array, JSONL, CSV, TSV, Parquet) into a list of records, with one clear error when it is not one."""
+"""Read a data file (JSON array, JSONL, CSV, TSV, Parquet; plain text or Markdown as documents) into a list of records,
+with one clear error when it is not one."""
 
 from __future__ import annotations
 
@@ -10,18 +11,21 @@ from pathlib import Path
 
 import orjson
 
-from pipelines.errors import StudioError, shorten
+from pipelines.errors import StudioError, quote, shorten
 from pipelines.messages import Message
 
 MAX_FILE_BYTES = int(os.environ.get("ALIGNMENT_STUDIO_MAX_UPLOAD_MB", "200")) * 1024 * 1024
 MAX_FIELD_CHARS = 10 * 1024 * 1024
-SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet")
+TEXT_SUFFIXES = (".txt", ".md")   # raw documents for continued pretraining: records {"text": ...}
+SUFFIXES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", *TEXT_SUFFIXES)
+SPLITS = ("file", "blank_lines")   # a text file is one document, or one document per blank-line-separated block
 # What a file really is, whatever its name says: the first bytes of formats people upload by mistake.
 DISGUISES = ((b"PK\x03\x04", "zip"), (b"\x1f\x8b", "gzip"), (b"\x80", "pickle"), (b"PAR1", "parquet"), (b"%PDF", "pdf"))
 MARKUP = (("<!doctype html", "html"), ("<html", "html"), ("<svg", "svg"), ("<?xml", "xml"))   # data.file_is.<what>
 
 
-def read_records(path: Path) -> list:
+def read_records(path: Path, split: str = "file") -> list:
+    """The file's records; a .txt or .md file's are its documents, split as `split` says (SPLITS)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
@@ -34,6 +38,8 @@ def read_records(path: Path) -> list:
     with open(path, "rb") as handle:
         _refuse_disguised(path.name, handle.read(512), suffix)
     with paused_gc():
+        if suffix in TEXT_SUFFIXES:   # checks its documents' sizes itself, naming the line each starts on
+            return read_documents(path.name, path.read_bytes(), split)
         if suffix == ".parquet":
             records = _read_parquet(path)
         elif suffix == ".jsonl":  # line by line: the whole file is never held twice (bytes and text) in memory
@@ -110,6 +116,50 @@ def _read_text(path: Path, raw: bytes, suffix: str) -> list:
     if not data:
         raise StudioError("data.json_empty", file=path.name)
     return data
+
+
+def read_documents(name: str, raw: bytes, split: str = "file") -> list[dict]:
+    """A text file's documents as records {"text": ...}: the whole file, or each block between blank lines.
+    Refused, naming the file and the line: binary content, text that is not UTF-8, nothing but whitespace, or a
+    document over MAX_FIELD_CHARS."""
+    if split not in SPLITS:
+        raise StudioError("data.bad_split", split=quote(split), splits=", ".join(SPLITS))
+    if b"\0" in raw:   # no text file holds a NUL byte; an executable, an image or a UTF-16 file does
+        raise StudioError("data.binary_text", file=name, line=raw[:raw.index(b"\0")].count(b"\n") + 1)
+    try:
+        text = raw.decode("utf-8-sig").replace("\r\n", "\n")
+    except UnicodeDecodeError as exc:
+        raise StudioError("data.not_utf8", file=name, line=raw[:exc.start].count(b"\n") + 1) from None
+    if not text.strip():
+        raise StudioError("data.blank_file", file=name)
+    documents = _blocks(text) if split == "blank_lines" else [_whole(text)]
+    for line, document in documents:
+        if len(document) > MAX_FIELD_CHARS:
+            raise StudioError("data.document_too_large", file=name, line=line, size=round(len(document) / 2**20),
+                              limit=MAX_FIELD_CHARS // 2**20)
+    return [{"text": document} for _, document in documents]
+
+
+def _whole(text: str) -> tuple[int, str]:
+    """The file as one document, without the blank lines around it; with the line it starts on."""
+    start = len(text) - len(text.lstrip())
+    return text[:start].count("\n") + 1, text.strip()
+
+
+def _blocks(text: str) -> list[tuple[int, str]]:
+    """(first line, text) of each run of non-blank lines: a paragraph, or a document of a file holding many."""
+    blocks, current, start = [], [], 0
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            if not current:
+                start = number
+            current.append(line)
+        elif current:
+            blocks.append((start, "\n".join(current).strip()))
+            current = []
+    if current:
+        blocks.append((start, "\n".join(current).strip()))
+    return blocks
 
 
 def _parse_jsonl(path: Path) -> list:

@@ -28,8 +28,20 @@ PREFERENCE_FORMATS = ("chosen_rejected",            # TRL's prompt / chosen / re
                       "ranked")                     # one prompt, several answers with a rank or score
 
 
+# The columns some other kind reads: a file with a `text` column and none of these holds raw documents (kind text);
+# other columns beside it (id, url, source, meta: what pretraining corpora carry) are left out of its rows.
+OTHER_KINDS_COLUMNS = frozenset({"prompt", "chosen", "rejected", "completion", "response", "label", "answers",
+                                 "responses", "messages", "conversations", "instruction", "input", "output"})
+
+
+def is_text_columns(keys: set) -> bool:
+    return "text" in keys and not keys & OTHER_KINDS_COLUMNS
+
+
 def detect_kind(records: list[dict]) -> str:
     keys = set().union(*(r.keys() for r in records[:50] if isinstance(r, dict))) if records else set()
+    if is_text_columns(keys):
+        return "text"
     if {"chosen", "rejected"} <= keys:
         return "preference"
     if "answers" in keys or "responses" in keys:

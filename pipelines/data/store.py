@@ -16,6 +16,7 @@ from pathlib import Path
 from pipelines.data.files import SUFFIXES, paused_gc, read_records
 from pipelines.data.formats import Normalised, normalise_instruction
 from pipelines.data.preference import detect_kind, normalise_preference, normalise_prompt_only, normalise_unpaired
+from pipelines.data.text import normalise_text
 from pipelines.errors import StudioError, quote, shorten
 from pipelines.messages import Message
 from pipelines.paths import ASSETS_DIR, check_name, inside
@@ -61,7 +62,19 @@ def locate(name: str, workspace: Path) -> Path:
     raise StudioError("data.no_dataset", name=quote(name))
 
 
-KINDS = ("instruction", "preference", "unpaired", "prompt_only")   # data.holds.<kind>, data.wrong_kind.<kind>
+def dataset_kind(name: str, workspace: Path) -> str:
+    """The kind of rows a dataset holds: a saved one's meta.json says; a sample or a file is read."""
+    path = locate(name, workspace)
+    meta = path.with_name("meta.json")
+    if path.name == "data.jsonl" and meta.is_file():
+        kind = json.loads(meta.read_text(encoding="utf-8")).get("kind")
+        if kind:
+            return kind
+    found = detect_kind(read_records(path))
+    return "preference" if found == "ranked" else found
+
+
+KINDS = ("instruction", "preference", "unpaired", "prompt_only", "text")   # data.holds.<kind>, data.wrong_kind.<kind>
 
 
 def normalise_records(records: list) -> tuple[str, Normalised]:
@@ -77,6 +90,8 @@ def _normalise(records: list, kind: str) -> tuple[str, Normalised]:
         result = normalise_unpaired(records)
     elif kind == "prompt_only":
         result = normalise_prompt_only(records)
+    elif kind == "text":
+        result = normalise_text(records)
     else:
         result = normalise_instruction(records)
     result.warnings.extend(quality_warnings(kind, result.rows, result.sources))
@@ -278,8 +293,12 @@ def preview(name: str, workspace: Path, tokenizer, n: int = 3) -> list[dict]:
     """The first `n` rows as the model sees them: chat template applied, token counts, and the text split into
     segments marked `loss: True` where the tokens carry the training loss (assistant tokens, when the
     template marks them with {% generation %}; otherwise every token). A preference row is shown with its chosen
-    answer, and under `rejected` the same for its rejected answer."""
-    rows = normalise_file(locate(name, workspace)).rows[:n]
+    answer, and under `rejected` the same for its rejected answer. A text dataset's documents are shown as a
+    pretraining run reads them: no template, every token trained on."""
+    kind, result = normalise_records(read_records(locate(name, workspace)))
+    rows = result.rows[:n]
+    if kind == "text":
+        return [_rendered_document(tokenizer, row["text"]) for row in rows]
     rendered = []
     for row in rows:
         conversation = row.get("messages") or row["prompt"] + (row.get("chosen") or row.get("completion") or [])
@@ -297,6 +316,17 @@ def _rendered(tokenizer, conversation: list[dict]) -> dict:
     ids, mask = encoded["input_ids"], encoded.get("assistant_masks") or [1] * len(encoded["input_ids"])
     return {"messages": conversation, "text": text, "tokens": len(ids), "loss_tokens": sum(mask),
             "segments": _segments(tokenizer, ids, mask)}
+
+
+PREVIEW_CHARS = 20_000   # of a document shown: a 10 MB one would not fit a page
+
+
+def _rendered_document(tokenizer, document: str) -> dict:
+    """A document's first PREVIEW_CHARS characters, tokenized as a pretraining run does (no special tokens)."""
+    shown = document[:PREVIEW_CHARS]
+    ids = tokenizer(shown, add_special_tokens=False)["input_ids"]
+    return {"text": shown, "characters": len(document), "truncated": len(shown) < len(document),
+            "tokens": len(ids), "loss_tokens": len(ids), "segments": _segments(tokenizer, ids, [1] * len(ids))}
 
 
 def _segments(tokenizer, ids: list[int], mask: list[int]) -> list[dict]:

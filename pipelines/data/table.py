@@ -18,6 +18,7 @@ TABLE_COLUMNS = {
     "preference": ("prompt", "chosen", "rejected"),
     "unpaired": ("prompt", "completion", "label"),
     "prompt_only": ("prompt",),
+    "text": ("text",),
 }
 
 
@@ -42,6 +43,8 @@ def table_of(name: str, workspace: Path) -> dict:
 
 
 def _cells(kind: str, row: dict) -> list:
+    if kind == "text":   # a document is one cell, however many lines it has
+        return [row["text"]]
     turns = row.get("messages") or row["prompt"]
     system = [t["content"] for t in turns if t["role"] == "system"]
     spoken = [t for t in turns if t["role"] != "system"]

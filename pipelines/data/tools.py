@@ -128,6 +128,9 @@ def split(name: str, workspace: Path, new_name: str, eval_fraction: float = 0.1,
     kind, data = load_dataset(name, workspace)
     groups: dict[str, list[dict]] = {}
     for row in data.rows:
+        if "text" in row:   # a document: copies of it stay on one side
+            groups.setdefault(row["text"], []).append(row)
+            continue
         prompt = row.get("prompt") or [t for t in row["messages"] if t["role"] != "assistant"]
         groups.setdefault(row_text({"prompt": prompt}), []).append(row)
     keys = list(groups)

@@ -15,7 +15,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
-DATA_KINDS = ("instruction", "preference", "unpaired", "prompt_only")   # pipelines/data/store.py names them
+DATA_KINDS = ("instruction", "preference", "unpaired", "prompt_only", "text")   # pipelines/data/store.py names them
 OUTPUTS = ("chat_model", "reward_model", "datasets")
 
 

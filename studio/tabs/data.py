@@ -13,6 +13,7 @@ import gradio as gr
 
 from pipelines import api
 from pipelines.config import BUNDLED_MODEL_ID, TrainSettings
+from pipelines.data.files import SPLITS, TEXT_SUFFIXES
 from pipelines.data.table import TABLE_COLUMNS
 from pipelines.messages import has_message, text
 from studio import hub_form
@@ -22,7 +23,7 @@ from studio.form import on
 from studio.i18n import t
 from studio.identity import for_visitor, in_workspace
 
-FILE_TYPES = [".json", ".jsonl", ".csv", ".tsv", ".parquet"]
+FILE_TYPES = [".json", ".jsonl", ".csv", ".tsv", ".parquet", *TEXT_SUFFIXES]
 MAX_ERRORS_SHOWN = 20
 
 
@@ -61,7 +62,10 @@ def build(workspace: Path) -> DataTab:
             with gr.Tab(t("data.add")):
                 with gr.Row():
                     with gr.Column():
-                        upload = gr.File(label=t("data.upload"), file_types=FILE_TYPES, type="filepath")
+                        upload = gr.File(label=t("data.upload"), file_types=FILE_TYPES, type="filepath",
+                                         file_count="multiple")   # several documents make one text dataset
+                        text_split = gr.Radio(choices=[(t(f"data.split.{s}"), s) for s in SPLITS], value="file",
+                                              label=t("data.text_split"))
                         save_file = gr.Button(t("data.save"), variant="primary")
                     with gr.Column():
                         hub_id = gr.Textbox(label=t("data.hub_id"), placeholder="Anthropic/hh-rlhf")
@@ -123,7 +127,7 @@ def build(workspace: Path) -> DataTab:
     on(measure.click, for_visitor(length_report), [stats, histogram], dataset=dataset, model=model,
        max_length=max_length)
     adding = {"name": name, "drop_bad_rows": drop_bad, "columns": columns, "replace": replace}
-    on(save_file.click, for_visitor(save_file_dataset), [add_report, dataset], file=upload, **adding)
+    on(save_file.click, for_visitor(save_file_dataset), [add_report, dataset], file=upload, split=text_split, **adding)
     on(save_hub.click, for_visitor(save_hub_dataset), [add_report, dataset], repo_id=hub_id, config=hub_config,
        split=hub_split, max_rows=hub_rows, **adding)
     on(load_table.click, for_visitor(table_of_dataset), [table, kind, table_name], dataset=dataset)
@@ -168,6 +172,8 @@ def preview_html(workspace: Path, dataset: str, model: str, n: int) -> str:
     for index, row in enumerate(api.preview_dataset(workspace, dataset, model, int(n)), start=1):
         sides = [(text("data.preview_chosen"), row), (text("data.preview_rejected"), row["rejected"])] \
             if row.get("rejected") else [("", row)]   # a preference pair: both of its answers
+        if row.get("truncated"):   # a long document: only its beginning travels to the page
+            sides = [(text("data.preview_truncated", shown=len(row["text"]), characters=row["characters"]), row)]
         for side, shown in sides:
             body = "".join(f"<span style='{LOSS_STYLE}'>{html.escape(s['text'])}</span>" if s["loss"]
                            else html.escape(s["text"]) for s in shown["segments"])
@@ -185,8 +191,12 @@ def length_report(workspace: Path, dataset: str, model: str, max_length: int):
         rows += f" ({text('data.measured_on', rows=rows_text(stats['measured_rows']))})"
     lengths = text("data.token_lengths", mean=stats["mean_tokens"], median=stats["median_tokens"], max=stats["max_tokens"])
     lines = [f"{rows} · {what_it_holds(stats['kind'], stats.get('format'))} · {lengths}"]
+    if stats["kind"] == "text":   # what a corpus costs in this tokenizer: Korean far more per character than English
+        lines.append("\n" + text("data.corpus_stats", documents=stats["documents"], tokens=stats["total_tokens"],
+                          characters=stats["characters"], per_char=stats["tokens_per_char"], blocks=stats["blocks"],
+                          max_length=stats["max_length"]))
     lines += [f"- ⚠️ {warning}" for warning in stats["warnings"]]
-    return "\n".join(lines), length_histogram(stats["lengths"], stats["max_length"], dataset)
+    return "\n".join(lines), length_histogram(stats["lengths"], stats["max_length"], dataset, stats["kind"] == "text")
 
 
 def check_report(report: dict) -> str:
@@ -197,6 +207,8 @@ def check_report(report: dict) -> str:
         what = what_it_holds(report["kind"], report.get("format"))
         if errors:
             what += f" · {text('data.dropped', bad=bad)}"
+        if len(report.get("files") or []) > 1:
+            what += f" · {text('data.from_files', count=len(report['files']))}"
         lines = [text("data.saved", name=report["name"], rows=rows_text(report["rows"]), what=what)]
     elif errors:
         lines = [text("data.refused_fix", bad=bad, good=rows_text(report["rows"])) if report["rows"]
@@ -218,8 +230,14 @@ def _saved(workspace: Path, report: dict):
     return check_report(report), pick
 
 
-def save_file_dataset(workspace: Path, file: str | None, name: str, drop_bad_rows: bool, columns: str, replace: bool):
-    return _saved(workspace, api.upload_dataset(workspace, file, (name or "").strip(), drop_bad_rows, columns, replace))
+def save_file_dataset(workspace: Path, file: list[str] | str | None, name: str, drop_bad_rows: bool, columns: str,
+                      replace: bool, split: str = "file"):
+    """One data file as its rows say; text files, or several files, as one text dataset of their documents."""
+    files = [f for f in (file if isinstance(file, list) else [file]) if f]
+    name = (name or "").strip()
+    if len(files) == 1 and Path(files[0]).suffix.lower() not in TEXT_SUFFIXES:
+        return _saved(workspace, api.upload_dataset(workspace, files[0], name, drop_bad_rows, columns, replace))
+    return _saved(workspace, api.upload_texts(workspace, files, name, split or "file", drop_bad_rows, replace))
 
 
 def save_hub_dataset(workspace: Path, repo_id: str, config: str, split: str, max_rows: int, name: str,
@@ -236,7 +254,7 @@ def save_table_dataset(workspace: Path, kind: str, rows: list[list], name: str, 
 def table_update(columns: list[str], rows: list[list]):
     """New columns and rows; widths are set every time, or long answers push the other columns out of sight."""
     widths = {"instruction": 3, "input": 2, "output": 4, "system": 1, "prompt": 3, "chosen": 4, "rejected": 4,
-              "completion": 5, "label": 1}
+              "completion": 5, "label": 1, "text": 1}
     total = sum(widths[c] for c in columns)
     return gr.update(value={"headers": columns, "data": rows},
                      column_widths=[f"{100 * widths[c] / total:.0f}%" for c in columns])
