@@ -8,6 +8,7 @@ answers with the adapters disabled.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -165,6 +166,24 @@ def load_for_generation(source) -> tuple[LoadedBase, str]:
     return loaded, adapter
 
 
+@contextlib.contextmanager
+def model_with_adapter(loaded: LoadedBase, adapter: str):
+    """The cached model with `adapter` active (the base, every adapter disabled, for ""), its lock held and in
+    inference mode: the one switch Chat, Compare's columns and the lens all answer through."""
+    import torch
+
+    with loaded.lock:
+        model = loaded.model
+        context = contextlib.nullcontext()
+        if hasattr(model, "set_adapter") and loaded.adapters:
+            if adapter:
+                model.set_adapter(loaded.adapters[adapter])
+            else:
+                context = model.disable_adapter()
+        with context, torch.inference_mode():
+            yield model
+
+
 def fit_notice(sources: list) -> str:
     """One sentence when the bases of `sources` do not fit in the model memory budget together (they are then
     answered one base after another, each loaded in turn), else ""."""
@@ -316,28 +335,18 @@ def chat_stream(workspace: Path, checkpoint: str, message: str, history: list | 
     new_tokens: list[int] = []   # what the model generated, once it is done
 
     def generate() -> None:
-        import contextlib
-
         import torch
-        with loaded.lock:
-            model = loaded.model
-            device = next(model.parameters()).device
-            if hasattr(model, "set_adapter") and loaded.adapters:
-                context = contextlib.nullcontext() if adapter else model.disable_adapter()
-                if adapter:
-                    model.set_adapter(loaded.adapters[adapter])
-            else:
-                context = contextlib.nullcontext()
-            try:
+        try:
+            with model_with_adapter(loaded, adapter) as model:
+                device = next(model.parameters()).device
                 if settings["seed"] is not None:
                     torch.manual_seed(settings["seed"])
-                with context, torch.inference_mode():
-                    output = model.generate(**{k: v.to(device) for k, v in inputs.items()}, streamer=streamer,
-                                            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **kwargs)
-                new_tokens.extend(output[0, inputs["input_ids"].shape[1]:].tolist())
-            except BaseException as exc:  # surfaced to the caller below, after the streamer is released
-                errors.append(exc)
-                streamer.end()
+                output = model.generate(**{k: v.to(device) for k, v in inputs.items()}, streamer=streamer,
+                                        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **kwargs)
+            new_tokens.extend(output[0, inputs["input_ids"].shape[1]:].tolist())
+        except BaseException as exc:  # surfaced to the caller below, after the streamer is released
+            errors.append(exc)
+            streamer.end()
 
     worker = threading.Thread(target=generate, daemon=True)
     worker.start()

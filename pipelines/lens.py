@@ -8,7 +8,6 @@ DPO's log-probs stay in natural-log units, as DPO uses them.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
 
@@ -111,29 +110,13 @@ def _source(workspace: Path, checkpoint: str):
     return source
 
 
-@contextlib.contextmanager
-def _model_for(loaded, adapter: str):
-    """The model with `adapter` active (the base with every adapter disabled for ""), its lock held: switched
-    exactly as chat_stream's generate() does, so the lens sees the weights Chat answers with."""
-    import torch
-
-    with loaded.lock:
-        model = loaded.model
-        context = contextlib.nullcontext()
-        if hasattr(model, "set_adapter") and loaded.adapters:
-            if adapter:
-                model.set_adapter(loaded.adapters[adapter])
-            else:
-                context = model.disable_adapter()
-        with context, torch.inference_mode():
-            yield model
-
-
 def _logits(loaded, adapter: str, ids: list[int]):
     """The raw next-token logits after every prefix of `ids`, one forward pass, on the CPU in float32.  → (T, V)"""
     import torch
 
-    with _model_for(loaded, adapter) as model:
+    from pipelines.inference import model_with_adapter
+
+    with model_with_adapter(loaded, adapter) as model:
         size = model.get_input_embeddings().num_embeddings
         if max(ids) >= size:   # a tokenizer with more tokens than the model has embeddings
             raise StudioError("lens.id_out_of_vocab", value=max(ids), highest=size - 1)
