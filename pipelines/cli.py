@@ -16,6 +16,10 @@
                                                      exports/datasets/<name>/ (--format jsonl | parquet)
     python -m pipelines push <path> <repo_id>        push an export folder to the Hugging Face Hub, private unless
                                                      --public; the token comes from HF_TOKEN or `hf auth login`
+    python -m pipelines add-texts <files…> --name N  save .txt/.md files (or JSONL/CSV/Parquet with a text column) as
+                                                     one text dataset for continued pretraining (--split blank_lines)
+    python -m pipelines lens <checkpoint> <text>     what the model expected at every token (--compare another
+                                                     checkpoint, --top-k 5, --json)
     python -m pipelines road [--language ko]         try the road: SFT → DPO and SFT → reward model → PPO on a
                                                      bundled sample with defaults, then the answers side by side
 """
@@ -76,6 +80,21 @@ def main(argv: list[str] | None = None) -> int:
                       "exports/datasets/<name> (a dataset repo).")
     push.add_argument("repo_id", help="The Hub repo: your-name/repo-name.")
     push.add_argument("--public", action="store_true", help="Make a new repo public (default: private).")
+    add_texts = add_command("add-texts", help="Save text files (.txt, .md, or JSONL/JSON/CSV/Parquet with a text column) "
+                            "as one text dataset for continued pretraining; print the report as JSON.")
+    add_texts.add_argument("files", nargs="+", help="The files; a folder stands for the files in it.")
+    add_texts.add_argument("--name", required=True, help="The dataset's name.")
+    add_texts.add_argument("--split", default="file", choices=("file", "blank_lines"),
+                           help="file (default): a text file is one document; blank_lines: one per block between blank lines.")
+    add_texts.add_argument("--drop-bad-rows", action="store_true", help="Save the good documents and leave out bad ones.")
+    add_texts.add_argument("--replace", action="store_true", help="Replace a dataset of the same name.")
+    lens = add_command("lens", help="What a model expected at every token of a text: probability, surprisal in bits, "
+                       "and its top guesses there.")
+    lens.add_argument("checkpoint", help="A model or a run's checkpoint (my-run/final).")
+    lens.add_argument("text", help="The text (at most 4,000 characters).")
+    lens.add_argument("--compare", nargs="+", default=[], help="Checkpoints of the same tokenizer to show beside it.")
+    lens.add_argument("--top-k", type=int, default=5, help="How many guesses per position (1–20, default 5).")
+    lens.add_argument("--json", action="store_true", help="Print the API's result as JSON instead of a table.")
     stages = add_command("stages", help="List the training stages (" + ", ".join(stage_names()) + "), or the "
                          "settings of one, with their defaults, bounds and help.")
     stages.add_argument("stage", nargs="?", choices=stage_names(), help="The stage whose settings to show.")
@@ -141,6 +160,14 @@ def _dispatch(args, workspace: Path) -> int:
         print(json.dumps(api.push_to_hub(workspace, args.path, args.repo_id, not args.public,
                                          os.environ.get("HF_TOKEN", "")), indent=1, ensure_ascii=False))
         return 0
+    if args.command == "add-texts":
+        files = [str(f) for path in map(Path, args.files) for f in (sorted(p for p in path.iterdir() if p.is_file())
+                                                                     if path.is_dir() else [path])]
+        print(json.dumps(api.upload_texts(workspace, files, args.name, args.split, args.drop_bad_rows, args.replace),
+                         indent=1, ensure_ascii=False))
+        return 0
+    if args.command == "lens":
+        return _lens(workspace, args.checkpoint, args.compare, args.text, args.top_k, args.json)
     if args.command == "job":
         from pipelines.jobs import work
         return work(Path(args.job_dir))
@@ -169,6 +196,33 @@ def _print_stages(name: str | None) -> None:
         bounds = (f" [{setting['minimum']}, {setting['maximum']}]" if setting["maximum"] is not None else
                   f" ({', '.join(setting['choices'])})" if setting["choices"] else "")
         print(f"  {name}.{setting['name']} = {setting['default']!r}{bounds}\n      {setting['help']}")
+
+
+def _lens(workspace: Path, checkpoint: str, others: list[str], text: str, top_k: int, as_json: bool) -> int:
+    """One line per token: the token, then per checkpoint its probability, surprisal and top guesses there."""
+    from pipelines import api
+
+    if others:
+        result = api.compare_next_tokens(workspace, [checkpoint, *others], text, top_k)
+        tokens = result["tokens"]
+    else:
+        result = api.next_tokens(workspace, checkpoint, text, top_k)
+        tokens = [{**t, "probs": [t["prob"]], "surprisals": [t["surprisal"]], "tops": [t["top"]]} for t in result["tokens"]]
+    if as_json:
+        print(json.dumps(result, indent=1, ensure_ascii=False))
+        return 0
+    names = [checkpoint, *others]
+    print("token".ljust(16) + "".join(f"| {name[-42:]:42} " for name in names))
+    for token in tokens:
+        cells = []
+        for prob, bits, top in zip(token["probs"], token["surprisals"], token["tops"]):
+            guesses = " ".join(repr(guess["token"]) for guess in top[:3])
+            cells.append("| " + ("-".ljust(42) if prob is None else f"{prob:6.3f} {bits:5.1f} bits  {guesses}"[:42].ljust(42)) + " ")
+        print(repr(token["token"])[:15].ljust(16) + "".join(cells))
+    perplexities = result.get("perplexities", [result.get("perplexity")])
+    print("perplexity: " + ", ".join(f"{name} {value:.2f}" if value is not None else f"{name} -"
+                                     for name, value in zip(names, perplexities)))
+    return 0
 
 
 def _train(run_dir: Path, resume: bool) -> int:

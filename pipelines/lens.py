@@ -157,18 +157,33 @@ def _bits(logp: float) -> float:
 
 
 def _predictions(loaded, adapter: str, ids: list[int], top_k: int) -> dict:
-    """Per position: log p of the token given all before it (None for the first), its rank, and the top guesses."""
+    """Per position: log p of the token given all before it, its rank, and the top guesses there. A plain text is
+    read as a document that begins after the end-of-text token (as continued pretraining shows it documents), so
+    its first token has a probability too; a text that begins with a special token (a chat template's) is read as it
+    is, and its first token has none."""
     import torch
 
-    logp = _log_probs(loaded, adapter, ids)                                 # (T, V): row t predicts token t + 1
+    start = document_start(loaded.tokenizer, ids)
+    context = [start] if start is not None else []
+    logp = _log_probs(loaded, adapter, context + ids)           # (T', V): row t predicts token t + 1 of context + ids
     decode = _Decoder(loaded.tokenizer)
-    targets = torch.tensor(ids[1:])                                          # (T-1,)
-    target_logp = logp[:-1].gather(1, targets[:, None])[:, 0]                # (T-1,)
-    ranks = (logp[:-1] > target_logp[:, None]).sum(dim=1) + 1                # (T-1,) 1 = the top guess
+    targets = torch.tensor(ids if context else ids[1:])         # the tokens that have a row before them
+    rows = logp[:-1]
+    target_logp = rows.gather(1, targets[:, None])[:, 0]
+    ranks = (rows > target_logp[:, None]).sum(dim=1) + 1       # 1 = the top guess
     tops = _tops(logp, top_k, decode)
-    logps = [None, *target_logp.tolist()]
-    return {"logps": logps, "ranks": [None, *ranks.tolist()], "tops": [[], *tops[:-1]], "next": tops[-1],
-            "decode": decode}
+    unseen = [] if context else [None]                          # the first token, with nothing before it
+    return {"logps": [*unseen, *target_logp.tolist()], "ranks": [*unseen, *ranks.tolist()],
+            "tops": [*([[]] if not context else []), *tops[:-1]], "next": tops[-1], "decode": decode}
+
+
+def document_start(tokenizer, ids: list[int]) -> int | None:
+    """The end-of-text token a plain text is read after, or None when the text begins with a special token."""
+    from pipelines.stages.pretrain import separator_id
+
+    if ids and ids[0] in set(tokenizer.all_special_ids):
+        return None
+    return separator_id(tokenizer)
 
 
 def _summary(logps: list) -> tuple[float | None, float | None]:
@@ -248,7 +263,7 @@ def compare_next_tokens(workspace: Path, checkpoints: list[str], text: str, top_
     tokens = []
     for position, token_id in enumerate(ids):
         logps = [s["logps"][position] for s in seen]
-        delta = None if position == 0 else round((logps[-1] - logps[0]) / math.log(2), DIGITS)
+        delta = None if logps[0] is None else round((logps[-1] - logps[0]) / math.log(2), DIGITS)
         tokens.append({"id": token_id, "token": decode(token_id), "probs": [_prob(lp) for lp in logps],
                        "surprisals": [_surprisal(lp) for lp in logps], "tops": [s["tops"][position] for s in seen],
                        "delta": delta})

@@ -50,13 +50,12 @@ def plain_logits(model, ids):
 
 
 def assert_matches_forward(result, model, tokenizer, text, top_k):
+    """A plain text is read after the end-of-text token (the eos of the tiny tokenizer), so every token has a row."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert [t["id"] for t in result["tokens"]] == ids and result["n_tokens"] == len(ids)
-    probs = plain_logits(model, ids).softmax(-1)                            # (T, V): row t predicts token t + 1
-    first = result["tokens"][0]
-    assert first["prob"] is None and first["surprisal"] is None and first["rank"] is None and first["top"] == []
-    for position in range(1, len(ids)):
-        token, row = result["tokens"][position], probs[position - 1]
+    probs = plain_logits(model, [tokenizer.eos_token_id, *ids]).softmax(-1)   # row t predicts token t of the text
+    for position in range(len(ids)):
+        token, row = result["tokens"][position], probs[position]
         p = row[ids[position]].item()
         assert token["prob"] == pytest.approx(p, abs=2e-6)
         assert token["surprisal"] == pytest.approx(-math.log2(p), abs=1e-4)
@@ -67,7 +66,7 @@ def assert_matches_forward(result, model, tokenizer, text, top_k):
         assert [t["prob"] for t in top] == sorted((t["prob"] for t in top), reverse=True)
         assert [t["prob"] for t in top] == pytest.approx(torch.topk(row, top_k).values.tolist(), abs=2e-6)
     assert [t["id"] for t in result["next"]] == torch.topk(probs[-1], top_k).indices.tolist()
-    mean = sum(-math.log2(probs[i - 1, ids[i]].item()) for i in range(1, len(ids))) / (len(ids) - 1)
+    mean = sum(-math.log2(probs[i, ids[i]].item()) for i in range(len(ids))) / len(ids)
     assert result["mean_surprisal"] == pytest.approx(mean, abs=1e-4)
     assert result["perplexity"] == pytest.approx(2 ** mean, rel=1e-4)
 
@@ -84,8 +83,11 @@ def test_probabilities_are_the_softmax_of_a_plain_forward_pass(tiny_model, lens_
     again = lens.next_tokens(lens_workspace, str(tiny_model), TEXT, top_k=7)
     assert again == result, "the base answers with the adapter disabled again"
     one = lens.next_tokens(lens_workspace, str(tiny_model), "T", top_k=2)
-    assert one["n_tokens"] == 1 and one["tokens"][0]["prob"] is None and len(one["next"]) == 2
-    assert one["mean_surprisal"] is None and one["perplexity"] is None, "no position has a probability"
+    assert one["n_tokens"] == 1 and one["tokens"][0]["prob"] is not None and len(one["next"]) == 2
+    templated = lens.next_tokens(lens_workspace, str(tiny_model), "<|im_start|>user", top_k=2)
+    assert templated["tokens"][0]["prob"] is None, "a text that opens with a special token is read as it is"
+    alone = lens.next_tokens(lens_workspace, str(tiny_model), "<|im_start|>", top_k=2)
+    assert alone["mean_surprisal"] is None and alone["perplexity"] is None, "no position has a probability"
 
 
 @pytest.mark.parametrize("checkpoint", ["base", "lora/final"])
