@@ -124,11 +124,8 @@ def test_compare_gives_each_checkpoint_its_own_numbers_and_the_difference_in_bit
         assert row["id"] == b["id"] and row["token"] == b["token"]
         assert row["probs"] == [b["prob"], t["prob"]] and row["surprisals"] == [b["surprisal"], t["surprisal"]]
         assert row["tops"] == [b["top"], t["top"]]
-        if position == 0:
-            assert row["delta"] is None
-        else:
-            assert row["delta"] == pytest.approx(math.log2(t["prob"]) - math.log2(b["prob"]), abs=1e-3)
-            assert row["delta"] == pytest.approx(b["surprisal"] - t["surprisal"], abs=1e-5)
+        assert row["delta"] == pytest.approx(math.log2(t["prob"]) - math.log2(b["prob"]), abs=1e-3)
+        assert row["delta"] == pytest.approx(b["surprisal"] - t["surprisal"], abs=1e-5)
 
 
 def test_compare_refuses_checkpoints_whose_tokenizers_split_the_text_differently(tiny_model, lens_workspace):
