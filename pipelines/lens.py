@@ -133,15 +133,45 @@ def _log_probs(loaded, adapter: str, ids: list[int]):
 
 
 class _Decoder:
-    """tokenizer.decode([id]) for one id, each id decoded once per call (a text's top lists repeat ids a lot)."""
+    """Tokens as a person can read them. A byte-level tokenizer splits a Korean syllable (or an emoji) into pieces that
+    are not characters on their own, and decode([id]) turns each into "\ufffd"; such a piece is shown as its bytes
+    instead ("⟨EC 95⟩"), and `added` says which characters each token of a text completes."""
+
+    TAIL = 6   # tokens of context enough to finish any UTF-8 character (at most 4 bytes)
 
     def __init__(self, tokenizer):
         self.tokenizer, self.seen = tokenizer, {}
 
     def __call__(self, token_id: int) -> str:
         if token_id not in self.seen:
-            self.seen[token_id] = self.tokenizer.decode([token_id])
+            text = self.tokenizer.decode([token_id])
+            self.seen[token_id] = text if "\ufffd" not in text else _byte_piece(self.tokenizer, token_id, text)
         return self.seen[token_id]
+
+    def added(self, ids: list[int]) -> list[str]:
+        """The characters each token adds to the text decoded so far: "" for a piece that only begins a character,
+        the whole character at the piece that completes it."""
+        pieces = []
+        for index in range(len(ids)):
+            window = ids[max(0, index - self.TAIL):index]
+            before = self.tokenizer.decode(window).rstrip("\ufffd")
+            after = self.tokenizer.decode([*window, ids[index]]).rstrip("\ufffd")
+            pieces.append(after[len(before):] if after.startswith(before) else after)
+        return pieces
+
+
+def _byte_piece(tokenizer, token_id: int, decoded: str) -> str:
+    """The bytes of a token that is part of a character, as hex: from the byte-level vocabulary (GPT-2's mapping of
+    bytes to printable characters) or a byte-fallback token (<0xEC>); else what decode gave."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    piece = tokenizer.convert_ids_to_tokens(token_id) or ""
+    if piece.startswith("<0x") and piece.endswith(">"):
+        return f"⟨{piece[3:-1].upper()}⟩"
+    to_byte = {char: byte for byte, char in bytes_to_unicode().items()}
+    if piece and all(char in to_byte for char in piece):
+        return "⟨" + " ".join(f"{to_byte[char]:02X}" for char in piece) + "⟩"
+    return decoded
 
 
 def _tops(logp, top_k: int, decode: _Decoder) -> list[list[dict]]:
@@ -237,9 +267,9 @@ def next_tokens(workspace: Path, checkpoint: str, text: str, top_k: int = 5) -> 
     ids = _text_ids(loaded.tokenizer, text)
     seen = _predictions(loaded, adapter, ids, top_k)
     decode = seen["decode"]
-    tokens = [{"id": token_id, "token": decode(token_id), "prob": _prob(lp), "surprisal": _surprisal(lp),
+    tokens = [{"id": token_id, "token": decode(token_id), "text": added, "prob": _prob(lp), "surprisal": _surprisal(lp),
                "rank": rank, "top": top}
-              for token_id, lp, rank, top in zip(ids, seen["logps"], seen["ranks"], seen["tops"])]
+              for token_id, added, lp, rank, top in zip(ids, decode.added(ids), seen["logps"], seen["ranks"], seen["tops"])]
     mean, perplexity = _summary(seen["logps"])
     return {"checkpoint": checkpoint, "tokens": tokens, "next": seen["next"], "mean_surprisal": mean,
             "perplexity": perplexity, "n_tokens": len(ids)}
@@ -260,11 +290,13 @@ def compare_next_tokens(workspace: Path, checkpoints: list[str], text: str, top_
         loaded, adapter = load_for_generation(source)
         seen.append(_predictions(loaded, adapter, ids, top_k))
     decode = seen[0]["decode"]
+    added = decode.added(ids)
     tokens = []
     for position, token_id in enumerate(ids):
         logps = [s["logps"][position] for s in seen]
         delta = None if logps[0] is None else round((logps[-1] - logps[0]) / math.log(2), DIGITS)
-        tokens.append({"id": token_id, "token": decode(token_id), "probs": [_prob(lp) for lp in logps],
+        tokens.append({"id": token_id, "token": decode(token_id), "text": added[position],
+                       "probs": [_prob(lp) for lp in logps],
                        "surprisals": [_surprisal(lp) for lp in logps], "tops": [s["tops"][position] for s in seen],
                        "delta": delta})
     summaries = [_summary(s["logps"]) for s in seen]
@@ -331,8 +363,10 @@ def pair_logratios(workspace: Path, policy: str, reference: str, prompt: str, ch
 
     def side(answer: str) -> dict:
         pairs = list(zip(rows[answer][1], logps["policy"][answer], logps["reference"][answer]))
-        tokens = [{"id": token_id, "token": decode(token_id), "policy_logp": round(p, DIGITS),
-                   "reference_logp": round(r, DIGITS), "logratio": round(p - r, DIGITS)} for token_id, p, r in pairs]
+        added = decode.added(rows[answer][1])
+        tokens = [{"id": token_id, "token": decode(token_id), "text": text, "policy_logp": round(p, DIGITS),
+                   "reference_logp": round(r, DIGITS), "logratio": round(p - r, DIGITS)}
+                  for (token_id, p, r), text in zip(pairs, added)]
         policy_sum, reference_sum = sum(p for _, p, _ in pairs), sum(r for _, _, r in pairs)
         return {"tokens": tokens, "policy_logp": policy_sum, "reference_logp": reference_sum,
                 "logratio": policy_sum - reference_sum}

@@ -23,7 +23,7 @@ from studio.errors import log_errors_in, shows_errors
 from studio.i18n import I18N, ChosenLanguageFirst, language_picker, t
 from studio import account, identity
 from studio.identity import in_workspace
-from studio.tabs import chat, compare, data, export, model, reward, road, train
+from studio.tabs import chat, compare, data, export, lens, model, reward, road, train
 
 CSS = """
 .studio-header h1 { margin-bottom: 0; }
@@ -66,6 +66,7 @@ def build_app(workspace: Path, per_user: bool = False, sandboxes: bool = False,
             reward.build(page)
             chat.build(page)
             compare_tab = compare.build(page)
+            lens.build(page)
             export.build(page)
         road_tab.compare.click(in_workspace(road.compare_clicked, tabs, compare_tab), [road_tab.road],
                                road.compare_outputs(tabs, compare_tab), api_visibility="private")

@@ -71,7 +71,7 @@ def test_korean_browsers_get_the_korean_ui(app, browser):
 def test_the_header_language_picker_relabels_every_tab_and_is_remembered(app, browser):
     from pipelines.messages import catalog
 
-    korean_tabs = [catalog("ko")[f"tab.{name}"] for name in ("road", "model", "data", "train", "reward", "chat", "compare", "export")]
+    korean_tabs = [catalog("ko")[f"tab.{name}"] for name in ("road", "model", "data", "train", "reward", "chat", "compare", "lens", "export")]
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, locale="en-US")
     page.goto(app.local_url)
     page.get_by_role("button", name="Start", exact=True).wait_for(timeout=30000)

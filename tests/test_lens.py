@@ -308,3 +308,17 @@ def test_a_text_over_the_token_limit_is_refused_with_its_length(tiny_model, lens
     with pytest.raises(StudioError) as refused:
         lens.next_tokens(lens_workspace, str(tiny_model), long_in_tokens)
     assert refused.value.code == "lens.too_many_tokens" and str(lens.MAX_LENS_TOKENS) in str(refused.value)
+
+
+def test_a_token_that_is_part_of_a_character_reads_as_its_bytes_and_the_text_reads_whole(tiny_model, lens_workspace):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    text = "뷁 ok 🎄"   # characters the tiny tokenizer never merged: several byte pieces each
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    result = lens.next_tokens(lens_workspace, str(tiny_model), text, top_k=2)
+    shown = [t["token"] for t in result["tokens"]]
+    assert not any("\ufffd" in piece for piece in shown), shown
+    assert any(piece.startswith("⟨") and piece.endswith("⟩") for piece in shown), shown
+    assert "".join(t["text"] for t in result["tokens"]) == tokenizer.decode(ids) == text
+    assert "뷁" in [t["text"] for t in result["tokens"]], "the piece that completes a character carries it whole"
