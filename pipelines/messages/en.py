@@ -173,7 +173,7 @@ MESSAGES = {
     "check.few_pairs": "Too few rows for {stage} in {dataset} ({rows}; at least {enough}, better hundreds): it would learn them by heart, not a preference that carries over to other prompts.",
     "check.no_eval_for_rl": "{stage} has no eval dataset: its samples table shows the answers as it trains; clear eval_dataset.",
     "title": "# 🧭 Alignment Studio",
-    "subtitle": "Take a base model through the alignment pipeline — instruction tuning, then preference and RL stages — and chat with every checkpoint.",
+    "subtitle": "Take a base model through the alignment pipeline — continued pretraining, instruction tuning, then preference and RL stages — chat with every checkpoint, and see what each one expects at every token.",
     "space.no_volume": "Runs and datasets on this Space are lost when it restarts; attach a storage bucket to keep them.",
     # tabs
     "tab.model": "Model", "tab.data": "Data", "tab.train": "Train", "tab.chat": "Chat", "tab.reward": "Reward model",

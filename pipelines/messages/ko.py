@@ -170,7 +170,7 @@ MESSAGES = {
     "check.few_pairs": "{dataset}에는 {stage}에 쓸 행이 너무 적습니다({rows}개, 최소 {enough}개, 가능하면 수백 개). 다른 프롬프트로 이어지는 선호가 아니라 이 행들을 외우게 됩니다.",
     "check.no_eval_for_rl": "{stage}에는 평가 데이터셋이 없습니다. 학습하면서 샘플 표에 답이 나타나니 eval_dataset을 비우세요.",
     "title": "# 🧭 얼라인먼트 스튜디오",
-    "subtitle": "베이스 모델을 정렬 파이프라인(지시 튜닝, 선호·강화학습 단계)에 태우고, 모든 체크포인트와 대화해 보세요.",
+    "subtitle": "베이스 모델을 정렬 파이프라인(계속 사전학습, 지시 튜닝, 선호·강화학습 단계)에 태우고, 모든 체크포인트와 대화하며 토큰마다 무엇을 예상하는지 살펴보세요.",
     "space.no_volume": "이 Space의 실행과 데이터셋은 Space가 다시 시작되면 사라집니다. 보관하려면 스토리지 버킷을 연결하세요.",
     "tab.model": "모델", "tab.data": "데이터", "tab.train": "학습", "tab.chat": "채팅", "tab.reward": "보상 모델",
     "tab.compare": "비교", "compare.columns": "열 수", "compare.blind": "블라인드 모드 (투표 전까지 이름 숨김)",
