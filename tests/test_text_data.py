@@ -228,3 +228,19 @@ def test_the_data_tab_saves_several_text_files_as_one_corpus_and_shows_what_it_c
     single, _ = save_file_dataset(workspace, [str(write_jsonl(tmp_path / "sft.jsonl", [{"instruction": "Hi", "output": "Yo"}]))],
                                   "sft", False, "", False)
     assert "sft** saved · 1 row · instructions" in single
+
+
+def test_a_hub_text_dataset_is_imported_as_a_corpus_with_its_bad_documents_named(workspace, monkeypatch):
+    from pipelines import api
+    from pipelines.data import hub
+
+    wiki = [{"id": "1", "url": "u1", "title": "A", "text": "Bees make honey in the hive."},
+            {"id": "2", "url": "u2", "title": "B", "text": "   "},
+            {"id": "3", "url": "u3", "title": "C", "text": "The queen lays the eggs."}]
+    monkeypatch.setattr(hub, "fetch_rows", lambda *args: wiki)
+    report = api.import_hub_dataset(workspace, "someone/wiki-bees", "", "train", "bees", max_rows=3)
+    assert report["kind"] == "text" and not report["saved"] and [e["row"] for e in report["errors"]] == [2]
+    report = api.import_hub_dataset(workspace, "someone/wiki-bees", "", "train", "bees", max_rows=3, drop_bad_rows=True)
+    assert report["saved"] and report["rows"] == 2
+    from pipelines.data.store import load_stage_rows
+    assert load_stage_rows("bees", workspace, "pretrain") == [{"text": wiki[0]["text"]}, {"text": wiki[2]["text"]}]
