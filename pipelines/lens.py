@@ -15,7 +15,7 @@ from pipelines.config import MAX_SEED, MAX_TEMPERATURE
 from pipelines.errors import StudioError, quote
 
 MAX_LENS_CHARS = 4000      # a page of text: enough to read, small enough for a second on CPU
-MAX_LENS_TOKENS = 512
+MAX_LENS_TOKENS = 1024     # a Korean page: SmolLM2 spends about two tokens on a Hangul character
 MAX_TOP_K = 20             # top guesses listed per position
 MAX_COMPARED = 4           # checkpoints side by side
 MAX_SAMPLE_TOP_K = 1000
@@ -227,7 +227,7 @@ def _summary(logps: list) -> tuple[float | None, float | None]:
 
 
 def _prob(logp: float | None) -> float | None:
-    return None if logp is None else round(math.exp(logp), DIGITS)
+    return None if logp is None else float(f"{math.exp(logp):.{DIGITS}g}")   # significant digits: p < 5e-7 is not 0
 
 
 def _surprisal(logp: float | None) -> float | None:
@@ -457,5 +457,7 @@ def sample_step(workspace: Path, checkpoint: str, prompt: str, generated_ids: li
     grown = generated_ids + [picked]
     return {"candidates": candidates, "kept_count": int(torch.isfinite(final_scores).sum()),
             "picked": {"id": picked, "token": decode(picked), "final": round(float(final[picked]), DIGITS)},
-            "generated_ids": grown, "generated": tokenizer.decode(grown, skip_special_tokens=True),
+            "generated_ids": grown,
+            # a character whose first bytes are drawn but not its last shows once it is whole, not as "\ufffd"
+            "generated": tokenizer.decode(grown, skip_special_tokens=True).rstrip("\ufffd"),
             "done": picked in stop_token_ids(loaded.model, tokenizer)}

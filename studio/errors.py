@@ -59,7 +59,7 @@ def _as_gr_error(fn, exc: Exception, language: str) -> gr.Error:
             incident = secrets.token_hex(4)
             _log.error("%s: %s failed", incident, _action(fn), exc_info=exc)
             sentence = text("studio.unexpected", action=_action(fn), log=str(SERVER_LOG), incident=incident)
-        return gr.Error(sentence, print_exception=False)
+        return gr.Error(sentence, title=text("studio.error_title"), print_exception=False)   # the toast's title too
 
 
 def shows_errors(fn):

@@ -136,7 +136,7 @@ def test_a_sampling_step_greys_what_top_k_and_top_p_cut_and_marks_the_pick():
     assert [css for css, _ in rows] == ["", "lens-picked", "lens-cut", "lens-cut"]
     assert "cut by top-p" in rows[2][1] and "cut by top-k" in rows[3][1] and "kept" in rows[0][1]
     assert "No</code> ✓" in rows[1][1] and "✓" not in rows[0][1]
-    assert "80.0%" in rows[0][1] and rows[2][1].endswith('<td class="lens-num">0</td>'), "cut: nothing after renormalising"
+    assert "80.0%" in rows[0][1] and rows[2][1].endswith('<td class="lens-num">0%</td>'), "cut: nothing after renormalising"
     assert "2 tokens of the vocabulary survive" in shown and "greedy" not in shown
     assert "greedy" in lens.step_html(STEP, 0) and "ended its turn" in lens.step_html({**STEP, "done": True}, 1)
     with speaking("ko"):
@@ -250,3 +250,13 @@ def test_generate_one_token_at_a_time_continues_restarts_and_replays_with_the_se
     with pytest.raises(StudioError) as raised:
         list(lens.generate_steps(workspace, **settings, state={**state, "done": True}, count=1))
     assert "Reset" in str(raised.value)
+
+
+def test_the_tip_of_a_piece_that_completes_a_syllable_names_the_syllable_beside_its_bytes():
+    from studio.tabs.lens import token_tip
+
+    piece = {"id": 1, "token": "⟨9C⟩", "text": "된", "prob": 0.5, "surprisal": 1.0, "rank": 1,
+             "top": [{"id": 1, "token": "⟨9C⟩", "prob": 0.5}]}
+    tip = token_tip(piece)
+    assert tip.index("된") < tip.index("⟨9C⟩"), tip
+    assert "된" not in token_tip({**piece, "text": ""}), "a piece that completes nothing names only its bytes"

@@ -161,6 +161,7 @@ MESSAGES = {
     "chart.pairs": "pairs",
     "chart.mean_score": "mean score",
     "language.picker": "Language",
+    "studio.error_title": "Error",
     "studio.unexpected": "Something went wrong in {action}; details are in the workspace's {log} ({incident}).",
     # checks a stage declares (pipelines/stages/*.py)
     "check.reward.no_qlora": "QLoRA is not available for the reward stage; use LoRA or a full fine-tune.",

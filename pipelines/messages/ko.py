@@ -158,6 +158,7 @@ MESSAGES = {
     "chart.pairs": "쌍 수",
     "chart.mean_score": "평균 점수",
     "language.picker": "언어",
+    "studio.error_title": "오류",
     "studio.unexpected": "{action} 중에 문제가 생겼습니다. 자세한 내용은 워크스페이스의 {log}에 있습니다 ({incident}).",
     # checks a stage declares (pipelines/stages/*.py)
     "check.reward.no_qlora": "보상 모델 단계에서는 QLoRA를 쓸 수 없습니다. LoRA나 전체 미세조정을 쓰세요.",
@@ -491,7 +492,7 @@ MESSAGES = {
     "help.eval_dataset": "같은 종류의 평가용 데이터셋(선택). eval_steps마다 평가합니다 (데이터 탭의 나누기로 만들 수 있습니다).",
     "help.train.eval_steps": "평가 데이터셋이 있으면 이 스텝마다 평가합니다.",
     "help.reward.center_rewards": "보상의 평균을 0 쪽으로 당겨 프롬프트마다 점수를 비교할 수 있게 합니다 (TRL의 center_rewards_coefficient). 0이면 끕니다.",
-    "help.pretrain.held_out": "eval 데이터셋이 없을 때, 모델이 학습하지 않은 텍스트에서 퍼플렉서티를 재기 위해 떼어 둘 문서의 비율입니다. 0이면 떼어 두지 않습니다.",
+    "help.pretrain.held_out": "평가(eval) 데이터셋이 없을 때, 모델이 학습하지 않은 텍스트에서 퍼플렉서티를 재기 위해 떼어 둘 문서의 비율입니다. 0이면 떼어 두지 않습니다.",
     "help.dpo.beta": "정책이 기준 모델에서 얼마나 멀어질 수 있는지: 작을수록 더 멀리, 클수록 가깝게 (0.01–0.5).",
     "help.dpo.loss_type": "DPO 손실: sigmoid(논문의 것), ipo, hinge, robust(잡음 레이블) 등 TRL이 제공하는 변형.",
     "help.dpo.label_smoothing": "선호 레이블이 뒤바뀌었을 것으로 가정하는 비율 (robust, exo_pair, aot). 0이면 모든 레이블을 믿습니다.",

@@ -163,9 +163,18 @@ def _tip_rows(top: list[dict], actual_id: int | None = None) -> str:
                    f'{visible(c["token"], breaks=False)}  {percent(c["prob"])}</span>' for c in top)
 
 
+def tip_head(token: dict) -> str:
+    """A tip's first line: the token, and beside a piece of a character the characters it completes (된 ⟨9C⟩)."""
+    completes = token.get("text", "")
+    shown = visible(token["token"], breaks=False)
+    if completes and completes != token["token"]:
+        shown = f'{visible(completes, breaks=False)} <span class="lens-ws">{shown}</span>'
+    return f'<span class="lens-tip-head">{shown}</span>'
+
+
 def token_tip(token: dict) -> str:
     """The hover box of one token: its probability, surprisal and rank, and the top-k the model expected there."""
-    head = f'<span class="lens-tip-head">{visible(token["token"], breaks=False)}</span>'
+    head = tip_head(token)
     if token.get("prob") is None:
         return head + html.escape(text("lens.ui.first_token"))
     facts = text("lens.ui.token_facts", prob=percent(token["prob"]), bits=number(token["surprisal"]),
@@ -218,7 +227,7 @@ def _as_single(token: dict, index: int) -> dict:
 
 
 def delta_tip(token: dict, checkpoints: list[str]) -> str:
-    head = f'<span class="lens-tip-head">{visible(token["token"], breaks=False)}</span>'
+    head = tip_head(token)
     if token.get("delta") is None:
         return head + html.escape(text("lens.ui.first_token"))
     rows = "".join(f'<span class="lens-tip-row">{LETTERS[i]} · {html.escape(name)}: {percent(token["probs"][i])}</span>'
@@ -338,7 +347,7 @@ def position_html(result: dict | None, position) -> str:
 # --- what DPO trains on ---------------------------------------------------------------------------------------------
 
 def logratio_tip(token: dict) -> str:
-    return (f'<span class="lens-tip-head">{visible(token["token"], breaks=False)}</span>'
+    return (tip_head(token)
             + "".join(f'<span class="lens-tip-row">{html.escape(text(code, value=number(token[key], 3, signed)))}</span>'
                       for code, key, signed in (("lens.ui.tip_policy", "policy_logp", False),
                                                 ("lens.ui.tip_reference", "reference_logp", False),
@@ -388,7 +397,7 @@ def step_html(result: dict, temperature: float) -> str:
         mark = " ✓" if c["id"] == picked["id"] else ""
         rows.append(_cells([f"<code>{visible(c['token'], breaks=False)}</code>{mark}", _bar(c["prob"]) + percent(c["prob"]),
                             _bar(c["tempered"]) + percent(c["tempered"]), html.escape(_status(c)),
-                            _bar(c["final"]) + percent(c["final"]) if c["kept"] else "0"],
+                            _bar(c["final"]) + percent(c["final"]) if c["kept"] else "0%"],
                            {1, 2, 4}, css, {3: "lens-status"}))
     notes = [text("lens.ui.picked", prob=percent(picked["final"])), text("lens.ui.kept_count", kept=result["kept_count"])]
     if float(temperature) == 0:
