@@ -86,15 +86,17 @@ def training_curves(metrics: list[dict], title: str = "", smooth: bool = True, l
 def length_histogram(lengths: list[int], max_length: int, title: str = "", documents: bool = False) -> go.Figure:
     """Rows per token length, with the max length drawn where truncation starts; for `documents` (raw text, packed
     into blocks of max_length rather than cut) where a block ends."""
-    figure = go.Figure(go.Histogram(x=lengths, nbinsx=min(50, max(5, len(set(lengths)))), name=text("chart.rows"),
+    counted = text("chart.documents" if documents else "chart.rows")
+    figure = go.Figure(go.Histogram(x=lengths, nbinsx=min(50, max(5, len(set(lengths)))), name=counted,
                                     marker={"color": "#6366f1"}))
     figure.add_vline(x=max_length, line={"dash": "dash", "color": "#dc2626"},
                      annotation={"text": text("chart.block_length" if documents else "chart.max_length",
                                               max_length=max_length), "font": {"color": "#dc2626"}})
     figure.update_layout(height=320, margin={"l": 50, "r": 20, "t": 40 if title else 24, "b": 40}, title=title or None,
                          xaxis_title=text("chart.tokens_per_document" if documents else "chart.tokens_per_row"),
-                         yaxis_title=text("chart.rows"),
-                         template="plotly_white", bargap=0.05)
+                         yaxis_title=counted, template="plotly_white", bargap=0.05)
+    if len(lengths) <= 10:
+        figure.update_yaxes(dtick=1)   # a few rows or documents are counted whole, not 0.5 of one
     return figure
 
 

@@ -152,6 +152,7 @@ MESSAGES = {
     "chart.step": "step",
     "chart.held_out": "{key} (held-out)",
     "chart.hacking_line": "reward-hacking warning above this line (when rising)",
+    "chart.documents": "documents",
     "chart.rows": "rows",
     "chart.tokens_per_row": "tokens per row (chat template included)",
     "chart.max_length": "max_length {max_length}: longer rows are cut",

@@ -149,6 +149,7 @@ MESSAGES = {
     "chart.step": "스텝",
     "chart.held_out": "{key} (평가)",
     "chart.hacking_line": "이 선 위로 오르면 보상 해킹 경고",
+    "chart.documents": "문서 수",
     "chart.rows": "행 수",
     "chart.tokens_per_row": "행당 토큰 수 (채팅 템플릿 포함)",
     "chart.max_length": "max_length {max_length}: 더 긴 행은 잘립니다",
