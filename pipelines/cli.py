@@ -36,7 +36,9 @@ from functools import partial
 from pathlib import Path
 
 from pipelines.config import BUNDLED_MODEL_ID, stage_names
+from pipelines.data.files import SPLITS
 from pipelines.errors import StudioError
+from pipelines.lens import MAX_LENS_CHARS, MAX_TOP_K
 from pipelines.road import LANGUAGES
 
 
@@ -84,16 +86,16 @@ def main(argv: list[str] | None = None) -> int:
                             "as one text dataset for continued pretraining; print the report as JSON.")
     add_texts.add_argument("files", nargs="+", help="The files; a folder stands for the files in it.")
     add_texts.add_argument("--name", required=True, help="The dataset's name.")
-    add_texts.add_argument("--split", default="file", choices=("file", "blank_lines"),
+    add_texts.add_argument("--split", default="file", choices=SPLITS,
                            help="file (default): a text file is one document; blank_lines: one per block between blank lines.")
     add_texts.add_argument("--drop-bad-rows", action="store_true", help="Save the good documents and leave out bad ones.")
     add_texts.add_argument("--replace", action="store_true", help="Replace a dataset of the same name.")
     lens = add_command("lens", help="What a model expected at every token of a text: probability, surprisal in bits, "
                        "and its top guesses there.")
     lens.add_argument("checkpoint", help="A model or a run's checkpoint (my-run/final).")
-    lens.add_argument("text", help="The text (at most 4,000 characters).")
+    lens.add_argument("text", help=f"The text (at most {MAX_LENS_CHARS:,} characters).")
     lens.add_argument("--compare", nargs="+", default=[], help="Checkpoints of the same tokenizer to show beside it.")
-    lens.add_argument("--top-k", type=int, default=5, help="How many guesses per position (1–20, default 5).")
+    lens.add_argument("--top-k", type=int, default=5, help=f"How many guesses per position (1–{MAX_TOP_K}, default 5).")
     lens.add_argument("--json", action="store_true", help="Print the API's result as JSON instead of a table.")
     stages = add_command("stages", help="List the training stages (" + ", ".join(stage_names()) + "), or the "
                          "settings of one, with their defaults, bounds and help.")

@@ -239,14 +239,18 @@ def _text_ids(tokenizer, text: str) -> list[int]:
 
 
 def _same_tokens(checkpoints: list[str], sources: list, tokenize):
-    """tokenize(tokenizer, checkpoint) with the tokenizer each checkpoint answers with in Chat; refused unless all
-    agree, before any forward pass. Only tokenizers are kept, so the cache may still evict a model to load the next
-    (then it is loaded again for its forward pass)."""
-    from pipelines.inference import load_for_generation
+    """tokenize(tokenizer, checkpoint) with the tokenizer each checkpoint answers with in Chat (its base's), refused
+    unless all agree, before any model is loaded: checkpoints of one base share it, so each base's is read once."""
+    from transformers import AutoTokenizer
 
-    first = None
+    from pipelines.models import trust_remote_code
+
+    first, seen = None, set()
     for checkpoint, source in zip(checkpoints, sources):
-        these = tokenize(load_for_generation(source)[0].tokenizer, checkpoint)
+        if source.base in seen:
+            continue
+        seen.add(source.base)
+        these = tokenize(AutoTokenizer.from_pretrained(source.base, trust_remote_code=trust_remote_code()), checkpoint)
         if first is None:
             first = these
         elif these != first:
@@ -297,7 +301,8 @@ def compare_next_tokens(workspace: Path, checkpoints: list[str], text: str, top_
         delta = None if logps[0] is None else round((logps[-1] - logps[0]) / math.log(2), DIGITS)
         tokens.append({"id": token_id, "token": decode(token_id), "text": added[position],
                        "probs": [_prob(lp) for lp in logps],
-                       "surprisals": [_surprisal(lp) for lp in logps], "tops": [s["tops"][position] for s in seen],
+                       "surprisals": [_surprisal(lp) for lp in logps], "ranks": [s["ranks"][position] for s in seen],
+                       "tops": [s["tops"][position] for s in seen],
                        "delta": delta})
     summaries = [_summary(s["logps"]) for s in seen]
     return {"checkpoints": checkpoints, "tokens": tokens, "next": [s["next"] for s in seen],

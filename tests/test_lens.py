@@ -123,7 +123,7 @@ def test_compare_gives_each_checkpoint_its_own_numbers_and_the_difference_in_bit
     for position, (row, b, t) in enumerate(zip(both["tokens"], base["tokens"], tuned["tokens"])):
         assert row["id"] == b["id"] and row["token"] == b["token"]
         assert row["probs"] == [b["prob"], t["prob"]] and row["surprisals"] == [b["surprisal"], t["surprisal"]]
-        assert row["tops"] == [b["top"], t["top"]]
+        assert row["tops"] == [b["top"], t["top"]] and row["ranks"] == [b["rank"], t["rank"]]
         assert row["delta"] == pytest.approx(math.log2(t["prob"]) - math.log2(b["prob"]), abs=1e-3)
         assert row["delta"] == pytest.approx(b["surprisal"] - t["surprisal"], abs=1e-5)
 

@@ -33,13 +33,13 @@ SINGLE = {
 def _compared(delta_second, delta_third):
     return {
         "checkpoints": ["base", "sft/final"],
-        "tokens": [{"id": 1, "token": "Hi", "probs": [None, None], "surprisals": [None, None], "tops": [[], []],
+        "tokens": [{"id": 1, "token": "Hi", "probs": [None, None], "surprisals": [None, None], "ranks": [None, None], "tops": [[], []],
                     "delta": None},
-                   {"id": 2, "token": " you", "probs": [0.125, 0.5], "surprisals": [3.0, 1.0],
+                   {"id": 2, "token": " you", "probs": [0.125, 0.5], "surprisals": [3.0, 1.0], "ranks": [2, 1],
                     "tops": [[{"id": 7, "token": " me", "prob": 0.5}, {"id": 2, "token": " you", "prob": 0.125}],
                              [{"id": 2, "token": " you", "prob": 0.5}, {"id": 7, "token": " me", "prob": 0.25}]],
                     "delta": delta_second},
-                   {"id": 3, "token": "!", "probs": [0.5, 0.125], "surprisals": [1.0, 3.0],
+                   {"id": 3, "token": "!", "probs": [0.5, 0.125], "surprisals": [1.0, 3.0], "ranks": [1, 4],
                     "tops": [[{"id": 3, "token": "!", "prob": 0.5}], [{"id": 8, "token": ".", "prob": 0.75}]],
                     "delta": delta_third}],
         "next": [[{"id": 9, "token": "<eos>", "prob": 0.9}], [{"id": 9, "token": "<eos>", "prob": 0.95}]],

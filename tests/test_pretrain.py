@@ -4,7 +4,7 @@ token, held-out perplexity that falls, and a checkpoint that SFT then starts fro
 import math
 
 from pipelines.run_files import read_metrics, read_status
-from pipelines.stages.pretrain import PerplexityCallback, hold_out, packing, separator_id, tokenised
+from pipelines.stages.pretrain import PerplexityLog, hold_out, packing, perplexity_callback, separator_id, tokenised
 from tests.conftest import write_jsonl
 
 # Documents of one small "domain": the same phrases recur, so a few steps make held-out documents predictable.
@@ -76,11 +76,21 @@ def test_documents_held_out_are_seeded_and_never_all():
     assert hold_out(rows, 0.0, seed=1) == (rows, [])
 
 
-def test_perplexity_is_logged_beside_each_loss_and_a_diverged_loss_stays_a_number():
-    callback = PerplexityCallback()
+def test_perplexity_is_logged_beside_each_loss_and_a_diverged_loss_stays_a_number(monkeypatch):
+    from transformers import TrainerCallback
+
+    from pipelines.stages import pretrain
+
+    assert isinstance(perplexity_callback(), TrainerCallback)
+    callback = PerplexityLog()
+    clock = iter([10.0, 14.0])
+    monkeypatch.setattr(pretrain.time, "monotonic", lambda: next(clock))
     logs = {"loss": 2.0, "num_tokens": 100.0}
     callback.on_log(None, None, None, logs)
-    assert logs["perplexity"] == math.exp(2.0)
+    assert logs["perplexity"] == math.exp(2.0) and "tokens_per_second" not in logs, "no rate before a second log"
+    later = {"loss": 1.5, "num_tokens": 500.0}
+    callback.on_log(None, None, None, later)
+    assert later["tokens_per_second"] == 100.0, "400 tokens in 4 s"
     evaluation = {"eval_loss": 1e6}
     callback.on_log(None, None, None, evaluation)
     assert math.isfinite(evaluation["eval_perplexity"])

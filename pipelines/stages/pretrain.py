@@ -55,10 +55,11 @@ def run(context: RunContext):
             args.update(eval_args(config, True))
     if eval_rows:   # the base model's own held-out perplexity first: the curve starts where the model started
         args["eval_on_start"] = True
-    train = Dataset.from_list(tokenised(train_rows, inputs.tokenizer, separator))
+    train_ids = tokenised(train_rows, inputs.tokenizer, separator)
+    train = Dataset.from_list(train_ids)
     held = Dataset.from_list(tokenised(eval_rows, inputs.tokenizer, separator)) if eval_rows else None
     print(f"Continued pretraining: {config.model} on {inputs.device}, {len(train_rows)} documents of {config.dataset} "
-          f"({sum(len(r['input_ids']) for r in train)} tokens), {len(eval_rows)} held out, blocks of "
+          f"({sum(len(r['input_ids']) for r in train_ids)} tokens), {len(eval_rows)} held out, blocks of "
           f"{config.train.max_length} tokens, {config.peft.method}, {count_parameters(model)} parameters", flush=True)
     trainer = SFTTrainer(
         model=model,
@@ -67,7 +68,7 @@ def run(context: RunContext):
         eval_dataset=held,
         processing_class=inputs.tokenizer,
         peft_config=lora_config(config),
-        callbacks=[PerplexityCallback(), *context.callbacks],   # first: the recorder then logs what it adds
+        callbacks=[perplexity_callback(), *context.callbacks],   # first: the recorder then logs what it adds
     )
     return train_and_finish(context, trainer)
 
@@ -107,21 +108,27 @@ def hold_out(rows: list[dict], share: float, seed: int) -> tuple[list[dict], lis
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
+def perplexity_callback():
+    """PerplexityLog as a transformers TrainerCallback."""
+    from transformers import TrainerCallback
+
+    class PerplexityCallback(PerplexityLog, TrainerCallback):
+        pass
+
+    return PerplexityCallback()
+
+
 def perplexity(loss: float) -> float:
     return math.exp(min(loss, MAX_LOGGED_LOSS))
 
 
-class PerplexityCallback:
-    """Adds perplexity (exp of the mean loss per token) beside every train and eval loss, and the tokens trained
+class PerplexityLog:
+    """What the trainer callback does on every log (a plain class: transformers is imported only when a run trains).
+    Adds perplexity (exp of the mean loss per token) beside every train and eval loss, and the tokens trained
     on per second since the last log (TRL counts them as num_tokens: packed blocks have no padding)."""
 
     def __init__(self):
         self.last = None   # (time, num_tokens) at the last training log
-
-    def __getattr__(self, name):
-        if name.startswith("on_"):   # every other trainer event: nothing to do
-            return lambda *args, **kwargs: None
-        raise AttributeError(name)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:

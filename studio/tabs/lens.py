@@ -15,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from pipelines import api
-from pipelines.config import MAX_TEMPERATURE
+from pipelines.config import MAX_SEED, MAX_TEMPERATURE
 from pipelines.errors import StudioError, quote
 from pipelines.lens import MAX_GENERATED_IDS, MAX_SAMPLE_TOP_K, MAX_TOP_K
 from pipelines.messages import text
@@ -219,11 +219,10 @@ def lens_html(result: dict) -> str:
 
 
 def _as_single(token: dict, index: int) -> dict:
-    """One checkpoint's view of a compared token, in next_tokens' shape (rank is not in the comparison)."""
-    top = token["tops"][index]
-    rank = next((place for place, c in enumerate(top, start=1) if c["id"] == token["id"]), None)
-    return {"id": token["id"], "token": token["token"], "text": token.get("text", token["token"]), "prob": token["probs"][index],
-            "surprisal": token["surprisals"][index], "rank": rank if rank is not None else f">{len(top)}", "top": top}
+    """One checkpoint's view of a compared token, in next_tokens' shape."""
+    return {"id": token["id"], "token": token["token"], "text": token.get("text", token["token"]),
+            "prob": token["probs"][index], "surprisal": token["surprisals"][index], "rank": token["ranks"][index],
+            "top": token["tops"][index]}
 
 
 def delta_tip(token: dict, checkpoints: list[str]) -> str:
@@ -591,7 +590,7 @@ def generate_steps(workspace: Path, checkpoint: str, prompt: str, chat: bool, te
     for _ in range(count):
         if len(state["ids"]) >= MAX_GENERATED_IDS:
             raise StudioError("lens.ui.long_generation", limit=MAX_GENERATED_IDS)
-        step_seed = seed + len(state["ids"]) if isinstance(seed, int) else seed
+        step_seed = (seed + len(state["ids"])) % (MAX_SEED + 1) if isinstance(seed, int) else seed
         result = api.sample_step(workspace, context[0], prompt, state["ids"], temperature, _whole(top_k), top_p,
                                  step_seed, bool(chat), SHOWN_CANDIDATES)
         state = {"context": context, "ids": result["generated_ids"], "done": result["done"]}
