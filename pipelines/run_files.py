@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -211,8 +212,8 @@ def cap_log(path: Path, cap: int = LOG_CAP_BYTES, head: int = LOG_HEAD_BYTES, ta
     `tail_bytes` bytes (whole lines), and put one line between saying how much is gone. Returns the bytes cut now.
 
     In place, not a new file, because the training process and its children keep writing to the open file; they
-    append (O_APPEND), so after the cut their lines go on at its new end. A line written in the instant between
-    reading the tail and writing it back can be lost."""
+    append (O_APPEND), so after the cut their lines go on at its new end. A line another process writes in the
+    instant between reading the tail and writing it back can be lost; the training process's own wait (capped_log)."""
     try:
         with open(path, "r+b") as log:
             size = os.fstat(log.fileno()).st_size
@@ -245,15 +246,39 @@ def cap_log(path: Path, cap: int = LOG_CAP_BYTES, head: int = LOG_HEAD_BYTES, ta
         return 0
 
 
+class _HeldWhileCut:
+    """sys.stdout or sys.stderr, each write waiting while a cut runs: a line this process writes (its last one, "run …
+    completed", or a reward worker's output it passes on) is never lost in the cut's window."""
+
+    def __init__(self, stream, lock: threading.RLock):
+        self._stream, self._lock = stream, lock
+
+    def write(self, text):
+        with self._lock:
+            return self._stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 @contextlib.contextmanager
 def capped_log(path: Path):
-    """While the block runs, keep the log at `path` under LOG_CAP_BYTES (see cap_log), checking every second."""
-    done = threading.Event()
+    """While the block runs, keep the log at `path` under LOG_CAP_BYTES (see cap_log), checking every second. This
+    process's own writes wait for a cut; those of other processes (ranks under accelerate) keep cap_log's window."""
+    done, cutting = threading.Event(), threading.RLock()
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (_HeldWhileCut(stream, cutting) for stream in streams)
+
+    def cut() -> None:
+        with cutting, contextlib.suppress(OSError):
+            for stream in streams:   # what waits in a buffer goes in before the tail is read
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            cap_log(path)
 
     def watch() -> None:
         while not done.wait(LOG_CHECK_SECONDS):
-            with contextlib.suppress(OSError):
-                cap_log(path)
+            cut()
 
     watcher = threading.Thread(target=watch, daemon=True, name="cap-train-log")
     watcher.start()
@@ -262,8 +287,8 @@ def capped_log(path: Path):
     finally:
         done.set()
         watcher.join()
-        with contextlib.suppress(OSError):
-            cap_log(path)
+        cut()
+        sys.stdout, sys.stderr = streams
 
 
 def prune_checkpoints(run_dir: Path, keep: int) -> list[int]:

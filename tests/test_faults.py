@@ -10,6 +10,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -297,6 +299,31 @@ def test_cutting_a_log_keeps_its_head_and_tail_and_counts_what_went(tmp_path):
     assert text.startswith(lines[0]) and text.endswith(lines[-1]) and len(text) < run_files.LOG_CAP_BYTES
     kept = text.splitlines(keepends=True)
     assert all(line in lines for line in kept if "cut here" not in line), "whole lines only"
+
+
+def test_a_line_printed_while_the_log_is_cut_is_not_lost(tmp_path, monkeypatch):
+    # CI once lost a run's last line, "run … completed": printed between the cut's read of the tail and its write.
+    log = tmp_path / "train.log"
+    cutting, cut_done = threading.Event(), threading.Event()
+
+    def slow_cut(path):   # a cut as cap_log makes one, its window held open
+        text = path.read_bytes()
+        cutting.set()
+        time.sleep(0.3)
+        path.write_bytes(text)
+        cut_done.set()
+
+    monkeypatch.setattr(run_files, "cap_log", slow_cut)
+    monkeypatch.setattr(run_files, "LOG_CHECK_SECONDS", 0.01)
+    with open(log, "a", encoding="utf-8") as stream:
+        monkeypatch.setattr(sys, "stdout", stream)
+        with run_files.capped_log(log):
+            print("first line", flush=True)
+            assert cutting.wait(5)
+            print("the last line", flush=True)   # waits for the cut, then goes in after it
+            assert cut_done.is_set()
+        assert sys.stdout is stream, "the stream is given back"
+    assert log.read_text().splitlines()[-1] == "the last line"
 
 
 CHATTY_RULE = ("def reward(prompts, completions):\n"
