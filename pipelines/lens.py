@@ -159,6 +159,17 @@ class _Decoder:
             pieces.append(after[len(before):] if after.startswith(before) else after)
         return pieces
 
+    def completes(self, before: list[int], token_id: int) -> str:
+        """The characters a candidate token would complete after the ids `before`: a byte piece that ends a Korean
+        syllable begun before it reads as that syllable; one that only begins a character, as ""."""
+        shown = self(token_id)
+        if not shown.startswith("⟨"):
+            return shown
+        window = before[len(before) - self.TAIL:] if len(before) > self.TAIL else before
+        start = self.tokenizer.decode(window).rstrip("\ufffd")
+        grown = self.tokenizer.decode([*window, token_id]).rstrip("\ufffd")
+        return grown[len(start):] if grown.startswith(start) else grown
+
 
 def _byte_piece(tokenizer, token_id: int, decoded: str) -> str:
     """The bytes of a token that is part of a character, as hex: from the byte-level vocabulary (GPT-2's mapping of
@@ -174,12 +185,14 @@ def _byte_piece(tokenizer, token_id: int, decoded: str) -> str:
     return decoded
 
 
-def _tops(logp, top_k: int, decode: _Decoder) -> list[list[dict]]:
-    """The top_k most likely next tokens of every row, most likely first.  logp (T, V) → T lists"""
+def _tops(logp, top_k: int, decode: _Decoder, ids: list[int]) -> list[list[dict]]:
+    """The top_k most likely next tokens of every row, most likely first, each with the characters it would
+    complete (`text`).  logp (T, V): row t follows ids[:t + 1] → T lists"""
     import torch
     values, indices = torch.topk(logp, top_k, dim=-1)                        # (T, k), (T, k): sorted, descending
-    return [[{"id": i, "token": decode(i), "prob": round(math.exp(v), DIGITS)} for v, i in zip(row_v, row_i)]
-            for row_v, row_i in zip(values.tolist(), indices.tolist())]
+    return [[{"id": i, "token": decode(i), "text": decode.completes(ids[:row + 1], i), "prob": round(math.exp(v), DIGITS)}
+             for v, i in zip(row_v, row_i)]
+            for row, (row_v, row_i) in enumerate(zip(values.tolist(), indices.tolist()))]
 
 
 def _bits(logp: float) -> float:
@@ -201,7 +214,7 @@ def _predictions(loaded, adapter: str, ids: list[int], top_k: int) -> dict:
     rows = logp[:-1]
     target_logp = rows.gather(1, targets[:, None])[:, 0]
     ranks = (rows > target_logp[:, None]).sum(dim=1) + 1       # 1 = the top guess
-    tops = _tops(logp, top_k, decode)
+    tops = _tops(logp, top_k, decode, context + ids)
     unseen = [] if context else [None]                          # the first token, with nothing before it
     return {"logps": [*unseen, *target_logp.tolist()], "ranks": [*unseen, *ranks.tolist()],
             "tops": [*([[]] if not context else []), *tops[:-1]], "next": tops[-1], "decode": decode}
@@ -456,12 +469,14 @@ def sample_step(workspace: Path, checkpoint: str, prompt: str, generated_ids: li
         picked = int(torch.multinomial(final, 1, generator=generator))
     decode = _Decoder(tokenizer)
     shown = torch.topk(probs, min(show, probs.shape[-1])).indices.tolist()
-    candidates = [{"id": i, "token": decode(i), "prob": round(float(probs[i]), DIGITS),
+    candidates = [{"id": i, "token": decode(i), "text": decode.completes(context + generated_ids, i),
+                   "prob": round(float(probs[i]), DIGITS),
                    "tempered": round(float(tempered_probs[i]), DIGITS), "kept": cut_by[i] == "",
                    "cut_by": cut_by[i], "final": round(float(final[i]), DIGITS)} for i in shown]
     grown = generated_ids + [picked]
     return {"candidates": candidates, "kept_count": int(torch.isfinite(final_scores).sum()),
-            "picked": {"id": picked, "token": decode(picked), "final": round(float(final[picked]), DIGITS)},
+            "picked": {"id": picked, "token": decode(picked), "text": decode.completes(context + generated_ids, picked),
+                       "final": round(float(final[picked]), DIGITS)},
             "generated_ids": grown,
             # a character whose first bytes are drawn but not its last shows once it is whole, not as "\ufffd"
             "generated": tokenizer.decode(grown, skip_special_tokens=True).rstrip("\ufffd"),

@@ -322,3 +322,21 @@ def test_a_token_that_is_part_of_a_character_reads_as_its_bytes_and_the_text_rea
     assert any(piece.startswith("⟨") and piece.endswith("⟩") for piece in shown), shown
     assert "".join(t["text"] for t in result["tokens"]) == tokenizer.decode(ids) == text
     assert "뷁" in [t["text"] for t in result["tokens"]], "the piece that completes a character carries it whole"
+
+
+def test_a_candidate_piece_reads_as_the_character_it_would_complete(tiny_model, lens_workspace):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    ids = tokenizer("뷁", add_special_tokens=False)["input_ids"]
+    assert len(ids) > 1, "the syllable is split into byte pieces"
+    decode = lens._Decoder(tokenizer)
+    assert decode.completes(ids[:-1], ids[-1]) == "뷁", "the last piece completes the syllable begun before it"
+    assert decode.completes([], ids[0]) == "", "a first piece completes nothing yet"
+    whole = tokenizer("ok", add_special_tokens=False)["input_ids"][0]
+    assert decode.completes(ids, whole) == decode(whole)
+    result = lens.next_tokens(lens_workspace, str(tiny_model), "뷁 ok", top_k=20)
+    for position, token in enumerate(result["tokens"][1:], start=1):
+        before = [t["id"] for t in result["tokens"][:position]]
+        for candidate in token["top"]:
+            assert candidate["text"] == decode.completes(before, candidate["id"])

@@ -160,16 +160,20 @@ def _line(tokens: list[dict], colors: list[str], tips: list[str]) -> str:
 
 def _tip_rows(top: list[dict], actual_id: int | None = None) -> str:
     return "".join(f'<span class="lens-tip-row{" lens-actual" if c["id"] == actual_id else ""}">'
-                   f'{visible(c["token"], breaks=False)}  {percent(c["prob"])}</span>' for c in top)
+                   f'{token_label(c)}  {percent(c["prob"])}</span>' for c in top)
 
 
-def tip_head(token: dict) -> str:
-    """A tip's first line: the token, and beside a piece of a character the characters it completes (된 ⟨9C⟩)."""
+def token_label(token: dict) -> str:
+    """A token as a person reads it: beside a piece of a character, the characters it completes (된 ⟨9C⟩)."""
     completes = token.get("text", "")
     shown = visible(token["token"], breaks=False)
     if completes and completes != token["token"]:
         shown = f'{visible(completes, breaks=False)} <span class="lens-ws">{shown}</span>'
-    return f'<span class="lens-tip-head">{shown}</span>'
+    return shown
+
+
+def tip_head(token: dict) -> str:
+    return f'<span class="lens-tip-head">{token_label(token)}</span>'
 
 
 def token_tip(token: dict) -> str:
@@ -199,7 +203,7 @@ def signed_legend(message: str, scale: float, unit: str) -> str:
 
 
 def _next_line(top: list[dict]) -> str:
-    shown = " · ".join(f"<code>{visible(c['token'], breaks=False)}</code> {percent(c['prob'])}" for c in top)
+    shown = " · ".join(f"<code>{token_label(c)}</code> {percent(c['prob'])}" for c in top)
     return f'<div class="lens-summary">{html.escape(text("lens.ui.next"))} {shown}</div>'
 
 
@@ -304,11 +308,11 @@ def position_html(result: dict | None, position) -> str:
         title = html.escape(text("lens.ui.after_text"))
     else:
         title = (html.escape(text("lens.ui.at_position", position=index + 1, count=len(tokens)))
-                 + f' <code>{visible(token["token"], breaks=False)}</code>')
+                 + f' <code>{token_label(token)}</code>')
     rank, tok_col, prob_col = text("lens.ui.col.rank"), text("lens.ui.col.token"), text("lens.ui.col.prob")
     if "checkpoints" not in result:
         top = token["top"] if token else result["next"]
-        rows = [_cells([str(place), f"<code>{visible(c['token'], breaks=False)}</code>", _bar(c["prob"]) + percent(c["prob"])],
+        rows = [_cells([str(place), f"<code>{token_label(c)}</code>", _bar(c["prob"]) + percent(c["prob"])],
                        {0}, "lens-actual" if token and c["id"] == token["id"] else "")
                 for place, c in enumerate(top, start=1)]
         facts = ""
@@ -336,7 +340,7 @@ def position_html(result: dict | None, position) -> str:
             if place < len(top):
                 c = top[place]
                 mark = ' style="font-weight:600"' if token and c["id"] == token["id"] else ""
-                cells += [f"<code{mark}>{visible(c['token'], breaks=False)}</code>", percent(c["prob"])]
+                cells += [f"<code{mark}>{token_label(c)}</code>", percent(c["prob"])]
             else:
                 cells += ["", ""]
         rows.append(_cells(cells, numeric))
@@ -394,7 +398,7 @@ def step_html(result: dict, temperature: float) -> str:
     for c in result["candidates"]:
         css = "lens-picked" if c["id"] == picked["id"] else ("" if c["kept"] else "lens-cut")
         mark = " ✓" if c["id"] == picked["id"] else ""
-        rows.append(_cells([f"<code>{visible(c['token'], breaks=False)}</code>{mark}", _bar(c["prob"]) + percent(c["prob"]),
+        rows.append(_cells([f"<code>{token_label(c)}</code>{mark}", _bar(c["prob"]) + percent(c["prob"]),
                             _bar(c["tempered"]) + percent(c["tempered"]), html.escape(_status(c)),
                             _bar(c["final"]) + percent(c["final"]) if c["kept"] else "0%"],
                            {1, 2, 4}, css, {3: "lens-status"}))
@@ -403,7 +407,7 @@ def step_html(result: dict, temperature: float) -> str:
         notes.append(text("lens.ui.greedy"))
     if result["done"]:
         notes.append(text("lens.ui.done"))
-    head = (f'<div class="lens-note">{html.escape(notes[0])} <code>{visible(picked["token"], breaks=False)}</code> · '
+    head = (f'<div class="lens-note">{html.escape(notes[0])} <code>{token_label(picked)}</code> · '
             + " · ".join(html.escape(n) for n in notes[1:]) + "</div>")
     return head + _table(headers, rows, {1, 2, 4})
 
