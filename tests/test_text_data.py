@@ -220,7 +220,7 @@ def test_the_data_tab_saves_several_text_files_as_one_corpus_and_shows_what_it_c
 
     files = [str(_text_file(tmp_path, "a.txt", "One.\n\nTwo.")), str(_text_file(tmp_path, "b.md", KOREAN))]
     report, picked = save_file_dataset(workspace, files, "corpus", False, "", False, "blank_lines")
-    assert "corpus** saved · 3 rows · documents" in report and "from 2 files" in report
+    assert "corpus** saved · 3 documents · raw text" in report and "from 2 files" in report
     assert picked["value"] == "corpus"
     stats, _ = length_report(workspace, "corpus", str(tiny_model), 64)
     assert "3 documents" in stats and "tokens per character" in stats

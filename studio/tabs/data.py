@@ -144,7 +144,10 @@ def build(workspace: Path) -> DataTab:
     return DataTab(dataset=dataset, use_in_train=use_in_train)
 
 
-def rows_text(n: int) -> str:
+def rows_text(n: int, kind: str = "") -> str:
+    """n rows, or for a corpus n documents (what its rows are)."""
+    if kind == "text":
+        return text("data.one_document") if n == 1 else text("data.documents", rows=n)
     return text("data.one_row") if n == 1 else text("data.rows", rows=n)
 
 
@@ -186,9 +189,9 @@ def preview_html(workspace: Path, dataset: str, model: str, n: int) -> str:
 
 def length_report(workspace: Path, dataset: str, model: str, max_length: int):
     stats = api.dataset_stats(workspace, dataset, model, int(max_length or TrainSettings.max_length))
-    rows = f"**{rows_text(stats['rows'])}**"
+    rows = f"**{rows_text(stats['rows'], stats['kind'])}**"
     if stats["measured_rows"] < stats["rows"]:
-        rows += f" ({text('data.measured_on', rows=rows_text(stats['measured_rows']))})"
+        rows += f" ({text('data.measured_on', rows=rows_text(stats['measured_rows'], stats['kind']))})"
     lengths = text("data.token_lengths", mean=stats["mean_tokens"], median=stats["median_tokens"], max=stats["max_tokens"])
     lines = [f"{rows} · {what_it_holds(stats['kind'], stats.get('format'))} · {lengths}"]
     if stats["kind"] == "text":   # what a corpus costs in this tokenizer: Korean far more per character than English
@@ -209,7 +212,7 @@ def check_report(report: dict) -> str:
             what += f" · {text('data.dropped', bad=bad)}"
         if len(report.get("files") or []) > 1:
             what += f" · {text('data.from_files', count=len(report['files']))}"
-        lines = [text("data.saved", name=report["name"], rows=rows_text(report["rows"]), what=what)]
+        lines = [text("data.saved", name=report["name"], rows=rows_text(report["rows"], report["kind"]), what=what)]
     elif errors:
         lines = [text("data.refused_fix", bad=bad, good=rows_text(report["rows"])) if report["rows"]
                  else text("data.refused_none_usable", bad=bad), "",
