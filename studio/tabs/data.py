@@ -309,13 +309,9 @@ def split_off_eval(workspace: Path, dataset: str, new_name: str, eval_fraction: 
 
 def download(workspace: Path, dataset: str, format: str):
     """The dataset exported in TRL's columns, copied where Gradio serves downloads from."""
-    import shutil
-    import tempfile
+    from studio.app import served_file   # here: the app imports this tab
 
-    path = Path(api.export_dataset(workspace, dataset, format))
-    copy = Path(tempfile.mkdtemp(prefix="studio-dataset-")) / path.name
-    shutil.copy(path, copy)
-    return gr.update(value=str(copy), visible=True)
+    return gr.update(value=served_file(api.export_dataset(workspace, dataset, format)).path, visible=True)
 
 
 def start_push(workspace: Path, dataset: str, repo_id: str, format: str, private: bool, token: str):
