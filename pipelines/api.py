@@ -187,6 +187,16 @@ def run_metrics(workspace: Path, run_id: str) -> list[dict]:
     return run_files.read_metrics(runs.run_dir_of(workspace, run_id))
 
 
+@endpoint
+def compare_runs(workspace: Path, run_ids: list[str], align: str = "step") -> dict:
+    """2 to 8 runs side by side: align ("step" or "tokens", the tokens trained on, which SFT-like runs log), runs
+    (run_id, stage, status, steps, max_steps, tokens), metrics ({metric: {run_id: [[x, value], ...]}} for the
+    metrics every run logged), settings ({"train.learning_rate": {run_id: value}} for the config keys that differ)
+    and final ({run_id: {metric: last value, best_eval_loss}})."""
+    from pipelines.run_compare import compare_runs as compared
+    return compared(workspace, run_ids, align)
+
+
 def run_log(workspace: Path, run_id: str, lines: int = 40) -> str:
     """The last `lines` lines of a run's training log."""
     return run_files.tail(runs.run_dir_of(workspace, run_id) / "train.log", lines)
@@ -521,24 +531,55 @@ def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpo
          ranking: list[int], settings: dict | None = None, histories: list[list[dict]] | None = None,
          column_settings: list[dict] | None = None) -> dict:
     """Append the preference rows a ranking implies (rank per answer: 1 = best, equal = tie, 0 = bad) to a dataset:
-    dataset, added_rows, rows, votes, skipped_empty, earlier_turns_differ, why_none. settings: those compare was
-    given (their system_prompt goes into each row's prompt); histories: each column's earlier turns (shared ones go
-    into the prompt); column_settings: each column's overrides."""
+    dataset, added_rows, rows, votes, skipped_empty, earlier_turns_differ, why_none, round. Every round, ties too, is
+    one line of the dataset's votes.jsonl (the leaderboard's battles); a round already voted is refused. settings:
+    those compare was given (their system_prompt goes into each row's prompt); histories: each column's earlier turns
+    (shared ones go into the prompt); column_settings: each column's overrides."""
     from pipelines.compare import vote as record
     return record(workspace, dataset, prompt, list(answers or []), list(checkpoints or []),
                   [int(r) for r in ranking or []], settings or {}, histories=histories, column_settings=column_settings)
 
 
 @endpoint
+def leaderboard(workspace: Path, datasets: list[str]) -> dict:
+    """A Bradley–Terry leaderboard of the votes in 1–20 vote datasets (a tie counts as half a win each), on an
+    Elo-like scale with the most-voted base model at 1000: ratings (best first: checkpoint, rating, low, high as the
+    bootstrap 95% interval, battles, wins, ties, losses), win_rates {a: {b: share}}, battles {a: {b: count}}, votes
+    (rounds), anchor, ties, length_bias (does the longer answer win more than its share?)."""
+    from pipelines.leaderboard import leaderboard as board
+    return board(workspace, [datasets] if isinstance(datasets, str) else list(datasets or []))
+
+
+@endpoint
 def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, scorer: str,
-             settings: dict | None = None, rules: list | None = None) -> dict:
+             settings: dict | None = None, rules: list | None = None, background: bool = False, judge: str = "",
+             reference: str = "", criteria: str = "") -> dict:
     """Every prompt (a list, or a dataset name) through every checkpoint, each answer scored (reward checkpoint
     and/or rule file, or "", plus declarative rules as in a run's config): rows, means, win_rates, prompts, scorer.
-    Runs as a job (start_job "evaluate") and waits."""
+    Runs as a job (start_job "evaluate") and waits; with background true it returns {"job_id"} at once (follow it
+    with job_status, read it with job_results). With a judge (as the judge endpoint takes it) and a reference (one
+    of the checkpoints), each other checkpoint's answer is judged against the reference's in both orders: rows gain
+    `judge` (win, loss, tie) and the result `judge` {judge, reference, results: {checkpoint: {wins, ties, losses,
+    win_rate}}}, a tie counting half."""
     from pipelines import jobs
-    results = jobs.run_to_end(workspace, "evaluate", {"checkpoints": checkpoints, "prompts": prompts, "scorer": scorer,
-                                                      "rules": rules or [], "settings": settings or {}})
+    spec = {"checkpoints": checkpoints, "prompts": prompts, "scorer": scorer, "rules": rules or [],
+            "settings": settings or {}, "judge": judge, "reference": reference, "criteria": criteria}
+    if background:
+        return {"job_id": jobs.start(workspace, "evaluate", spec).name}
+    results = jobs.run_to_end(workspace, "evaluate", spec)
     return {"rows": results["rows"], **results["summary"]}
+
+
+@endpoint
+def evaluate_loss(workspace: Path, checkpoints: list[str], dataset: str, limit: int = 500) -> dict:
+    """Held-out loss per token and perplexity of each checkpoint on a dataset's first `limit` rows (at most 2000):
+    instruction rows with the loss on the assistant tokens (as SFT trains), text rows on every token (as
+    pretraining). Returns dataset, kind, rows, max_length, loss_on, checkpoints ({checkpoint: {loss, perplexity,
+    tokens, rows}}) and warnings. Runs as a job (start_job "evaluate_loss") and waits for it."""
+    from pipelines import jobs
+    results = jobs.run_to_end(workspace, "evaluate_loss", {"checkpoints": checkpoints, "dataset": dataset,
+                                                           "limit": limit})
+    return {**results["summary"], "warnings": results["warnings"]}
 
 
 @endpoint
@@ -546,7 +587,8 @@ def start_job(workspace: Path, kind: str, spec: dict) -> str:
     """Start a long job in a process of its own and return its id; follow it with job_status, stop it with
     cancel_job, read what it found with job_results. kind and spec: "evaluate" {checkpoints, prompts (a list or a
     dataset name), scorer, settings}; "score_dataset" {checkpoint, dataset, limit}; "evaluate_reward" {checkpoint,
-    dataset, limit}, the arguments of the endpoints of those names."""
+    dataset, limit}; "evaluate_loss" {checkpoints, dataset, limit, max_length}, the arguments of the endpoints of
+    those names."""
     from pipelines import jobs
     return jobs.start(workspace, kind, spec).name
 
@@ -688,3 +730,41 @@ def list_roads(workspace: Path) -> list[dict]:
     """Every road in the workspace, newest first: road_id, language, status, created_at."""
     from pipelines import road
     return road.list_roads(workspace)
+
+
+@endpoint
+def judge(workspace: Path, judge: str, prompt: str, answers: list[str], criteria: str = "", template: str = "",
+          mode: str = "single") -> dict:
+    """An AI judge's verdict on two answers to a prompt, asked in both orders: winner ("a", "b", or null when the
+    orders disagree or tie), orders ([{first, p_first}] for a first, then b first), agree, p_a and judge. judge: a
+    chat checkpoint or model, a reward checkpoint, a rules .py file, or declarative rules written "rules:
+    [{max_words: 80}]". A chat judge's mode: "single" grades each answer alone (template with {criteria} {prompt}
+    {answer}; no position bias), "pairwise" shows both ({answer_1} {answer_2}); template "" is the mode's default in
+    the visitor's language."""
+    from pipelines.judge import judge_answers
+    return judge_answers(workspace, judge, prompt, answers, criteria, template, mode=mode)
+
+
+@endpoint
+def label_with_judge(workspace: Path, checkpoint: str, prompts: list[str] | str, judge: str, criteria: str = "",
+                     n: int = 2, name: str = "", template: str = "", mode: str = "single") -> str:
+    """Sample n answers (2–4) per prompt (a list, or a dataset name) from checkpoint, let the judge compare every
+    pair in both orders (mode as judge's), and save the pairs it decided as the preference dataset name ("" a free one), ready for DPO
+    and reward training; pairs whose orders disagree are dropped and counted. A job: returns its id (job_status,
+    cancel_job, job_results; its summary says dataset, pairs_judged, verdicts_kept, agreement_rate, seconds)."""
+    from pipelines import jobs
+    spec = {"checkpoint": checkpoint, "prompts": prompts, "judge": judge, "criteria": criteria, "n": n, "name": name,
+            "template": template, "mode": mode}
+    return jobs.start(workspace, "label_with_judge", spec).name
+
+
+@endpoint
+def judge_agreement(workspace: Path, dataset: str, judge: str, criteria: str = "", mode: str = "single") -> dict:
+    """How far a judge agrees with people: its verdict on every pair of a votes (preference) dataset, each shown in
+    a seeded random order, against the people's choice. Returns pairs, verdicts, coverage (the share with a
+    verdict), agreement (over those), kappa (Cohen's), seconds and rows. A job that this waits for; start_job
+    "judge_agreement" {dataset, judge, criteria, mode} follows it instead."""
+    from pipelines import jobs
+    results = jobs.run_to_end(workspace, "judge_agreement", {"dataset": dataset, "judge": judge, "criteria": criteria,
+                                                                  "mode": mode})
+    return {**results["summary"], "rows": results["rows"]}

@@ -6,6 +6,8 @@
                                                      (then: accelerate launch -m pipelines train <run_dir>)
     python -m pipelines resume <run_id>              continue a stopped or interrupted run from its last checkpoint
     python -m pipelines runs                         list runs
+    python -m pipelines compare-runs <run>...        2–8 runs side by side: the settings that differ, final metrics
+    python -m pipelines leaderboard <dataset>...     the leaderboard of Compare's votes (Bradley–Terry, 95% intervals)
     python -m pipelines stop <run_id>                ask a running run to save a checkpoint and stop
     python -m pipelines prepare-model                fetch and convert the bundled model once
     python -m pipelines stages [stage]               the stages, or one stage's settings with their help
@@ -20,6 +22,8 @@
                                                      one text dataset for continued pretraining (--split blank_lines)
     python -m pipelines lens <checkpoint> <text>     what the model expected at every token (--compare another
                                                      checkpoint, --top-k 5, --json)
+    python -m pipelines judge-label <ckpt> <prompts> sample answers, let a judge pick (--judge, --criteria, --n,
+                                                     --name), save a preference dataset; follow the job
     python -m pipelines road [--language ko]         try the road: SFT → DPO and SFT → reward model → PPO on a
                                                      bundled sample with defaults, then the answers side by side
 """
@@ -58,6 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     resume = add_command("resume", help="Resume a stopped or interrupted run in the foreground.")
     resume.add_argument("run_id")
     add_command("runs", help="List runs as JSON lines.")
+    compare_runs = add_command("compare-runs", help="Print 2 to 8 runs side by side: the settings that differ "
+                               "between them and their final metrics (--json: every aligned curve too).")
+    compare_runs.add_argument("run_ids", nargs="+", help="The run ids (as `runs` lists them).")
+    compare_runs.add_argument("--align", default="step", choices=("step", "tokens"),
+                              help="x of the curves in --json: step (default) or tokens trained on.")
+    compare_runs.add_argument("--json", action="store_true", help="Print the API's result as JSON.")
+    leaderboard = add_command("leaderboard", help="The Bradley–Terry leaderboard of Compare's votes in one or more "
+                              "datasets, with bootstrap 95% intervals (a tie counts as half a win each).")
+    leaderboard.add_argument("datasets", nargs="+", help="Vote datasets (as list_datasets gives them).")
+    leaderboard.add_argument("--json", action="store_true", help="Print the API's result as JSON.")
     stop = add_command("stop", help="Ask a run to save a checkpoint and stop.")
     stop.add_argument("run_id")
     add_command("prepare-model", help="Download and convert the bundled model.")
@@ -107,6 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     road.add_argument("--model", default=BUNDLED_MODEL_ID, help="The model the road starts from (default the bundled one).")
     road.add_argument("--max-steps", type=int, default=0, help="At most this many steps per stage, for a quick look; "
                       "0 (default) keeps each stage's own.")
+    judge_label = add_command("judge-label", help="RLAIF: sample n answers per prompt from a checkpoint, let a judge "
+                              "compare every pair in both orders, save the decided pairs as a preference dataset (for "
+                              "DPO or reward training); follow the job, then print its summary as JSON.")
+    judge_label.add_argument("checkpoint", help="The checkpoint that answers (my-run/final, or any chat model).")
+    judge_label.add_argument("prompts", help="A dataset whose last user turns are the prompts (prompts-en-sample).")
+    judge_label.add_argument("--judge", default=BUNDLED_MODEL_ID, help="A chat model or checkpoint, a reward "
+                             "checkpoint, a rules .py file, or \"rules: [{max_words: 80}]\" (default the bundled model).")
+    judge_label.add_argument("--criteria", default="", help="What makes an answer better, in the judge's prompt.")
+    judge_label.add_argument("--n", type=int, default=2, help="Answers per prompt, 2–4 (default 2: one pair each).")
+    judge_label.add_argument("--name", default="", help="The new dataset's name (default a free judged-… name).")
+    judge_label.add_argument("--mode", default="single", choices=("single", "pairwise"),
+                             help="A chat judge grades each answer alone (single, default) or both in both orders (pairwise).")
     args = parser.parse_args(argv)
     workspace = Path(args.workspace).resolve()
     try:
@@ -143,6 +169,16 @@ def _dispatch(args, workspace: Path) -> int:
         for row in api.list_runs(workspace):
             print(json.dumps(row))
         return 0
+    if args.command == "compare-runs":
+        from pipelines.run_compare import report_lines
+        result = api.compare_runs(workspace, args.run_ids, args.align)
+        print(json.dumps(result, ensure_ascii=False) if args.json else "\n".join(report_lines(result)))
+        return 0
+    if args.command == "leaderboard":
+        from pipelines.leaderboard import board_lines
+        result = api.leaderboard(workspace, args.datasets)
+        print(json.dumps(result, ensure_ascii=False) if args.json else "\n".join(board_lines(result, args.datasets)))
+        return 0
     if args.command == "stop":
         print(json.dumps(api.stop_run(workspace, args.run_id)))
         return 0
@@ -170,6 +206,10 @@ def _dispatch(args, workspace: Path) -> int:
         return 0
     if args.command == "lens":
         return _lens(workspace, args.checkpoint, args.compare, args.text, args.top_k, args.json)
+    if args.command == "judge-label":
+        job_id = api.label_with_judge(workspace, args.checkpoint, args.prompts, args.judge, args.criteria, args.n, args.name,
+                                      mode=args.mode)
+        return _follow_job(workspace, job_id)
     if args.command == "job":
         from pipelines.jobs import work
         return work(Path(args.job_dir))
@@ -178,6 +218,34 @@ def _dispatch(args, workspace: Path) -> int:
         print(bundled_model_dir())
         return 0
     return 2
+
+
+def _follow_job(workspace: Path, job_id: str, poll: float = 2.0) -> int:
+    """Print a job's progress as it changes, then its summary as JSON; Ctrl-C cancels it."""
+    import time
+
+    from pipelines import api
+
+    print(f"job {job_id}", flush=True)
+    shown = None
+    try:
+        while (status := api.job_status(workspace, job_id))["status"] in ("queued", "running"):
+            line = f"{status['status']} {status['done']}/{status['total'] or '?'}" + (
+                f", {status['eta_s']:.0f} s left" if status.get("eta_s") is not None else "")
+            if line != shown:
+                print(line, flush=True)
+                shown = line
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        api.cancel_job(workspace, job_id)
+        print("cancelled", flush=True)
+        return 1
+    results = api.job_results(workspace, job_id)
+    if status["status"] != "completed":
+        print(f"job {status['status']}: {status.get('error') or ''}", file=sys.stderr)
+        return 1
+    print(json.dumps({**results["summary"], "warnings": results["warnings"]}, indent=1, ensure_ascii=False))
+    return 0
 
 
 def _print_stages(name: str | None) -> None:

@@ -173,10 +173,30 @@ def pairs_from_ranking(ranking: list[int]) -> list[tuple[int, int]]:
             if a and b and a < b]
 
 
+def round_id(turns: list[dict], histories: list[list[dict]], answers: list[str], checkpoints: list[str]) -> str:
+    """A stable name for one round of answers: the same prompt, conversation, answers and checkpoints give the same
+    id whichever column each sat in (blind mode deals them anew), so a round is counted once."""
+    import hashlib
+
+    histories = list(histories) + [[]] * (len(checkpoints) - len(histories))   # none given: no earlier turns
+    columns = sorted(zip(checkpoints, answers, [json.dumps(h, sort_keys=True, ensure_ascii=False) for h in histories]))
+    content = json.dumps({"prompt": turns, "columns": columns}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()[:24]
+
+
+def _voted_rounds(votes_path: Path) -> set[str]:
+    if not votes_path.is_file():
+        return set()
+    return {json.loads(line)["round"] for line in votes_path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
 def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpoints: list[str], ranking: list[int],
          settings: dict | None = None, system_prompt: str = "", histories: list[list[dict]] | None = None,
          column_settings: list[dict] | None = None) -> dict:
-    """Append the preference rows a vote implies to a workspace dataset (created by the first vote that adds a row).
+    """Record one vote round in a workspace dataset (created by the first vote): one line in its votes.jsonl (the
+    round's id, checkpoints, ranking, answer lengths and time: what the leaderboard counts, ties included) and the
+    preference rows the ranking implies in its data.jsonl (what a trainer learns from: ties make none). A round
+    already in votes.jsonl is refused, with nothing written.
 
     A row's prompt is what the answers were given: the system prompt (from `settings` unless given), the earlier
     turns when every column shares them, and the question. `column_settings` are the columns' overrides, recorded
@@ -202,6 +222,7 @@ def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpo
     shared = earlier[0] if earlier and all(h == earlier[0] for h in earlier) else []
     turns = (([{"role": "system", "content": system_prompt}] if system_prompt.strip() else []) + shared
              + [{"role": "user", "content": prompt}])
+    round_name = round_id(turns, earlier, answers, checkpoints)
     overrides = column_settings or [{} for _ in checkpoints]
     ranked = pairs_from_ranking(ranking)
     # A pair with an empty answer teaches nothing a trainer can use (and a preference row must hold two answers).
@@ -213,29 +234,37 @@ def vote(workspace: Path, dataset: str, prompt: str, answers: list[str], checkpo
         row = {"prompt": turns, "chosen": [{"role": "assistant", "content": answers[better]}],
                "rejected": [{"role": "assistant", "content": answers[worse]}],
                "chosen_checkpoint": checkpoints[better], "rejected_checkpoint": checkpoints[worse],
-               "settings": settings, "time": now}
+               "settings": settings, "time": now, "round": round_name}
         if overrides[better] or overrides[worse]:
             row["chosen_settings"] = {**settings, **overrides[better]}
             row["rejected_settings"] = {**settings, **overrides[worse]}
         rows.append(row)
     why_none = ("" if rows else text("compare.why_tie") if not ranked else
                 text("compare.why_identical") if not pairs else text("compare.why_empty"))
-    if rows:   # a vote that adds nothing leaves no empty dataset behind
-        with file_lock(folder.with_name(f".{dataset}.lock")):
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(folder / "data.jsonl", "a", encoding="utf-8") as handle:
-                handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-                handle.flush()
-            meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {
-                "kind": "preference", "format": "preference", "source": "votes in Compare", "rows": 0, "created": now}
-            meta["rows"] = meta.get("rows", 0) + len(rows)
-            meta["votes"] = meta.get("votes", 0) + 1
-            tmp = meta_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-            tmp.replace(meta_path)
-    return {"dataset": dataset, "added_rows": len(rows), "rows": (meta or {}).get("rows", 0),
-            "votes": (meta or {}).get("votes", 0), "skipped_empty": len(pairs) - len(usable),
-            "earlier_turns_differ": len(shared) < max((len(h) for h in earlier), default=0), "why_none": why_none}
+    logged = {"round": round_name, "checkpoints": list(checkpoints), "ranking": list(ranking),
+              "lengths": [len(answer) for answer in answers], "time": now}
+    # Every round is a battle for the leaderboard, a tie too, so every vote writes (a tie: the log line alone).
+    with file_lock(folder.with_name(f".{dataset}.lock")):
+        if round_name in _voted_rounds(folder / "votes.jsonl"):
+            raise StudioError("compare.already_voted")
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "data.jsonl", "a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            handle.flush()
+        with open(folder / "votes.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(logged, ensure_ascii=False) + "\n")
+            handle.flush()
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {
+            "kind": "preference", "format": "preference", "source": "votes in Compare", "rows": 0, "created": now}
+        meta["rows"] = meta.get("rows", 0) + len(rows)
+        meta["votes"] = meta.get("votes", 0) + 1
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        tmp.replace(meta_path)
+    return {"dataset": dataset, "added_rows": len(rows), "rows": meta["rows"], "votes": meta["votes"],
+            "skipped_empty": len(pairs) - len(usable),
+            "earlier_turns_differ": len(shared) < max((len(h) for h in earlier), default=0), "why_none": why_none,
+            "round": round_name}
 
 
 def win_rates(scores: dict[str, list[float]]) -> dict[str, dict[str, float]]:
@@ -253,28 +282,79 @@ def win_rates(scores: dict[str, list[float]]) -> dict[str, dict[str, float]]:
 
 
 def evaluate(workspace: Path, checkpoints: list[str], prompts: list[str] | str, scorer: str,
-             settings: dict | None = None, on_rows=None, rules: list | None = None) -> dict:
+             settings: dict | None = None, on_rows=None, rules: list | None = None, judging: dict | None = None) -> dict:
     """Every prompt through every checkpoint (greedy unless settings say otherwise), every answer scored by a reward
     checkpoint, a rule file and/or declarative `rules`; per-answer scores, mean per checkpoint, pairwise win rates. `on_rows` is given
-    each prompt's rows as they are scored (a job's progress, pipelines/jobs.py)."""
+    each prompt's rows as they are scored (a job's progress, pipelines/jobs.py). With `judging` (check_judging's),
+    an AI judge also compares each checkpoint's answer with the reference checkpoint's, in both orders (a row's
+    `judge`: win, loss, or tie when the orders disagree), and the report's `judge` holds each one's tally."""
+    from contextlib import nullcontext
+
     from pipelines.rl.rewards import RewardScorer, check_reward
 
     prompt_list = evaluation_prompts(workspace, prompts)
     settings = {"temperature": 0, "max_new_tokens": 128, **(settings or {})}
     rows = []
     by_checkpoint: dict[str, list[float]] = {c: [] for c in checkpoints}
-    with RewardScorer(check_reward(scorer, workspace, rules=rules), workspace) as scoring:   # a rule file: one process, stopped after
+    referee = _load_referee(workspace, judging) if judging else nullcontext()
+    tally = {c: {"wins": 0, "ties": 0, "losses": 0} for c in checkpoints if judging and c != judging["reference"]}
+    with RewardScorer(check_reward(scorer, workspace, rules=rules), workspace) as scoring, referee as judge:   # a rule file: one process, stopped after
         for prompt in prompt_list:
             answers = compare(workspace, checkpoints, prompt, settings)
             scores = scoring([[{"role": "user", "content": prompt}]] * len(answers), answers)
+            outcomes = _judged(judge, prompt, checkpoints, answers, judging["reference"]) if judging else {}
             for checkpoint, answer, score in zip(checkpoints, answers, scores):
-                rows.append({"prompt": prompt, "checkpoint": checkpoint, "answer": answer, "score": score})
+                row = {"prompt": prompt, "checkpoint": checkpoint, "answer": answer, "score": score}
+                if checkpoint in outcomes:
+                    row["judge"] = outcomes[checkpoint]
+                    tally[checkpoint][{"win": "wins", "tie": "ties", "loss": "losses"}[outcomes[checkpoint]]] += 1
+                rows.append(row)
                 by_checkpoint[checkpoint].append(score)
             if on_rows:
                 on_rows(rows[-len(answers):])
     means = {c: sum(v) / len(v) for c, v in by_checkpoint.items()}
-    return {"rows": rows, "means": means, "win_rates": win_rates(by_checkpoint), "prompts": len(prompt_list),
-            "scorer": scoring.source.describe()}
+    report = {"rows": rows, "means": means, "win_rates": win_rates(by_checkpoint), "prompts": len(prompt_list),
+              "scorer": scoring.source.describe()}
+    if judging:
+        # A tie (the two orders disagree, or the judge cannot tell) counts half a win, as win_rates counts equal scores.
+        report["judge"] = {"judge": judge.describe(), "reference": judging["reference"],
+                           "results": {c: {**t, "win_rate": (t["wins"] + t["ties"] / 2) / max(len(prompt_list), 1)}
+                                       for c, t in tally.items()}}
+    return report
+
+
+def check_judging(workspace: Path, spec: dict, checkpoints: list[str]) -> dict:
+    """An evaluate spec's optional judge: {"judging": {judge, reference, criteria, language}} when it names one
+    (checked without loading it), else {}. The reference must be one of the checkpoints, and another must face it."""
+    judge = spec.get("judge")
+    if judge in (None, "", []):
+        return {}
+    from pipelines.judge import check_criteria, check_judge
+    from pipelines.messages import current_language
+
+    check_judge(workspace, judge)
+    criteria = check_criteria(spec.get("criteria") or "")
+    reference = spec.get("reference")
+    if not isinstance(reference, str) or reference not in checkpoints or len(set(checkpoints)) < 2:
+        raise StudioError("compare.bad_reference", reference=quote(reference))
+    return {"judging": {"judge": judge, "reference": reference, "criteria": criteria,
+                        "language": spec.get("language") or current_language()}}
+
+
+def _load_referee(workspace: Path, judging: dict):
+    from pipelines.judge import load_judge
+    return load_judge(workspace, judging["judge"], judging["criteria"], language=judging["language"])
+
+
+def _judged(judge, prompt: str, checkpoints: list[str], answers: list[str], reference: str) -> dict[str, str]:
+    """{checkpoint: "win" | "loss" | "tie"} of every checkpoint's answer against the reference's, both orders of
+    every pair in one batch."""
+    from pipelines.judge import judge_pairs
+
+    theirs = answers[checkpoints.index(reference)]
+    others = [(c, a) for c, a in zip(checkpoints, answers) if c != reference]
+    verdicts = judge_pairs(judge, [(prompt, answer, theirs) for _, answer in others])
+    return {c: {"a": "win", "b": "loss", None: "tie"}[v["winner"]] for (c, _), v in zip(others, verdicts)}
 
 
 def evaluation_prompts(workspace: Path, prompts: list[str] | str) -> list[str]:

@@ -61,7 +61,8 @@ class JobKind:
 
 
 def kinds() -> dict[str, JobKind]:
-    from pipelines import export, hub_push, scoring
+    from pipelines import judge_label   # the AI judge's jobs (pipelines/judge.py)
+    from pipelines import eval_loss, export, hub_push, scoring
 
     return {
         "evaluate": JobKind(prepare_evaluation, run_evaluation, ("prompt", "checkpoint", "score", "answer")),
@@ -69,8 +70,12 @@ def kinds() -> dict[str, JobKind]:
                                  ("reward", "side", "prompt", "answer")),
         "evaluate_reward": JobKind(scoring.prepare_evaluate_pairs, scoring.run_evaluate_pairs,
                                    ("margin", "chosen_reward", "rejected_reward", "prompt", "chosen", "rejected")),
+        "evaluate_loss": JobKind(eval_loss.prepare_evaluate_loss, eval_loss.run_evaluate_loss, eval_loss.COLUMNS),
         "export": JobKind(export.prepare_export, export.run_export, export.COLUMNS),
         "push_to_hub": JobKind(hub_push.prepare_push, hub_push.run_push, hub_push.COLUMNS, hub_push.job_secrets),
+        "label_with_judge": JobKind(judge_label.prepare_label, judge_label.run_label, judge_label.LABEL_COLUMNS),
+        "judge_agreement": JobKind(judge_label.prepare_agreement, judge_label.run_agreement,
+                                   judge_label.AGREEMENT_COLUMNS),
     }
 
 
@@ -373,8 +378,9 @@ def _finish(job_dir: Path, state: str, error: StudioError | None, only_if_status
 def prepare_evaluation(workspace: Path, spec: dict) -> tuple[dict, list[Message]]:
     """spec: checkpoints (list of model ids), prompts (a list, or a dataset name), scorer (a reward checkpoint
     and/or a rules .py, joined by +, or ""), rules (declarative rules, pipelines/rl/rule_spec.py: a list, or its
-    YAML text), settings (generation settings, as chat's). The scorer, the rules or both score the answers."""
-    from pipelines.compare import evaluation_prompts
+    YAML text), settings (generation settings, as chat's). The scorer, the rules or both score the answers.
+    Optionally judge (pipelines/judge.py) and reference (one of the checkpoints), criteria: a win rate against it."""
+    from pipelines.compare import check_judging, evaluation_prompts
     from pipelines.inference import check_settings
     from pipelines.models import check_generative, resolve_model
     from pipelines.rl.rewards import check_reward
@@ -398,7 +404,7 @@ def prepare_evaluation(workspace: Path, spec: dict) -> tuple[dict, list[Message]
         rules = list_from_text(rules, "rules")
     check_reward(scorer, workspace, rules=rules)
     return {"checkpoints": checkpoints, "prompts": evaluation_prompts(workspace, prompts), "scorer": scorer,
-            "rules": rules, "settings": settings}, []
+            "rules": rules, "settings": settings, **check_judging(workspace, spec, checkpoints)}, []
 
 
 def run_evaluation(workspace: Path, spec: dict, progress: Progress) -> dict:
@@ -406,5 +412,5 @@ def run_evaluation(workspace: Path, spec: dict, progress: Progress) -> dict:
 
     progress.total(len(spec["prompts"]) * len(spec["checkpoints"]))
     report = evaluate(workspace, spec["checkpoints"], spec["prompts"], spec["scorer"], spec["settings"],
-                      on_rows=progress.rows, rules=spec.get("rules"))
+                      on_rows=progress.rows, rules=spec.get("rules"), judging=spec.get("judging"))
     return {key: value for key, value in report.items() if key != "rows"}   # the rows are in results.jsonl

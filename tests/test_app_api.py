@@ -13,6 +13,7 @@ ROAD_ENDPOINTS = {"start_road", "road_status", "stop_road", "continue_road", "li
 JOB_ENDPOINTS = {"start_job", "job_status", "cancel_job", "list_jobs", "job_results"}
 EXPORT_ENDPOINTS = {"export_model", "export_dataset", "push_to_hub"}
 LENS_ENDPOINTS = {"next_tokens", "compare_next_tokens", "pair_logratios", "sample_step"}
+ARENA_ENDPOINTS = {"leaderboard", "judge", "label_with_judge", "judge_agreement", "compare_runs", "evaluate_loss"}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_only_the_contract_endpoints_are_public(client):
     endpoints = {name.lstrip("/") for name in client.view_api(print_info=False, return_format="dict")["named_endpoints"]}
     assert CONTRACT <= endpoints
     assert not [e for e in endpoints if "lambda" in e or e.startswith("_")], endpoints
-    assert endpoints <= CONTRACT | DATA_ENDPOINTS | ROAD_ENDPOINTS | JOB_ENDPOINTS | EXPORT_ENDPOINTS | LENS_ENDPOINTS | {"resume_run", "describe_model", "evaluate_reward", "score_dataset", "run_samples", "run_probes", "list_stages"}, endpoints - CONTRACT
+    assert endpoints <= CONTRACT | DATA_ENDPOINTS | ROAD_ENDPOINTS | JOB_ENDPOINTS | EXPORT_ENDPOINTS | LENS_ENDPOINTS | ARENA_ENDPOINTS | {"resume_run", "describe_model", "evaluate_reward", "score_dataset", "run_samples", "run_probes", "list_stages"}, endpoints - CONTRACT
     from pipelines import api
     assert endpoints == {fn.__name__ for fn in api.ENDPOINTS}, "every @endpoint of api.py, and nothing else"
 

@@ -56,8 +56,8 @@ def test_votes_append_preference_rows_that_a_dpo_run_accepts(trained, tiny_model
     answers = ["Hi there!", "Go away.", "Hello."]
     result = vote(trained, "my-votes", "Say hi", answers, ["a/final", "b/final", "c/final"], [1, 3, 2], GREEDY)
     assert result == {"dataset": "my-votes", "added_rows": 3, "rows": 3, "votes": 1, "skipped_empty": 0,
-                      "earlier_turns_differ": False, "why_none": ""}
-    vote(trained, "my-votes", "Say bye", ["Bye!", "Bye!"], ["a/final", "b/final"], [1, 1])   # a tie adds nothing
+                      "earlier_turns_differ": False, "why_none": "", "round": result["round"]}
+    vote(trained, "my-votes", "Say bye", ["Bye!", "Bye!"], ["a/final", "b/final"], [1, 1])   # a tie adds no row
     empty = vote(trained, "my-votes", "Say bye", ["Bye!", "  "], ["a/final", "b/final"], [1, 2])
     assert (empty["added_rows"], empty["skipped_empty"]) == (0, 1), "an empty answer cannot be a training row"
     assert "one of them is empty" in empty["why_none"]
@@ -66,7 +66,7 @@ def test_votes_append_preference_rows_that_a_dpo_run_accepts(trained, tiny_model
         [("Hi there!", "Go away."), ("Hi there!", "Hello."), ("Hello.", "Go away.")]
     assert rows[0]["chosen_checkpoint"] == "a/final" and rows[0]["settings"] == GREEDY
     listed = {d["name"]: d for d in api.list_datasets(trained)}
-    assert listed["my-votes"]["kind"] == "preference" and listed["my-votes"]["votes"] == 1, "the votes that added rows"
+    assert listed["my-votes"]["kind"] == "preference" and listed["my-votes"]["votes"] == 3, "every round, ties too"
     config = tiny_config(tiny_model, max_steps=1).replace("stage: sft", "stage: dpo").replace("dataset: tiny.jsonl", "dataset: my-votes")
     assert api.prepare_run(trained, config).is_dir()
 
@@ -91,9 +91,9 @@ def test_a_vote_records_what_the_answers_were_asked_with_once_and_explains_a_vot
 
     overrides = ['{"temperature": 1.2, "seed": 7}', "", "", ""]
     *_, mapping, asked, _, _ = ask_rounds(trained, "Say hi", system="Answer like a pirate", overrides=overrides)[-1]
-    text, tie_asked, *_ = cast_ranking(trained, "A=B", "context-votes", asked, mapping)
+    text, tie_asked, *_ = cast_ranking(trained, "A=B", "context-ties", asked, mapping)
     assert "0 preference row(s)" in text and "nothing to learn from" in text
-    assert not (trained / "datasets" / "context-votes").exists(), "a vote that adds nothing leaves no empty dataset"
+    assert (trained / "datasets" / "context-ties" / "data.jsonl").read_text() == "", "a tie is logged, with no row"
     text, voted, *_ = cast_ranking(trained, "A>B", "context-votes", asked, mapping)
     row = json.loads((trained / "datasets" / "context-votes" / "data.jsonl").read_text().splitlines()[0])
     assert row["prompt"] == [{"role": "system", "content": "Answer like a pirate"}, {"role": "user", "content": "Say hi"}]

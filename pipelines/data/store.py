@@ -137,7 +137,10 @@ def normalise_file(path: Path) -> Normalised:
 def load_dataset(name: str, workspace: Path, kind: str | None = None) -> tuple[str, Normalised]:
     """(kind, normalised rows) of a dataset that is usable as it is, and of `kind` when one is asked for;
     refused in one sentence (naming the first bad row, or the kind it holds) if not."""
-    found, result = normalise_records(read_records(locate(name, workspace)))
+    path = locate(name, workspace)
+    if path.name == "data.jsonl" and not path.stat().st_size and path.with_name("votes.jsonl").is_file():
+        raise StudioError("data.votes_without_pairs", name=quote(name))   # only ties: votes, yet no pair to learn
+    found, result = normalise_records(read_records(path))
     if kind and found != kind:
         _refuse_kind(name, found, kind)
     if result.errors:

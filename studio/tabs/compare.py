@@ -18,6 +18,7 @@ from pipelines import api
 from pipelines.errors import StudioError
 from pipelines.messages import text
 from studio import job_view
+from studio.leaderboard_view import show_board
 from studio.charts import mean_score_bars
 from studio.choices import dataset_names
 from studio.errors import shows_errors
@@ -66,6 +67,7 @@ def build(workspace: Path) -> CompareTab:
         with gr.Row():
             prompt = gr.Textbox(label=t("chat.message"), placeholder=t("compare.placeholder"), scale=5, lines=2)
             send = gr.Button(t("chat.send"), variant="primary", scale=1)
+            regenerate = gr.Button(t("compare.regenerate"), scale=1)
             clear = gr.Button(t("chat.clear"), scale=1)
         with gr.Row():
             votes = gr.Textbox(value="my-votes", label=t("compare.vote_dataset"), scale=2)
@@ -77,9 +79,12 @@ def build(workspace: Path) -> CompareTab:
             ranking = gr.Textbox(label=t("compare.ranking"), placeholder="B > A > C", scale=3)
             rank_vote = gr.Button(t("compare.rank_vote"), scale=1)
         vote_report = gr.Markdown()
+        board = gr.Markdown()         # the leaderboard of the votes dataset, redrawn after each vote
         mapping = gr.State([])        # column → checkpoint of the last round (server-side only)
         asked = gr.State({})          # what the last round was asked with and answered (server-side only)
         with gr.Accordion(t("compare.evaluate"), open=False) as evaluation:
+            score_by = gr.Radio([(t("compare.by_answers"), "answers"), (t("compare.by_loss"), "loss")],
+                                value="answers", label=t("compare.score_by"))
             with gr.Row():
                 eval_dataset = gr.Dropdown(choices=[""] + dataset_names(workspace), value="", allow_custom_value=True,
                                            label=t("compare.eval_dataset"), scale=2)
@@ -94,6 +99,8 @@ def build(workspace: Path) -> CompareTab:
             eval_table = gr.Dataframe(headers=_eval_headers(), interactive=False, wrap=True, column_widths=EVAL_WIDTHS,
                                       max_height=360)
             eval_files = gr.File(label=t("compare.export"), file_count="multiple", interactive=False)
+        from studio.tabs import judge_view   # the AI judge (RLAIF) accordion: judges the last round in `asked`
+        judge_view.build(workspace, asked)
 
     private = {"api_visibility": "private"}
     tab.select(in_workspace(refresh_pickers), pickers, pickers, **private)
@@ -109,10 +116,21 @@ def build(workspace: Path) -> CompareTab:
     send.click(shows_errors(ask_clicked), {*asking.values(), *pickers, *overrides, *labels, *chatbots},
                [*chatbots, mapping, asked, vote_report, prompt], **private)
     clear.click(lambda: [[] for _ in chatbots] + [[], {}], None, [*chatbots, mapping, asked], **private)
+    again = dict(asked=asked, previous=mapping, blind=blind, labels=labels, chatbots=chatbots)
+
+    def regenerate_clicked(values: dict):
+        yield from regenerate_round(current_workspace(), **{name: [values[c] for c in part] if isinstance(part, list)
+                                                            else values[part] for name, part in again.items()})
+
+    regenerate.click(shows_errors(regenerate_clicked), {asked, mapping, blind, *labels, *chatbots},
+                     [*chatbots, mapping, asked, vote_report, seed], **private)
     vote_inputs, vote_outputs = [votes, asked, mapping], [vote_report, asked, *chatbots]
     for button, ranks in ((a_better, "A>B"), (b_better, "B>A"), (tie, "A=B"), (both_bad, "bad")):
-        button.click(in_workspace(cast_ranking, ranks), vote_inputs, vote_outputs, **private)
-    rank_vote.click(in_workspace(cast_typed_ranking), [ranking, *vote_inputs], vote_outputs, **private)
+        button.click(in_workspace(cast_ranking, ranks), vote_inputs, vote_outputs, **private).success(
+            in_workspace(show_board), [votes], [board], **private)
+    rank_vote.click(in_workspace(cast_typed_ranking), [ranking, *vote_inputs], vote_outputs, **private).success(
+        in_workspace(show_board), [votes], [board], **private)
+    gr.on([votes.submit, votes.blur, tab.select], in_workspace(show_board), [votes], [board], **private)
     free.click(shows_errors(free_clicked), None, [vote_report], **private)
     # Evaluate: a job in its own process, followed by the panel's timer.
     eval_shown = [eval_panel.job, eval_panel.cancel, eval_panel.timer, eval_panel.progress, eval_summary, eval_chart,
@@ -120,11 +138,15 @@ def build(workspace: Path) -> CompareTab:
 
     def evaluate_clicked(values: dict):
         return start_evaluation(current_workspace(), values[eval_dataset], values[eval_prompts], values[scorer],
-                                [values[p] for p in pickers[:int(values[count])]], values[max_new], values[eval_rules])
+                                [values[p] for p in pickers[:int(values[count])]], values[max_new], values[eval_rules],
+                                values[score_by])
 
-    run_eval.click(shows_errors(evaluate_clicked), {eval_dataset, eval_prompts, scorer, eval_rules, count, max_new,
+    run_eval.click(shows_errors(evaluate_clicked), {eval_dataset, eval_prompts, scorer, eval_rules, score_by, count, max_new,
                                                     *pickers},
                    [eval_panel.job, eval_panel.timer], **private)
+    # Held-out loss reads the dataset's rows as they are: typed prompts, a scorer and rules do not apply to it.
+    score_by.change(lambda by: [gr.update(visible=by == "answers")] * 3, [score_by], [eval_prompts, scorer, eval_rules],
+                    **private)
     evaluation.expand(in_workspace(job_view.refresh_jobs, EVAL_KINDS), [eval_panel.job], [eval_panel.job],
                       **private)
     eval_panel.job.change(in_workspace(show_evaluation), [eval_panel.job], eval_shown, **private)
@@ -183,9 +205,38 @@ def ask(workspace: Path, prompt: str, count: int, blind: bool, max_new, temperat
             shown[column][-1] = {"role": "assistant", "content": shown_reply(answer, limit)}
         # A vote records exactly what was asked and answered here, whatever the sliders say by then.
         asked = {"prompt": prompt, "answers": [answer.text for answer in answers], "settings": settings,
-                 "histories": histories, "column_settings": column_settings, "voted": False}
-        yield (*[gr.update(value=shown[c], label=LETTERS[c] if blind else f"{labels[c] or LETTERS[c]} · {mapping[c]}")
-                 if c < count else gr.update() for c in range(MAX_COLUMNS)], mapping, asked, "", "")
+                 "histories": histories, "column_settings": column_settings, "voted": False, "complete": False}
+        columns = [gr.update(value=shown[c], label=LETTERS[c] if blind else f"{labels[c] or LETTERS[c]} · {mapping[c]}")
+                   if c < count else gr.update() for c in range(MAX_COLUMNS)]
+        yield (*columns, mapping, asked, "", "")
+    # Only whole answers can be voted on: a vote cast while they stream would record half an answer.
+    yield (*columns, mapping, {**asked, "complete": True}, "", "")
+
+
+def regenerate_round(workspace: Path, asked: dict, previous: list[str], blind: bool, labels: list[str],
+                     chatbots: list[list]):
+    """Throw the last round away (its turn leaves every column) and ask its question again, with its settings and
+    a new seed; in blind mode the columns are dealt anew, each keeping the conversation of its checkpoint. Streams
+    the columns, the round's deal and what it asked, the vote report and the new seed."""
+    if not previous or not asked:
+        raise StudioError("compare.ask_first")
+    count = len(previous)
+    earlier = [list(chatbots[c] or [])[:-2] for c in range(count)]   # less the last question and its answer
+    order = list(range(count))
+    if blind:
+        random.shuffle(order)
+    settings = {**asked["settings"], "seed": random.randint(1, 2**31 - 1)}
+    if not settings.get("temperature"):
+        gr.Info(text("compare.regenerate_greedy"))
+    overrides = [json.dumps(asked["column_settings"][i]) if asked["column_settings"][i] else "" for i in order]
+    # The round's own checkpoints, settings and overrides: what the sliders and pickers say now is a new question.
+    for update in ask(workspace, asked["prompt"], count, blind, settings["max_new_tokens"], settings["temperature"],
+                      settings["top_p"], settings["seed"], settings["system_prompt"],
+                      pickers=[previous[i] for i in order], overrides=overrides,
+                      labels=[labels[i] for i in order] if not blind else list(labels),
+                      chatbots=[earlier[i] for i in order] + [[]] * (MAX_COLUMNS - count),
+                      previous=[previous[i] for i in order]):
+        yield (*update[:-1], settings["seed"])
 
 
 def _same_deal(chosen: list[str], previous: list[str]) -> list[int]:
@@ -234,6 +285,8 @@ def cast_ranking(workspace: Path, spec: str, dataset, asked: dict, mapping):
         raise StudioError("compare.ask_first")
     if asked.get("voted"):
         raise StudioError("compare.already_voted")
+    if not asked.get("complete", True):
+        raise StudioError("compare.still_answering")
     count = len(mapping)
     result = api.vote(workspace, (dataset or "").strip(), asked["prompt"], asked["answers"], mapping,
                       _ranks_from(spec, count), asked["settings"], histories=asked["histories"],
@@ -250,16 +303,23 @@ def cast_ranking(workspace: Path, spec: str, dataset, asked: dict, mapping):
             *[gr.update(label=f"{LETTERS[c]} · {mapping[c]}") if c < count else gr.update() for c in range(MAX_COLUMNS)])
 
 
-EVAL_KINDS = ("evaluate",)
+EVAL_KINDS = ("evaluate", "evaluate_loss")
 EVAL_COLUMNS = ("prompt", "checkpoint", "score", "answer")
 EVAL_WIDTHS = ["24%", "16%", "8%", "52%"]   # the answer gets the room; long text wraps inside its column
+LOSS_COLUMNS = ("checkpoint", "perplexity", "loss", "text")   # in EVAL_WIDTHS' shape: the row's text gets the room
 
 
 def start_evaluation(workspace: Path, dataset: str, typed: str, scorer: str, checkpoints: list[str], max_new,
-                     rules: str = ""):
+                     rules: str = "", score_by: str = "answers"):
     """Every prompt (a dataset's, or typed one per line) through every picked checkpoint, greedy, scored by the
-    scorer and/or the rules (YAML, as the Train form's): a job of its own (pipelines/jobs.py), which show_evaluation
+    scorer and/or the rules (YAML, as the Train form's); or, scored by held-out loss, the dataset's rows measured
+    by each checkpoint's loss (pipelines/eval_loss.py). A job of its own (pipelines/jobs.py), which show_evaluation
     follows."""
+    if score_by == "loss":
+        if not dataset:
+            raise StudioError("compare.loss_needs_dataset")
+        job_id = api.start_job(workspace, "evaluate_loss", {"checkpoints": list(checkpoints), "dataset": dataset})
+        return job_view.started(workspace, EVAL_KINDS, job_id)
     prompts = dataset if dataset else [line for line in (typed or "").splitlines() if line.strip()]
     job_id = api.start_job(workspace, "evaluate", {"checkpoints": list(checkpoints), "prompts": prompts,
                                                    "scorer": scorer or "", "rules": rules or "",
@@ -274,12 +334,34 @@ def show_evaluation(workspace: Path, job_id: str | None):
     controls = job_view.controls(workspace, EVAL_KINDS, job)
     if job is None:
         return *controls, "", "", None, job_view.table(_eval_headers(), []), None
+    if job["kind"] == "evaluate_loss":
+        rows = [[r["checkpoint"], _rounded(r["perplexity"]), _rounded(r["loss"]), r["text"]]
+                for r in job["rows"][:job_view.SHOWN_ROWS]]
+        summary = (loss_summary(job["summary"]) if job["summary"] else "") + job_view.shown_note(job)
+        return (*controls, job_view.progress_line(job["status_of"]), summary.strip(), gr.update(value=None, visible=False),
+                job_view.table([text(f"compare.col.{c}") for c in LOSS_COLUMNS], rows), job_view.downloads(job))
     rows = [[r["prompt"], r["checkpoint"], round(r["score"], 3), r["answer"]] for r in job["rows"][:job_view.SHOWN_ROWS]]
     report = job["summary"]
     summary = (evaluation_summary(report) if report else "") + job_view.shown_note(job)
     return (*controls, job_view.progress_line(job["status_of"]), summary.strip(),
-            mean_score_bars(report["means"]) if report else None, job_view.table(_eval_headers(), rows),
+            gr.update(value=mean_score_bars(report["means"]) if report else None, visible=True),
+            job_view.table(_eval_headers(), rows),
             job_view.downloads(job))
+
+
+def _rounded(value: float | None):
+    return "—" if value is None else round(value, 4)
+
+
+def loss_summary(report: dict) -> str:
+    """Each checkpoint's mean loss per token and perplexity on the rows, best (lowest) first."""
+    lines = [text("compare.loss_summary", rows=report["rows"], dataset=report["dataset"]), "",
+             "| " + " | ".join(text(f"compare.col.{c}") for c in ("checkpoint", "loss_per_token", "perplexity", "tokens", "loss_on"))
+             + " |", "|---|---:|---:|---:|---|"]
+    measured = sorted(report["checkpoints"].items(), key=lambda kv: (kv[1]["loss"] is None, kv[1]["loss"] or 0))
+    lines += [f"| {c} | {_rounded(m['loss'])} | {_rounded(m['perplexity'])} | {m['tokens']} | "
+              f"{text('compare.loss_on.' + report['loss_on'][c])} |" for c, m in measured]
+    return "\n".join(lines)
 
 
 def _eval_headers() -> list[str]:

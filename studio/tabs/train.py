@@ -22,6 +22,7 @@ from studio.choices import checkpoint_choices, dataset_choices, dataset_names
 from studio.form import field_component, form_settings, on, section_fields, values_to_config
 from studio.i18n import t, time_left
 from studio.rule_builder import rule_builder
+from studio.tabs import runs_compare
 from studio.identity import for_visitor, in_workspace
 
 REFRESH_S = 1.5          # the selected run's status, chart and log
@@ -108,6 +109,7 @@ def build(workspace: Path):
         gr.Markdown(f"### {t('train.runs')}")
         runs_table = gr.Dataframe(value=runs_table_value(api.list_runs(workspace)), interactive=False, wrap=True,
                                   elem_classes="reading-table")
+        runs_compare.build(workspace)   # Runs side by side: curves, differing settings, final metrics
         timer = gr.Timer(REFRESH_S)
         list_timer = gr.Timer(RUNS_REFRESH_S)
 
