@@ -836,6 +836,8 @@ MESSAGES = {
     "compare.bad_reference": "A judge compares each checkpoint with a reference: pick as reference one of the checkpoints evaluated (and at least one other), not {reference}.",
     "compare.col.judge": "judge vs reference", "compare.judge_summary": "Judged by {judge} against **{reference}**, both orders of every pair (a tie when they disagree counts half):",
     "compare.col.wins": "wins", "compare.col.ties": "ties", "compare.col.losses": "losses", "compare.col.win_rate": "win rate",
+    "compare.eval_judge": "Judge for a win rate (optional): a chat model, a reward checkpoint or rules: [...]",
+    "compare.eval_reference": "…against this reference checkpoint (one of the columns)",
     "compare.col.row": "row", "compare.col.text": "text", "compare.col.loss_on": "loss on",
     # the AI judge (RLAIF): verdicts in both orders, labelling a prompt set, agreement with votes (pipelines/judge.py,
     # pipelines/judge_label.py, studio/tabs/judge_view.py)

@@ -900,6 +900,8 @@ MESSAGES = {
     "compare.bad_reference": "심판은 각 체크포인트를 기준과 비교합니다. 평가하는 체크포인트 중 하나를 기준으로 고르고(다른 하나 이상과 함께) 다시 시도하세요. 받은 값: {reference}",
     "compare.col.judge": "심판 (기준 대비)", "compare.judge_summary": "{judge} 심판, 기준 **{reference}**, 모든 쌍을 두 순서로 (두 순서가 엇갈린 무승부는 절반으로 셈):",
     "compare.col.wins": "승", "compare.col.ties": "무", "compare.col.losses": "패", "compare.col.win_rate": "승률",
+    "compare.eval_judge": "승률을 낼 심판 (선택): 채팅 모델, 보상 체크포인트 또는 rules: [...]",
+    "compare.eval_reference": "…이 기준 체크포인트와 비교 (열 중 하나)",
     "compare.col.row": "행", "compare.col.text": "텍스트", "compare.col.loss_on": "손실 대상",
     # AI 심판(RLAIF): 두 순서로 묻는 판정, 프롬프트 모음 라벨링, 투표와의 일치도 (pipelines/judge.py,
     # pipelines/judge_label.py, studio/tabs/judge_view.py)

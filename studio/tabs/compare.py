@@ -92,6 +92,10 @@ def build(workspace: Path) -> CompareTab:
                 scorer = gr.Textbox(label=t("compare.scorer"), placeholder="my-rm/final + rules.py", scale=2)
                 eval_rules = gr.Textbox(label=t("compare.eval_rules"), placeholder="- {max_words: 80}", lines=2,
                                         scale=2)
+            with gr.Row() as judging:
+                eval_judge = gr.Textbox(label=t("compare.eval_judge"), placeholder=api.BUNDLED_MODEL_ID, scale=3)
+                eval_reference = gr.Dropdown(choices=[""] + checkpoints, value="", allow_custom_value=True,
+                                             label=t("compare.eval_reference"), scale=2)
             run_eval = gr.Button(t("compare.run_eval"), variant="primary")
             eval_panel = job_view.build_panel()
             eval_summary = gr.Markdown()
@@ -139,14 +143,15 @@ def build(workspace: Path) -> CompareTab:
     def evaluate_clicked(values: dict):
         return start_evaluation(current_workspace(), values[eval_dataset], values[eval_prompts], values[scorer],
                                 [values[p] for p in pickers[:int(values[count])]], values[max_new], values[eval_rules],
-                                values[score_by])
+                                values[score_by], values[eval_judge], values[eval_reference])
 
-    run_eval.click(shows_errors(evaluate_clicked), {eval_dataset, eval_prompts, scorer, eval_rules, score_by, count, max_new,
+    run_eval.click(shows_errors(evaluate_clicked), {eval_dataset, eval_prompts, scorer, eval_rules, score_by, eval_judge,
+                                                    eval_reference, count, max_new,
                                                     *pickers},
                    [eval_panel.job, eval_panel.timer], **private)
     # Held-out loss reads the dataset's rows as they are: typed prompts, a scorer and rules do not apply to it.
-    score_by.change(lambda by: [gr.update(visible=by == "answers")] * 3, [score_by], [eval_prompts, scorer, eval_rules],
-                    **private)
+    score_by.change(lambda by: [gr.update(visible=by == "answers")] * 4, [score_by],
+                    [eval_prompts, scorer, eval_rules, judging], **private)
     evaluation.expand(in_workspace(job_view.refresh_jobs, EVAL_KINDS), [eval_panel.job], [eval_panel.job],
                       **private)
     eval_panel.job.change(in_workspace(show_evaluation), [eval_panel.job], eval_shown, **private)
@@ -310,11 +315,12 @@ LOSS_COLUMNS = ("checkpoint", "perplexity", "loss", "text")   # in EVAL_WIDTHS' 
 
 
 def start_evaluation(workspace: Path, dataset: str, typed: str, scorer: str, checkpoints: list[str], max_new,
-                     rules: str = "", score_by: str = "answers"):
+                     rules: str = "", score_by: str = "answers", judge: str = "", reference: str = ""):
     """Every prompt (a dataset's, or typed one per line) through every picked checkpoint, greedy, scored by the
     scorer and/or the rules (YAML, as the Train form's); or, scored by held-out loss, the dataset's rows measured
     by each checkpoint's loss (pipelines/eval_loss.py). A job of its own (pipelines/jobs.py), which show_evaluation
-    follows."""
+    follows. With a judge and a reference column, each other column's answers are also judged against the
+    reference's (a win rate)."""
     if score_by == "loss":
         if not dataset:
             raise StudioError("compare.loss_needs_dataset")
@@ -323,6 +329,7 @@ def start_evaluation(workspace: Path, dataset: str, typed: str, scorer: str, che
     prompts = dataset if dataset else [line for line in (typed or "").splitlines() if line.strip()]
     job_id = api.start_job(workspace, "evaluate", {"checkpoints": list(checkpoints), "prompts": prompts,
                                                    "scorer": scorer or "", "rules": rules or "",
+                                                   "judge": (judge or "").strip(), "reference": reference or "",
                                                    "settings": {"max_new_tokens": int(max_new), "temperature": 0}})
     return job_view.started(workspace, EVAL_KINDS, job_id)
 
@@ -377,4 +384,11 @@ def evaluation_summary(report: dict) -> str:
               "|---|" + "---:|" * len(report["win_rates"])]
     for a, row in report["win_rates"].items():
         lines.append(f"| {a} | " + " | ".join("—" if a == b else f"{row[b]:.0%}" for b in report["win_rates"]) + " |")
+    if report.get("judge"):   # the judge's tally against the reference, best first
+        judged = report["judge"]
+        lines += ["", text("compare.judge_summary", judge=judged["judge"], reference=judged["reference"]), "",
+                  "| " + " | ".join(text(f"compare.col.{c}") for c in ("checkpoint", "wins", "ties", "losses", "win_rate"))
+                  + " |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {c} | {r['wins']} | {r['ties']} | {r['losses']} | {r['win_rate']:.0%} |"
+                  for c, r in sorted(judged["results"].items(), key=lambda kv: -kv[1]["win_rate"])]
     return "\n".join(lines)
