@@ -62,7 +62,7 @@ class TrainSettings:
     save_steps: int = setting(20, "Save a checkpoint every this many steps (one is also saved at the end and on stop).", minimum=1, maximum=MAX_STEPS)
     save_total_limit: int = setting(3, "Checkpoints kept: when a new one is saved the oldest goes, but never the one with the best eval loss (with an eval set); 0 keeps every one.", minimum=0, maximum=1000)
     seed: int = setting(42, "Random seed for data order and initialisation.", minimum=0, maximum=MAX_SEED)
-    precision: str = setting("auto", "Numeric precision: auto = bf16 on a GPU that supports it, fp32 on CPU (bf16 on CPU is 2.5–5× slower).",
+    precision: str = setting("auto", "Numeric precision: auto = bf16 on a GPU that supports it and on a CPU that multiplies bf16 natively (measured at start: avx512_bf16 or AMX), else fp32 (a CPU that emulates bf16 is 2.5–5× slower in it).",
                             choices=("auto", "fp32", "bf16", "fp16"))
     gradient_checkpointing: str = setting("auto", "Recompute activations to save memory: auto = on only for models of 1B+ parameters on a GPU (it costs ~30% speed).",
                                          choices=("auto", "on", "off"))

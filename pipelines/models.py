@@ -172,11 +172,16 @@ def best_device() -> str:
 
 
 def auto_precision(device: str) -> str:
-    """What train.precision "auto" trains in on `device`: bf16 where the hardware does it fast (a recent GPU), fp32
-    on CPU, where bf16 is 2.5–5× slower."""
+    """What train.precision "auto" trains in on `device`: bf16 where the hardware does it fast — a recent GPU, or a
+    CPU with native bf16 (avx512_bf16 or AMX: measured, pipelines/device_speed.py) — else fp32: a CPU that emulates
+    bf16 trains 2.5–5× slower in it."""
     import torch
 
-    return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    from pipelines.device_speed import cpu_bf16_is_fast
+
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device == "cpu" and cpu_bf16_is_fast() else "fp32"
 
 
 def describe_model(spec: str, workspace: Path, batch_size: int = 4, seq_len: int = 512) -> dict:

@@ -19,6 +19,7 @@ from pipelines.models import check_context_length
 from pipelines.panels import Panel
 from pipelines.stages import declare
 from pipelines.stages.common import RunContext, count_parameters, eval_args, lora_config, start_policy_stage, train_and_finish
+from pipelines.stages.lm_loss import speed_up
 
 # exp() of a loss beyond this overflows a float's range of useful numbers: a diverged run reads as this, not inf.
 MAX_LOGGED_LOSS = 50.0
@@ -70,6 +71,7 @@ def run(context: RunContext):
         peft_config=lora_config(config),
         callbacks=[perplexity_callback(), *context.callbacks],   # first: the recorder then logs what it adds
     )
+    speed_up(trainer, inputs.device)
     return train_and_finish(context, trainer)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pipelines.models import check_chat_template, check_context_length, estimate_training_memory
 from pipelines.stages import declare
 from pipelines.stages.common import RunContext, count_parameters, lora_config, start_policy_stage, train_and_finish
+from pipelines.stages.lm_loss import speed_up
 
 
 STAGE = declare(
@@ -41,6 +42,7 @@ def run(context: RunContext):
         peft_config=lora_config(config),
         callbacks=context.callbacks,
     )
+    speed_up(trainer, inputs.device)
     return train_and_finish(context, trainer)
 
 
