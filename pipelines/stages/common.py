@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pipelines import run_files
+from pipelines.accelerators import describe as describe_accelerators, liger_args, use_fast_attention
 from pipelines.config import RunConfig
 from pipelines.errors import StudioError
 from pipelines.models import (ModelSource, auto_precision, best_device, load_model, load_tokenizer, resolve_model,
@@ -86,11 +87,15 @@ def load_policy(source: ModelSource, config: RunConfig, device: str, bf16: bool)
 
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                           bnb_4bit_compute_dtype=torch.bfloat16)
-        return AutoModelForCausalLM.from_pretrained(source.base, quantization_config=quantization, dtype=torch.bfloat16,
-                                                    trust_remote_code=trust_remote_code(), use_safetensors=True)
-    # Frozen LoRA bases can sit in bf16; weights that are trained stay fp32 (bf16 autocast does the math).
-    dtype = torch.bfloat16 if bf16 and config.peft.method == "lora" else torch.float32
-    return load_model(source, dtype=dtype, merge_adapters=True)
+        model = AutoModelForCausalLM.from_pretrained(source.base, quantization_config=quantization,
+                                                     dtype=torch.bfloat16, trust_remote_code=trust_remote_code(),
+                                                     use_safetensors=True)
+    else:
+        # Frozen LoRA bases can sit in bf16; weights that are trained stay fp32 (bf16 autocast does the math).
+        dtype = torch.bfloat16 if bf16 and config.peft.method == "lora" else torch.float32
+        model = load_model(source, dtype=dtype, merge_adapters=True)
+    use_fast_attention(model, device, half_precision=bf16 or config.train.precision == "fp16")
+    return model
 
 
 def lora_config(config: RunConfig, task_type: str = "CAUSAL_LM"):
@@ -129,6 +134,7 @@ def common_training_args(context: RunContext, device: str, n_params: int) -> dic
         "gradient_checkpointing": use_gradient_checkpointing(context.config, device, n_params),
         "use_cpu": device == "cpu",
         **precision_args(context.config, device),
+        **liger_args(context.config.stage, device),    # Liger's kernels where installed, on a GPU
         **eval_args(context.config, bool(context.config.eval_dataset)),
     }
 
@@ -226,6 +232,7 @@ def start_policy_stage(context: RunContext) -> tuple[StageInputs, object, dict]:
     inputs = stage_inputs(context)
     model = load_policy(inputs.source, context.config, inputs.device,
                         bf16=precision_args(context.config, inputs.device)["bf16"])
+    print(describe_accelerators(inputs.device, context.config.stage, model.config), flush=True)
     return inputs, model, common_training_args(context, inputs.device, count_parameters(model))
 
 

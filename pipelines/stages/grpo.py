@@ -15,7 +15,7 @@ from pipelines.config import MAX_TEMPERATURE, reward_rules, reward_source, setti
 from pipelines.errors import StudioError
 from pipelines.signals import rl_signs
 from pipelines.stages import declare
-from pipelines.stages.common import RunContext, lora_config, start_policy_stage, train_and_finish
+from pipelines.stages.common import RunContext, count_parameters, lora_config, start_policy_stage, train_and_finish
 
 
 @dataclass
@@ -55,6 +55,7 @@ STAGE = declare(
 
 def sampled_rl_parts(context: RunContext, settings):
     """What GRPO and RLOO share: inputs, the policy, common arguments, the reward function and its step tracker."""
+    from pipelines.accelerators import vllm_args
     from pipelines.rl.rewards import RewardScorer, reward_for_run
     from pipelines.rl.trl_rewards import StepTracker, StudioReward
     from pipelines.train import is_main_process
@@ -67,7 +68,9 @@ def sampled_rl_parts(context: RunContext, settings):
                           context.workspace)
     reward = StudioReward(scorer, context.run_dir, tracker, is_main_process())
     sampling = {"num_generations": settings.num_generations, "max_completion_length": settings.response_length,
-                "temperature": settings.temperature, "beta": settings.beta}
+                "temperature": settings.temperature, "beta": settings.beta,
+                # vLLM generates the answers where it is installed and the run is on a CUDA GPU (colocate mode)
+                **vllm_args(inputs.device, count_parameters(model), context.config.stage)}
     return inputs, model, common, reward, tracker, sampling
 
 
