@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                               help="x of the curves in --json: step (default) or tokens trained on.")
     compare_runs.add_argument("--json", action="store_true", help="Print the API's result as JSON.")
     leaderboard = add_command("leaderboard", help="The Bradley–Terry leaderboard of Compare's votes in one or more "
-                              "datasets, with bootstrap 95% intervals (a tie counts as half a win each).")
+                              "datasets, with bootstrap 95%% intervals (a tie counts as half a win each).")
     leaderboard.add_argument("datasets", nargs="+", help="Vote datasets (as list_datasets gives them).")
     leaderboard.add_argument("--json", action="store_true", help="Print the API's result as JSON.")
     stop = add_command("stop", help="Ask a run to save a checkpoint and stop.")

@@ -101,3 +101,20 @@ def test_a_preference_run_on_a_handful_of_pairs_starts_but_says_so(tiny_model, w
     run_dir = api.prepare_run(workspace, f"stage: dpo\nmodel: {tiny_model}\ndataset: eight-pairs.jsonl\n"
                                          "train: {max_length: 64}")
     assert not any("by heart" in w for w in api.run_status(workspace, run_dir.name)["warnings"])
+
+
+def test_every_cli_command_prints_its_help(capsys):
+    """argparse formats each help text with %: a bare % in one (a "95% interval") breaks `--help` for all."""
+    import pytest
+
+    from pipelines import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    assert done.value.code == 0
+    commands = capsys.readouterr().out.split("{", 1)[1].split("}", 1)[0].split(",")
+    assert "leaderboard" in commands
+    for command in commands:
+        with pytest.raises(SystemExit) as done:
+            cli.main([command, "--help"])
+        assert done.value.code == 0, command
