@@ -155,7 +155,8 @@ def start_run(workspace: Path, config: str) -> str:
 @endpoint
 def run_status(workspace: Path, run_id: str) -> dict:
     """A run's run_id, status, queue_position, step, max_steps, eta_s, last_metrics, error, checkpoints (steps),
-    has_final, warnings and datasets (what a rejection-sampling run saved)."""
+    has_final, warnings, datasets (what a rejection-sampling run saved) and throughput (peak_gflops, dtype, device,
+    tokens_per_second)."""
     run_dir = runs.run_dir_of(workspace, run_id)
     run_queue.dispatch(workspace)   # a place freed by a run that died is taken as soon as anyone looks
     status = runs.refresh_status(run_dir)
@@ -168,6 +169,8 @@ def run_status(workspace: Path, run_id: str) -> dict:
         "checkpoints": run_files.checkpoint_steps(run_dir), "has_final": (run_dir / "final").is_dir(),
         "warnings": said["warnings"] + _live_warnings(run_dir),
         "datasets": status.get("datasets") or {},   # what a rejection-sampling run saved: {"best": ..., "pairs": ...}
+        # the measured peak, its precision and the mean tokens/s so far (pipelines/throughput.py); {} before training
+        "throughput": status.get("throughput") or {},
     }
 
 

@@ -19,7 +19,9 @@ class Panel:
 
 LOSS = Panel("chart.loss", ("loss", "nll_loss"))
 ACCURACY = Panel("chart.accuracy", ("rewards/accuracies", "accuracy"), SHARE)
-SHARED_LAST = (Panel("chart.learning_rate", ("learning_rate",)), Panel("chart.grad_norm", ("grad_norm",)))
+# How fast the run goes (pipelines/throughput.py): every stage logs them, so they come last with the learning rate.
+THROUGHPUT = (Panel("chart.tokens_per_second", ("tokens_per_second",)), Panel("chart.mfu", ("mfu",), SHARE))
+SHARED_LAST = (Panel("chart.learning_rate", ("learning_rate",)), Panel("chart.grad_norm", ("grad_norm",)), *THROUGHPUT)
 
 REWARD_MODEL = (
     ACCURACY,
@@ -46,7 +48,8 @@ BEST_OF_N = (Panel("chart.best_of_n", ("best_score", "mean_score", "worst_score"
 
 
 def all_panels() -> list[Panel]:
-    """Loss first, then every stage's panels in road order (each once), then the learning rate and grad norm."""
+    """Loss first, then every stage's panels in road order (each once), then the learning rate, grad norm and
+    throughput."""
     from pipelines.stages import all_stages
 
     panels = [LOSS]

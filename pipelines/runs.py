@@ -290,4 +290,6 @@ def summary(run_dir: Path) -> dict:
         "step": status.get("step", 0), "max_steps": status.get("max_steps", 0), "created_at": status.get("created_at"),
         "checkpoints": run_files.checkpoint_steps(run_dir), "has_final": (run_dir / "final").is_dir(),
         "error": status_texts(status)["error"],
+        # the run's mean useful tokens per second so far (pipelines/throughput.py keeps it in status.json)
+        "tokens_per_second": (status.get("throughput") or {}).get("tokens_per_second"),
     }

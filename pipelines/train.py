@@ -65,6 +65,7 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
         from pipelines.runs import load_config
         from pipelines.stages import get_stage, stage_runner
         from pipelines.stages.common import RunContext, save_final
+        from pipelines.throughput import ThroughputCallback
 
         config = load_config(run_dir)
         resume_from = run_files.last_checkpoint(run_dir) if resume else None
@@ -79,7 +80,8 @@ def _train_locked(run_dir: Path, workspace: Path, resume: bool, echo: bool, main
         staging = run_dir / ".staging"
         recorder = RunRecorder(run_dir, staging, stop, echo=echo and main, stage=config.stage,
                                rule_reward=rule_only(config), keep_checkpoints=config.train.save_total_limit)
-        callbacks = [recorder]
+        # First: the recorder then writes the tokens/s and MFU it adds to each log.
+        callbacks = [ThroughputCallback(run_dir, frozen_base=config.peft.method != "full", echo=echo and main), recorder]
         probes = run_probe_prompts(config, workspace)
         if probes:
             callbacks.append(ProbeCallback(run_dir, probes))

@@ -151,7 +151,7 @@ MESSAGES = {
     # chart panel titles (pipelines/panels.py)
     "chart.loss": "loss",
     "chart.perplexity": "perplexity (exp of the loss per token; lower predicts the text better)",
-    "chart.tokens_per_second": "tokens trained on per second",
+    "chart.tokens_per_second": "tokens trained on per second (padding not counted)",
     "chart.accuracy": "preference accuracy",
     "chart.reward_margin": "reward model: margin and mean reward",
     "chart.length_correlation": "reward model: correlation of rewards with answer length (at each save)",
@@ -168,6 +168,7 @@ MESSAGES = {
     "chart.best_of_n": "best-of-N scores",
     "chart.learning_rate": "learning rate",
     "chart.grad_norm": "grad norm",
+    "chart.mfu": "model FLOPs utilisation: share of the machine's measured matmul peak",
     # chart titles, axes and legends, the language picker, the unexpected-fault sentence (studio/charts.py,
     # studio/i18n.py, studio/errors.py)
     "chart.step": "step",
@@ -407,6 +408,8 @@ MESSAGES = {
     "train.col.run_id": "run", "train.col.status": "status", "train.col.stage": "stage", "train.col.parent": "started from",
     "train.col.model": "model", "train.col.dataset": "dataset", "train.col.step": "step", "train.col.max_steps": "max steps",
     "train.col.checkpoints": "checkpoints", "train.col.score": "score", "train.col.prompt": "prompt",
+    "train.col.tokens_per_second": "tokens/s",
+    "train.tokens_per_second": "{rate} tokens/s", "train.mfu": "MFU {share} of {peak} GFLOP/s ({dtype})",
     "train.col.response": "response", "train.col.at_step": "step {step}",
     "train.no_best_answers": "Run {run_id} saved no best answers to train on.",
     "train.no_pairs": "Run {run_id} saved no preference pairs to train on.",

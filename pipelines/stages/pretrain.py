@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from dataclasses import dataclass
 
 from pipelines.config import setting
@@ -35,7 +34,7 @@ class PretrainSettings:
 
 STAGE = declare(
     __name__, name="pretrain", order=0, data_kind="text", settings=PretrainSettings,
-    panels=(Panel("chart.perplexity", ("perplexity",)), Panel("chart.tokens_per_second", ("tokens_per_second",))),
+    panels=(Panel("chart.perplexity", ("perplexity",)),),
     defaults={"dataset": "corpus-en-sample",
               "train": {"learning_rate": 2.0e-4, "max_steps": 60, "save_steps": 20, "max_length": 256}},
 )
@@ -126,11 +125,8 @@ def perplexity(loss: float) -> float:
 
 class PerplexityLog:
     """What the trainer callback does on every log (a plain class: transformers is imported only when a run trains).
-    Adds perplexity (exp of the mean loss per token) beside every train and eval loss, and the tokens trained
-    on per second since the last log (TRL counts them as num_tokens: packed blocks have no padding)."""
-
-    def __init__(self):
-        self.last = None   # (time, num_tokens) at the last training log
+    Adds perplexity (exp of the mean loss per token) beside every train and eval loss (tokens per second are every
+    stage's: pipelines/throughput.py)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
@@ -139,9 +135,3 @@ class PerplexityLog:
             value = logs.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 logs[key.replace("loss", "perplexity")] = perplexity(value)
-        tokens = logs.get("num_tokens")
-        if isinstance(tokens, (int, float)) and "loss" in logs:
-            now = time.monotonic()
-            if self.last and now > self.last[0] and tokens > self.last[1]:
-                logs["tokens_per_second"] = (tokens - self.last[1]) / (now - self.last[0])
-            self.last = (now, tokens)

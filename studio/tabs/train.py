@@ -33,7 +33,8 @@ SAMPLE_COLUMNS = ["step", "score", "prompt", "response"]
 SAMPLE_WIDTHS = ["7%", "9%", "32%", "52%"]   # a step and a score are short; the answer is what one reads
 SAMPLES_SHOWN = 24       # the newest generations, newest first
 PROBE_STEPS_SHOWN = 4    # the first save and the newest ones: more columns would squeeze every answer unreadable
-RUN_COLUMNS = ["run_id", "status", "stage", "parent", "model", "dataset", "step", "max_steps", "checkpoints"]
+RUN_COLUMNS = ["run_id", "status", "stage", "parent", "model", "dataset", "step", "max_steps", "tokens_per_second",
+               "checkpoints"]
 
 
 def build(workspace: Path):
@@ -220,8 +221,29 @@ def runs_rows(runs: list[dict]) -> list[list]:
     def cell(row: dict, column: str):
         if column == "checkpoints":
             return ", ".join(map(str, row[column]))
+        if column == "tokens_per_second":
+            return tokens_per_second_text(row.get(column))
         return state_text(row[column]) if column == "status" else row[column]
     return [[cell(row, c) for c in RUN_COLUMNS] for row in runs]
+
+
+def tokens_per_second_text(rate: float | None) -> str:
+    """A run's mean tokens/s as a person reads it: whole tokens, one decimal below ten; blank before its first log."""
+    if rate is None:
+        return ""
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.1f}"
+
+
+def throughput_parts(status: dict) -> list[str]:
+    """The run's mean tokens/s, and its latest MFU against the measured peak (pipelines/throughput.py)."""
+    throughput, last = status.get("throughput") or {}, status.get("last_metrics") or {}
+    parts = []
+    if throughput.get("tokens_per_second"):
+        parts.append(f"⚡ {text('train.tokens_per_second', rate=tokens_per_second_text(throughput['tokens_per_second']))}")
+    if isinstance(last.get("mfu"), (int, float)) and throughput.get("peak_gflops"):
+        share = f"{last['mfu']:.1%}" if last["mfu"] >= 0.001 else "<0.1%"
+        parts.append(text("train.mfu", share=share, peak=f"{throughput['peak_gflops']:,.0f}", dtype=throughput["dtype"]))
+    return parts
 
 
 def runs_table_value(runs: list[dict]) -> dict:
@@ -304,6 +326,7 @@ def status_markdown(status: dict) -> str:
     last = status.get("last_metrics") or {}
     if isinstance(last.get("loss"), (int, float)):
         parts.append(text("train.loss", loss=last["loss"]))
+    parts.extend(throughput_parts(status))
     if status.get("checkpoints"):
         parts.append(f"💾 {text('train.saved_steps', steps=', '.join(map(str, status['checkpoints'])))}")
     if status.get("datasets"):
