@@ -6,7 +6,7 @@ JOB.json (written by bench/dpo_overhead.py) names the model folder, a JSONL file
 TRL's conversational shape (prompt / chosen / rejected message lists), the output folder, the `peft`, `train`
 and `dpo` sections of the studio config, and where to write the result. The DPOConfig below spells out, value
 by value, what the studio derives from the same sections in pipelines/stages/common.common_training_args (CPU,
-fp32, no gradient checkpointing) and pipelines/stages/dpo.py (beta, loss_type, label_smoothing, max_length;
+fp32 unless train.precision is bf16, no gradient checkpointing) and pipelines/stages/dpo.py (beta, loss_type, label_smoothing, max_length;
 with LoRA the reference is the same weights with the adapter disabled, so ref_model=None and no precomputed
 reference log-probs). dpo_overhead.py checks afterwards that the two saved training_args.bin files agree, so a
 drift in either shows up as a listed difference.
@@ -56,7 +56,9 @@ def main(job_path: str) -> int:
         dataloader_pin_memory=False,
         gradient_checkpointing=False,             # TRL's default is True, which is 2.5-5x slower on CPU
         use_cpu=True,
-        bf16=False,                               # TRL's default is bf16 where available, much slower on CPU
+        # TRL's default is bf16 where available; the studio's train.precision decides, and both sides share it
+        # (bench/dpo_speed.py --precision bf16). bf16 on CPU is autocast over fp32 weights.
+        bf16=train.get("precision") == "bf16",
         fp16=False,
         beta=dpo["beta"],
         loss_type=[dpo["loss_type"]] + (["sft"] if dpo.get("sft_weight") else []),   # the SFT term on chosen

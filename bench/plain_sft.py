@@ -2,12 +2,19 @@
 
     python bench/plain_sft.py JOB.json
 
-JOB.json (written by bench/sft_overhead.py) names the model folder, a JSONL file of rows already in
-TRL's `messages` shape, the output folder, the `peft` and `train` sections of the studio config, and
+JOB.json (written by bench/sft_overhead.py or bench/sft_speed.py) names the model folder, a JSONL file of rows
+already in TRL's `messages` shape, the output folder, the `peft` and `train` sections of the studio config, and
 where to write the result. The SFTConfig below spells out, value by value, what the studio derives
 from the same sections in pipelines/stages/common.common_training_args (CPU, fp32, no gradient
 checkpointing) and pipelines/stages/sft.py; sft_overhead.py checks afterwards that the two saved
 training_args.bin files agree, so a drift in either shows up as a listed difference.
+
+An optional `peer` in JOB.json picks how the peer computes (sft_speed.py's peers):
+    fp32          (the default) fp32, no gradient checkpointing: the settings above
+    bf16          the same with bf16=True, so the Trainer runs forward and backward under bf16 autocast
+    trl-defaults  bf16 and gradient_checkpointing left unset, so SFTConfig's own defaults apply (both on)
+The result holds the summary, the loss and TRL's running `num_tokens` (non-padding tokens seen) per logged step,
+and the precision and gradient checkpointing the Trainer actually used.
 
 This script imports nothing from the studio.
 """
@@ -17,6 +24,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+# How each peer computes: SFTConfig fields, or none to leave TRL's defaults in place. TRL's defaults turn gradient
+# checkpointing and bf16 on; on a CPU checkpointing costs 2.5-5x, and bf16 is only quicker where the CPU has it natively.
+PEERS = {
+    "fp32": {"gradient_checkpointing": False, "bf16": False, "fp16": False},
+    "bf16": {"gradient_checkpointing": False, "bf16": True, "fp16": False},
+    "trl-defaults": {},
+}
 
 
 def main(job_path: str) -> int:
@@ -28,6 +43,7 @@ def main(job_path: str) -> int:
     from trl import SFTConfig, SFTTrainer
 
     peft, train, output_dir = job["peft"], job["train"], Path(job["output_dir"])
+    computing = PEERS[job.get("peer", "fp32")]
     tokenizer = AutoTokenizer.from_pretrained(job["model_dir"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -52,10 +68,8 @@ def main(job_path: str) -> int:
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
-        gradient_checkpointing=False,             # TRL's default is True, which is 2.5-5x slower on CPU
         use_cpu=True,
-        bf16=False,                               # TRL's default is bf16, also much slower on CPU
-        fp16=False,
+        **computing,
         max_length=train["max_length"],
         assistant_only_loss=True,                 # both models' chat templates carry {% generation %} markers
         packing=False,
@@ -71,7 +85,9 @@ def main(job_path: str) -> int:
     output = trainer.train()
     trainer.save_model(str(output_dir / "final"))
     result = {"summary": output.metrics,
-              "losses": {str(e["step"]): e["loss"] for e in trainer.state.log_history if "loss" in e}}
+              "losses": {str(e["step"]): e["loss"] for e in trainer.state.log_history if "loss" in e},
+              "num_tokens": {str(e["step"]): e["num_tokens"] for e in trainer.state.log_history if "num_tokens" in e},
+              "bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing}
     Path(job["result"]).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
 

@@ -1,8 +1,11 @@
 """Direct preference optimisation with TRL's DPOTrainer, and every loss variant it offers (`dpo.loss_type`).
 
-Reference model: with LoRA, the same weights with the adapter disabled (no second copy). With a full
-fine-tune, the reference log-probs are computed once before training (TRL would otherwise reload the
-reference from the path the weights came from, which for a merged SFT checkpoint is the wrong model).
+Reference model: with LoRA, the same weights with the adapter disabled (no second copy), run at every step unless
+the run trains on more pairs than the dataset holds (then computed once before training: fewer reference passes;
+pipelines/stages/batching.precompute_reference). With a full fine-tune, the reference log-probs are always computed
+once before training (TRL would otherwise reload the reference from the path the weights came from, which for a
+merged SFT checkpoint is the wrong model). A compact CPU LM head and padding-free batches exist
+in pipelines/stages/batching.py (same loss), off by default until measured end to end.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pipelines.config import setting
 from pipelines.errors import StudioError
 from pipelines.signals import preference_signs
 from pipelines.stages import declare
+from pipelines.stages.batching import pairs_trained, precompute_reference, speed_up
 from pipelines.stages.checks import few_pairs_warning
 from pipelines.stages.common import RunContext, lora_config, start_policy_stage, train_and_finish
 
@@ -69,14 +73,19 @@ def run(context: RunContext):
     config = context.config
     inputs, model, common = start_policy_stage(context)
     full = config.peft.method == "full"
+    precompute = precompute_reference(full, pairs_trained(config.train, len(inputs.train_dataset)),
+                                      len(inputs.train_dataset))
     args = DPOConfig(**common, beta=config.dpo.beta, **dpo_losses(config.dpo), label_smoothing=config.dpo.label_smoothing,
-                     max_length=config.train.max_length, precompute_ref_log_probs=full)
+                     max_length=config.train.max_length, precompute_ref_log_probs=precompute)
     sft_term = f" + {config.dpo.sft_weight:g} × SFT on chosen" if config.dpo.sft_weight else ""
     print(f"DPO ({config.dpo.loss_type}{sft_term}, beta {config.dpo.beta}): {config.model} on {inputs.device}, "
           f"{len(inputs.train_dataset)} pairs of {config.dataset}, reference = "
-          f"{'log-probs precomputed from the starting weights' if full else 'the same weights with the adapter disabled'}",
+          f"{'log-probs precomputed from the starting weights' if precompute else 'the same weights with the adapter disabled'}",
           flush=True)
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=inputs.train_dataset,
                          eval_dataset=inputs.eval_dataset, processing_class=inputs.tokenizer,
                          peft_config=lora_config(config), callbacks=with_preference_check(context, inputs))
+    changes = speed_up(trainer, inputs.device)
+    if changes:
+        print(f"Speed-ups: {', '.join(changes)} (the loss is unchanged)", flush=True)
     return train_and_finish(context, trainer)

@@ -3,7 +3,8 @@
 Preference pairs are accepted too (each gives one desirable and one undesirable row, shuffled; see
 pipelines/data/store.py). Where a prompt has both a desirable and an undesirable answer, those pairs get DPO's
 check of the policy's own preference (pipelines/preference_check.py). The reference is handled as in DPO:
-adapter disabled under LoRA, precomputed log-probs for a full fine-tune.
+adapter disabled under LoRA (precomputed once when the run trains on more rows than the dataset holds),
+precomputed log-probs for a full fine-tune; see pipelines/stages/batching.py for the faster forwards.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pipelines.config import setting
 from pipelines.errors import StudioError
 from pipelines.signals import preference_signs
 from pipelines.stages import declare
+from pipelines.stages.batching import pairs_trained, precompute_reference, speed_up
 from pipelines.stages.checks import few_pairs_warning
 from pipelines.stages.common import RunContext, lora_config, start_policy_stage, train_and_finish
 
@@ -51,11 +53,16 @@ def run(context: RunContext):
     labels = inputs.train_dataset["label"]
     args = KTOConfig(**common, beta=config.kto.beta, loss_type=config.kto.loss_type,
                      desirable_weight=config.kto.desirable_weight, undesirable_weight=config.kto.undesirable_weight,
-                     max_length=config.train.max_length, precompute_ref_log_probs=config.peft.method == "full")
+                     max_length=config.train.max_length,
+                     precompute_ref_log_probs=precompute_reference(config.peft.method == "full",
+                                                                   pairs_trained(config.train, len(labels)), len(labels)))
     print(f"KTO (beta {config.kto.beta}): {config.model} on {inputs.device}, {sum(labels)} desirable and "
           f"{len(labels) - sum(labels)} undesirable answers of {config.dataset}", flush=True)
     trainer = KTOTrainer(model=model, ref_model=None, args=args, train_dataset=inputs.train_dataset,
                          eval_dataset=inputs.eval_dataset, processing_class=inputs.tokenizer,
                          peft_config=lora_config(config),
                          callbacks=with_preference_check(context, inputs, pairs_from_unpaired(list(inputs.train_dataset))))
+    changes = speed_up(trainer, inputs.device)
+    if changes:
+        print(f"Speed-ups: {', '.join(changes)} (the loss is unchanged)", flush=True)
     return train_and_finish(context, trainer)

@@ -18,8 +18,6 @@ batches. Neither changes the loss: the same tokens, the same labels, the same me
 
 from __future__ import annotations
 
-# TRL's SFTTrainer asks the fused head for these per-token fields; entropy and token accuracy feed its metrics.
-FUSED_FIELDS = ("log_probs", "entropy", "is_top1")
 
 
 def speed_up(trainer, device: str) -> list[str]:
@@ -105,8 +103,9 @@ def _weights_per_token(text_config) -> int:
 
 def add_compact_lm_head(model) -> None:
     """Replace the forward TRL's add_fused_lm_head patched in (`fused_lm_head=True`) with one that projects only the
-    positions whose next-token label is not -100 and returns the same fields (trl.trainer.utils.
-    FusedCausalLMOutput). A call without fused_lm_head (generation, evaluation by other code) is unchanged."""
+    positions whose next-token label is not -100, returning the same trl.trainer.utils.FusedCausalLMOutput fields.
+    A call without fused_lm_head (generation, the preference check, evaluation by other code) is unchanged. SFT,
+    pretraining, DPO and KTO (pipelines/stages/batching.py) share it."""
     import functools
     import types
 
@@ -118,36 +117,35 @@ def add_compact_lm_head(model) -> None:
     @functools.wraps(type(model).forward)
     def compact_forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None,
                         **kwargs):
-        if not fused_lm_head or shift_labels is not None or _needs_trl_head(self):
+        if not fused_lm_head or shift_labels is not None or needs_trl_head(self):
             return fused_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
                                  num_items_in_batch=num_items_in_batch, **kwargs)
         kwargs["use_cache"] = False
-        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
-        targets = labels[:, 1:]
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]     # (N, T-1, H)
+        targets = labels[:, 1:]                                                   # (N, T-1)
         mask = targets != -100
-        logits = self.get_output_embeddings()(hidden[mask]).float()
+        logits = self.get_output_embeddings()(hidden[mask]).float()              # (n, V): trained positions only
         token_log_probs = torch.log_softmax(logits, dim=-1)
-        picked = token_log_probs.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)
-        # masked_scatter keeps an all-masked batch connected to the model: a differentiable zero, as TRL's head does
-        log_probs = picked.new_zeros(mask.shape).masked_scatter(mask, picked)
-        with torch.no_grad():
+        picked = token_log_probs.gather(-1, targets[mask].unsqueeze(-1)).squeeze(-1)   # (n,)
+        with torch.no_grad():   # metrics only, as in TRL's head (DPO and KTO detach them)
             entropy = -(token_log_probs.exp() * token_log_probs).sum(-1)
-            is_top1 = logits.argmax(-1) == targets[mask]
+            mean_logits = logits.mean(-1)
+            is_top1 = logits.argmax(-1) == targets[mask]   # argmax takes the first maximum, as TRL's head does
+
+        def padded(values):   # masked_scatter keeps an all-masked batch connected: a differentiable zero, as TRL's
+            return values.new_zeros(mask.shape).masked_scatter(mask, values)
+
+        log_probs = padded(picked)
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
-        return FusedCausalLMOutput(
-            loss=-log_probs.sum() / count,
-            log_probs=log_probs,
-            entropy=entropy.new_zeros(mask.shape).masked_scatter(mask, entropy),
-            is_top1=torch.zeros(mask.shape, dtype=torch.bool, device=mask.device).masked_scatter(mask, is_top1),
-            label_mask=mask,
-        )
+        return FusedCausalLMOutput(loss=-log_probs.sum() / count, log_probs=log_probs, entropy=padded(entropy),
+                                   mean_logits=padded(mean_logits), is_top1=padded(is_top1), label_mask=mask)
 
     model.forward = types.MethodType(compact_forward, model)
 
 
-def _needs_trl_head(model) -> bool:
+def needs_trl_head(model) -> bool:
     """Models whose logits TRL's head scales, caps or routes (Gemma's softcapping, Granite's scaling, mixtures of
-    experts' auxiliary loss): they keep TRL's head, which knows each of them."""
+    experts' auxiliary loss) keep TRL's head, which knows each of them."""
     text = model.config.get_text_config()
     scaled = any(getattr(text, key, None) is not None for key in
                  ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"))
