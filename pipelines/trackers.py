@@ -92,6 +92,17 @@ def report_to_args(report_to: str, run_dir: Path) -> dict:
     return {"report_to": trackers, "run_name": Path(run_dir).name, "project": PROJECT}
 
 
+def trackers_last(callbacks: list) -> list:
+    """`callbacks` with the trackers' own at the end, in place (the rest keep their order). A Trainer puts its
+    report_to callbacks before the ones it is given; but ours add to each log (tokens/s and MFU, perplexity, the
+    preference check) in their on_log, and a tracker must hear the log after they have."""
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    tracker_types = tuple(INTEGRATION_TO_CALLBACK.values())
+    callbacks.sort(key=lambda callback: isinstance(callback, tracker_types))   # stable: False (ours) first
+    return callbacks
+
+
 def loop_callbacks(args) -> list:
     """For our own loops: the callbacks a Trainer made with these TrainingArguments would report through."""
     if not args.report_to:

@@ -75,7 +75,8 @@ def test_a_lora_reward_run_builds_on_a_lora_sft_checkpoint_and_scores(tiny_model
 
 def test_dpo_learns_a_separable_preference(tiny_model, pairs):
     metrics = read_metrics(trained(pairs, stage_config(tiny_model, "dpo", max_steps=12)))
-    assert metrics[0]["rewards/margins"] == 0.0, "step 1: the policy is still the reference"
+    # The precomputed reference and the policy's compact head sum the same log-probs in different orders: rounding.
+    assert abs(metrics[0]["rewards/margins"]) < 1e-5, "step 1: the policy is still the reference"
     last = metrics[-3:]
     assert sum(m["rewards/accuracies"] for m in last) / 3 > 0.5
     assert min(m["rewards/margins"] for m in last) > 0.1

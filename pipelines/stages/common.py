@@ -237,8 +237,12 @@ def start_policy_stage(context: RunContext) -> tuple[StageInputs, object, dict]:
 
 
 def train_and_finish(context: RunContext, trainer):
-    """The end every TRL stage shares: the recorder's lines instead of the trainer's own printer, training from
-    the checkpoint being resumed (if any), and the trainer returned for save_final (SavesModel)."""
+    """The end every TRL stage shares: the recorder's lines instead of the trainer's own printer, the trackers
+    hearing each log after the callbacks that add to it, training from the checkpoint being resumed (if any), and
+    the trainer returned for save_final (SavesModel)."""
+    from pipelines.trackers import trackers_last
+
     quiet(trainer)
+    trackers_last(trainer.callback_handler.callbacks)
     trainer.train(resume_from_checkpoint=str(context.resume_from) if context.resume_from else None)
     return trainer

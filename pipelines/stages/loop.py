@@ -39,9 +39,9 @@ class CallbackLoop:
         self.state.is_local_process_zero = self.args.local_process_index == 0
         self.control = TrainerControl()
         self.steps_per_epoch = steps_per_epoch
-        # report_to: the trackers' callbacks, as a Trainer adds them, see the same logs (pipelines/trackers.py)
-        self.handler = CallbackHandler([DefaultFlowCallback(), *loop_callbacks(self.args), *context.callbacks], model,
-                                       processing_class, optimizer, lr_scheduler)
+        # report_to: the trackers' callbacks, as a Trainer adds them, see the same logs, last (pipelines/trackers.py)
+        callbacks = [DefaultFlowCallback(), *context.callbacks, *loop_callbacks(self.args)]
+        self.handler = CallbackHandler(callbacks, model, processing_class, optimizer, lr_scheduler)
 
     def train(self, start: int, step: Callable[[int], dict], save: Callable[[], None] | None = None) -> None:
         """Run steps start+1 … max_steps. `step(index)` does the step of 0-based `index` and returns its logs;
