@@ -46,7 +46,7 @@ def loss_and_metrics(trainer, batch):
     loss.backward()
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
     trainer.model.zero_grad()
-    return float(loss), {k: v[-1] for k, v in trainer._metrics["train"].items()}, grads
+    return loss.detach().item(), {k: v[-1] for k, v in trainer._metrics["train"].items()}, grads
 
 
 def test_the_compact_head_gives_dpo_the_loss_metrics_and_gradients_of_trls_head(tiny_model, tmp_path):
@@ -63,6 +63,60 @@ def test_the_compact_head_gives_dpo_the_loss_metrics_and_gradients_of_trls_head(
     assert grads.keys() == compact_grads.keys() and grads
     for name, grad in grads.items():
         torch.testing.assert_close(compact_grads[name], grad, atol=1e-5, rtol=1e-4)
+
+
+def orpo_trainer(tiny_model, tmp_path):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipelines.stages.orpo import orpo_classes
+
+    ORPOConfig, ORPOTrainer = orpo_classes()
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    rows = [{"prompt": [{"role": "user", "content": p["prompt"]}],
+             "chosen": [{"role": "assistant", "content": p["chosen"]}],
+             "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in PAIRS]
+    args = ORPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to=[],
+                      use_cpu=True, bf16=False, gradient_checkpointing=False, max_length=256)
+    trainer = ORPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                          peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
+                                                 task_type="CAUSAL_LM"))
+    for name, param in trainer.model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.05)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    return trainer, batch
+
+
+def orpo_loss_and_metrics(trainer, batch):
+    trainer.model.train()
+    loss, metrics = trainer.get_batch_loss_metrics(trainer.model, batch)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    trainer.model.zero_grad()
+    return loss.detach().item(), metrics, grads
+
+
+def test_the_compact_head_gives_orpo_the_loss_metrics_and_gradients_of_trls_logits(tiny_model, tmp_path):
+    trainer, batch = orpo_trainer(tiny_model, tmp_path)
+    assert batch["rejected_attention_mask"].sum() < batch["rejected_attention_mask"].numel(), "padding to skip"
+    loss, metrics, grads = orpo_loss_and_metrics(trainer, batch)
+    assert batching.speed_up(trainer, "cpu") == ["compact LM head"]
+    compact_loss, compact_metrics, compact_grads = orpo_loss_and_metrics(trainer, batch)
+    assert compact_loss == pytest.approx(loss, abs=1e-5)
+    assert metrics.keys() == compact_metrics.keys()
+    for key, value in metrics.items():   # nll_loss, log_odds_ratio, logps/*, rewards/*, logits/* (every position)
+        assert compact_metrics[key] == pytest.approx(value, abs=1e-5), key
+    assert metrics["rewards/margins"] != 0
+    assert grads.keys() == compact_grads.keys() and grads
+    for name, grad in grads.items():
+        torch.testing.assert_close(compact_grads[name], grad, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():   # generation and plain calls go through the model's own forward, as before
+        plain = trainer.model(input_ids=batch["chosen_input_ids"][:1]).logits
+    assert plain.shape[-1] == trainer.model.config.vocab_size
 
 
 def test_padding_free_backbone_calls_give_dpo_the_padded_batchs_per_pair_log_probs(tiny_model, tmp_path):

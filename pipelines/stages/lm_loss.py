@@ -105,7 +105,7 @@ def add_compact_lm_head(model) -> None:
     """Replace the forward TRL's add_fused_lm_head patched in (`fused_lm_head=True`) with one that projects only the
     positions whose next-token label is not -100, returning the same trl.trainer.utils.FusedCausalLMOutput fields.
     A call without fused_lm_head (generation, the preference check, evaluation by other code) is unchanged. SFT,
-    pretraining, DPO and KTO (pipelines/stages/batching.py) share it."""
+    pretraining, DPO, KTO and ORPO (pipelines/stages/batching.py) share it."""
     import functools
     import types
 
@@ -116,10 +116,12 @@ def add_compact_lm_head(model) -> None:
 
     @functools.wraps(type(model).forward)
     def compact_forward(self, *args, fused_lm_head=False, labels=None, shift_labels=None, num_items_in_batch=None,
-                        **kwargs):
+                        mean_logits_everywhere=False, **kwargs):
         if not fused_lm_head or shift_labels is not None or needs_trl_head(self):
-            return fused_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
-                                 num_items_in_batch=num_items_in_batch, **kwargs)
+            # As it came: a model TRL did not patch (ORPO's) gets no keyword it does not know
+            given = {"fused_lm_head": fused_lm_head or None, "labels": labels, "shift_labels": shift_labels,
+                     "num_items_in_batch": num_items_in_batch}
+            return fused_forward(*args, **{k: v for k, v in given.items() if v is not None}, **kwargs)
         kwargs["use_cache"] = False
         hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]     # (N, T-1, H)
         targets = labels[:, 1:]                                                   # (N, T-1)
@@ -137,10 +139,23 @@ def add_compact_lm_head(model) -> None:
 
         log_probs = padded(picked)
         count = mask.sum().clamp(min=1) if num_items_in_batch is None else num_items_in_batch
+        # mean_logits_everywhere: every position's (ORPO's logits metrics average them all, padding too)
+        mean_logits = mean_logit(self.get_output_embeddings(), hidden) if mean_logits_everywhere else padded(mean_logits)
         return FusedCausalLMOutput(loss=-log_probs.sum() / count, log_probs=log_probs, entropy=padded(entropy),
-                                   mean_logits=padded(mean_logits), is_top1=padded(is_top1), label_mask=mask)
+                                   mean_logits=mean_logits, is_top1=padded(is_top1), label_mask=mask)
 
     model.forward = types.MethodType(compact_forward, model)
+
+
+def mean_logit(head, hidden):
+    """The mean over the vocabulary of each position's logits, without the logits: the mean of h·w_v + b_v over v
+    is h·mean(w) + mean(b). No gradient (a metric)."""
+    import torch
+
+    with torch.no_grad():
+        weight = head.weight.float().mean(0)
+        bias = head.bias.float().mean() if getattr(head, "bias", None) is not None else 0.0
+        return hidden.float() @ weight + bias
 
 
 def needs_trl_head(model) -> bool:

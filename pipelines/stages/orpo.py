@@ -11,6 +11,7 @@ from pipelines.config import setting
 from pipelines.errors import StudioError
 from pipelines.signals import preference_signs
 from pipelines.stages import declare
+from pipelines.stages.batching import speed_up
 from pipelines.stages.checks import few_pairs_warning
 from pipelines.stages.common import RunContext, lora_config, start_policy_stage, train_and_finish
 
@@ -52,4 +53,5 @@ def run(context: RunContext):
     trainer = ORPOTrainer(model=model, args=args, train_dataset=inputs.train_dataset, eval_dataset=inputs.eval_dataset,
                           processing_class=inputs.tokenizer, peft_config=lora_config(config),
                           callbacks=with_preference_check(context, inputs))
+    speed_up(trainer, inputs.device)
     return train_and_finish(context, trainer)
