@@ -495,7 +495,8 @@ MESSAGES = {
     "help.peft.method": "전체 미세조정, LoRA 어댑터, 또는 QLoRA(4비트 베이스 위의 LoRA; CUDA GPU와 bitsandbytes 필요).",
     "help.peft.r": "LoRA 랭크: 저랭크 업데이트의 폭. 보통 8–64.",
     "help.peft.alpha": "LoRA 알파: 업데이트에 alpha / r 배율이 곱해집니다. 랭크의 두 배가 흔한 선택입니다.",
-    "help.peft.dropout": "LoRA 경로에 적용하는 드롭아웃.",
+    "help.peft.dropout": "LoRA 경로에 적용하는 드롭아웃. CPU에서는 무작위 마스크를 만드는 데 스텝마다 약 5분의 1이 "
+                         "들 수 있습니다. 0으로 두면 더 빨리 학습하지만 정규화 효과는 줄어듭니다.",
     "help.peft.target_modules": "어댑터를 붙일 층: 'all-linear' 또는 'q_proj,v_proj'처럼 쉼표로 구분한 목록.",
     "help.train.max_steps": "실행할 옵티마이저 스텝 수; 0이면 에폭 수만큼 학습합니다.",
     "help.train.epochs": "데이터셋을 몇 번 돌지 (max_steps가 0일 때 사용).",
