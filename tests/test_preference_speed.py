@@ -14,11 +14,12 @@ from pipelines.stages import batching
 from tests.test_preference_stages import PAIRS, pairs, stage_config, trained  # noqa: F401  (pairs: a fixture)
 
 
-def dpo_trainer(tiny_model, tmp_path):
+def preference_trainer(tiny_model, trainer_class, args):
+    """A TRL preference trainer on the tiny model and PAIRS, LoRA r8 with non-zero adapter weights (so the policy
+    differs from the reference and the rewards are not all 0), and its first batch of 4 pairs."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
@@ -26,38 +27,68 @@ def dpo_trainer(tiny_model, tmp_path):
     rows = [{"prompt": [{"role": "user", "content": p["prompt"]}],
              "chosen": [{"role": "assistant", "content": p["chosen"]}],
              "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in PAIRS]
-    args = DPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to=[], use_cpu=True,
-                     bf16=False, gradient_checkpointing=False, loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0])
-    trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
-                                                task_type="CAUSAL_LM"))
-    # Give the adapter non-zero weights, so the policy differs from the reference and the rewards are not all 0.
+    trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                            peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
+                                                   task_type="CAUSAL_LM"))
     for name, param in trainer.model.named_parameters():
         if "lora_B" in name:
             param.data.normal_(0, 0.05)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-    return trainer, batch
+    return trainer, trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+
+
+CPU_FP32 = {"max_steps": 1, "per_device_train_batch_size": 4, "report_to": [], "use_cpu": True, "bf16": False,
+            "gradient_checkpointing": False}
+
+
+def dpo_trainer(tiny_model, tmp_path):
+    from trl import DPOConfig, DPOTrainer
+
+    args = DPOConfig(output_dir=str(tmp_path), loss_type=["sigmoid", "sft"], loss_weights=[1.0, 1.0], **CPU_FP32)
+    return preference_trainer(tiny_model, DPOTrainer, args)
+
+
+def orpo_trainer(tiny_model, tmp_path):
+    from pipelines.stages.orpo import orpo_classes
+
+    ORPOConfig, ORPOTrainer = orpo_classes()
+    return preference_trainer(tiny_model, ORPOTrainer, ORPOConfig(output_dir=str(tmp_path), max_length=256, **CPU_FP32))
 
 
 def loss_and_metrics(trainer, batch):
-    trainer._metrics["train"].clear()
+    """(loss, the metrics the trainer logged for it, every trained parameter's gradient) of one training batch."""
     trainer.model.train()
-    loss = trainer._compute_loss(trainer.model, batch, False)
+    if hasattr(trainer, "odds_ratio_loss"):   # ORPO returns its metrics; DPO and KTO keep them in _metrics
+        loss, metrics = trainer.get_batch_loss_metrics(trainer.model, batch)
+    else:
+        trainer._metrics["train"].clear()
+        loss = trainer._compute_loss(trainer.model, batch, False)
+        metrics = trainer._metrics["train"]
     loss.backward()
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
     trainer.model.zero_grad()
-    return loss.detach().item(), {k: v[-1] for k, v in trainer._metrics["train"].items()}, grads
+    return loss.detach().item(), {k: v[-1] if isinstance(v, list) else v for k, v in metrics.items()}, grads
 
 
-def test_the_compact_head_gives_dpo_the_loss_metrics_and_gradients_of_trls_head(tiny_model, tmp_path):
-    trainer, batch = dpo_trainer(tiny_model, tmp_path)
-    assert batch["attention_mask"].sum() < batch["attention_mask"].numel(), "the batch has padding to skip"
+def head_calls(trainer, batch):
+    """loss_and_metrics, and the positions each call of the LM head module projected."""
+    seen = []
+    head = batching.unwrap(trainer.model).get_output_embeddings()
+    handle = head.register_forward_pre_hook(lambda module, args: seen.append(args[0].numel() // args[0].shape[-1]))
+    try:
+        return loss_and_metrics(trainer, batch), seen
+    finally:
+        handle.remove()
+
+
+def assert_compact_head_changes_nothing(trainer, batch, positions: int, keys=None):
+    """Before and after speed_up: the same loss, metrics and gradients; after, no call of the LM head projects all
+    `positions` of the padded batch (its rows × their length less one), only those the loss reads."""
     loss, metrics, grads = loss_and_metrics(trainer, batch)
     assert batching.speed_up(trainer, "cpu", compact=True) == ["compact LM head"]
-    compact_loss, compact_metrics, compact_grads = loss_and_metrics(trainer, batch)
+    (compact_loss, compact_metrics, compact_grads), calls = head_calls(trainer, batch)
+    assert calls and max(calls) < positions, calls
     assert compact_loss == pytest.approx(loss, abs=1e-5)
-    for key in ("logps/chosen", "logps/rejected", "rewards/chosen", "rewards/margins", "entropy", "logits/chosen",
-                "mean_token_accuracy"):
+    for key in keys or metrics:
         assert compact_metrics[key] == pytest.approx(metrics[key], abs=1e-5), key
     assert metrics["rewards/margins"] != 0
     assert grads.keys() == compact_grads.keys() and grads
@@ -65,55 +96,22 @@ def test_the_compact_head_gives_dpo_the_loss_metrics_and_gradients_of_trls_head(
         torch.testing.assert_close(compact_grads[name], grad, atol=1e-5, rtol=1e-4)
 
 
-def orpo_trainer(tiny_model, tmp_path):
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from pipelines.stages.orpo import orpo_classes
-
-    ORPOConfig, ORPOTrainer = orpo_classes()
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
-    rows = [{"prompt": [{"role": "user", "content": p["prompt"]}],
-             "chosen": [{"role": "assistant", "content": p["chosen"]}],
-             "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in PAIRS]
-    args = ORPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=4, report_to=[],
-                      use_cpu=True, bf16=False, gradient_checkpointing=False, max_length=256)
-    trainer = ORPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                          peft_config=LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
-                                                 task_type="CAUSAL_LM"))
-    for name, param in trainer.model.named_parameters():
-        if "lora_B" in name:
-            param.data.normal_(0, 0.05)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
-    return trainer, batch
-
-
-def orpo_loss_and_metrics(trainer, batch):
-    trainer.model.train()
-    loss, metrics = trainer.get_batch_loss_metrics(trainer.model, batch)
-    loss.backward()
-    grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-    trainer.model.zero_grad()
-    return loss.detach().item(), metrics, grads
+def test_the_compact_head_gives_dpo_the_loss_metrics_and_gradients_of_trls_head(tiny_model, tmp_path):
+    trainer, batch = dpo_trainer(tiny_model, tmp_path)
+    rows, length = batch["input_ids"].shape
+    assert batch["attention_mask"].sum() < batch["attention_mask"].numel(), "the batch has padding to skip"
+    assert_compact_head_changes_nothing(trainer, batch, rows * (length - 1), keys=(
+        "logps/chosen", "logps/rejected", "rewards/chosen", "rewards/margins", "entropy", "logits/chosen",
+        "mean_token_accuracy"))
 
 
 def test_the_compact_head_gives_orpo_the_loss_metrics_and_gradients_of_trls_logits(tiny_model, tmp_path):
     trainer, batch = orpo_trainer(tiny_model, tmp_path)
+    rows, length = 2 * len(batch["chosen_input_ids"]), max(batch["chosen_input_ids"].shape[1],
+                                                          batch["rejected_input_ids"].shape[1])
     assert batch["rejected_attention_mask"].sum() < batch["rejected_attention_mask"].numel(), "padding to skip"
-    loss, metrics, grads = orpo_loss_and_metrics(trainer, batch)
-    assert batching.speed_up(trainer, "cpu") == ["compact LM head"]
-    compact_loss, compact_metrics, compact_grads = orpo_loss_and_metrics(trainer, batch)
-    assert compact_loss == pytest.approx(loss, abs=1e-5)
-    assert metrics.keys() == compact_metrics.keys()
-    for key, value in metrics.items():   # nll_loss, log_odds_ratio, logps/*, rewards/*, logits/* (every position)
-        assert compact_metrics[key] == pytest.approx(value, abs=1e-5), key
-    assert metrics["rewards/margins"] != 0
-    assert grads.keys() == compact_grads.keys() and grads
-    for name, grad in grads.items():
-        torch.testing.assert_close(compact_grads[name], grad, atol=1e-5, rtol=1e-4)
+    # every metric: nll_loss, log_odds_ratio, logps/*, rewards/*, and logits/* (the mean over every position)
+    assert_compact_head_changes_nothing(trainer, batch, rows * (length - 1))
     with torch.no_grad():   # generation and plain calls go through the model's own forward, as before
         plain = trainer.model(input_ids=batch["chosen_input_ids"][:1]).logits
     assert plain.shape[-1] == trainer.model.config.vocab_size

@@ -45,14 +45,12 @@ def speed_up(trainer, device: str, *, compact: bool = COMPACT_BY_DEFAULT, packed
     """Apply the cheaper forwards to a built TRL trainer, say so in the run's log, and return what changed."""
     model = unwrap(trainer.model)
     changes = []
-    if compact and device == "cpu" and not needs_trl_head(model):
-        if has_trl_fused_head(model):
-            add_compact_lm_head(model)
-            changes.append("compact LM head")
-        elif is_orpo(trainer) and not trainer.is_encoder_decoder and not trainer.aux_loss_enabled:
-            add_compact_lm_head(model)
+    orpo = is_orpo(trainer) and not trainer.is_encoder_decoder
+    if compact and device == "cpu" and not needs_trl_head(model) and (has_trl_fused_head(model) or orpo):
+        add_compact_lm_head(model)
+        if orpo:
             trainer.concatenated_forward = types.MethodType(compact_orpo_forward, trainer)
-            changes.append("compact LM head")
+        changes.append("compact LM head")
     if packed and add_padding_free_backbone(model):
         changes.append("padding-free batches")
     if changes:
